@@ -1,0 +1,119 @@
+# CCViT trainer. `make` builds everything, `make test` runs every test,
+# `make deps` installs what a fresh Debian 12 machine lacks, `make run` is the
+# main job, `make bench` the side-by-side benchmarks. Overrides: NO_NATIVE=1,
+# NO_OMP=1, DEBUG=1 (-O0 -g, sanitizers off), CC=clang.
+
+CC      ?= gcc
+PYTHON  := /usr/bin/python3
+BUILD   := build
+
+CFLAGS  := -O3 -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare -fPIC -MMD -MP -Itrainer -Idata_loaders
+LDLIBS  := -lm -lpthread
+
+ifeq ($(DEBUG),1)
+  CFLAGS := $(filter-out -O3,$(CFLAGS)) -O0 -g
+endif
+
+# ---- probes: each prints what it chose and why ------------------------------
+define trial_compile
+$(shell printf 'int main(void){return 0;}\n' | $(CC) $(1) -x c - -o /dev/null 2>/dev/null && echo yes)
+endef
+
+ifeq ($(NO_NATIVE),1)
+  $(info ✗ -march=native: disabled by NO_NATIVE=1)
+else ifeq ($(call trial_compile,-march=native),yes)
+  CFLAGS += -march=native
+  $(info ✓ -march=native: trial compile accepted it)
+else
+  $(info ✗ -march=native: trial compile rejected it, building generic x86-64)
+endif
+
+ifeq ($(NO_OMP),1)
+  CFLAGS += -Wno-unknown-pragmas
+  $(info ✗ OpenMP: disabled by NO_OMP=1, kernels run on one thread)
+else ifeq ($(call trial_compile,-fopenmp),yes)
+  CFLAGS += -fopenmp
+  LDLIBS += -fopenmp
+  $(info ✓ OpenMP: -fopenmp accepted; one thread pool for kernels and BLAS)
+else
+  CFLAGS += -Wno-unknown-pragmas
+  $(info ✗ OpenMP: $(CC) rejected -fopenmp, kernels run on one thread)
+endif
+
+# OpenBLAS: Debian's OpenMP build (libopenblas0-openmp) shares OpenMP's pool, and
+# a BLAS call made inside a parallel region runs on one thread, so the two
+# never oversubscribe. tools/install_deps.sh selects it.
+OPENBLAS_LIB := $(shell readlink -f /usr/lib/x86_64-linux-gnu/libopenblas.so.0 2>/dev/null)
+ifneq ($(findstring openmp,$(OPENBLAS_LIB)),)
+  $(info ✓ OpenBLAS: OpenMP build ($(OPENBLAS_LIB)))
+else ifneq ($(OPENBLAS_LIB),)
+  $(info ✗ OpenBLAS: $(OPENBLAS_LIB) is not the OpenMP build; run `make deps` to avoid oversubscription)
+else
+  $(info ✗ OpenBLAS: not found; run `make deps`)
+endif
+LDLIBS += -lopenblas
+
+HDF5_CFLAGS := $(shell pkg-config --cflags hdf5 2>/dev/null)
+HDF5_LIBS   := $(shell pkg-config --libs hdf5 2>/dev/null)
+ifeq ($(HDF5_LIBS),)
+  HDF5_CFLAGS := -I/usr/include/hdf5/serial
+  HDF5_LIBS   := -L/usr/lib/x86_64-linux-gnu/hdf5/serial -lhdf5
+endif
+CFLAGS += $(HDF5_CFLAGS)
+LDLIBS += $(HDF5_LIBS) -ljpeg -lpng -lyaml
+
+# ---- sources ------------------------------------------------------------------
+# Library: every .c in trainer/ and data_loaders/ without a main(). Programs:
+# every file with a main() in trainer/ and tools/. Tests: tests/test_*.c.
+PROG_SRCS := $(shell grep -l '^int main' trainer/*.c tools/*.c 2>/dev/null)
+LIB_SRCS  := $(filter-out $(PROG_SRCS),$(wildcard trainer/*.c data_loaders/*.c))
+TEST_SRCS := $(wildcard tests/test_*.c)
+
+LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
+PROGS     := $(addprefix $(BUILD)/bin/,$(notdir $(PROG_SRCS:.c=)))
+TESTS     := $(addprefix $(BUILD)/tests/,$(notdir $(TEST_SRCS:.c=)))
+
+all: $(BUILD)/libccvit.a $(BUILD)/libccvit.so $(PROGS) $(TESTS)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libccvit.a: $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	ar rcs $@ $^
+
+# The shared library lets the Python tests call each kernel through ctypes.
+$(BUILD)/libccvit.so: $(LIB_OBJS)
+	$(CC) -shared -o $@ $^ $(LDLIBS)
+
+$(BUILD)/bin/%: $(BUILD)/obj/trainer/%.o $(BUILD)/libccvit.a
+	@mkdir -p $(dir $@)
+	$(CC) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/bin/%: $(BUILD)/obj/tools/%.o $(BUILD)/libccvit.a
+	@mkdir -p $(dir $@)
+	$(CC) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(BUILD)/libccvit.a
+	@mkdir -p $(dir $@)
+	$(CC) -o $@ $^ $(LDLIBS)
+
+.SECONDARY: $(LIB_OBJS) $(PROG_SRCS:%.c=$(BUILD)/obj/%.o) $(TEST_SRCS:%.c=$(BUILD)/obj/%.o)
+
+# ---- the commands ---------------------------------------------------------------
+deps:
+	bash tools/install_deps.sh
+
+test: all
+	$(PYTHON) tests/run_tests.py
+
+bench: all
+	bash tools/bench.sh
+
+clean:
+	rm -rf $(BUILD)
+
+.PHONY: all deps test bench clean run
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,150 @@
+// common.c: errors, aligned allocation, clocks, RSS, and the seeded RNG.
+#include "common.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+void fatal(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fflush(stdout);
+    fputs("error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(1);
+}
+
+void warn(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fflush(stdout);
+    fputs("warning: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+void *xmalloc(size_t size, const char *what) {
+    if (size == 0) size = 64;
+    void *p = NULL;
+    if (posix_memalign(&p, 64, align_up(size, 64)) != 0 || !p)
+        fatal("out of memory allocating %zu bytes for %s", size, what);
+    return p;
+}
+
+void *xcalloc(size_t count, size_t size, const char *what) {
+    if (size && count > SIZE_MAX / size)
+        fatal("allocation size overflow for %s (%zu x %zu)", what, count, size);
+    void *p = xmalloc(count * size, what);
+    memset(p, 0, count * size);
+    return p;
+}
+
+char *xstrdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *p = xmalloc(n, "string");
+    memcpy(p, s, n);
+    return p;
+}
+
+void xfree(void *p) { free(p); }
+
+double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static size_t read_status_kb(const char *key) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return 0;
+    char line[256];
+    size_t kb = 0, klen = strlen(key);
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, key, klen) == 0) {
+            kb = strtoull(line + klen, NULL, 10);
+            break;
+        }
+    }
+    fclose(f);
+    return kb * 1024;
+}
+
+size_t peak_rss_bytes(void) { return read_status_kb("VmHWM:"); }
+size_t current_rss_bytes(void) { return read_status_kb("VmRSS:"); }
+
+// ---- RNG ------------------------------------------------------------------
+
+uint64_t splitmix64(uint64_t *state) {
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+void rng_seed(Rng *r, uint64_t seed, uint64_t stream) {
+    uint64_t sm = seed ^ (stream * 0xd1b54a32d192ed03ULL + 0x2545f4914f6cdd1dULL);
+    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&sm);
+    if ((r->s[0] | r->s[1] | r->s[2] | r->s[3]) == 0) r->s[0] = 1;
+}
+
+static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+uint64_t rng_u64(Rng *r) {
+    uint64_t *s = r->s;
+    uint64_t result = rotl(s[0] + s[3], 23) + s[0];
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+}
+
+uint32_t rng_below(Rng *r, uint32_t n) {
+    // Lemire's multiply-shift with rejection: unbiased and branch-light.
+    uint64_t m = (uint64_t)(uint32_t)(rng_u64(r) >> 32) * n;
+    uint32_t lo = (uint32_t)m;
+    if (lo < n) {
+        uint32_t threshold = (uint32_t)(-n) % n;
+        while (lo < threshold) {
+            m = (uint64_t)(uint32_t)(rng_u64(r) >> 32) * n;
+            lo = (uint32_t)m;
+        }
+    }
+    return (uint32_t)(m >> 32);
+}
+
+double rng_uniform(Rng *r) { return (double)(rng_u64(r) >> 11) * 0x1.0p-53; }
+
+double rng_uniform_range(Rng *r, double lo, double hi) { return lo + (hi - lo) * rng_uniform(r); }
+
+double rng_normal(Rng *r) {
+    // Box-Muller; u1 in (0,1] so log() is finite. log/cos/sqrt are correctly
+    // rounded enough in glibc that the same binary gives the same bits.
+    double u1 = 1.0 - rng_uniform(r);
+    double u2 = rng_uniform(r);
+    return sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
+}
+
+double rng_trunc_normal(Rng *r, double std, double lo, double hi) {
+    for (;;) {
+        double x = std * rng_normal(r);
+        if (x >= lo && x <= hi) return x;
+    }
+}
+
+void rng_shuffle_u32(Rng *r, uint32_t *a, size_t n) {
+    for (size_t i = n; i > 1; i--) {
+        size_t j = rng_below(r, (uint32_t)i);
+        uint32_t t = a[i - 1];
+        a[i - 1] = a[j];
+        a[j] = t;
+    }
+}

@@ -1,0 +1,49 @@
+// common.h: the one home for error reporting, allocation, timing and the RNG.
+// Every other file uses these instead of rolling its own.
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+// ---- errors -------------------------------------------------------------
+// fatal: print "error: ..." to stderr and exit(1). For start-up and
+// unrecoverable errors; the message must name the file, key or line.
+void fatal(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+// warn: print "warning: ..." to stderr and continue.
+void warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+// ---- allocation ---------------------------------------------------------
+// 64-byte aligned, zeroed; fatal() with the byte count and purpose on failure.
+void *xcalloc(size_t count, size_t size, const char *what);
+void *xmalloc(size_t size, const char *what);
+char *xstrdup(const char *s);
+void xfree(void *p);
+
+// ---- time and memory ----------------------------------------------------
+double now_seconds(void);          // monotonic clock
+size_t peak_rss_bytes(void);       // VmHWM of this process
+size_t current_rss_bytes(void);    // VmRSS of this process
+
+// ---- random numbers -----------------------------------------------------
+// xoshiro256++ seeded through splitmix64. The state is four words, so it can
+// be saved in a checkpoint and restored bit-exactly. Results are identical on
+// every machine: no libm call takes part in drawing integers or uniforms.
+typedef struct { uint64_t s[4]; } Rng;
+
+uint64_t splitmix64(uint64_t *state);
+// Seed a generator for (seed, stream): distinct streams give independent
+// sequences, so each consumer (init, masking, loader sample i) owns one.
+void rng_seed(Rng *r, uint64_t seed, uint64_t stream);
+uint64_t rng_u64(Rng *r);
+uint32_t rng_below(Rng *r, uint32_t n);        // uniform in [0, n), unbiased
+double rng_uniform(Rng *r);                     // uniform in [0, 1), 53 bits
+double rng_uniform_range(Rng *r, double lo, double hi);
+double rng_normal(Rng *r);                      // N(0,1), Box-Muller without a cached spare
+// Truncated normal N(0, std) cut at [lo, hi] by rejection, as timm's
+// trunc_normal_(std=0.02, a=-2, b=2) draws it (cut in absolute units).
+double rng_trunc_normal(Rng *r, double std, double lo, double hi);
+void rng_shuffle_u32(Rng *r, uint32_t *a, size_t n);  // Fisher-Yates
+
+// ---- small helpers --------------------------------------------------------
+static inline size_t align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
