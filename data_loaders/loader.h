@@ -1,0 +1,99 @@
+// loader.h: the public face of data_loaders/. Streams WebDataset tar shards or
+// an ImageFolder tree, decodes JPEG/PNG, augments, and hands out float32 CHW
+// batches from a pool of decode threads. Same seed -> same batches, bit for
+// bit, whatever the number of decode threads; a cursor blob resumes exactly.
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum { LOADER_TRAIN = 0, LOADER_EVAL = 1 } LoaderMode;
+typedef enum { INTERP_BILINEAR = 0, INTERP_BICUBIC = 1 } Interpolation;
+
+// Why a sample was skipped; counted separately.
+typedef enum {
+    SKIP_CORRUPT_IMAGE = 0,  // JPEG/PNG decoder error, truncated data
+    SKIP_WRONG_FORMAT,       // bytes are not what the extension says
+    SKIP_MISSING_PART,       // sample without image or without label
+    SKIP_TRUNCATED_TAR,      // tar ended inside a header or member
+    SKIP_UNREADABLE_SHARD,   // shard missing or unreadable (counted once per shard)
+    SKIP_TOO_LARGE,          // header claims more than max_pixels
+    SKIP_NUM_REASONS
+} SkipReason;
+
+typedef struct {
+    // Source: shard patterns (brace-expanded, e.g. "data/x/train-{000000..000009}.tar";
+    // several separated by spaces or commas) OR an ImageFolder root. Exactly one.
+    const char *shards;
+    const char *image_folder;
+    const char *manifest;      // optional; default: <shard dir>/<prefix>-manifest.txt if present
+
+    LoaderMode mode;
+    int batch_size;
+    int image_size;            // output H = W
+    int channels;              // 3 (RGB) or 1 (grey)
+    int two_views;             // train only: two independent augmentations per image
+    int drop_last;             // eval only; train always uses full steps (see loader.c)
+
+    // RandomResizedCrop (torchvision semantics) and flip
+    float crop_scale[2];       // default 0.08, 1.0
+    float crop_ratio[2];       // default 3/4, 4/3
+    float flip_p;              // default 0.5
+    Interpolation interp;      // default bicubic
+    float eval_resize;         // eval: shorter side resized to this (default image_size / 0.875)
+
+    // Contrastive recipe (all off by default; probabilities in [0,1])
+    float jitter_p, brightness, contrast, saturation, hue;
+    float grayscale_p;
+    float blur_p, blur_sigma[2];   // kernel size: ~10% of image_size, odd
+    float solarize_p, solarize_threshold;  // threshold in [0,1]
+
+    float mean[3], std[3];     // per channel; channels==1 uses [0]
+
+    int num_threads;           // decode threads (>= 1)
+    int queue_batches;         // ready batches buffered ahead (default 2)
+    size_t shuffle_bytes;      // sample shuffle buffer, bytes of encoded data (0: no shuffle)
+    uint64_t seed;
+    int rank, world_size;
+    float max_skip_fraction;   // stop with an error once skipped/seen exceeds this (after 100 samples)
+    int64_t max_pixels;        // decompression-bomb limit from the header (default 64e6)
+    int warn_limit;            // print the first N skip warnings (default 10)
+    int nice;                  // decode threads' nice increment (default 5): compute wins the cores
+} LoaderConfig;
+
+// Defaults: train, batch 64, 224 px, 3 channels, ImageNet mean/std, bicubic,
+// RRC (0.08,1)x(3/4,4/3), flip 0.5, 2 threads, 64 MiB shuffle, seed 0, rank 0/1.
+void loader_config_defaults(LoaderConfig *cfg);
+
+// One batch. Pointers are owned by the loader and valid until the next
+// loader_next/loader_close. n <= batch_size: smaller only for eval's last batch
+// or when samples of this batch were skipped.
+typedef struct {
+    int n, channels, height, width;
+    float *view1;       // [n, C, H, W] normalised
+    float *view2;       // [n, C, H, W] normalised, NULL unless two_views
+    float *clean1;      // [n, C, H, W] in [0,1], the crop before colour augmentation
+    float *clean2;      // like clean1 for view2, NULL unless two_views
+    int32_t *labels;    // [n]; -1 when the source has no label
+    int64_t epoch;      // epoch this batch belongs to
+    int64_t step;       // step within the epoch
+} Batch;
+
+typedef struct Loader Loader;
+
+Loader *loader_open(const LoaderConfig *cfg);  // fatal() on empty list / missing folder
+int loader_next(Loader *l, Batch *out);        // 1 = batch; 0 = end of epoch (eval only)
+void loader_close(Loader *l);
+
+int64_t loader_num_samples(const Loader *l);    // samples in the source (all ranks)
+int64_t loader_steps_per_epoch(const Loader *l);
+int loader_num_classes(const Loader *l);        // -1 if unknown
+const char *loader_class_name(const Loader *l, int i);  // NULL if unknown
+int64_t loader_skipped(const Loader *l, SkipReason why);
+const char *loader_skip_reason_name(SkipReason why);
+
+// Cursor: where the next loader_next continues. Save after any loader_next;
+// restore into a freshly opened loader with the same config (before its first
+// loader_next). restore returns 0 and warns if the blob does not match.
+size_t loader_cursor_size(void);
+void loader_cursor_save(const Loader *l, void *buf);
+int loader_cursor_restore(Loader *l, const void *buf);
