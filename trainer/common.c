@@ -148,3 +148,30 @@ void rng_shuffle_u32(Rng *r, uint32_t *a, size_t n) {
         a[j] = t;
     }
 }
+
+// ---- arenas -------------------------------------------------------------------
+
+void *arena_bytes(Arena *a, size_t bytes) {
+    size_t at = a->used;
+    a->used += align_up(bytes, 64);
+    if (!a->base) return NULL;  // counting pass
+    if (a->used > a->capacity)
+        fatal("arena '%s' overflow: layout asked for %zu bytes, %zu committed (layout must not change between passes)",
+              a->what ? a->what : "?", a->used, a->capacity);
+    return a->base + at;
+}
+
+float *arena_floats(Arena *a, size_t count) { return arena_bytes(a, count * sizeof(float)); }
+
+void arena_commit(Arena *a, const char *what) {
+    a->capacity = a->used;
+    a->what = what;
+    a->base = xcalloc(a->capacity ? a->capacity : 64, 1, what);
+    a->used = 0;
+}
+
+void arena_free(Arena *a) {
+    xfree(a->base);
+    a->base = NULL;
+    a->used = a->capacity = 0;
+}

@@ -47,3 +47,18 @@ void rng_shuffle_u32(Rng *r, uint32_t *a, size_t n);  // Fisher-Yates
 // ---- small helpers --------------------------------------------------------
 static inline size_t align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+// ---- arenas -----------------------------------------------------------------
+// One allocation per kind of state. Layout runs twice: first with no memory
+// (arena_floats only counts and returns NULL), then after arena_commit the same
+// calls hand out 64-byte aligned slices of one zeroed block.
+typedef struct {
+    char *base;
+    size_t used, capacity;
+    const char *what;
+} Arena;
+
+float *arena_floats(Arena *a, size_t count);
+void *arena_bytes(Arena *a, size_t bytes);
+void arena_commit(Arena *a, const char *what);  // allocate what the counting pass asked for
+void arena_free(Arena *a);

@@ -1,0 +1,433 @@
+// kernels.c: forward/backward kernels of the ViT. Shapes are in kernels.h.
+#include "kernels.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+int kernel_max_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+static inline int thread_id(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+// Column sums over rows, dst[c] += sum_n src[n*C + c] (times x if given).
+// Parallel over blocks of 16 columns (one cache line): each thread owns its
+// columns and adds rows in order, so the result is thread-count independent.
+#define COL_BLOCK 16
+static void column_sums_accumulate(float *dst, const float *src, int N, int C) {
+    int nblocks = (C + COL_BLOCK - 1) / COL_BLOCK;
+#pragma omp parallel for schedule(static)
+    for (int cb = 0; cb < nblocks; cb++) {
+        int c0 = cb * COL_BLOCK, c1 = c0 + COL_BLOCK < C ? c0 + COL_BLOCK : C;
+        float acc[COL_BLOCK] = {0};
+        for (int n = 0; n < N; n++) {
+            const float *row = src + (long)n * C;
+            for (int c = c0; c < c1; c++) acc[c - c0] += row[c];
+        }
+        for (int c = c0; c < c1; c++) dst[c] += acc[c - c0];
+    }
+}
+
+// ---- linear -------------------------------------------------------------------
+
+void linear_forward(float *out, const float *inp, const float *weight, const float *bias, int M, int IN, int OUT) {
+    // out[M,OUT] = inp[M,IN] @ weight[OUT,IN]^T (+ bias): fill with the bias, then sgemm with beta = 1.
+    float beta = 0.0f;
+    if (bias) {
+#pragma omp parallel for schedule(static)
+        for (int m = 0; m < M; m++) memcpy(out + (long)m * OUT, bias, sizeof(float) * OUT);
+        beta = 1.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, OUT, IN, 1.0f, inp, IN, weight, IN, beta, out, OUT);
+}
+
+void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                     const float *weight, int M, int IN, int OUT) {
+    if (dinp)  // dinp[M,IN] += dout[M,OUT] @ weight[OUT,IN]
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, IN, OUT, 1.0f, dout, OUT, weight, IN, 1.0f, dinp, IN);
+    if (dweight)  // dweight[OUT,IN] += dout^T[OUT,M] @ inp[M,IN]
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OUT, IN, M, 1.0f, dout, OUT, inp, IN, 1.0f, dweight, IN);
+    if (dbias) column_sums_accumulate(dbias, dout, M, OUT);
+}
+
+// ---- layernorm -----------------------------------------------------------------
+
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
+                       const float *bias, int N, int C) {
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (long)n * C;
+        float *y = out + (long)n * C;
+        float m = 0.0f;
+        for (int c = 0; c < C; c++) m += x[c];
+        m /= C;
+        float v = 0.0f;  // two-pass variance: no cancellation for rows with a large mean
+        for (int c = 0; c < C; c++) {
+            float d = x[c] - m;
+            v += d * d;
+        }
+        v /= C;
+        float s = 1.0f / sqrtf(v + LAYERNORM_EPS);
+        for (int c = 0; c < C; c++) y[c] = (x[c] - m) * s * weight[c] + bias[c];
+        mean[n] = m;
+        rstd[n] = s;
+    }
+}
+
+void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                        const float *weight, const float *mean, const float *rstd, int N, int C) {
+    if (dinp) {
+#pragma omp parallel for schedule(static)
+        for (int n = 0; n < N; n++) {
+            const float *x = inp + (long)n * C, *dy = dout + (long)n * C;
+            float *dx = dinp + (long)n * C;
+            float m = mean[n], s = rstd[n];
+            float sum_dn = 0.0f, sum_dn_xhat = 0.0f;
+            for (int c = 0; c < C; c++) {
+                float dn = dy[c] * weight[c];
+                sum_dn += dn;
+                sum_dn_xhat += dn * (x[c] - m) * s;
+            }
+            sum_dn /= C;
+            sum_dn_xhat /= C;
+            for (int c = 0; c < C; c++) {
+                float xhat = (x[c] - m) * s;
+                dx[c] += s * (dy[c] * weight[c] - sum_dn - xhat * sum_dn_xhat);
+            }
+        }
+    }
+    if (dweight || dbias) {
+        int nblocks = (C + COL_BLOCK - 1) / COL_BLOCK;
+#pragma omp parallel for schedule(static)
+        for (int cb = 0; cb < nblocks; cb++) {
+            int c0 = cb * COL_BLOCK, c1 = c0 + COL_BLOCK < C ? c0 + COL_BLOCK : C;
+            float dw[COL_BLOCK] = {0}, db[COL_BLOCK] = {0};
+            for (int n = 0; n < N; n++) {
+                const float *x = inp + (long)n * C, *dy = dout + (long)n * C;
+                float m = mean[n], s = rstd[n];
+                for (int c = c0; c < c1; c++) {
+                    dw[c - c0] += dy[c] * (x[c] - m) * s;
+                    db[c - c0] += dy[c];
+                }
+            }
+            for (int c = c0; c < c1; c++) {
+                if (dweight) dweight[c] += dw[c - c0];
+                if (dbias) dbias[c] += db[c - c0];
+            }
+        }
+    }
+}
+
+// ---- GELU -----------------------------------------------------------------------
+
+void gelu_forward(float *out, const float *inp, long n) {
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < n; i++) {
+        float x = inp[i];
+        out[i] = 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2));
+    }
+}
+
+void gelu_backward(float *dinp, const float *dout, const float *inp, long n) {
+    const float inv_sqrt_2pi = 0.3989422804014327f;
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < n; i++) {
+        float x = inp[i];
+        float cdf = 0.5f * (1.0f + erff(x * (float)M_SQRT1_2));
+        float pdf = inv_sqrt_2pi * expf(-0.5f * x * x);
+        dinp[i] += dout[i] * (cdf + x * pdf);
+    }
+}
+
+void gelu_backward_inplace(float *d, const float *inp, long n) {
+    const float inv_sqrt_2pi = 0.3989422804014327f;
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < n; i++) {
+        float x = inp[i];
+        float cdf = 0.5f * (1.0f + erff(x * (float)M_SQRT1_2));
+        d[i] *= cdf + x * inv_sqrt_2pi * expf(-0.5f * x * x);
+    }
+}
+
+// ---- residual and layer scale -----------------------------------------------------
+
+void residual_forward(float *out, const float *a, const float *b, long n) {
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
+void residual_backward(float *da, float *db, const float *dout, long n) {
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < n; i++) {
+        if (da) da[i] += dout[i];
+        if (db) db[i] += dout[i];
+    }
+}
+
+void layerscale_forward(float *out, const float *inp, const float *gamma, int N, int C) {
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c++) out[(long)n * C + c] = inp[(long)n * C + c] * gamma[c];
+}
+
+void layerscale_backward(float *dinp, float *dgamma, const float *dout, const float *inp, const float *gamma,
+                         int N, int C) {
+    if (dinp) {
+#pragma omp parallel for schedule(static)
+        for (int n = 0; n < N; n++)
+            for (int c = 0; c < C; c++) dinp[(long)n * C + c] += dout[(long)n * C + c] * gamma[c];
+    }
+    if (dgamma) {
+        int nblocks = (C + COL_BLOCK - 1) / COL_BLOCK;
+#pragma omp parallel for schedule(static)
+        for (int cb = 0; cb < nblocks; cb++) {
+            int c0 = cb * COL_BLOCK, c1 = c0 + COL_BLOCK < C ? c0 + COL_BLOCK : C;
+            float acc[COL_BLOCK] = {0};
+            for (int n = 0; n < N; n++)
+                for (int c = c0; c < c1; c++) acc[c - c0] += dout[(long)n * C + c] * inp[(long)n * C + c];
+            for (int c = c0; c < c1; c++) dgamma[c] += acc[c - c0];
+        }
+    }
+}
+
+// ---- attention --------------------------------------------------------------------
+// One (image, head) pair per loop iteration; the BLAS calls inside run on one
+// thread because OpenMP-built OpenBLAS does not spawn inside a parallel region.
+
+static void softmax_rows_inplace(float *s, int rows, int cols) {
+    for (int r = 0; r < rows; r++) {
+        float *row = s + (long)r * cols;
+        float mx = row[0];
+        for (int c = 1; c < cols; c++) mx = row[c] > mx ? row[c] : mx;
+        float sum = 0.0f;
+        for (int c = 0; c < cols; c++) {
+            row[c] = expf(row[c] - mx);
+            sum += row[c];
+        }
+        float inv = 1.0f / sum;
+        for (int c = 0; c < cols; c++) row[c] *= inv;
+    }
+}
+
+void attention_forward(float *out, float *probs, const float *qkv, int B, int T, int D, int H) {
+    int hd = D / H, ld = 3 * D;
+    float scale = 1.0f / sqrtf((float)hd);
+#pragma omp parallel for schedule(static)
+    for (int bh = 0; bh < B * H; bh++) {
+        int b = bh / H, h = bh % H;
+        const float *q = qkv + (long)b * T * ld + h * hd;
+        const float *k = q + D, *v = q + 2 * D;
+        float *p = probs + (long)bh * T * T;
+        // p[T,T] = scale * q[T,hd] @ k[T,hd]^T, then softmax over keys
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, scale, q, ld, k, ld, 0.0f, p, T);
+        softmax_rows_inplace(p, T, T);
+        // out[T,hd] (row stride D) = p[T,T] @ v[T,hd]
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, p, T, v, ld, 0.0f,
+                    out + (long)b * T * D + h * hd, D);
+    }
+}
+
+long attention_scratch_floats(int T) { return (long)T * T; }
+
+void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv, const float *probs,
+                        int B, int T, int D, int H) {
+    int hd = D / H, ld = 3 * D;
+    float scale = 1.0f / sqrtf((float)hd);
+#pragma omp parallel for schedule(static)
+    for (int bh = 0; bh < B * H; bh++) {
+        int b = bh / H, h = bh % H;
+        float *ds = scratch + (long)thread_id() * T * T;  // dP, then dS in place
+        const float *q = qkv + (long)b * T * ld + h * hd, *k = q + D, *v = q + 2 * D;
+        float *dq = dqkv + (long)b * T * ld + h * hd, *dk = dq + D, *dv = dq + 2 * D;
+        const float *p = probs + (long)bh * T * T;
+        const float *dO = dout + (long)b * T * D + h * hd;
+        // dP[T,T] = dO[T,hd] @ v^T ; dv += p^T @ dO
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, 1.0f, dO, D, v, ld, 0.0f, ds, T);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, p, T, dO, D, 1.0f, dv, ld);
+        // softmax backward: dS = p * (dP - rowsum(dP * p))
+        for (int i = 0; i < T; i++) {
+            float *dsr = ds + (long)i * T;
+            const float *pr = p + (long)i * T;
+            float dot = 0.0f;
+            for (int j = 0; j < T; j++) dot += dsr[j] * pr[j];
+            for (int j = 0; j < T; j++) dsr[j] = pr[j] * (dsr[j] - dot);
+        }
+        // dq += scale * dS @ k ; dk += scale * dS^T @ q
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, scale, ds, T, k, ld, 1.0f, dq, ld);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, scale, ds, T, q, ld, 1.0f, dk, ld);
+    }
+}
+
+// ---- patches ------------------------------------------------------------------------
+
+void patchify(float *patches, const float *images, int B, int C, int H, int W, int P) {
+    int gh = H / P, gw = W / P, d = C * P * P;
+#pragma omp parallel for schedule(static)
+    for (long bn = 0; bn < (long)B * gh * gw; bn++) {
+        int b = bn / (gh * gw), n = bn % (gh * gw), py = n / gw, px = n % gw;
+        float *dst = patches + bn * d;
+        for (int c = 0; c < C; c++)
+            for (int y = 0; y < P; y++)
+                memcpy(dst + (c * P + y) * P, images + (((long)b * C + c) * H + py * P + y) * W + px * P,
+                       sizeof(float) * P);
+    }
+}
+
+void unpatchify(float *images, const float *patches, int B, int C, int H, int W, int P) {
+    int gh = H / P, gw = W / P, d = C * P * P;
+#pragma omp parallel for schedule(static)
+    for (long bn = 0; bn < (long)B * gh * gw; bn++) {
+        int b = bn / (gh * gw), n = bn % (gh * gw), py = n / gw, px = n % gw;
+        const float *src = patches + bn * d;
+        for (int c = 0; c < C; c++)
+            for (int y = 0; y < P; y++)
+                memcpy(images + (((long)b * C + c) * H + py * P + y) * W + px * P, src + (c * P + y) * P,
+                       sizeof(float) * P);
+    }
+}
+
+// ---- mask token, cls token and position embedding -----------------------------------
+
+void mask_token_forward(float *emb, const float *mask_token, const uint8_t *mask, int B, int N, int D) {
+#pragma omp parallel for schedule(static)
+    for (long bn = 0; bn < (long)B * N; bn++)
+        if (mask[bn]) memcpy(emb + bn * D, mask_token, sizeof(float) * D);
+}
+
+void mask_token_backward(float *demb, float *dmask_token, const uint8_t *mask, int B, int N, int D) {
+    int nblocks = (D + COL_BLOCK - 1) / COL_BLOCK;
+#pragma omp parallel for schedule(static)
+    for (int cb = 0; cb < nblocks; cb++) {
+        int c0 = cb * COL_BLOCK, c1 = c0 + COL_BLOCK < D ? c0 + COL_BLOCK : D;
+        float acc[COL_BLOCK] = {0};
+        for (long bn = 0; bn < (long)B * N; bn++) {
+            if (!mask[bn]) continue;
+            for (int c = c0; c < c1; c++) {
+                acc[c - c0] += demb[bn * D + c];
+                demb[bn * D + c] = 0.0f;  // the patch embedding did not reach the output here
+            }
+        }
+        if (dmask_token)
+            for (int c = c0; c < c1; c++) dmask_token[c] += acc[c - c0];
+    }
+}
+
+void cls_pos_forward(float *x, const float *emb, const float *cls, const float *pos, int B, int N, int D) {
+    int T = N + 1;
+#pragma omp parallel for schedule(static)
+    for (long bt = 0; bt < (long)B * T; bt++) {
+        long b = bt / T;
+        int t = bt % T;
+        const float *src = t == 0 ? cls : emb + (b * N + t - 1) * D;
+        const float *p = pos + (long)t * D;
+        float *dst = x + bt * D;
+        for (int c = 0; c < D; c++) dst[c] = src[c] + p[c];
+    }
+}
+
+void cls_pos_backward(float *demb, float *dcls, float *dpos, const float *dx, int B, int N, int D) {
+    int T = N + 1;
+    // dpos[t] sums over the batch: parallel over t, batch added in order.
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < T; t++) {
+        for (int b = 0; b < B; b++) {
+            const float *g = dx + ((long)b * T + t) * D;
+            if (dpos)
+                for (int c = 0; c < D; c++) dpos[(long)t * D + c] += g[c];
+            if (t == 0) {
+                if (dcls)
+                    for (int c = 0; c < D; c++) dcls[c] += g[c];
+            } else if (demb) {
+                float *de = demb + ((long)b * N + t - 1) * D;
+                for (int c = 0; c < D; c++) de[c] += g[c];
+            }
+        }
+    }
+}
+
+// ---- mean pooling ----------------------------------------------------------------
+
+void meanpool_forward(float *out, const float *x, int B, int T, int D, int start) {
+    float inv = 1.0f / (float)(T - start);
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < B; b++) {
+        float *o = out + (long)b * D;
+        for (int c = 0; c < D; c++) o[c] = 0.0f;
+        for (int t = start; t < T; t++)
+            for (int c = 0; c < D; c++) o[c] += x[((long)b * T + t) * D + c];
+        for (int c = 0; c < D; c++) o[c] *= inv;
+    }
+}
+
+void meanpool_backward(float *dx, const float *dout, int B, int T, int D, int start) {
+    float inv = 1.0f / (float)(T - start);
+#pragma omp parallel for schedule(static)
+    for (long bt = 0; bt < (long)B * T; bt++) {
+        if (bt % T < start) continue;
+        const float *g = dout + (bt / T) * D;
+        for (int c = 0; c < D; c++) dx[bt * D + c] += g[c] * inv;
+    }
+}
+
+// ---- softmax cross-entropy -----------------------------------------------------------
+
+float softmax_xent_forward(float *probs, const float *logits, const int32_t *labels, int N, int K) {
+    // Rows are normalised in parallel; the loss is summed in row order in
+    // float64 so that it does not depend on the thread count.
+    double total = 0.0;
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *l = logits + (long)n * K;
+        float *p = probs + (long)n * K;
+        float mx = l[0];
+        for (int k = 1; k < K; k++) mx = l[k] > mx ? l[k] : mx;
+        float sum = 0.0f;
+        for (int k = 0; k < K; k++) {
+            p[k] = expf(l[k] - mx);
+            sum += p[k];
+        }
+        float inv = 1.0f / sum;
+        for (int k = 0; k < K; k++) p[k] *= inv;
+    }
+    for (int n = 0; n < N; n++) {
+        const float *l = logits + (long)n * K;
+        const float *p = probs + (long)n * K;
+        // -log p_label, from the normalised probability when it is not tiny, else
+        // recomputed from the logits so that the loss stays finite and exact.
+        float pl = p[labels[n]];
+        if (pl > 1e-30f) {
+            total += -log((double)pl);
+        } else {
+            double mx = l[0], s = 0.0;
+            for (int k = 1; k < K; k++) mx = l[k] > mx ? l[k] : mx;
+            for (int k = 0; k < K; k++) s += exp((double)l[k] - mx);
+            total += log(s) + mx - l[labels[n]];
+        }
+    }
+    return (float)(total / N);
+}
+
+void softmax_xent_backward(float *dlogits, const float *probs, const int32_t *labels, int N, int K, float dloss) {
+    float scale = dloss / (float)N;
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        float *d = dlogits + (long)n * K;
+        const float *p = probs + (long)n * K;
+        for (int k = 0; k < K; k++) d[k] += scale * p[k];
+        d[labels[n]] -= scale;
+    }
+}

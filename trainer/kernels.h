@@ -1,0 +1,76 @@
+// kernels.h: the ViT's forward/backward kernels. They know nothing of files,
+// configs or losses: pointers and shapes only.
+//
+// Conventions (after llm.c): outputs first, then inputs, then saved caches,
+// then dimensions. Every *_backward ACCUMULATES (+=) into its gradient
+// outputs, so callers zero a buffer once and branches can add into it; a NULL
+// gradient pointer means "not needed" and skips that work. Parallel loops write
+// disjoint slices and reduce in a fixed order, so results do not depend on the
+// number of threads.
+#pragma once
+#include <stdint.h>
+
+// ---- linear: out[M,OUT] = inp[M,IN] @ weight[OUT,IN]^T + bias[OUT] (bias may be NULL)
+void linear_forward(float *out, const float *inp, const float *weight, const float *bias, int M, int IN, int OUT);
+// dinp[M,IN] += dout @ weight; dweight[OUT,IN] += dout^T @ inp; dbias[OUT] += sum_m dout
+void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                     const float *weight, int M, int IN, int OUT);
+
+// ---- layernorm over the last dim: out, mean, rstd: [N,C], [N], [N]; eps 1e-6
+#define LAYERNORM_EPS 1e-6f
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
+                       const float *bias, int N, int C);
+void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                        const float *weight, const float *mean, const float *rstd, int N, int C);
+
+// ---- GELU, exact erf form: out[n] = x Φ(x)
+void gelu_forward(float *out, const float *inp, long n);
+void gelu_backward(float *dinp, const float *dout, const float *inp, long n);
+// d[n] *= GELU'(inp[n]): the backward pass in place, when d(out) is not needed again
+void gelu_backward_inplace(float *d, const float *inp, long n);
+
+// ---- residual: out[n] = a[n] + b[n]; backward da += dout, db += dout
+void residual_forward(float *out, const float *a, const float *b, long n);
+void residual_backward(float *da, float *db, const float *dout, long n);
+
+// ---- layer scale: out[N,C] = inp * gamma[C]
+void layerscale_forward(float *out, const float *inp, const float *gamma, int N, int C);
+void layerscale_backward(float *dinp, float *dgamma, const float *dout, const float *inp, const float *gamma,
+                         int N, int C);
+
+// ---- multi-head self-attention, non-causal.
+// qkv [B,T,3D] (q | k | v, each split into H heads of D/H) -> out [B,T,D];
+// probs [B,H,T,T] (softmax(q k^T / sqrt(D/H))) is saved for backward.
+void attention_forward(float *out, float *probs, const float *qkv, int B, int T, int D, int H);
+// scratch: attention_scratch_floats(T) floats per OpenMP thread.
+long attention_scratch_floats(int T);
+void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv, const float *probs,
+                        int B, int T, int D, int H);
+
+// ---- patch embedding = patchify then linear with weight [D, C*P*P].
+// images [B,C,H,W] -> patches [B, (H/P)*(W/P), C*P*P], each patch in (c,y,x) order.
+void patchify(float *patches, const float *images, int B, int C, int H, int W, int P);
+void unpatchify(float *images, const float *patches, int B, int C, int H, int W, int P);
+
+// ---- mask-token substitution, in place on the patch embeddings emb [B,N,D]:
+// emb[b,n,:] = mask_token where mask[b,n] != 0.
+void mask_token_forward(float *emb, const float *mask_token, const uint8_t *mask, int B, int N, int D);
+// dmask_token[D] += sum of demb over masked positions; demb there is zeroed.
+void mask_token_backward(float *demb, float *dmask_token, const uint8_t *mask, int B, int N, int D);
+
+// ---- cls token and position embedding: x[B,N+1,D]:
+// x[b,0] = cls + pos[0]; x[b,1+n] = emb[b,n] + pos[1+n]
+void cls_pos_forward(float *x, const float *emb, const float *cls, const float *pos, int B, int N, int D);
+void cls_pos_backward(float *demb, float *dcls, float *dpos, const float *dx, int B, int N, int D);
+
+// ---- mean pooling over tokens [start, T): x [B,T,D] -> out [B,D]
+void meanpool_forward(float *out, const float *x, int B, int T, int D, int start);
+void meanpool_backward(float *dx, const float *dout, int B, int T, int D, int start);
+
+// ---- softmax cross-entropy: logits [N,K], labels [N] -> probs [N,K], returns the
+// mean loss over the N rows. Backward: dlogits += dloss * (probs - onehot) / N.
+float softmax_xent_forward(float *probs, const float *logits, const int32_t *labels, int N, int K);
+void softmax_xent_backward(float *dlogits, const float *probs, const int32_t *labels, int N, int K, float dloss);
+
+// ---- threads
+int kernel_max_threads(void);

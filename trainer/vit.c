@@ -1,0 +1,434 @@
+// vit.c: transformer blocks and the ViT encoder, forward and backward.
+#include "vit.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "kernels.h"
+
+// ---- initialisation helpers ------------------------------------------------------
+
+// Each tensor draws from its own stream, keyed by its name, so adding a head
+// never changes how the encoder is initialised.
+static uint64_t name_hash(const char *s) {
+    uint64_t h = 1469598103934665603ULL;  // FNV-1a
+    for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ULL;
+    return h;
+}
+
+static void init_trunc_normal(float *x, const ParamTable *t, int index, uint64_t seed, double std) {
+    Rng r;
+    rng_seed(&r, seed, name_hash(params_name(t, index)));
+    size_t n = params_numel(t, index);
+    for (size_t i = 0; i < n; i++) x[i] = (float)rng_trunc_normal(&r, std, -2.0, 2.0);
+}
+
+static void init_constant(float *x, size_t n, float v) {
+    for (size_t i = 0; i < n; i++) x[i] = v;
+}
+
+// ---- blocks -------------------------------------------------------------------------
+
+BlockDims block_dims(int D, int H, float mlp_ratio, int qkv_bias, float layer_scale_init) {
+    BlockDims d = {D, H, (int)lroundf(D * mlp_ratio), qkv_bias, layer_scale_init != 0.0f};
+    return d;
+}
+
+// Tensor order inside a block; block_bind relies on it.
+enum { B_N1W, B_N1B, B_QKVW, B_QKVB, B_PROJW, B_PROJB, B_LS1, B_N2W, B_N2B, B_FC1W, B_FC1B, B_FC2W, B_FC2B, B_LS2 };
+
+int block_register(ParamTable *t, const char *prefix, const BlockDims *d) {
+    char name[PARAM_NAME_MAX];
+    int D = d->D, Hd = d->hidden;
+#define ADD(suffix, d0, d1) (snprintf(name, sizeof name, "%s%s", prefix, suffix), params_add(t, name, d0, d1, 0, 0))
+    int first = ADD("norm1.weight", D, 0);
+    ADD("norm1.bias", D, 0);
+    ADD("attn.qkv.weight", 3 * D, D);
+    if (d->qkv_bias) ADD("attn.qkv.bias", 3 * D, 0);
+    ADD("attn.proj.weight", D, D);
+    ADD("attn.proj.bias", D, 0);
+    if (d->layer_scale) ADD("ls1.gamma", D, 0);
+    ADD("norm2.weight", D, 0);
+    ADD("norm2.bias", D, 0);
+    ADD("mlp.fc1.weight", Hd, D);
+    ADD("mlp.fc1.bias", Hd, 0);
+    ADD("mlp.fc2.weight", D, Hd);
+    ADD("mlp.fc2.bias", D, 0);
+    if (d->layer_scale) ADD("ls2.gamma", D, 0);
+#undef ADD
+    return first;
+}
+
+static void block_bind_one(BlockWeights *w, float *(*get)(const ParamTable *, int), const ParamTable *t, int first,
+                           const BlockDims *d) {
+    int i = first;
+    memset(w, 0, sizeof *w);
+    w->norm1_w = get(t, i++);
+    w->norm1_b = get(t, i++);
+    w->qkv_w = get(t, i++);
+    if (d->qkv_bias) w->qkv_b = get(t, i++);
+    w->proj_w = get(t, i++);
+    w->proj_b = get(t, i++);
+    if (d->layer_scale) w->ls1 = get(t, i++);
+    w->norm2_w = get(t, i++);
+    w->norm2_b = get(t, i++);
+    w->fc1_w = get(t, i++);
+    w->fc1_b = get(t, i++);
+    w->fc2_w = get(t, i++);
+    w->fc2_b = get(t, i++);
+    if (d->layer_scale) w->ls2 = get(t, i++);
+}
+
+void block_bind(BlockWeights *w, BlockWeights *g, const ParamTable *t, int first, const BlockDims *d) {
+    block_bind_one(w, params_data, t, first, d);
+    block_bind_one(g, params_grad, t, first, d);
+}
+
+void block_init(const BlockWeights *w, const ParamTable *t, int first, const BlockDims *d, uint64_t seed,
+                float layer_scale_init) {
+    int D = d->D, Hd = d->hidden;
+    int qkv = first + 2, proj = qkv + 1 + d->qkv_bias;
+    int fc1 = proj + 2 + d->layer_scale + 2, fc2 = fc1 + 2;
+    init_constant(w->norm1_w, D, 1.0f);
+    init_constant(w->norm2_w, D, 1.0f);
+    init_trunc_normal(w->qkv_w, t, qkv, seed, 0.02);
+    init_trunc_normal(w->proj_w, t, proj, seed, 0.02);
+    init_trunc_normal(w->fc1_w, t, fc1, seed, 0.02);
+    init_trunc_normal(w->fc2_w, t, fc2, seed, 0.02);
+    if (d->layer_scale) {
+        init_constant(w->ls1, D, layer_scale_init);
+        init_constant(w->ls2, D, layer_scale_init);
+    }
+    (void)Hd;  // biases and norm biases stay zero from params_allocate
+}
+
+void block_layout(BlockActs *a, Arena *acts, const BlockDims *d, int B, int T) {
+    long BT = (long)B * T;
+    int D = d->D;
+    a->ln1 = arena_floats(acts, BT * D);
+    a->ln1_mean = arena_floats(acts, BT);
+    a->ln1_rstd = arena_floats(acts, BT);
+    a->qkv = arena_floats(acts, BT * 3 * D);
+    a->probs = arena_floats(acts, (long)B * d->H * T * T);
+    a->attn = arena_floats(acts, BT * D);
+    a->attn_proj = d->layer_scale ? arena_floats(acts, BT * D) : NULL;
+    a->x_mid = arena_floats(acts, BT * D);
+    a->ln2 = arena_floats(acts, BT * D);
+    a->ln2_mean = arena_floats(acts, BT);
+    a->ln2_rstd = arena_floats(acts, BT);
+    a->fc1 = arena_floats(acts, BT * d->hidden);
+    a->gelu = arena_floats(acts, BT * d->hidden);
+    a->mlp_out = d->layer_scale ? arena_floats(acts, BT * D) : NULL;
+    a->out = arena_floats(acts, BT * D);
+}
+
+void block_scratch_layout(BlockScratch *s, Arena *grads, const BlockDims *d, int B, int T) {
+    long BT = (long)B * T;
+    s->d_branch = arena_floats(grads, BT * d->D);
+    s->d_norm = arena_floats(grads, BT * d->D);
+    s->d_hidden = arena_floats(grads, BT * d->hidden);
+    s->d_qkv = arena_floats(grads, BT * 3 * d->D);
+    s->attn_scratch = arena_floats(grads, (size_t)kernel_max_threads() * attention_scratch_floats(T));
+}
+
+void block_forward(BlockActs *a, const BlockWeights *w, const BlockDims *d, const float *x_in, int B, int T) {
+    int BT = B * T, D = d->D, Hd = d->hidden;
+    // x_mid = x_in + ls1 * proj(attn(qkv(norm1(x_in))))
+    layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, x_in, w->norm1_w, w->norm1_b, BT, D);
+    linear_forward(a->qkv, a->ln1, w->qkv_w, w->qkv_b, BT, D, 3 * D);
+    attention_forward(a->attn, a->probs, a->qkv, B, T, D, d->H);
+    if (d->layer_scale) {
+        linear_forward(a->attn_proj, a->attn, w->proj_w, w->proj_b, BT, D, D);
+        layerscale_forward(a->x_mid, a->attn_proj, w->ls1, BT, D);
+        residual_forward(a->x_mid, a->x_mid, x_in, (long)BT * D);
+    } else {
+        linear_forward(a->x_mid, a->attn, w->proj_w, w->proj_b, BT, D, D);
+        residual_forward(a->x_mid, a->x_mid, x_in, (long)BT * D);
+    }
+    // out = x_mid + ls2 * fc2(gelu(fc1(norm2(x_mid))))
+    layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->x_mid, w->norm2_w, w->norm2_b, BT, D);
+    linear_forward(a->fc1, a->ln2, w->fc1_w, w->fc1_b, BT, D, Hd);
+    gelu_forward(a->gelu, a->fc1, (long)BT * Hd);
+    if (d->layer_scale) {
+        linear_forward(a->mlp_out, a->gelu, w->fc2_w, w->fc2_b, BT, Hd, D);
+        layerscale_forward(a->out, a->mlp_out, w->ls2, BT, D);
+        residual_forward(a->out, a->out, a->x_mid, (long)BT * D);
+    } else {
+        linear_forward(a->out, a->gelu, w->fc2_w, w->fc2_b, BT, Hd, D);
+        residual_forward(a->out, a->out, a->x_mid, (long)BT * D);
+    }
+}
+
+void block_backward(float *dres, const BlockWeights *g, const BlockScratch *s, const BlockActs *a,
+                    const BlockWeights *w, const BlockDims *d, const float *x_in, int B, int T) {
+    int BT = B * T, D = d->D, Hd = d->hidden;
+    size_t nD = sizeof(float) * (size_t)BT * D;
+    // MLP branch: dres holds d(out) = d(x_mid) through the residual, plus the branch.
+    const float *d_mlp_out = dres;
+    if (d->layer_scale) {
+        memset(s->d_branch, 0, nD);
+        layerscale_backward(s->d_branch, g->ls2, dres, a->mlp_out, w->ls2, BT, D);
+        d_mlp_out = s->d_branch;
+    }
+    memset(s->d_hidden, 0, sizeof(float) * (size_t)BT * Hd);
+    linear_backward(s->d_hidden, g->fc2_w, g->fc2_b, d_mlp_out, a->gelu, w->fc2_w, BT, Hd, D);
+    gelu_backward_inplace(s->d_hidden, a->fc1, (long)BT * Hd);
+    memset(s->d_norm, 0, nD);
+    linear_backward(s->d_norm, g->fc1_w, g->fc1_b, s->d_hidden, a->ln2, w->fc1_w, BT, D, Hd);
+    layernorm_backward(dres, g->norm2_w, g->norm2_b, s->d_norm, a->x_mid, w->norm2_w, a->ln2_mean, a->ln2_rstd,
+                       BT, D);
+    // Attention branch: dres now holds d(x_mid).
+    const float *d_proj_out = dres;
+    if (d->layer_scale) {
+        memset(s->d_branch, 0, nD);
+        layerscale_backward(s->d_branch, g->ls1, dres, a->attn_proj, w->ls1, BT, D);
+        d_proj_out = s->d_branch;
+    }
+    memset(s->d_norm, 0, nD);  // holds d(attn)
+    linear_backward(s->d_norm, g->proj_w, g->proj_b, d_proj_out, a->attn, w->proj_w, BT, D, D);
+    memset(s->d_qkv, 0, nD * 3);
+    attention_backward(s->d_qkv, s->attn_scratch, s->d_norm, a->qkv, a->probs, B, T, D, d->H);
+    memset(s->d_norm, 0, nD);  // holds d(ln1)
+    linear_backward(s->d_norm, g->qkv_w, g->qkv_b, s->d_qkv, a->ln1, w->qkv_w, BT, D, 3 * D);
+    layernorm_backward(dres, g->norm1_w, g->norm1_b, s->d_norm, x_in, w->norm1_w, a->ln1_mean, a->ln1_rstd, BT, D);
+}
+
+// ---- the encoder ---------------------------------------------------------------------
+
+const char *vit_config_error(const VitConfig *c) {
+    static char msg[256];
+    if (c->img_size <= 0 || c->patch_size <= 0 || c->img_size % c->patch_size != 0)
+        snprintf(msg, sizeof msg, "img_size (%d) must be a positive multiple of patch_size (%d)", c->img_size,
+                 c->patch_size);
+    else if (c->in_chans != 1 && c->in_chans != 3)
+        snprintf(msg, sizeof msg, "in_chans must be 1 or 3, got %d", c->in_chans);
+    else if (c->embed_dim <= 0 || c->num_heads <= 0 || c->embed_dim % c->num_heads != 0)
+        snprintf(msg, sizeof msg, "embed_dim (%d) must be a positive multiple of num_heads (%d)", c->embed_dim,
+                 c->num_heads);
+    else if (c->depth <= 0)
+        snprintf(msg, sizeof msg, "depth must be positive, got %d", c->depth);
+    else if (!(c->mlp_ratio > 0))
+        snprintf(msg, sizeof msg, "mlp_ratio must be positive, got %g", c->mlp_ratio);
+    else if (c->num_classes < 0)
+        snprintf(msg, sizeof msg, "num_classes must be >= 0, got %d", c->num_classes);
+    else
+        return NULL;
+    return msg;
+}
+
+void vit_register(Vit *vit, ParamTable *t, const VitConfig *cfg) {
+    const char *err = vit_config_error(cfg);
+    if (err) fatal("model config: %s", err);
+    memset(vit, 0, sizeof *vit);
+    vit->cfg = *cfg;
+    vit->params = t;
+    vit->grid = cfg->img_size / cfg->patch_size;
+    vit->N = vit->grid * vit->grid;
+    vit->T = vit->N + 1;
+    vit->D = cfg->embed_dim;
+    vit->patch_dim = cfg->in_chans * cfg->patch_size * cfg->patch_size;
+    vit->bdims = block_dims(cfg->embed_dim, cfg->num_heads, cfg->mlp_ratio, cfg->qkv_bias, cfg->layer_scale_init);
+    int D = vit->D, P = cfg->patch_size;
+    vit->first_index = params_add(t, "cls_token", 1, 1, D, 0);
+    params_add(t, "pos_embed", 1, vit->T, D, 0);
+    params_add(t, "patch_embed.proj.weight", D, cfg->in_chans, P, P);
+    params_add(t, "patch_embed.proj.bias", D, 0, 0, 0);
+    if (cfg->use_mask_token) params_add(t, "mask_token", 1, 1, D, 0);
+    vit->block_first = xcalloc(cfg->depth, sizeof(int), "block index");
+    char prefix[64];
+    for (int l = 0; l < cfg->depth; l++) {
+        snprintf(prefix, sizeof prefix, "blocks.%d.", l);
+        vit->block_first[l] = block_register(t, prefix, &vit->bdims);
+    }
+    params_add(t, "norm.weight", D, 0, 0, 0);
+    params_add(t, "norm.bias", D, 0, 0, 0);
+    if (cfg->num_classes > 0) {
+        params_add(t, "head.weight", cfg->num_classes, D, 0, 0);
+        params_add(t, "head.bias", cfg->num_classes, 0, 0, 0);
+    }
+    vit->last_index = t->count;
+}
+
+static void vit_bind_one(VitWeights *w, float *(*get)(const ParamTable *, int), const Vit *vit) {
+    const ParamTable *t = vit->params;
+    w->cls_token = get(t, params_find(t, "cls_token"));
+    w->pos_embed = get(t, params_find(t, "pos_embed"));
+    w->patch_w = get(t, params_find(t, "patch_embed.proj.weight"));
+    w->patch_b = get(t, params_find(t, "patch_embed.proj.bias"));
+    w->mask_token = vit->cfg.use_mask_token ? get(t, params_find(t, "mask_token")) : NULL;
+    w->norm_w = get(t, params_find(t, "norm.weight"));
+    w->norm_b = get(t, params_find(t, "norm.bias"));
+    w->head_w = vit->cfg.num_classes ? get(t, params_find(t, "head.weight")) : NULL;
+    w->head_b = vit->cfg.num_classes ? get(t, params_find(t, "head.bias")) : NULL;
+}
+
+void vit_bind(Vit *vit) {
+    if (!vit->params->data) fatal("vit_bind: call params_allocate first");
+    vit_bind_one(&vit->w, params_data, vit);
+    vit_bind_one(&vit->g, params_grad, vit);
+    vit->w.blocks = xcalloc(vit->cfg.depth, sizeof(BlockWeights), "block weights");
+    vit->g.blocks = xcalloc(vit->cfg.depth, sizeof(BlockWeights), "block grads");
+    for (int l = 0; l < vit->cfg.depth; l++)
+        block_bind(&vit->w.blocks[l], &vit->g.blocks[l], vit->params, vit->block_first[l], &vit->bdims);
+}
+
+void vit_init_weights(Vit *vit, uint64_t seed) {
+    const ParamTable *t = vit->params;
+    int D = vit->D;
+    Rng r;
+    rng_seed(&r, seed, name_hash("cls_token"));
+    for (int c = 0; c < D; c++) vit->w.cls_token[c] = (float)(1e-6 * rng_normal(&r));
+    init_trunc_normal(vit->w.pos_embed, t, params_find(t, "pos_embed"), seed, 0.02);
+    init_trunc_normal(vit->w.patch_w, t, params_find(t, "patch_embed.proj.weight"), seed, 0.02);
+    init_constant(vit->w.patch_b, D, 0.0f);
+    if (vit->w.mask_token) init_trunc_normal(vit->w.mask_token, t, params_find(t, "mask_token"), seed, 0.02);
+    for (int l = 0; l < vit->cfg.depth; l++)
+        block_init(&vit->w.blocks[l], t, vit->block_first[l], &vit->bdims, seed, vit->cfg.layer_scale_init);
+    init_constant(vit->w.norm_w, D, 1.0f);
+    init_constant(vit->w.norm_b, D, 0.0f);
+    if (vit->w.head_w) {
+        init_trunc_normal(vit->w.head_w, t, params_find(t, "head.weight"), seed, 0.02);
+        init_constant(vit->w.head_b, vit->cfg.num_classes, 0.0f);
+    }
+}
+
+static void vit_layout(Vit *vit, int B) {
+    long BT = (long)B * vit->T;
+    int D = vit->D, K = vit->cfg.num_classes;
+    Arena *a = &vit->acts, *g = &vit->grads;
+    vit->patches = arena_floats(a, (long)B * vit->N * vit->patch_dim);
+    vit->emb = arena_floats(a, (long)B * vit->N * D);
+    vit->mask = arena_bytes(a, (size_t)B * vit->N);
+    vit->x0 = arena_floats(a, BT * D);
+    for (int l = 0; l < vit->cfg.depth; l++) block_layout(&vit->blocks[l], a, &vit->bdims, B, vit->T);
+    vit->final = arena_floats(a, BT * D);
+    vit->final_mean = arena_floats(a, BT);
+    vit->final_rstd = arena_floats(a, BT);
+    vit->features = arena_floats(a, (long)B * D);
+    vit->logits = K ? arena_floats(a, (long)B * K) : NULL;
+    vit->probs = K ? arena_floats(a, (long)B * K) : NULL;
+
+    vit->dres = arena_floats(g, BT * D);
+    vit->demb = arena_floats(g, (long)B * vit->N * D);
+    vit->dfinal = arena_floats(g, BT * D);
+    vit->dfeatures = arena_floats(g, (long)B * D);
+    vit->dlogits = K ? arena_floats(g, (long)B * K) : NULL;
+    block_scratch_layout(&vit->scratch, g, &vit->bdims, B, vit->T);
+}
+
+void vit_allocate_activations(Vit *vit, int max_batch) {
+    vit->max_batch = max_batch;
+    vit->blocks = xcalloc(vit->cfg.depth, sizeof(BlockActs), "block activations");
+    vit_layout(vit, max_batch);  // counting pass
+    arena_commit(&vit->acts, "activations");
+    arena_commit(&vit->grads, "activation gradients");
+    vit_layout(vit, max_batch);  // hand out the memory
+}
+
+size_t vit_activation_bytes(const Vit *vit) { return vit->acts.capacity + vit->grads.capacity; }
+
+void vit_forward(Vit *vit, const float *images, const uint8_t *mask, int B) {
+    if (B > vit->max_batch) fatal("vit_forward: batch %d exceeds the allocated %d", B, vit->max_batch);
+    const VitConfig *c = &vit->cfg;
+    int N = vit->N, T = vit->T, D = vit->D;
+    patchify(vit->patches, images, B, c->in_chans, c->img_size, c->img_size, c->patch_size);
+    linear_forward(vit->emb, vit->patches, vit->w.patch_w, vit->w.patch_b, B * N, vit->patch_dim, D);
+    vit->has_mask = mask != NULL;
+    if (mask) {
+        if (!vit->w.mask_token) fatal("vit_forward: a mask was given but the model has no mask_token");
+        memcpy(vit->mask, mask, (size_t)B * N);
+        mask_token_forward(vit->emb, vit->w.mask_token, vit->mask, B, N, D);
+    }
+    cls_pos_forward(vit->x0, vit->emb, vit->w.cls_token, vit->w.pos_embed, B, N, D);
+    const float *x = vit->x0;
+    for (int l = 0; l < c->depth; l++) {
+        block_forward(&vit->blocks[l], &vit->w.blocks[l], &vit->bdims, x, B, T);
+        x = vit->blocks[l].out;
+    }
+    layernorm_forward(vit->final, vit->final_mean, vit->final_rstd, x, vit->w.norm_w, vit->w.norm_b, B * T, D);
+}
+
+void vit_backward(Vit *vit, const float *dfinal, float *const *dblock, int B) {
+    const VitConfig *c = &vit->cfg;
+    int N = vit->N, T = vit->T, D = vit->D, L = c->depth;
+    long BTD = (long)B * T * D;
+    memset(vit->dres, 0, sizeof(float) * BTD);
+    if (dfinal)
+        layernorm_backward(vit->dres, vit->g.norm_w, vit->g.norm_b, dfinal, vit->blocks[L - 1].out, vit->w.norm_w,
+                           vit->final_mean, vit->final_rstd, B * T, D);
+    for (int l = L - 1; l >= 0; l--) {
+        if (dblock && dblock[l]) residual_backward(vit->dres, NULL, dblock[l], BTD);
+        const float *x_in = l > 0 ? vit->blocks[l - 1].out : vit->x0;
+        block_backward(vit->dres, &vit->g.blocks[l], &vit->scratch, &vit->blocks[l], &vit->w.blocks[l], &vit->bdims,
+                       x_in, B, T);
+    }
+    memset(vit->demb, 0, sizeof(float) * (size_t)B * N * D);
+    cls_pos_backward(vit->demb, vit->g.cls_token, vit->g.pos_embed, vit->dres, B, N, D);
+    if (vit->has_mask) mask_token_backward(vit->demb, vit->g.mask_token, vit->mask, B, N, D);
+    if (!vit->freeze_patch_embed)
+        linear_backward(NULL, vit->g.patch_w, vit->g.patch_b, vit->demb, vit->patches, vit->w.patch_w, B * N,
+                        vit->patch_dim, D);
+}
+
+float vit_head_forward(Vit *vit, const int32_t *labels, int B, int pool) {
+    int T = vit->T, D = vit->D, K = vit->cfg.num_classes;
+    if (!K) fatal("vit_head_forward: the model has no classification head (num_classes = 0)");
+    if (pool)
+        meanpool_forward(vit->features, vit->final, B, T, D, 1);
+    else
+        for (int b = 0; b < B; b++) memcpy(vit->features + (long)b * D, vit->final + (long)b * T * D, sizeof(float) * D);
+    linear_forward(vit->logits, vit->features, vit->w.head_w, vit->w.head_b, B, D, K);
+    return softmax_xent_forward(vit->probs, vit->logits, labels, B, K);
+}
+
+void vit_head_backward(Vit *vit, const int32_t *labels, int B, int pool, float dloss) {
+    int T = vit->T, D = vit->D, K = vit->cfg.num_classes;
+    memset(vit->dlogits, 0, sizeof(float) * (size_t)B * K);
+    softmax_xent_backward(vit->dlogits, vit->probs, labels, B, K, dloss);
+    memset(vit->dfeatures, 0, sizeof(float) * (size_t)B * D);
+    linear_backward(vit->dfeatures, vit->g.head_w, vit->g.head_b, vit->dlogits, vit->features, vit->w.head_w, B, D, K);
+    memset(vit->dfinal, 0, sizeof(float) * (size_t)B * T * D);
+    if (pool)
+        meanpool_backward(vit->dfinal, vit->dfeatures, B, T, D, 1);
+    else
+        for (int b = 0; b < B; b++) memcpy(vit->dfinal + (long)b * T * D, vit->dfeatures + (long)b * D, sizeof(float) * D);
+}
+
+double vit_forward_flops_per_image(const VitConfig *c) {
+    double P = c->patch_size, N = (double)(c->img_size / c->patch_size) * (c->img_size / c->patch_size);
+    double T = N + 1, D = c->embed_dim, Hd = lround(D * c->mlp_ratio);
+    double patch = 2 * N * D * c->in_chans * P * P;
+    double block = 2 * T * D * 3 * D      // qkv
+                   + 2 * 2 * T * T * D     // scores and weighted sum
+                   + 2 * T * D * D         // proj
+                   + 2 * 2 * T * D * Hd;   // fc1, fc2
+    double head = c->num_classes ? 2 * D * c->num_classes : 0;
+    return patch + c->depth * block + head;
+}
+
+Vit *vit_create(const VitConfig *cfg, int max_batch, uint64_t seed) {
+    Vit *vit = xcalloc(1, sizeof(Vit), "model");
+    ParamTable *t = xcalloc(1, sizeof(ParamTable), "parameter table");
+    vit_register(vit, t, cfg);
+    params_allocate(t);
+    vit_bind(vit);
+    vit_init_weights(vit, seed);
+    vit_allocate_activations(vit, max_batch);
+    return vit;
+}
+
+void vit_destroy(Vit *vit) {
+    if (!vit) return;
+    arena_free(&vit->acts);
+    arena_free(&vit->grads);
+    xfree(vit->blocks);
+    xfree(vit->w.blocks);
+    xfree(vit->g.blocks);
+    xfree(vit->block_first);
+    params_free(vit->params);
+    xfree(vit->params);
+    xfree(vit);
+}
+
+ParamTable *vit_params(Vit *vit) { return vit->params; }

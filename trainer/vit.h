@@ -1,0 +1,133 @@
+// vit.h: a Vision Transformer with timm's parameter names, shapes and layouts
+// (VisionTransformer: pre-norm blocks, LayerNorm eps 1e-6, exact GELU), built
+// on kernels.h. Parameters live in a ParamTable shared with the pretraining
+// heads; activations and activation gradients each live in one arena.
+#pragma once
+#include <stdint.h>
+
+#include "common.h"
+#include "params.h"
+
+typedef struct {
+    int img_size, patch_size, in_chans;
+    int embed_dim, depth, num_heads;
+    float mlp_ratio;
+    int qkv_bias;              // 1: the qkv projection has a bias
+    float layer_scale_init;    // 0: no layer scale; else ls1/ls2 gamma start at this value
+    int num_classes;           // 0: no classification head
+    int use_mask_token;        // 1: register `mask_token` for masked modeling
+} VitConfig;
+
+// ---- one transformer block (also used by the pixel head) -----------------------
+typedef struct {
+    int D, H, hidden;          // width, heads, MLP hidden width
+    int qkv_bias, layer_scale;
+} BlockDims;
+
+typedef struct {               // pointers into the param (or grad) arena
+    float *norm1_w, *norm1_b, *qkv_w, *qkv_b, *proj_w, *proj_b, *ls1;
+    float *norm2_w, *norm2_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b, *ls2;
+} BlockWeights;
+
+typedef struct {               // saved for backward, for B*T tokens
+    float *ln1, *ln1_mean, *ln1_rstd;   // [BT,D], [BT], [BT]
+    float *qkv;                         // [BT,3D]
+    float *probs;                       // [B,H,T,T]
+    float *attn;                        // [BT,D] heads concatenated, before proj
+    float *attn_proj;                   // [BT,D] proj output (layer scale only)
+    float *x_mid;                       // [BT,D] residual stream after attention
+    float *ln2, *ln2_mean, *ln2_rstd;
+    float *fc1;                         // [BT,hidden] before GELU
+    float *gelu;                        // [BT,hidden]
+    float *mlp_out;                     // [BT,D] fc2 output (layer scale only)
+    float *out;                         // [BT,D] block output
+} BlockActs;
+
+typedef struct {               // backward scratch shared by all blocks
+    float *d_branch, *d_norm;           // [BT,D] each
+    float *d_hidden;                    // [BT,hidden]
+    float *d_qkv;                       // [BT,3D]
+    float *attn_scratch;                // threads * T * T
+} BlockScratch;
+
+BlockDims block_dims(int D, int H, float mlp_ratio, int qkv_bias, float layer_scale_init);
+// Registers "<prefix>norm1.weight" ... "<prefix>mlp.fc2.bias"; returns the first index.
+int block_register(ParamTable *t, const char *prefix, const BlockDims *d);
+void block_bind(BlockWeights *w, BlockWeights *g, const ParamTable *t, int first, const BlockDims *d);
+void block_init(const BlockWeights *w, const ParamTable *t, int first, const BlockDims *d, uint64_t seed,
+                float layer_scale_init);
+void block_layout(BlockActs *a, Arena *acts, const BlockDims *d, int B, int T);
+void block_scratch_layout(BlockScratch *s, Arena *grads, const BlockDims *d, int B, int T);
+// x_in [B,T,D] -> a->out [B,T,D]
+void block_forward(BlockActs *a, const BlockWeights *w, const BlockDims *d, const float *x_in, int B, int T);
+// dres: on entry d(out) [B,T,D], on return d(x_in). Parameter gradients accumulate into g.
+void block_backward(float *dres, const BlockWeights *g, const BlockScratch *s, const BlockActs *a,
+                    const BlockWeights *w, const BlockDims *d, const float *x_in, int B, int T);
+
+// ---- the encoder -------------------------------------------------------------------
+typedef struct {
+    float *cls_token, *pos_embed, *patch_w, *patch_b, *mask_token, *norm_w, *norm_b, *head_w, *head_b;
+    BlockWeights *blocks;
+} VitWeights;
+
+typedef struct {
+    VitConfig cfg;
+    int grid, N, T, D, patch_dim, max_batch;
+    BlockDims bdims;
+    ParamTable *params;
+    int first_index, last_index;   // this model's tensors in the table: [first, last)
+    int *block_first;              // per block, its first tensor index
+    VitWeights w, g;               // values and gradients
+
+    Arena acts, grads;             // activations; activation gradients + scratch
+    // activations, sized for max_batch
+    float *patches;                // [B,N,patch_dim]
+    float *emb;                    // [B,N,D] patch embeddings (mask tokens substituted)
+    uint8_t *mask;                 // [B,N] copy of the forward's mask (all 0 when none)
+    int has_mask;
+    float *x0;                     // [B,T,D] input to block 0
+    BlockActs *blocks;
+    float *final, *final_mean, *final_rstd;  // [B,T,D] after the final norm
+    float *features;               // [B,D] head input (cls or mean-pooled)
+    float *logits, *probs;         // [B,num_classes]
+    // activation gradients
+    float *dres;                   // [B,T,D] residual-stream gradient
+    float *demb;                   // [B,N,D]
+    float *dfinal;                 // [B,T,D] filled by vit_head_backward
+    float *dfeatures, *dlogits;    // [B,D], [B,num_classes]
+    BlockScratch scratch;
+    int freeze_patch_embed;        // 1: skip the patch-embedding weight gradient
+} Vit;
+
+// Checks a config; returns NULL if valid, else a message naming the bad field.
+const char *vit_config_error(const VitConfig *cfg);
+// Registers the encoder's tensors in t under timm's names (prefix "" ).
+void vit_register(Vit *vit, ParamTable *t, const VitConfig *cfg);
+// After params_allocate: resolve pointers, then initialise (timm: trunc normal 0.02
+// for weights and pos_embed, zeros for biases, ones for norms, cls_token N(0, 1e-6)).
+void vit_bind(Vit *vit);
+void vit_init_weights(Vit *vit, uint64_t seed);
+// Size and allocate the activation arenas for up to max_batch images.
+void vit_allocate_activations(Vit *vit, int max_batch);
+size_t vit_activation_bytes(const Vit *vit);
+
+// images [B,C,H,W] normalised; mask [B,N] (nonzero: replace by mask_token) or NULL.
+// Results: vit->final [B,T,D], and every block's output vit->blocks[l].out.
+void vit_forward(Vit *vit, const float *images, const uint8_t *mask, int B);
+// dfinal: d loss / d final [B,T,D] or NULL. dblock: NULL, or depth pointers
+// where dblock[l] (if non-NULL) is d loss / d blocks[l].out, added on the way down.
+// Parameter gradients accumulate into the grad arena.
+void vit_backward(Vit *vit, const float *dfinal, float *const *dblock, int B);
+
+// Classification head on the final features: pool 0 = CLS token, 1 = mean of the
+// patch tokens. Returns the mean cross-entropy; vit_head_backward fills vit->dfinal.
+float vit_head_forward(Vit *vit, const int32_t *labels, int B, int pool);
+void vit_head_backward(Vit *vit, const int32_t *labels, int B, int pool, float dloss);
+
+// Forward FLOPs per image of the encoder (2 per multiply-add), for MFU figures.
+double vit_forward_flops_per_image(const VitConfig *cfg);
+
+// Convenience for tests and benchmarks: a standalone model with its own table.
+Vit *vit_create(const VitConfig *cfg, int max_batch, uint64_t seed);
+void vit_destroy(Vit *vit);
+ParamTable *vit_params(Vit *vit);
