@@ -1,0 +1,301 @@
+"""Each C kernel's forward and backward against PyTorch, plus a finite-difference
+check of every backward against our own forward.
+
+Reference: torch autograd in float64 on the same (float32) inputs, so the
+observed difference is our float32 rounding alone. Metric: max |ours - ref| /
+max |ref| over the tensor. float32's unit roundoff is 6e-8; our sums run over
+at most a few hundred terms, and the observed errors are 3e-8..4.5e-7, so the
+tolerance is 2e-6 (about 4x above the worst observed).
+
+Finite differences: along a random direction v of every input, the central
+difference (L(x+ev) - L(x-ev)) / 2e with L = sum(R * out) in float64 must match
+<grad, v> from our backward within 1% (float32 forward noise / e ~ 1e-4 and the
+O(e^2) truncation term are below that; the worst observed is 3.5e-3, on the
+scalar cross-entropy whose single float32 output carries the most noise).
+"""
+import ctypes
+import numpy as np
+import pytest
+from conftest import require
+
+torch = require("torch", "python3-torch")
+import cbind
+from cbind import ptr, f32
+
+TOL = 2e-6
+rng = np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="module")
+def C():
+    return cbind.load()
+
+
+def rel_err(ours, ref):
+    ref = np.asarray(ref, dtype=np.float64)
+    return float(np.max(np.abs(np.asarray(ours, np.float64) - ref)) / (np.max(np.abs(ref)) + 1e-30))
+
+
+def check(name, ours, ref, tol=TOL):
+    e = rel_err(ours, ref)
+    print(f"{name}: rel err {e:.2e} (tol {tol:.0e})")
+    assert e < tol, f"{name}: relative error {e:.3e} exceeds {tol:.0e}"
+
+
+def t64(a, grad=True):
+    return torch.tensor(np.asarray(a, np.float64), requires_grad=grad)
+
+
+def fd_check(name, forward, inputs, grads, out_shape, eps=3e-3, tol=1e-2, trials=3):
+    """forward(inputs) -> float32 output; grads: our d(sum(R*out))/d input, for R below."""
+    R = grads["__R__"]
+    for t in range(trials):
+        dirs = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in inputs.items()}
+        analytic = sum(float(np.sum(grads[k].astype(np.float64) * dirs[k])) for k in inputs)
+        plus = {k: f32(v + eps * dirs[k]) for k, v in inputs.items()}
+        minus = {k: f32(v - eps * dirs[k]) for k, v in inputs.items()}
+        numeric = (np.sum(R * forward(plus).astype(np.float64)) - np.sum(R * forward(minus).astype(np.float64))) / (2 * eps)
+        e = abs(numeric - analytic) / (abs(analytic) + 1e-8)
+        print(f"{name} finite differences: analytic {analytic:.6f} numeric {numeric:.6f} rel {e:.1e}")
+        assert e < tol, f"{name}: finite-difference mismatch {e:.2e} (analytic {analytic}, numeric {numeric})"
+
+
+# ---- linear ----------------------------------------------------------------------
+
+def c_linear(C, x, w, b):
+    M, I = x.shape
+    O = w.shape[0]
+    out = np.zeros((M, O), np.float32)
+    C.linear_forward(ptr(out), ptr(x), ptr(w), ptr(b), M, I, O)
+    return out
+
+
+def test_linear(C):
+    M, I, O = 37, 48, 29
+    x, w, b = f32(rng.standard_normal((M, I))), f32(rng.standard_normal((O, I)) * 0.1), f32(rng.standard_normal(O))
+    R = f32(rng.standard_normal((M, O)))
+    out = c_linear(C, x, w, b)
+    dx, dw, db = np.zeros_like(x), np.zeros_like(w), np.zeros_like(b)
+    C.linear_backward(ptr(dx), ptr(dw), ptr(db), ptr(R), ptr(x), ptr(w), M, I, O)
+    tx, tw, tb = t64(x), t64(w), t64(b)
+    ref = torch.nn.functional.linear(tx, tw, tb)
+    (ref * t64(R, False)).sum().backward()
+    check("linear out", out, ref.detach())
+    check("linear dx", dx, tx.grad)
+    check("linear dw", dw, tw.grad)
+    check("linear db", db, tb.grad)
+    # accumulation: a second backward adds the same amount
+    C.linear_backward(ptr(dx), ptr(dw), ptr(db), ptr(R), ptr(x), ptr(w), M, I, O)
+    check("linear accumulates", dw, 2 * tw.grad)
+    dx[:], dw[:], db[:] = 0, 0, 0
+    C.linear_backward(ptr(dx), ptr(dw), ptr(db), ptr(R), ptr(x), ptr(w), M, I, O)
+    fd_check("linear", lambda p: c_linear(C, p["x"], p["w"], p["b"]), {"x": x, "w": w, "b": b},
+             {"x": dx, "w": dw, "b": db, "__R__": R}, (M, O))
+
+
+# ---- layernorm ----------------------------------------------------------------------
+
+def c_layernorm(C, x, w, b):
+    N, D = x.shape
+    out, mean, rstd = np.zeros_like(x), np.zeros(N, np.float32), np.zeros(N, np.float32)
+    C.layernorm_forward(ptr(out), ptr(mean), ptr(rstd), ptr(x), ptr(w), ptr(b), N, D)
+    return out, mean, rstd
+
+
+def test_layernorm(C):
+    N, D = 53, 40  # D not a multiple of 16: covers the tail of the column blocks
+    x = f32(rng.standard_normal((N, D)) * 3 + 1.5)
+    w, b = f32(1 + 0.2 * rng.standard_normal(D)), f32(0.2 * rng.standard_normal(D))
+    R = f32(rng.standard_normal((N, D)))
+    out, mean, rstd = c_layernorm(C, x, w, b)
+    dx, dw, db = np.zeros_like(x), np.zeros_like(w), np.zeros_like(b)
+    C.layernorm_backward(ptr(dx), ptr(dw), ptr(db), ptr(R), ptr(x), ptr(w), ptr(mean), ptr(rstd), N, D)
+    tx, tw, tb = t64(x), t64(w), t64(b)
+    ref = torch.nn.functional.layer_norm(tx, (D,), tw, tb, eps=1e-6)
+    (ref * t64(R, False)).sum().backward()
+    check("layernorm out", out, ref.detach())
+    check("layernorm dx", dx, tx.grad)
+    check("layernorm dw", dw, tw.grad)
+    check("layernorm db", db, tb.grad)
+    fd_check("layernorm", lambda p: c_layernorm(C, p["x"], p["w"], p["b"])[0], {"x": x, "w": w, "b": b},
+             {"x": dx, "w": dw, "b": db, "__R__": R}, (N, D))
+
+
+# ---- GELU, residual, layer scale ----------------------------------------------------------
+
+def c_gelu(C, x):
+    out = np.zeros_like(x)
+    C.gelu_forward(ptr(out), ptr(x), ctypes.c_long(x.size))
+    return out
+
+
+def test_gelu(C):
+    x = f32(rng.standard_normal(1000) * 3)
+    R = f32(rng.standard_normal(1000))
+    out = c_gelu(C, x)
+    dx = np.zeros_like(x)
+    C.gelu_backward(ptr(dx), ptr(R), ptr(x), ctypes.c_long(x.size))
+    tx = t64(x)
+    ref = torch.nn.functional.gelu(tx)
+    (ref * t64(R, False)).sum().backward()
+    check("gelu out", out, ref.detach())
+    check("gelu dx", dx, tx.grad)
+    d2 = R.copy()
+    C.gelu_backward_inplace(ptr(d2), ptr(x), ctypes.c_long(x.size))
+    check("gelu dx in place", d2, tx.grad)
+    fd_check("gelu", lambda p: c_gelu(C, p["x"]), {"x": x}, {"x": dx, "__R__": R}, x.shape)
+
+
+def test_residual_and_layerscale(C):
+    N, D = 20, 24
+    a, b = f32(rng.standard_normal((N, D))), f32(rng.standard_normal((N, D)))
+    g = f32(rng.standard_normal(D))
+    R = f32(rng.standard_normal((N, D)))
+    out = np.zeros_like(a)
+    C.residual_forward(ptr(out), ptr(a), ptr(b), ctypes.c_long(a.size))
+    check("residual out", out, a.astype(np.float64) + b)
+    da, db = np.zeros_like(a), np.zeros_like(b)
+    C.residual_backward(ptr(da), ptr(db), ptr(R), ctypes.c_long(a.size))
+    check("residual da", da, R)
+    check("residual db", db, R)
+
+    def ls(p):
+        o = np.zeros_like(p["x"])
+        C.layerscale_forward(ptr(o), ptr(p["x"]), ptr(p["g"]), N, D)
+        return o
+    out = ls({"x": a, "g": g})
+    dx, dg = np.zeros_like(a), np.zeros_like(g)
+    C.layerscale_backward(ptr(dx), ptr(dg), ptr(R), ptr(a), ptr(g), N, D)
+    tx, tg = t64(a), t64(g)
+    ref = tx * tg
+    (ref * t64(R, False)).sum().backward()
+    check("layerscale out", out, ref.detach())
+    check("layerscale dx", dx, tx.grad)
+    check("layerscale dgamma", dg, tg.grad)
+    fd_check("layerscale", ls, {"x": a, "g": g}, {"x": dx, "g": dg, "__R__": R}, a.shape)
+
+
+# ---- attention ----------------------------------------------------------------------------
+
+def c_attention(C, qkv, B, T, D, H):
+    out = np.zeros((B, T, D), np.float32)
+    probs = np.zeros((B, H, T, T), np.float32)
+    C.attention_forward(ptr(out), ptr(probs), ptr(qkv), B, T, D, H)
+    return out, probs
+
+
+def torch_attention(qkv, B, T, D, H):
+    q, k, v = qkv.reshape(B, T, 3, H, D // H).permute(2, 0, 3, 1, 4)
+    att = ((q @ k.transpose(-2, -1)) * (D // H) ** -0.5).softmax(-1)
+    return (att @ v).transpose(1, 2).reshape(B, T, D), att
+
+
+@pytest.mark.parametrize("B,T,D,H", [(3, 17, 24, 3), (2, 50, 32, 2)])
+def test_attention(C, B, T, D, H):
+    qkv = f32(rng.standard_normal((B, T, 3 * D)))
+    R = f32(rng.standard_normal((B, T, D)))
+    out, probs = c_attention(C, qkv, B, T, D, H)
+    nthreads = C.kernel_max_threads()
+    scratch = np.zeros(nthreads * C.attention_scratch_floats(T), np.float32)
+    dqkv = np.zeros_like(qkv)
+    C.attention_backward(ptr(dqkv), ptr(scratch), ptr(R), ptr(qkv), ptr(probs), B, T, D, H)
+    tq = t64(qkv)
+    ref, att = torch_attention(tq, B, T, D, H)
+    (ref * t64(R, False)).sum().backward()
+    check("attention out", out, ref.detach())
+    check("attention probs", probs, att.detach())
+    check("attention dqkv", dqkv, tq.grad)
+    fd_check("attention", lambda p: c_attention(C, p["qkv"], B, T, D, H)[0], {"qkv": qkv},
+             {"qkv": dqkv, "__R__": R}, out.shape)
+
+
+# ---- patch embedding, mask token, cls/pos, mean pooling --------------------------------
+
+def test_patchify_matches_conv(C):
+    B, Cc, H, P, D = 2, 3, 12, 4, 8
+    img = f32(rng.standard_normal((B, Cc, H, H)))
+    w, b = f32(rng.standard_normal((D, Cc, P, P)) * 0.1), f32(rng.standard_normal(D))
+    N = (H // P) ** 2
+    patches = np.zeros((B, N, Cc * P * P), np.float32)
+    C.patchify(ptr(patches), ptr(img), B, Cc, H, H, P)
+    emb = c_linear(C, patches.reshape(B * N, -1), f32(w.reshape(D, -1)), b).reshape(B, N, D)
+    ref = torch.nn.functional.conv2d(t64(img, False), t64(w, False), t64(b, False), stride=P).flatten(2).transpose(1, 2)
+    check("patch embedding = conv2d", emb, ref)
+    back = np.zeros_like(img)
+    C.unpatchify(ptr(back), ptr(patches), B, Cc, H, H, P)
+    assert np.array_equal(back, img), "unpatchify(patchify(x)) != x"
+
+
+def test_mask_token(C):
+    B, N, D = 3, 10, 20
+    emb = f32(rng.standard_normal((B, N, D)))
+    tok = f32(rng.standard_normal(D))
+    mask = (rng.random((B, N)) < 0.4).astype(np.uint8)
+    out = emb.copy()
+    C.mask_token_forward(ptr(out), ptr(tok), ptr(mask), B, N, D)
+    ref = np.where(mask[..., None].astype(bool), tok[None, None], emb)
+    assert np.array_equal(out, ref)
+    R = f32(rng.standard_normal((B, N, D)))
+    demb, dtok = R.copy(), np.zeros_like(tok)
+    C.mask_token_backward(ptr(demb), ptr(dtok), ptr(mask), B, N, D)
+    te, tt = t64(emb), t64(tok)
+    r = torch.where(torch.tensor(mask.astype(bool))[..., None], tt.expand(B, N, D), te)
+    (r * t64(R, False)).sum().backward()
+    check("mask token demb", demb, te.grad)
+    check("mask token dtoken", dtok, tt.grad)
+
+
+def test_cls_pos(C):
+    B, N, D = 3, 9, 16
+    emb, cls, pos = f32(rng.standard_normal((B, N, D))), f32(rng.standard_normal(D)), f32(rng.standard_normal((N + 1, D)))
+    x = np.zeros((B, N + 1, D), np.float32)
+    C.cls_pos_forward(ptr(x), ptr(emb), ptr(cls), ptr(pos), B, N, D)
+    R = f32(rng.standard_normal(x.shape))
+    demb, dcls, dpos = np.zeros_like(emb), np.zeros_like(cls), np.zeros_like(pos)
+    C.cls_pos_backward(ptr(demb), ptr(dcls), ptr(dpos), ptr(R), B, N, D)
+    te, tc, tp = t64(emb), t64(cls), t64(pos)
+    ref = torch.cat([tc.expand(B, 1, D), te], 1) + tp
+    (ref * t64(R, False)).sum().backward()
+    check("cls/pos out", x, ref.detach())
+    check("cls/pos demb", demb, te.grad)
+    check("cls/pos dcls", dcls, tc.grad)
+    check("cls/pos dpos", dpos, tp.grad)
+
+
+def test_meanpool(C):
+    B, T, D = 4, 11, 12
+    x = f32(rng.standard_normal((B, T, D)))
+    out = np.zeros((B, D), np.float32)
+    C.meanpool_forward(ptr(out), ptr(x), B, T, D, 1)
+    R = f32(rng.standard_normal((B, D)))
+    dx = np.zeros_like(x)
+    C.meanpool_backward(ptr(dx), ptr(R), B, T, D, 1)
+    tx = t64(x)
+    ref = tx[:, 1:].mean(1)
+    (ref * t64(R, False)).sum().backward()
+    check("meanpool out", out, ref.detach())
+    check("meanpool dx", dx, tx.grad)
+
+
+# ---- softmax cross-entropy --------------------------------------------------------------
+
+def test_softmax_xent(C):
+    N, K = 33, 17
+    logits = f32(rng.standard_normal((N, K)) * 4)
+    logits[0, 3] = 90.0  # a near-one-hot row: the label's probability underflows
+    labels = rng.integers(0, K, N).astype(np.int32)
+    labels[0] = 5
+    probs = np.zeros_like(logits)
+    loss = C.softmax_xent_forward(ptr(probs), ptr(logits), ptr(labels), N, K)
+    dl = np.zeros_like(logits)
+    C.softmax_xent_backward(ptr(dl), ptr(probs), ptr(labels), N, K, ctypes.c_float(0.5))
+    tl = t64(logits)
+    ref = torch.nn.functional.cross_entropy(tl, torch.tensor(labels, dtype=torch.long))
+    (0.5 * ref).backward()
+    check("xent loss", np.array([loss]), np.array([ref.item()]))
+    check("xent dlogits", dl, tl.grad)
+
+    def f(p):
+        pr = np.zeros_like(p["l"])
+        return np.array([C.softmax_xent_forward(ptr(pr), ptr(p["l"]), ptr(labels), N, K)], np.float32)
+    fd_check("xent", f, {"l": logits}, {"l": dl * 2, "__R__": np.ones(1, np.float32)}, (1,))
