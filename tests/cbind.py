@@ -97,3 +97,17 @@ class CVit:
             self.lib.vit_destroy(self.handle)
         except Exception:
             pass
+
+
+def setup_vit_views(lib):
+    for f in ("vit_final_tokens", "vit_logits"):
+        getattr(lib, f).restype = FP
+        getattr(lib, f).argtypes = [c_void]
+    lib.vit_head_dfinal.restype = c_void
+    lib.vit_head_dfinal.argtypes = [c_void]
+    lib.vit_block_output.restype = FP
+    lib.vit_block_output.argtypes = [c_void, c_int]
+
+
+def view(p, shape):
+    return np.ctypeslib.as_array(p, shape=(int(np.prod(shape)),)).reshape(shape)

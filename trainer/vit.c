@@ -432,3 +432,8 @@ void vit_destroy(Vit *vit) {
 }
 
 ParamTable *vit_params(Vit *vit) { return vit->params; }
+
+float *vit_final_tokens(Vit *vit) { return vit->final; }
+float *vit_block_output(Vit *vit, int l) { return vit->blocks[l].out; }
+float *vit_logits(Vit *vit) { return vit->logits; }
+float *vit_head_dfinal(Vit *vit) { return vit->dfinal; }

@@ -131,3 +131,9 @@ double vit_forward_flops_per_image(const VitConfig *cfg);
 Vit *vit_create(const VitConfig *cfg, int max_batch, uint64_t seed);
 void vit_destroy(Vit *vit);
 ParamTable *vit_params(Vit *vit);
+
+// Views of the forward's results (for tests and the objective).
+float *vit_final_tokens(Vit *vit);          // [B,T,D]
+float *vit_block_output(Vit *vit, int l);   // [B,T,D]
+float *vit_logits(Vit *vit);                // [B,num_classes]
+float *vit_head_dfinal(Vit *vit);           // [B,T,D] filled by vit_head_backward
