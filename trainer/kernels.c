@@ -42,6 +42,38 @@ static void column_sums_accumulate(float *dst, const float *src, int N, int C) {
     }
 }
 
+// ---- deterministic sgemm ---------------------------------------------------------
+// OpenBLAS picks different kernels (and summation orders) for the same product
+// depending on its thread count, e.g. 144x48x390 differs in 80% of its outputs
+// between 1 and 2 threads. So we split C into a number of row blocks that
+// depends only on M, and run one single-threaded sgemm per block in our own
+// OpenMP loop: the same shapes on any thread count give the same bits, and
+// there is exactly one thread pool.
+#define GEMM_MAX_ROW_BLOCKS 8
+#define GEMM_MIN_BLOCK_ROWS 32
+
+static void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha, const float *A, int lda,
+                 const float *B, int ldb, float beta, float *C, int ldc) {
+    int nblocks = (M + GEMM_MIN_BLOCK_ROWS - 1) / GEMM_MIN_BLOCK_ROWS;
+    if (nblocks > GEMM_MAX_ROW_BLOCKS) nblocks = GEMM_MAX_ROW_BLOCKS;
+#ifdef _OPENMP
+    if (omp_in_parallel()) nblocks = 1;
+#endif
+    if (nblocks <= 1) {
+        cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    int rows = (M + nblocks - 1) / nblocks;
+    rows = (rows + 15) / 16 * 16;  // whole register tiles
+#pragma omp parallel for schedule(static)
+    for (int blk = 0; blk < nblocks; blk++) {
+        int r0 = blk * rows, r1 = r0 + rows < M ? r0 + rows : M;
+        if (r0 >= r1) continue;
+        const float *Ablk = ta == CblasNoTrans ? A + (long)r0 * lda : A + r0;
+        cblas_sgemm(CblasRowMajor, ta, tb, r1 - r0, N, K, alpha, Ablk, lda, B, ldb, beta, C + (long)r0 * ldc, ldc);
+    }
+}
+
 // ---- linear -------------------------------------------------------------------
 
 void linear_forward(float *out, const float *inp, const float *weight, const float *bias, int M, int IN, int OUT) {
@@ -52,15 +84,15 @@ void linear_forward(float *out, const float *inp, const float *weight, const flo
         for (int m = 0; m < M; m++) memcpy(out + (long)m * OUT, bias, sizeof(float) * OUT);
         beta = 1.0f;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, OUT, IN, 1.0f, inp, IN, weight, IN, beta, out, OUT);
+    gemm(CblasNoTrans, CblasTrans, M, OUT, IN, 1.0f, inp, IN, weight, IN, beta, out, OUT);
 }
 
 void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                      const float *weight, int M, int IN, int OUT) {
     if (dinp)  // dinp[M,IN] += dout[M,OUT] @ weight[OUT,IN]
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, IN, OUT, 1.0f, dout, OUT, weight, IN, 1.0f, dinp, IN);
+        gemm(CblasNoTrans, CblasNoTrans, M, IN, OUT, 1.0f, dout, OUT, weight, IN, 1.0f, dinp, IN);
     if (dweight)  // dweight[OUT,IN] += dout^T[OUT,M] @ inp[M,IN]
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OUT, IN, M, 1.0f, dout, OUT, inp, IN, 1.0f, dweight, IN);
+        gemm(CblasTrans, CblasNoTrans, OUT, IN, M, 1.0f, dout, OUT, inp, IN, 1.0f, dweight, IN);
     if (dbias) column_sums_accumulate(dbias, dout, M, OUT);
 }
 
@@ -133,33 +165,44 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 }
 
 // ---- GELU -----------------------------------------------------------------------
+// The loops run over fixed blocks of GELU_BLOCK elements rather than a plain
+// static schedule: the compiler calls libmvec's vector erff/expf in the body of
+// a vectorised loop and scalar ones in its remainder, which differ in the last
+// bit, so which elements fall in a remainder must not depend on the thread count.
+#define GELU_BLOCK 256
 
 void gelu_forward(float *out, const float *inp, long n) {
+    long nblocks = (n + GELU_BLOCK - 1) / GELU_BLOCK;
 #pragma omp parallel for schedule(static)
-    for (long i = 0; i < n; i++) {
-        float x = inp[i];
-        out[i] = 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2));
+    for (long blk = 0; blk < nblocks; blk++) {
+        long lo = blk * GELU_BLOCK, hi = lo + GELU_BLOCK < n ? lo + GELU_BLOCK : n;
+        for (long i = lo; i < hi; i++) {
+            float x = inp[i];
+            out[i] = 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2));
+        }
     }
 }
 
-void gelu_backward(float *dinp, const float *dout, const float *inp, long n) {
+static inline float gelu_grad(float x) {
     const float inv_sqrt_2pi = 0.3989422804014327f;
+    return 0.5f * (1.0f + erff(x * (float)M_SQRT1_2)) + x * inv_sqrt_2pi * expf(-0.5f * x * x);
+}
+
+void gelu_backward(float *dinp, const float *dout, const float *inp, long n) {
+    long nblocks = (n + GELU_BLOCK - 1) / GELU_BLOCK;
 #pragma omp parallel for schedule(static)
-    for (long i = 0; i < n; i++) {
-        float x = inp[i];
-        float cdf = 0.5f * (1.0f + erff(x * (float)M_SQRT1_2));
-        float pdf = inv_sqrt_2pi * expf(-0.5f * x * x);
-        dinp[i] += dout[i] * (cdf + x * pdf);
+    for (long blk = 0; blk < nblocks; blk++) {
+        long lo = blk * GELU_BLOCK, hi = lo + GELU_BLOCK < n ? lo + GELU_BLOCK : n;
+        for (long i = lo; i < hi; i++) dinp[i] += dout[i] * gelu_grad(inp[i]);
     }
 }
 
 void gelu_backward_inplace(float *d, const float *inp, long n) {
-    const float inv_sqrt_2pi = 0.3989422804014327f;
+    long nblocks = (n + GELU_BLOCK - 1) / GELU_BLOCK;
 #pragma omp parallel for schedule(static)
-    for (long i = 0; i < n; i++) {
-        float x = inp[i];
-        float cdf = 0.5f * (1.0f + erff(x * (float)M_SQRT1_2));
-        d[i] *= cdf + x * inv_sqrt_2pi * expf(-0.5f * x * x);
+    for (long blk = 0; blk < nblocks; blk++) {
+        long lo = blk * GELU_BLOCK, hi = lo + GELU_BLOCK < n ? lo + GELU_BLOCK : n;
+        for (long i = lo; i < hi; i++) d[i] *= gelu_grad(inp[i]);
     }
 }
 
