@@ -749,8 +749,11 @@ void config_print_help(FILE *f) {
     for (int k = 0; k < CONFIG_NUM_KEYS; k++) {
         const KeyDef *d = KEYS[k];
         if (k == 0 || GROUP[k] != GROUP[k - 1]) fprintf(f, "%s%s:\n", k ? "\n" : "", GROUP[k]);
-        fprintf(f, "  %-26s %-6s  default %-14s %s\n", d->name, tname[d->type], d->def[0] ? d->def : "\"\"",
-                d->allowed);
+        char line[512];
+        int n = snprintf(line, sizeof line, "  %-26s %-6s  default %-14s %s", d->name, tname[d->type],
+                         d->def[0] ? d->def : "\"\"", d->allowed);
+        while (n > 0 && line[n - 1] == ' ') line[--n] = 0;
+        fprintf(f, "%s\n", line);
         fprintf(f, "  %-26s %s\n", "", d->help);
     }
 }

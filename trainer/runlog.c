@@ -74,7 +74,9 @@ void json_int(JsonLine *j, const char *key, long long v) {
 
 void json_num(JsonLine *j, const char *key, double v) {
     char num[40];
-    if (isfinite(v))
+    if (v == 0 && signbit(v))
+        strcpy(num, "-0.0");  // "-0" would read back as the integer 0
+    else if (isfinite(v))
         format_double(num, sizeof num, v);
     else
         strcpy(num, "null");
