@@ -300,14 +300,17 @@ static int assign(Config *cfg, int k, const Scalar *items, int n, bool is_list, 
     if (d->type != T_FLOATS && (is_list || n != 1))
         return fail(c, "key '%s': expected %s, got a list", d->name, exp);
     const Scalar *s = &items[0];
+    if (d->type != T_STR && !is_list && s->plain && (!s->text[0] || !strcmp(s->text, "~") || !strcmp(s->text, "null")))
+        return fail(c, "key '%s': expected %s, got no value", d->name, exp);
     switch (d->type) {
     case T_INT: {
         long long v;
         if (check_plain(d, s, c)) return -1;
         if (!parse_int(s->text, &v)) return fail(c, "key '%s': expected %s, got '%s'", d->name, exp, s->text);
         Allowed a = parse_allowed(d);
-        if (!in_range(&a, (double)v) || v > INT_MAX || v < INT_MIN)
-            return fail(c, "key '%s': %s is out of range %s", d->name, s->text, d->allowed);
+        if (v > INT_MAX || v < INT_MIN)
+            return fail(c, "key '%s': %s does not fit in an int (at most %d)", d->name, s->text, INT_MAX);
+        if (!in_range(&a, (double)v)) return fail(c, "key '%s': %s is out of range %s", d->name, s->text, d->allowed);
         *(int *)field(cfg, k) = (int)v;
         break;
     }
@@ -380,7 +383,8 @@ void config_defaults(Config *cfg) {
             char *end = strchr(p, ']');
             if (end) *end = 0;
             n = 0;
-            for (char *tok = strtok(p, ", "); tok && n < CONFIG_LIST_MAX; tok = strtok(NULL, ", "))
+            char *save = NULL;
+            for (char *tok = strtok_r(p, ", ", &save); tok && n < CONFIG_LIST_MAX; tok = strtok_r(NULL, ", ", &save))
                 items[n++] = (Scalar){tok, true};
             is_list = true;
         } else {
