@@ -60,7 +60,7 @@ ifeq ($(HDF5_LIBS),)
   HDF5_LIBS   := -L/usr/lib/x86_64-linux-gnu/hdf5/serial -lhdf5
 endif
 CFLAGS += $(HDF5_CFLAGS)
-LDLIBS += $(HDF5_LIBS) -ljpeg -lpng -lyaml
+LDLIBS += $(HDF5_LIBS) -ljpeg -lpng -lyaml -lz
 
 # ---- sources ------------------------------------------------------------------
 # Library: every .c in trainer/ and data_loaders/ without a main(). Programs:
@@ -113,9 +113,22 @@ test: all
 bench: all
 	@for b in tools/bench_*.sh; do echo "== $$b"; flock /tmp/ccvit-bench.lock bash $$b || exit 1; done
 
+# Shards for the data loaders (data/ is gitignored): written by
+# build/bin/make_shards only when the manifest is missing.
+FMNIST_DIR := /usr/share/datasets/fashion-mnist
+IMAGENET_SAMPLE := ../shared/data/imagenet-sample
+shards: data/fashion-mnist/train-manifest.txt data/fashion-mnist/test-manifest.txt
+shards-imagenet: data/imagenet-sample/train-manifest.txt
+
+data/fashion-mnist/%-manifest.txt: | $(BUILD)/bin/make_shards
+	$(BUILD)/bin/make_shards --fashion-mnist $(FMNIST_DIR) --split $* --out data/fashion-mnist/$* --format png --per-shard 10000
+
+data/imagenet-sample/train-manifest.txt: | $(BUILD)/bin/make_shards
+	$(BUILD)/bin/make_shards --image-folder $(IMAGENET_SAMPLE) --out data/imagenet-sample/train --per-shard 250 --seed 0
+
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all deps test bench clean run
+.PHONY: all deps test bench clean run shards shards-imagenet
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -54,7 +54,7 @@ typedef struct {
     size_t shuffle_bytes;      // sample shuffle buffer, bytes of encoded data (0: no shuffle)
     uint64_t seed;
     int rank, world_size;
-    float max_skip_fraction;   // stop with an error once skipped/seen exceeds this (after 100 samples)
+    float max_skip_fraction;   // stop with an error once skipped/seen exceeds this (once 50 are seen)
     int64_t max_pixels;        // decompression-bomb limit from the header (default 64e6)
     int warn_limit;            // print the first N skip warnings (default 10)
     int nice;                  // decode threads' nice increment (default 5): compute wins the cores
@@ -63,6 +63,11 @@ typedef struct {
 // Defaults: train, batch 64, 224 px, 3 channels, ImageNet mean/std, bicubic,
 // RRC (0.08,1)x(3/4,4/3), flip 0.5, 2 threads, 64 MiB shuffle, seed 0, rank 0/1.
 void loader_config_defaults(LoaderConfig *cfg);
+// Set one field by its name in this struct ("batch_size", "mode" = train|eval,
+// "interp" = bilinear|bicubic, pairs/triples as "0.08,1"). String values are
+// referenced, not copied, until loader_open. Returns 0, or -1 with a message
+// in err for an unknown key or a bad value. For config files and ctypes.
+int loader_config_set(LoaderConfig *cfg, const char *key, const char *value, char *err, size_t errlen);
 
 // One batch. Pointers are owned by the loader and valid until the next
 // loader_next/loader_close. n <= batch_size: smaller only for eval's last batch

@@ -1,0 +1,128 @@
+// image_folder.c: the tree walk. torchvision sorts class names with Python's
+// sorted() (code point order), the same as strcmp on UTF-8 bytes.
+#include "image_folder.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+#include "common.h"
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static int is_dir(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static int has_image_ext(const char *name) {
+    const char *dot = strrchr(name, '.');
+    return dot && (!strcasecmp(dot, ".jpg") || !strcasecmp(dot, ".jpeg") || !strcasecmp(dot, ".png"));
+}
+
+static char *join(const char *a, const char *b) {
+    size_t na = strlen(a), nb = strlen(b);
+    char *s = xmalloc(na + nb + 2, "path");
+    memcpy(s, a, na);
+    s[na] = '/';
+    memcpy(s + na + 1, b, nb + 1);
+    return s;
+}
+
+// Sorted entry names of dir (without . and ..); *n = count.
+static char **list_dir(const char *dir, int *n) {
+    DIR *d = opendir(dir);
+    if (!d) fatal("cannot read folder %s: %s", dir, strerror(errno));
+    char **v = NULL;
+    int cnt = 0, cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        if (cnt == cap) {
+            cap = cap ? 2 * cap : 64;
+            v = realloc(v, cap * sizeof *v);
+            if (!v) fatal("out of memory listing %s", dir);
+        }
+        v[cnt++] = xstrdup(e->d_name);
+    }
+    closedir(d);
+    qsort(v, cnt, sizeof *v, cmp_str);
+    *n = cnt;
+    return v;
+}
+
+// os.walk order, sorted: a directory's files come before its subdirectories'
+// (sorted(os.walk()) sorts by directory path, and "a" < "a/b").
+static void walk(ImageFolder *f, const char *dir, int32_t label, int64_t *cap) {
+    int n;
+    char **names = list_dir(dir, &n);
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < n; i++) {
+            char *p = join(dir, names[i]);
+            int d = is_dir(p);
+            if (pass == 0 && !d && has_image_ext(names[i])) {
+                if (f->num_files == *cap) {
+                    *cap = *cap ? 2 * *cap : 1024;
+                    f->paths = realloc(f->paths, *cap * sizeof(char *));
+                    f->labels = realloc(f->labels, *cap * sizeof(int32_t));
+                    if (!f->paths || !f->labels) fatal("out of memory listing %s", dir);
+                }
+                f->paths[f->num_files] = p;
+                f->labels[f->num_files++] = label;
+                continue;
+            }
+            if (pass == 1 && d) walk(f, p, label, cap);
+            free(p);
+        }
+    for (int i = 0; i < n; i++) free(names[i]);
+    free(names);
+}
+
+void image_folder_open(ImageFolder *f, const char *root) {
+    memset(f, 0, sizeof *f);
+    if (!is_dir(root)) fatal("image folder %s does not exist or is not a directory", root);
+    int n;
+    char **names = list_dir(root, &n);
+    f->class_names = xcalloc(n ? n : 1, sizeof(char *), "class names");
+    int64_t cap = 0;
+    for (int i = 0; i < n; i++) {
+        char *p = join(root, names[i]);
+        if (is_dir(p)) {
+            f->class_names[f->num_classes] = names[i];
+            names[i] = NULL;
+            walk(f, p, f->num_classes++, &cap);
+        }
+        free(p);
+        free(names[i]);
+    }
+    free(names);
+    if (f->num_classes == 0) fatal("image folder %s has no class subfolders (expected root/<class>/<image>)", root);
+    if (f->num_files == 0) fatal("image folder %s has no .jpg/.jpeg/.png files under its class folders", root);
+}
+
+void image_folder_free(ImageFolder *f) {
+    for (int i = 0; i < f->num_classes; i++) free(f->class_names[i]);
+    for (int64_t i = 0; i < f->num_files; i++) free(f->paths[i]);
+    free(f->class_names);
+    free(f->paths);
+    free(f->labels);
+    memset(f, 0, sizeof *f);
+}
+
+int image_file_read(const char *path, uint8_t **data, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    fseeko(f, 0, SEEK_END);
+    off_t n = ftello(f);
+    fseeko(f, 0, SEEK_SET);
+    *data = xmalloc(n > 0 ? n : 1, "image file");
+    size_t got = n > 0 ? fread(*data, 1, n, f) : 0;
+    fclose(f);
+    if ((off_t)got != n) { free(*data); *data = NULL; return -1; }
+    *len = n;
+    return 0;
+}

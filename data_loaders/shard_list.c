@@ -1,0 +1,115 @@
+// shard_list.c: brace expansion. Recursive: expand the first top-level brace
+// group of a pattern, then expand each result again.
+#include "shard_list.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+
+typedef struct { char **v; int n, cap; } StrList;
+
+static void push(StrList *l, char *s) {
+    if (l->n == l->cap) {
+        l->cap = l->cap ? 2 * l->cap : 16;
+        l->v = realloc(l->v, l->cap * sizeof *l->v);
+        if (!l->v) fatal("out of memory expanding shard list");
+    }
+    l->v[l->n++] = s;
+}
+
+static char *concat3(const char *a, size_t na, const char *b, size_t nb, const char *c) {
+    size_t nc = strlen(c);
+    char *s = xmalloc(na + nb + nc + 1, "shard name");
+    memcpy(s, a, na);
+    memcpy(s + na, b, nb);
+    memcpy(s + na + nb, c, nc + 1);
+    return s;
+}
+
+// "{lo..hi}" body -> 1 with the bounds and width if it is a numeric range.
+static int parse_range(const char *body, size_t len, long *lo, long *hi, int *width) {
+    const char *dots = NULL;
+    for (size_t i = 0; i + 1 < len; i++)
+        if (body[i] == '.' && body[i + 1] == '.') { dots = body + i; break; }
+    if (!dots) return 0;
+    for (const char *p = body; p < dots; p++) if (!isdigit((unsigned char)*p)) return 0;
+    for (const char *p = dots + 2; p < body + len; p++) if (!isdigit((unsigned char)*p)) return 0;
+    if (dots == body || dots + 2 == body + len) return 0;
+    *lo = strtol(body, NULL, 10);
+    *hi = strtol(dots + 2, NULL, 10);
+    // A leading zero on either bound asks for zero padding to that width.
+    *width = (body[0] == '0' && dots - body > 1) ? (int)(dots - body) : 0;
+    return 1;
+}
+
+static void expand_one(const char *pat, const char *whole, StrList *out) {
+    const char *open = strchr(pat, '{');
+    if (!open) { push(out, xstrdup(pat)); return; }
+    int depth = 0;
+    const char *close = NULL;
+    for (const char *p = open; *p; p++) {
+        if (*p == '{') depth++;
+        else if (*p == '}' && --depth == 0) { close = p; break; }
+    }
+    if (!close) fatal("shard pattern '%s': unbalanced '{'", whole);
+    const char *body = open + 1, *rest = close + 1;
+    size_t blen = close - body, plen = open - pat;
+    long lo, hi;
+    int width;
+    if (parse_range(body, blen, &lo, &hi, &width)) {
+        if (hi < lo || hi - lo > 10000000) fatal("shard pattern '%s': bad range {%.*s}", whole, (int)blen, body);
+        for (long i = lo; i <= hi; i++) {
+            char num[32];
+            int nn = snprintf(num, sizeof num, "%0*ld", width, i);
+            char *s = concat3(pat, plen, num, nn, rest);
+            expand_one(s, whole, out);
+            free(s);
+        }
+        return;
+    }
+    // Alternatives split at top-level commas inside the braces.
+    const char *start = body;
+    depth = 0;
+    for (const char *p = body; p <= close; p++) {
+        if (*p == '{') depth++;
+        else if (*p == '}' && p != close) depth--;
+        if ((*p == ',' && depth == 0) || p == close) {
+            char *s = concat3(pat, plen, start, p - start, rest);
+            expand_one(s, whole, out);
+            free(s);
+            start = p + 1;
+        }
+    }
+}
+
+char **shard_list_expand(const char *patterns, int *n) {
+    StrList out = {0};
+    const char *p = patterns ? patterns : "";
+    while (*p) {
+        while (*p && (isspace((unsigned char)*p) || *p == ',')) p++;
+        if (!*p) break;
+        // One pattern runs to the next whitespace or comma outside braces.
+        const char *start = p;
+        int depth = 0;
+        while (*p && !((isspace((unsigned char)*p) || *p == ',') && depth == 0)) {
+            if (*p == '{') depth++;
+            else if (*p == '}') depth--;
+            p++;
+        }
+        size_t len = p - start;
+        char *one = xmalloc(len + 1, "shard pattern");
+        memcpy(one, start, len);
+        one[len] = 0;
+        expand_one(one, one, &out);
+        free(one);
+    }
+    *n = out.n;
+    return out.v;
+}
+
+void shard_list_free(char **list, int n) {
+    for (int i = 0; i < n; i++) free(list[i]);
+    free(list);
+}

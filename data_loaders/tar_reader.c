@@ -1,0 +1,193 @@
+// tar_reader.c: ustar headers with PAX ('x' per-entry, 'g' global) and GNU
+// ('L' long name) extensions, as written by GNU tar and Python's tarfile.
+#include "tar_reader.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+
+enum { BLOCK = 512 };
+
+int tar_open(TarReader *t, const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    memset(t, 0, sizeof *t);
+    t->f = f;
+    t->path = path;
+    return 0;
+}
+
+void tar_close(TarReader *t) {
+    if (t->f) fclose(t->f);
+    free(t->name);
+    free(t->global_path);
+    memset(t, 0, sizeof *t);
+}
+
+static void set_name(TarReader *t, const char *s, size_t n) {
+    if (n + 1 > t->name_cap) {
+        t->name_cap = n + 64;
+        t->name = realloc(t->name, t->name_cap);
+        if (!t->name) fatal("out of memory for a tar entry name in %s", t->path);
+    }
+    memcpy(t->name, s, n);
+    t->name[n] = 0;
+}
+
+// Octal field, or GNU base-256 when the top bit is set. -1 if malformed.
+static int64_t parse_number(const unsigned char *p, int len) {
+    if (p[0] & 0x80) {
+        int64_t v = p[0] & 0x3f;
+        for (int i = 1; i < len; i++) v = (v << 8) | p[i];
+        return v;
+    }
+    int64_t v = 0;
+    int i = 0;
+    while (i < len && (p[i] == ' ' || p[i] == 0)) i++;
+    if (i == len) return 0;
+    for (; i < len && p[i] >= '0' && p[i] <= '7'; i++) v = v * 8 + (p[i] - '0');
+    return v;
+}
+
+static int checksum_ok(const unsigned char *h) {
+    int64_t stored = parse_number(h + 148, 8);
+    uint64_t sum = 0;
+    for (int i = 0; i < BLOCK; i++) sum += (i >= 148 && i < 156) ? ' ' : h[i];
+    return (int64_t)sum == stored;
+}
+
+static int skip_bytes(TarReader *t, int64_t n) {
+    if (n <= 0) return 0;
+    if (fseeko(t->f, n, SEEK_CUR) != 0) return -1;
+    return 0;
+}
+
+// Whatever the caller did not read of the previous entry is skipped, and the
+// file must actually hold it: seeking past EOF succeeds, so check the size.
+static int finish_entry(TarReader *t) {
+    int64_t n = t->data_left + t->pad_left;
+    t->data_left = t->pad_left = 0;
+    if (n == 0) return 0;
+    char tmp[BLOCK];
+    // Reading the final byte confirms the data is present without reading it all.
+    if (n > 1 && skip_bytes(t, n - 1) != 0) return -1;
+    return fread(tmp, 1, 1, t->f) == 1 ? 0 : -1;
+}
+
+// Read a whole extension payload (PAX records or a GNU long name).
+static char *read_payload(TarReader *t, int64_t size) {
+    if (size < 0 || size > (64 << 20)) return NULL;
+    int64_t padded = (size + BLOCK - 1) / BLOCK * BLOCK;
+    char *buf = malloc(padded + 1);
+    if (!buf) return NULL;
+    if (padded && fread(buf, 1, padded, t->f) != (size_t)padded) {
+        free(buf);
+        return NULL;
+    }
+    buf[size] = 0;
+    return buf;
+}
+
+// PAX records: "<len> <key>=<value>\n". Only path and size matter here.
+static void parse_pax(const char *buf, int64_t size, char **path, int64_t *psize) {
+    const char *p = buf, *end = buf + size;
+    while (p < end) {
+        char *sp;
+        long len = strtol(p, &sp, 10);
+        if (len <= 0 || *sp != ' ' || p + len > end) break;
+        const char *key = sp + 1, *rec_end = p + len - 1;  // points at '\n'
+        const char *eq = memchr(key, '=', rec_end - key);
+        if (eq) {
+            size_t klen = eq - key, vlen = rec_end - (eq + 1);
+            if (klen == 4 && !memcmp(key, "path", 4)) {
+                free(*path);
+                *path = malloc(vlen + 1);
+                if (*path) { memcpy(*path, eq + 1, vlen); (*path)[vlen] = 0; }
+            } else if (klen == 4 && !memcmp(key, "size", 4) && psize) {
+                *psize = strtoll(eq + 1, NULL, 10);
+            }
+        }
+        p += len;
+    }
+}
+
+int tar_next(TarReader *t, const char **why) {
+    char *long_name = NULL;      // from PAX 'x' path or GNU 'L'
+    int64_t pax_size = -1;
+    *why = "";
+    if (finish_entry(t) != 0) { *why = "data of the previous entry cut short"; return -1; }
+    for (;;) {
+        unsigned char h[BLOCK];
+        size_t got = fread(h, 1, BLOCK, t->f);
+        if (got == 0 && feof(t->f)) { free(long_name); return 0; }  // EOF at a block boundary
+        if (got != BLOCK) { free(long_name); *why = "archive ends inside a header"; return -1; }
+        int zero = 1;
+        for (int i = 0; i < BLOCK && zero; i++) zero = h[i] == 0;
+        if (zero) { free(long_name); return 0; }  // end-of-archive marker
+        if (!checksum_ok(h)) { free(long_name); *why = "header checksum mismatch"; return -1; }
+
+        int64_t size = parse_number(h + 124, 12);
+        char type = h[156];
+        int64_t padded = (size + BLOCK - 1) / BLOCK * BLOCK;
+        if (type == 'x' || type == 'g' || type == 'L') {
+            char *payload = read_payload(t, size);
+            if (!payload) { free(long_name); *why = "archive ends inside an extended header"; return -1; }
+            if (type == 'x') parse_pax(payload, size, &long_name, &pax_size);
+            else if (type == 'g') parse_pax(payload, size, &t->global_path, NULL);
+            else {
+                free(long_name);
+                long_name = payload;
+                payload = NULL;
+            }
+            free(payload);
+            continue;
+        }
+        if (pax_size >= 0) {
+            size = pax_size;
+            padded = (size + BLOCK - 1) / BLOCK * BLOCK;
+        }
+        if (type != '0' && type != 0 && type != '7') {  // not a regular file: skip its data
+            free(long_name);
+            long_name = NULL;
+            pax_size = -1;
+            t->data_left = 0;
+            t->pad_left = (type == '5' || type == '1' || type == '2') ? 0 : padded;
+            if (finish_entry(t) != 0) { *why = "archive ends inside a member"; return -1; }
+            continue;
+        }
+        if (long_name) {
+            set_name(t, long_name, strlen(long_name));
+            free(long_name);
+        } else {
+            // ustar: prefix (155 bytes at 345) + "/" + name (100 bytes at 0)
+            char full[256 + 2];
+            size_t n = 0;
+            if (!memcmp(h + 257, "ustar", 5) && h[345]) {
+                size_t pl = strnlen((char *)h + 345, 155);
+                memcpy(full, h + 345, pl);
+                n = pl;
+                full[n++] = '/';
+            }
+            size_t nl = strnlen((char *)h, 100);
+            memcpy(full + n, h, nl);
+            set_name(t, full, n + nl);
+        }
+        t->size = size;
+        t->data_left = size;
+        t->pad_left = padded - size;
+        return 1;
+    }
+}
+
+int tar_read_data(TarReader *t, void *buf) {
+    if (t->data_left != t->size) return -1;  // only whole reads
+    if (t->size && fread(buf, 1, t->size, t->f) != (size_t)t->size) {
+        t->data_left = 0;
+        t->pad_left = 0;
+        return -1;
+    }
+    t->data_left = 0;
+    return 0;
+}

@@ -1,0 +1,30 @@
+// tar_reader.h: sequential reader of tar archives (ustar, PAX x/g, GNU long
+// names). Only regular files come out; everything else is skipped.
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct {
+    FILE *f;
+    const char *path;
+    char *name;           // current entry's full path (owned)
+    size_t name_cap;
+    int64_t size;         // current entry's data size
+    int64_t data_left;    // bytes of the current entry not yet consumed
+    int64_t pad_left;     // padding to the next 512-byte boundary
+    char *global_path;    // unused by WebDataset but parsed: PAX 'g' may not set path
+} TarReader;
+
+// Open path for reading; returns 0, or -1 with errno set (reader untouched).
+int tar_open(TarReader *t, const char *path);
+void tar_close(TarReader *t);
+
+// Advance to the next regular file. Returns 1 (t->name, t->size set), 0 at a
+// clean end of archive (zero blocks or EOF on a block boundary), -1 when the
+// archive is truncated or a header is corrupt (*why says which).
+int tar_next(TarReader *t, const char **why);
+
+// Read the current entry's data into buf (size t->size). Returns 0, or -1 if
+// the file ends first (truncated).
+int tar_read_data(TarReader *t, void *buf);

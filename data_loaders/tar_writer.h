@@ -1,0 +1,11 @@
+// tar_writer.h: minimal ustar writer for shards (names up to 100 bytes, or
+// 255 with the ustar prefix field).
+#pragma once
+#include <stddef.h>
+#include <stdio.h>
+
+typedef struct { FILE *f; const char *path; } TarWriter;
+
+void tar_writer_open(TarWriter *w, const char *path);   // fatal on failure
+void tar_writer_add(TarWriter *w, const char *name, const void *data, size_t len);
+void tar_writer_close(TarWriter *w);                    // writes the two zero blocks

@@ -1,0 +1,347 @@
+// test_loader.c: the data loader end to end on shards written here, into
+// build/test_loader/: round trip (PNG exact, JPEG within tolerance), brace
+// expansion, eval epochs, determinism over thread counts, resume, bad input,
+// start-up errors.
+#include <errno.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "common.h"
+#include "image_encode.h"
+#include "loader.h"
+#include "shard_list.h"
+#include "tar_writer.h"
+
+#define DIR "build/test_loader"
+
+// A smooth pattern (JPEG-friendly) that differs per sample.
+static void pattern(uint8_t *px, int w, int h, int ch, int id) {
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++)
+            for (int c = 0; c < ch; c++)
+                px[(y * w + x) * ch + c] = (uint8_t)(x * 150 / w + y * 40 / h + c * 20 + id % 10 * 3);
+}
+
+static uint8_t *make_image(int w, int h, int ch, int id, int jpeg, size_t *len) {
+    uint8_t *px = xmalloc((size_t)w * h * ch, "pixels");
+    pattern(px, w, h, ch, id);
+    uint8_t *b = jpeg ? encode_jpeg(px, w, h, ch, 95, len) : encode_png(px, w, h, ch, len);
+    free(px);
+    return b;
+}
+
+static void add_sample(TarWriter *tw, int key, const char *ext, const uint8_t *img, size_t len, int label) {
+    char name[64], cls[16];
+    if (img) {
+        snprintf(name, sizeof name, "s%06d.%s", key, ext);
+        tar_writer_add(tw, name, img, len);
+    }
+    if (label >= 0) {
+        snprintf(name, sizeof name, "s%06d.cls", key);
+        tar_writer_add(tw, name, cls, snprintf(cls, sizeof cls, "%d", label));
+    }
+}
+
+// n samples with keys first.., labels key % 7, w x w images.
+static void write_shard(const char *path, int first, int n, int w, int ch, int jpeg) {
+    TarWriter tw;
+    tar_writer_open(&tw, path);
+    for (int k = first; k < first + n; k++) {
+        size_t len;
+        uint8_t *img = make_image(w, w, ch, k, jpeg, &len);
+        add_sample(&tw, k, jpeg ? "jpg" : "png", img, len, k % 7);
+        free(img);
+    }
+    tar_writer_close(&tw);
+}
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n) {
+    const uint8_t *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+static uint64_t batch_hash(const Batch *b) {
+    size_t nf = (size_t)b->n * b->channels * b->height * b->width * sizeof(float);
+    uint64_t h = fnv(0xcbf29ce484222325ULL, &b->n, sizeof b->n);
+    h = fnv(h, b->view1, nf);
+    h = fnv(h, b->clean1, nf);
+    if (b->view2) h = fnv(h, b->view2, nf), h = fnv(h, b->clean2, nf);
+    h = fnv(h, b->labels, b->n * sizeof(int32_t));
+    return fnv(h, &b->step, sizeof b->step);
+}
+
+static void test_brace_expansion(void) {
+    int n;
+    char **v = shard_list_expand("a/t-{0008..0011}.tar, b-{x,y{1..2}}.tar  c.tar", &n);
+    const char *want[] = {"a/t-0008.tar", "a/t-0009.tar", "a/t-0010.tar", "a/t-0011.tar", "b-x.tar", "b-y1.tar", "b-y2.tar", "c.tar"};
+    int ok = n == 8;
+    for (int i = 0; ok && i < 8; i++) ok = !strcmp(v[i], want[i]);
+    CHECK("brace_expansion", ok, "got %d names, first %s", n, n ? v[0] : "-");
+    shard_list_free(v, n);
+}
+
+// Eval at the source size: resize and centre crop are the identity, so the
+// clean pixels are the decoded pixels / 255.
+static void test_round_trip(int jpeg, int ch) {
+    char pat[256], name[64];
+    snprintf(name, sizeof name, "round_trip_%s_c%d", jpeg ? "jpeg" : "png", ch);
+    for (int s = 0; s < 2; s++) {
+        char p[256];
+        snprintf(p, sizeof p, DIR "/rt%d%d-%06d.tar", jpeg, ch, s);
+        write_shard(p, s * 5, 5, 32, ch, jpeg);
+    }
+    snprintf(pat, sizeof pat, DIR "/rt%d%d-{000000..000001}.tar", jpeg, ch);
+    LoaderConfig c;
+    loader_config_defaults(&c);
+    c.shards = pat;
+    c.mode = LOADER_EVAL;
+    c.batch_size = 4;
+    c.image_size = 32;
+    c.eval_resize = 32;
+    c.channels = ch;
+    Loader *L = loader_open(&c);
+    Batch b;
+    int seen = 0, labels_ok = 1, sizes[8], nb = 0;
+    double worst = 0, sum = 0, norm_err = 0;
+    uint8_t *px = xmalloc(32 * 32 * 3, "pixels");
+    while (loader_next(L, &b)) {
+        sizes[nb++] = b.n;
+        for (int i = 0; i < b.n; i++, seen++) {
+            labels_ok &= b.labels[i] == seen % 7;
+            pattern(px, 32, 32, ch, seen);
+            for (int cc = 0; cc < ch; cc++)
+                for (int p = 0; p < 32 * 32; p++) {
+                    size_t at = ((size_t)i * ch + cc) * 1024 + p;
+                    double d = fabs(b.clean1[at] * 255.0 - px[p * ch + cc]);
+                    worst = fmax(worst, d);
+                    sum += d;
+                    norm_err = fmax(norm_err, fabs(b.view1[at] - (b.clean1[at] - c.mean[cc]) / c.std[cc]));
+                }
+        }
+    }
+    free(px);
+    double mean = sum / (seen * ch * 1024.0);
+    int pix_ok = jpeg ? (worst <= 12 && mean <= 1.5) : worst < 1e-3;
+    CHECK(name, seen == 10 && nb == 3 && sizes[2] == 2 && labels_ok && pix_ok && norm_err < 1e-5,
+          "seen %d batches %d last %d labels_ok %d max|d| %.1f mean|d| %.2f norm err %g", seen, nb, nb ? sizes[nb - 1] : 0,
+          labels_ok, worst, mean, norm_err);
+    // A second pass gives the same epoch again.
+    int again = 0;
+    while (loader_next(L, &b)) again += b.n;
+    snprintf(name, sizeof name, "eval_second_epoch_%s_c%d", jpeg ? "jpeg" : "png", ch);
+    CHECK(name, again == 10, "second epoch gave %d samples", again);
+    loader_close(L);
+}
+
+static void train_config(LoaderConfig *c, const char *shards, int threads) {
+    loader_config_defaults(c);
+    c->shards = shards;
+    c->batch_size = 8;
+    c->image_size = 24;
+    c->two_views = 1;
+    c->jitter_p = 0.8f, c->brightness = 0.4f, c->contrast = 0.4f, c->saturation = 0.2f, c->hue = 0.1f;
+    c->grayscale_p = 0.2f, c->blur_p = 0.5f, c->solarize_p = 0.2f;
+    c->num_threads = threads;
+    c->shuffle_bytes = 20000;
+    c->seed = 1234;
+}
+
+static void collect(Loader *L, int n, uint64_t *out) {
+    Batch b;
+    for (int i = 0; i < n; i++) out[i] = loader_next(L, &b) ? batch_hash(&b) : 0;
+}
+
+static void test_determinism_and_resume(void) {
+    for (int s = 0; s < 3; s++) {
+        char p[256];
+        snprintf(p, sizeof p, DIR "/det-%06d.tar", s);
+        write_shard(p, s * 20, 20, 40, 3, 1);
+    }
+    const char *pat = DIR "/det-{000000..000002}.tar";
+    enum { N = 17 };  // 7 steps per epoch: crosses two epoch boundaries
+    uint64_t h1[N], h2[N], h3[N];
+    LoaderConfig c;
+    train_config(&c, pat, 1);
+    Loader *L = loader_open(&c);
+    collect(L, N, h1);
+    int64_t steps = loader_steps_per_epoch(L);
+    loader_close(L);
+    train_config(&c, pat, 2);
+    L = loader_open(&c);
+    collect(L, N, h2);
+    loader_close(L);
+    int distinct = h1[0] != h1[1] && h1[0] != h1[7];
+    CHECK("same_batches_1_and_2_threads", !memcmp(h1, h2, sizeof h1) && distinct && steps == 7,
+          "hashes differ or repeat (steps %lld)", (long long)steps);
+
+    // Resume: stop after 5 batches, save, restore into a new loader.
+    train_config(&c, pat, 2);
+    L = loader_open(&c);
+    collect(L, 5, h3);
+    uint8_t cursor[256];
+    size_t cs = loader_cursor_size();
+    loader_cursor_save(L, cursor);
+    loader_close(L);
+    train_config(&c, pat, 1);
+    L = loader_open(&c);
+    int restored = loader_cursor_restore(L, cursor);
+    collect(L, N - 5, h3 + 5);
+    loader_close(L);
+    CHECK("resume_identical_batches", cs <= sizeof cursor && restored && !memcmp(h1, h3, sizeof h1),
+          "restored %d, cursor %zu bytes", restored, cs);
+
+    // A different seed gives different batches.
+    train_config(&c, pat, 2);
+    c.seed = 99;
+    L = loader_open(&c);
+    collect(L, 1, h3);
+    loader_close(L);
+    CHECK("seed_changes_batches", h3[0] != h1[0], "seed 99 gave the seed-1234 batch");
+}
+
+// Every bad-input case, one sample each (plus whole-shard cases).
+static void test_bad_input(void) {
+    TarWriter tw;
+    tar_writer_open(&tw, DIR "/bad-000000.tar");
+    size_t len, plen;
+    uint8_t *good = make_image(32, 32, 3, 1, 0, &len);
+    add_sample(&tw, 0, "png", good, len, 1);
+    uint8_t *jpg = make_image(32, 32, 3, 2, 1, &len);
+    uint8_t garbage[300];
+    for (int i = 0; i < 300; i++) garbage[i] = (uint8_t)(i * 37 + 11);
+    garbage[0] = 0xFF, garbage[1] = 0xD8, garbage[2] = 0xFF, garbage[3] = 0x01;
+    add_sample(&tw, 1, "jpg", garbage, sizeof garbage, 1);       // corrupt JPEG
+    add_sample(&tw, 2, "jpg", jpg, len / 2, 1);                  // truncated JPEG
+    uint8_t *png = make_image(32, 32, 3, 3, 0, &plen);
+    add_sample(&tw, 3, "png", png, plen * 2 / 3, 1);             // truncated PNG
+    add_sample(&tw, 4, "jpg", png, plen, 1);                     // PNG under .jpg
+    add_sample(&tw, 5, "png", garbage + 4, 200, 1);              // not an image at all
+    add_sample(&tw, 6, "png", NULL, 0, 1);                       // label only
+    add_sample(&tw, 7, "png", good, plen, -1);                   // image only
+    size_t blen;
+    uint8_t *big = make_image(64, 64, 3, 4, 0, &blen);
+    add_sample(&tw, 8, "png", big, blen, 1);                     // over max_pixels
+    add_sample(&tw, 9, "jpg", jpg, len, 2);                      // good
+    tar_writer_close(&tw);
+    // A shard cut inside its third member.
+    write_shard(DIR "/bad-000001.tar", 100, 3, 32, 3, 0);
+    FILE *f = fopen(DIR "/bad-000001.tar", "r+b");
+    fseek(f, 0, SEEK_END);
+    long sz = ftell(f);
+    fclose(f);
+    if (truncate(DIR "/bad-000001.tar", sz - 1024 - 700) != 0) fatal("truncate: %s", strerror(errno));
+    free(good), free(jpg), free(png), free(big);
+
+    LoaderConfig c;
+    loader_config_defaults(&c);
+    c.shards = DIR "/bad-{000000..000002}.tar";  // 000002 does not exist
+    c.mode = LOADER_EVAL;
+    c.batch_size = 4;
+    c.image_size = 16;
+    c.max_pixels = 2000;       // 32x32 passes, 64x64 does not
+    c.max_skip_fraction = 1;
+    c.warn_limit = 30;
+    Loader *L = loader_open(&c);
+    Batch b;
+    int ok = 0;
+    while (loader_next(L, &b)) ok += b.n;
+    int64_t want[SKIP_NUM_REASONS] = {[SKIP_CORRUPT_IMAGE] = 3, [SKIP_WRONG_FORMAT] = 2, [SKIP_MISSING_PART] = 2,
+                                      [SKIP_TRUNCATED_TAR] = 1, [SKIP_UNREADABLE_SHARD] = 1, [SKIP_TOO_LARGE] = 1};
+    for (int r = 0; r < SKIP_NUM_REASONS; r++) {
+        char name[80];
+        snprintf(name, sizeof name, "bad_input_counted_%s", loader_skip_reason_name(r));
+        for (char *p = name; *p; p++) if (*p == ' ') *p = '_';
+        CHECK(name, loader_skipped(L, r) == want[r], "counted %lld, expected %lld", (long long)loader_skipped(L, r),
+              (long long)want[r]);
+    }
+    // Good: keys 0 and 9, and the truncated shard's first two samples.
+    CHECK("bad_input_good_samples_kept", ok == 4, "%d good samples came through, expected 4", ok);
+    loader_close(L);
+}
+
+// Run fn in a child; it must exit 1 with `want` in its stderr.
+static void expect_fatal(const char *name, void (*fn)(void), const char *want) {
+    int fd[2];
+    if (pipe(fd) != 0) fatal("pipe failed");
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fd[1], 2);
+        close(fd[0]);
+        fn();
+        _exit(0);
+    }
+    close(fd[1]);
+    char buf[4096] = {0};
+    size_t n = 0;
+    ssize_t r;
+    while (n < sizeof buf - 1 && (r = read(fd[0], buf + n, sizeof buf - 1 - n)) > 0) n += r;
+    close(fd[0]);
+    int st;
+    waitpid(pid, &st, 0);
+    CHECK(name, WIFEXITED(st) && WEXITSTATUS(st) == 1 && strstr(buf, want), "status %d, stderr: %.300s", st, buf);
+}
+
+static void open_missing_folder(void) {
+    LoaderConfig c;
+    loader_config_defaults(&c);
+    c.image_folder = DIR "/no-such-folder";
+    loader_open(&c);
+}
+
+static void open_empty_list(void) {
+    LoaderConfig c;
+    loader_config_defaults(&c);
+    c.shards = " , ";
+    loader_open(&c);
+}
+
+static void open_all_missing(void) {
+    LoaderConfig c;
+    loader_config_defaults(&c);
+    c.shards = DIR "/nothing-{0..3}.tar";
+    loader_open(&c);
+}
+
+// 30 of 60 samples bad, limit 10%: the run must stop.
+static void run_too_many_skips(void) {
+    TarWriter tw;
+    tar_writer_open(&tw, DIR "/skips-000000.tar");
+    size_t len;
+    uint8_t *img = make_image(16, 16, 3, 0, 0, &len);
+    for (int k = 0; k < 60; k++) add_sample(&tw, k, "png", img, k % 2 ? len / 2 : len, 0);
+    tar_writer_close(&tw);
+    free(img);
+    LoaderConfig c;
+    loader_config_defaults(&c);
+    c.shards = DIR "/skips-000000.tar";
+    c.mode = LOADER_EVAL;
+    c.batch_size = 10;
+    c.image_size = 16;
+    c.max_skip_fraction = 0.1f;
+    c.warn_limit = 0;
+    Loader *L = loader_open(&c);
+    Batch b;
+    while (loader_next(L, &b)) {}
+}
+
+int main(void) {
+    mkdir("build", 0755);
+    mkdir(DIR, 0755);
+    test_brace_expansion();
+    test_round_trip(0, 3);
+    test_round_trip(0, 1);
+    test_round_trip(1, 3);
+    test_round_trip(1, 1);
+    test_determinism_and_resume();
+    test_bad_input();
+    expect_fatal("missing_folder_is_fatal", open_missing_folder, "does not exist");
+    expect_fatal("empty_shard_list_is_fatal", open_empty_list, "expands to no shards");
+    expect_fatal("all_shards_missing_is_fatal", open_all_missing, "none of the 4 shards");
+    expect_fatal("skip_fraction_stops_run", run_too_many_skips, "max_skip_fraction");
+    return check_exit();
+}

@@ -1,0 +1,209 @@
+// make_shards: write WebDataset tar shards (+ a manifest) from an ImageFolder
+// tree or from the Fashion-MNIST IDX files. Each sample is <key>.<png|jpg>
+// plus <key>.cls (the label as ASCII). Output: <out>-000000.tar, ... and
+// <out>-manifest.txt, which data_loaders/ finds next to the shards.
+#include <errno.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <zlib.h>
+
+#include "common.h"
+#include "image_encode.h"
+#include "image_folder.h"
+#include "tar_writer.h"
+#include "webdataset.h"
+
+static const char *USAGE =
+    "usage: make_shards (--fashion-mnist DIR --split train|test | --image-folder ROOT) --out PREFIX [options]\n"
+    "\n"
+    "Writes PREFIX-000000.tar, PREFIX-000001.tar, ... and PREFIX-manifest.txt\n"
+    "(sample count, shard lengths, class names).\n"
+    "\n"
+    "  --fashion-mnist DIR   folder with {train,t10k}-{images-idx3,labels-idx1}-ubyte.gz\n"
+    "                        (Debian: /usr/share/datasets/fashion-mnist)\n"
+    "  --split train|test    which Fashion-MNIST split (test reads t10k-*)\n"
+    "  --image-folder ROOT   root/<class>/<image>; images are copied byte for byte\n"
+    "  --out PREFIX          e.g. data/fashion-mnist/train (folders are created)\n"
+    "  --format png|jpeg     Fashion-MNIST encoding (default png: lossless)\n"
+    "  --quality Q           JPEG quality 1..100 (default 95)\n"
+    "  --per-shard N         samples per shard (default 10000)\n"
+    "  --seed S              shuffle the samples with this seed (default: keep the source order)\n"
+    "  --key-digits D        zero-padded key width (default 8)\n"
+    "  --help                this text\n";
+
+typedef struct {
+    int64_t n;
+    int32_t *labels;
+    // Fashion-MNIST: pixels in memory; ImageFolder: paths.
+    uint8_t *pixels;
+    int rows, cols;
+    char **paths;
+    int num_classes;
+    char **class_names;
+} Source;
+
+static uint8_t *gunzip_file(const char *path, size_t *len) {
+    gzFile g = gzopen(path, "rb");
+    if (!g) fatal("cannot open %s: %s", path, strerror(errno));
+    size_t cap = 1 << 20, n = 0;
+    uint8_t *buf = xmalloc(cap, "IDX data");
+    for (;;) {
+        if (n == cap) {
+            uint8_t *bigger = xmalloc(cap * 2, "IDX data");
+            memcpy(bigger, buf, n);
+            free(buf);
+            buf = bigger;
+            cap *= 2;
+        }
+        int got = gzread(g, buf + n, (unsigned)(cap - n));
+        if (got < 0) fatal("%s: corrupt gzip data", path);
+        if (got == 0) break;
+        n += got;
+    }
+    gzclose(g);
+    *len = n;
+    return buf;
+}
+
+static uint32_t be32(const uint8_t *p) { return (uint32_t)p[0] << 24 | p[1] << 16 | p[2] << 8 | p[3]; }
+
+static void load_fashion_mnist(Source *s, const char *dir, const char *split) {
+    const char *stem = !strcmp(split, "train") ? "train" : !strcmp(split, "test") ? "t10k" : NULL;
+    if (!stem) fatal("--split must be train or test, not '%s'", split);
+    char ip[4096], lp[4096];
+    snprintf(ip, sizeof ip, "%s/%s-images-idx3-ubyte.gz", dir, stem);
+    snprintf(lp, sizeof lp, "%s/%s-labels-idx1-ubyte.gz", dir, stem);
+    size_t ilen, llen;
+    uint8_t *im = gunzip_file(ip, &ilen), *lb = gunzip_file(lp, &llen);
+    if (ilen < 16 || be32(im) != 0x803) fatal("%s: not an IDX3 image file (magic %08x)", ip, ilen >= 4 ? be32(im) : 0);
+    if (llen < 8 || be32(lb) != 0x801) fatal("%s: not an IDX1 label file", lp);
+    s->n = be32(im + 4);
+    s->rows = be32(im + 8);
+    s->cols = be32(im + 12);
+    if (be32(lb + 4) != s->n) fatal("%s has %u labels for %lld images in %s", lp, be32(lb + 4), (long long)s->n, ip);
+    if (ilen < 16 + (size_t)s->n * s->rows * s->cols || llen < 8 + (size_t)s->n) fatal("%s or %s is truncated", ip, lp);
+    s->pixels = xmalloc((size_t)s->n * s->rows * s->cols, "images");
+    memcpy(s->pixels, im + 16, (size_t)s->n * s->rows * s->cols);
+    s->labels = xmalloc(sizeof(int32_t) * s->n, "labels");
+    for (int64_t i = 0; i < s->n; i++) s->labels[i] = lb[8 + i];
+    free(im);
+    free(lb);
+    static const char *names[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"};
+    s->num_classes = 10;
+    s->class_names = xcalloc(10, sizeof(char *), "class names");
+    for (int i = 0; i < 10; i++) s->class_names[i] = xstrdup(names[i]);
+}
+
+static void mkdirs_for(const char *prefix) {
+    char *p = xstrdup(prefix);
+    for (char *q = p + 1; *q; q++) {
+        if (*q != '/') continue;
+        *q = 0;
+        if (mkdir(p, 0755) != 0 && errno != EEXIST) fatal("cannot create folder %s: %s", p, strerror(errno));
+        *q = '/';
+    }
+    free(p);
+}
+
+int main(int argc, char **argv) {
+    const char *fmnist = NULL, *split = "train", *folder = NULL, *out = NULL, *format = "png";
+    int quality = 95, key_digits = 8, shuffle = 0;
+    int64_t per_shard = 10000;
+    uint64_t seed = 0;
+    static struct option opts[] = {{"fashion-mnist", 1, 0, 'm'}, {"split", 1, 0, 's'},     {"image-folder", 1, 0, 'i'},
+                                   {"out", 1, 0, 'o'},           {"format", 1, 0, 'f'},    {"quality", 1, 0, 'q'},
+                                   {"per-shard", 1, 0, 'n'},     {"seed", 1, 0, 'r'},      {"key-digits", 1, 0, 'k'},
+                                   {"help", 0, 0, 'h'},          {0, 0, 0, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': fmnist = optarg; break;
+        case 's': split = optarg; break;
+        case 'i': folder = optarg; break;
+        case 'o': out = optarg; break;
+        case 'f': format = optarg; break;
+        case 'q': quality = atoi(optarg); break;
+        case 'n': per_shard = atoll(optarg); break;
+        case 'r': seed = strtoull(optarg, NULL, 10), shuffle = 1; break;
+        case 'k': key_digits = atoi(optarg); break;
+        case 'h': fputs(USAGE, stdout); return 0;
+        default: fputs(USAGE, stderr); return 2;
+        }
+    }
+    if (!out || (!fmnist == !folder)) {
+        fputs(USAGE, stderr);
+        fatal("give --out and exactly one of --fashion-mnist / --image-folder");
+    }
+    int jpeg = !strcmp(format, "jpeg") || !strcmp(format, "jpg");
+    if (!jpeg && strcmp(format, "png")) fatal("--format must be png or jpeg, not '%s'", format);
+    if (quality < 1 || quality > 100) fatal("--quality must be in 1..100, not %d", quality);
+    if (per_shard < 1) fatal("--per-shard must be positive");
+    if (key_digits < 1 || key_digits > 20) fatal("--key-digits must be in 1..20");
+
+    Source s = {0};
+    ImageFolder f;
+    if (fmnist) {
+        load_fashion_mnist(&s, fmnist, split);
+    } else {
+        image_folder_open(&f, folder);
+        s.n = f.num_files;
+        s.paths = f.paths;
+        s.labels = f.labels;
+        s.num_classes = f.num_classes;
+        s.class_names = f.class_names;
+    }
+    uint32_t *order = xmalloc(sizeof(uint32_t) * s.n, "order");
+    for (int64_t i = 0; i < s.n; i++) order[i] = (uint32_t)i;
+    if (shuffle) {
+        Rng r;
+        rng_seed(&r, seed, 0);
+        rng_shuffle_u32(&r, order, s.n);
+    }
+    mkdirs_for(out);
+    Manifest m = {.samples = s.n, .num_classes = s.num_classes, .class_names = s.class_names};
+    m.num_shards = (int)((s.n + per_shard - 1) / per_shard);
+    m.shard_names = xcalloc(m.num_shards, sizeof(char *), "shard names");
+    m.shard_samples = xcalloc(m.num_shards, sizeof(int64_t), "shard lengths");
+    size_t plen = strlen(out) + 32;
+    char *path = xmalloc(plen, "path");
+    for (int sh = 0; sh < m.num_shards; sh++) {
+        snprintf(path, plen, "%s-%06d.tar", out, sh);
+        const char *base = strrchr(path, '/');
+        m.shard_names[sh] = xstrdup(base ? base + 1 : path);
+        TarWriter w;
+        tar_writer_open(&w, path);
+        int64_t lo = sh * per_shard, hi = lo + per_shard < s.n ? lo + per_shard : s.n;
+        for (int64_t k = lo; k < hi; k++) {
+            int64_t i = order[k];
+            char name[64], cls[16];
+            size_t len;
+            uint8_t *bytes;
+            const char *ext;
+            if (fmnist) {
+                const uint8_t *px = s.pixels + (size_t)i * s.rows * s.cols;
+                bytes = jpeg ? encode_jpeg(px, s.cols, s.rows, 1, quality, &len) : encode_png(px, s.cols, s.rows, 1, &len);
+                ext = jpeg ? "jpg" : "png";
+            } else {
+                if (image_file_read(s.paths[i], &bytes, &len) != 0) fatal("cannot read %s: %s", s.paths[i], strerror(errno));
+                const char *dot = strrchr(s.paths[i], '.');
+                ext = dot && (dot[1] == 'p' || dot[1] == 'P') ? "png" : "jpg";
+            }
+            snprintf(name, sizeof name, "%0*lld.%s", key_digits, (long long)k, ext);
+            tar_writer_add(&w, name, bytes, len);
+            int cl = snprintf(cls, sizeof cls, "%d", s.labels[i]);
+            snprintf(name, sizeof name, "%0*lld.cls", key_digits, (long long)k);
+            tar_writer_add(&w, name, cls, cl);
+            free(bytes);
+        }
+        tar_writer_close(&w);
+        m.shard_samples[sh] = hi - lo;
+    }
+    snprintf(path, plen, "%s-manifest.txt", out);
+    manifest_write(path, &m);
+    printf("make_shards: %lld samples, %d classes -> %d shards %s-NNNNNN.tar + %s\n", (long long)s.n, s.num_classes,
+           m.num_shards, out, path);
+    return 0;
+}
