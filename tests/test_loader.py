@@ -1,0 +1,164 @@
+"""Data loader checks against Python's own tools: tarfile-written PAX/GNU
+shards, torchvision's ImageFolder class order, and PIL's resize for a fixed
+crop box (the resampling must match PIL bit for bit: tolerance 0 levels)."""
+import ctypes, io, os, tarfile
+import numpy as np
+import pytest
+from conftest import require
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PHOTOS = os.path.join(ROOT, "..", "shared", "data", "imagenet-sample")
+
+
+class Batch(ctypes.Structure):
+    _fields_ = [("n", ctypes.c_int), ("channels", ctypes.c_int), ("height", ctypes.c_int), ("width", ctypes.c_int),
+                ("view1", ctypes.POINTER(ctypes.c_float)), ("view2", ctypes.POINTER(ctypes.c_float)),
+                ("clean1", ctypes.POINTER(ctypes.c_float)), ("clean2", ctypes.POINTER(ctypes.c_float)),
+                ("labels", ctypes.POINTER(ctypes.c_int32)), ("epoch", ctypes.c_int64), ("step", ctypes.c_int64)]
+
+
+class PyLoader:
+    """The C loader through ctypes; options by name (loader_config_set)."""
+
+    def __init__(self, lib, **opts):
+        self.lib = lib
+        lib.loader_open.restype = ctypes.c_void_p
+        lib.loader_class_name.restype = ctypes.c_char_p
+        lib.loader_num_samples.restype = ctypes.c_int64
+        self.cfg = ctypes.create_string_buffer(4096)  # larger than LoaderConfig
+        lib.loader_config_defaults(self.cfg)
+        self.keep = []
+        err = ctypes.create_string_buffer(256)
+        for k, v in opts.items():
+            val = str(v).encode()
+            self.keep.append(val)
+            assert lib.loader_config_set(self.cfg, k.encode(), val, err, 256) == 0, err.value
+        self.h = ctypes.c_void_p(lib.loader_open(self.cfg))
+
+    def epoch(self):
+        """Every batch of one eval epoch: (clean1 [N,C,H,W], labels [N])."""
+        b, imgs, labels = Batch(), [], []
+        while self.lib.loader_next(self.h, ctypes.byref(b)):
+            shape = (b.n, b.channels, b.height, b.width)
+            imgs.append(np.ctypeslib.as_array(b.clean1, shape=shape).copy())
+            labels.append(np.ctypeslib.as_array(b.labels, shape=(b.n,)).copy())
+        return np.concatenate(imgs), np.concatenate(labels)
+
+    def class_names(self):
+        return [self.lib.loader_class_name(self.h, i).decode() for i in range(self.lib.loader_num_classes(self.h))]
+
+    def close(self):
+        self.lib.loader_close(self.h)
+
+
+def png_bytes(arr):
+    require("PIL", "python3-pil"); from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT])
+def test_tarfile_written_shards_with_long_names(lib, tmp_path, fmt):
+    rng = np.random.default_rng(0)
+    want = []
+    path = tmp_path / "pax-000000.tar"
+    with tarfile.open(path, "w", format=fmt) as tf:
+        d = tarfile.TarInfo("some/dir")
+        d.type = tarfile.DIRTYPE
+        tf.addfile(d)
+        for i in range(5):
+            img = rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)
+            key = "some/dir/" + "very_long_directory_name_" * 6 + f"/sample.{i:03d}.tail_" + "x" * 80
+            key = key.replace(".", "_", 1) if i % 2 else key  # keys with and without inner dots
+            base = key.split("/")[-1].split(".")[0]
+            key = "/".join(key.split("/")[:-1] + [base])
+            for ext, data in ((".png", png_bytes(img)), (".cls", str(i + 3).encode()), (".json", b"{}")):
+                info = tarfile.TarInfo(key + ext)
+                info.size = len(data)
+                info.pax_headers = {"comment": "é" * 10} if fmt == tarfile.PAX_FORMAT else {}
+                tf.addfile(info, io.BytesIO(data))
+            want.append(img)
+    assert len(tarfile.open(path).getnames()[1].split("/")[-2]) > 100
+    L = PyLoader(lib, shards=str(path), mode="eval", batch_size=2, image_size=20, eval_resize=20, num_threads=2)
+    imgs, labels = L.epoch()
+    L.close()
+    assert list(labels) == [3, 4, 5, 6, 7]
+    got = np.rint(imgs.transpose(0, 2, 3, 1) * 255).astype(np.uint8)
+    assert np.array_equal(got, np.stack(want))
+
+
+def test_image_folder_class_order_matches_torchvision(lib, tmp_path):
+    require("torchvision", "python3-torchvision"); import torchvision.datasets as datasets
+    names = ["b", "B", "a", "a b", "a-b", "a_b", "Z9", "z10", "z2", "é", "10", "9"]
+    rng = np.random.default_rng(1)
+    for k, n in enumerate(names):
+        os.makedirs(tmp_path / n / "sub")
+        for j in range(2):
+            img = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+            (tmp_path / n / f"img{j}.png").write_bytes(png_bytes(img))
+        (tmp_path / n / "sub" / "deep.png").write_bytes(png_bytes(img))
+        (tmp_path / n / "notes.txt").write_text("not an image")
+    tv = datasets.ImageFolder(str(tmp_path))
+    L = PyLoader(lib, image_folder=str(tmp_path), mode="eval", batch_size=5, image_size=8, eval_resize=8)
+    assert L.class_names() == tv.classes
+    _, labels = L.epoch()
+    L.close()
+    assert list(labels) == tv.targets
+
+
+def resample(lib, img, box, size, interp):
+    """Our resample_u8 on the crop box of img (H, W, C uint8)."""
+    h, w, c = img.shape
+    img = np.ascontiguousarray(img)
+    out = np.zeros((size[1], size[0], c), np.uint8)
+    scratch = ctypes.create_string_buffer(256)
+    d = ctypes.c_double
+    lib.resample_u8(img.ctypes.data_as(ctypes.c_void_p), w, h, c, ctypes.c_size_t(w * c), d(0), d(0), d(w), d(h),
+                    size[0], size[1], 0, 0, size[0], size[1], {"bilinear": 0, "bicubic": 1}[interp],
+                    out.ctypes.data_as(ctypes.c_void_p), scratch)
+    lib.resample_scratch_free(scratch)
+    return out
+
+
+@pytest.mark.parametrize("interp", ["bilinear", "bicubic"])
+def test_resized_crop_matches_torchvision(lib, interp):
+    """A fixed crop box, resized by us and by torchvision's resized_crop on PIL
+    images: antialiased downscaling and upscaling; tolerance 0 levels."""
+    require("PIL", "python3-pil"); from PIL import Image
+    require("torchvision", "python3-torchvision"); import torchvision.transforms.functional as F
+    import torchvision.transforms as T
+    mode = getattr(T.InterpolationMode, interp.upper())
+    wnid = sorted(os.listdir(PHOTOS))[3]
+    photo = Image.open(os.path.join(PHOTOS, wnid, sorted(os.listdir(os.path.join(PHOTOS, wnid)))[0])).convert("RGB")
+    for img in (photo, photo.convert("L")):
+        arr = np.asarray(img)
+        arr = arr[..., None] if arr.ndim == 2 else arr
+        for top, left, h, w, size in ((10, 20, 300, 217, (224, 224)), (5, 7, 60, 90, (224, 224)), (0, 0, 100, 100, (28, 28)),
+                                      (33, 41, 123, 211, (224, 160))):
+            ref = np.asarray(F.resized_crop(img, top, left, h, w, [size[1], size[0]], mode))
+            ref = ref[..., None] if ref.ndim == 2 else ref
+            ours = resample(lib, arr[top:top + h, left:left + w], None, size, interp)
+            diff = np.abs(ours.astype(int) - ref.astype(int)).max()
+            assert diff == 0, f"{interp} box {(top, left, h, w)} -> {size}: max diff {diff}"
+
+
+def test_fashion_mnist_shards_round_trip(lib, tmp_path):
+    """make_shards on the Debian IDX files; pixels and labels come back exactly."""
+    import gzip, subprocess
+    src = "/usr/share/datasets/fashion-mnist"
+    out = tmp_path / "fm" / "test"
+    subprocess.run([os.path.join(ROOT, "build/bin/make_shards"), "--fashion-mnist", src, "--split", "test", "--out", str(out),
+                    "--per-shard", "3000"], check=True, capture_output=True)
+    with gzip.open(f"{src}/t10k-images-idx3-ubyte.gz") as f:
+        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
+    with gzip.open(f"{src}/t10k-labels-idx1-ubyte.gz") as f:
+        labels = np.frombuffer(f.read(), np.uint8, offset=8)
+    L = PyLoader(lib, shards=f"{out}-{{000000..000003}}.tar", mode="eval", batch_size=1000, image_size=28,
+                 eval_resize=28, channels=1, num_threads=2)
+    assert lib.loader_num_samples(L.h) == 10000
+    assert L.class_names()[0] == "T-shirt/top"
+    imgs, got = L.epoch()
+    L.close()
+    assert np.array_equal(got, labels)
+    assert np.array_equal(np.rint(imgs[:, 0] * 255).astype(np.uint8), images)
