@@ -1,0 +1,110 @@
+// bench_vit: times one full ViT training step (forward, backward, clipping,
+// AdamW) on random data, and a large sgemm for the machine's peak, and prints
+// key=value lines for tools/bench_vit.py, which runs the PyTorch twin beside it.
+#include <cblas.h>
+#include <sys/resource.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "kernels.h"
+#include "optim.h"
+#include "vit.h"
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+// GFLOP/s of a large square sgemm on OpenBLAS's own threads: the yardstick for MFU.
+double sgemm_peak_gflops(int n, int reps) {
+    float *a = xmalloc((size_t)n * n * 4, "A"), *b = xmalloc((size_t)n * n * 4, "B"), *c = xcalloc((size_t)n * n, 4, "C");
+    for (size_t i = 0; i < (size_t)n * n; i++) a[i] = b[i] = 1e-3f * (float)(i % 1000);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
+    double best = 1e30;
+    for (int r = 0; r < reps; r++) {
+        double t0 = now_seconds();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
+        double t = now_seconds() - t0;
+        best = t < best ? t : best;
+    }
+    xfree(a); xfree(b); xfree(c);
+    return 2.0 * n * n * (double)n / best * 1e-9;
+}
+
+static void usage(void) {
+    printf("usage: bench_vit --config vit_ti_224|fmnist_28 [--steps N] [--warmup N] [--batch N]\n"
+           "  Times forward+backward+AdamW of the ViT on random data; prints key=value lines.\n");
+}
+
+int main(int argc, char **argv) {
+    const char *name = NULL;
+    int steps = 5, warmup = 2, batch = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--config") && i + 1 < argc) name = argv[++i];
+        else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--warmup") && i + 1 < argc) warmup = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch = atoi(argv[++i]);
+        else { usage(); return strcmp(argv[i], "--help") ? 2 : 0; }
+    }
+    if (!name) { usage(); return 2; }
+    VitConfig cfg;
+    if (!strcmp(name, "vit_ti_224")) {
+        cfg = (VitConfig){224, 16, 3, 192, 12, 3, 4.0f, 1, 0.0f, 1000, 0};
+        if (!batch) batch = 32;
+    } else if (!strcmp(name, "fmnist_28")) {
+        cfg = (VitConfig){28, 4, 1, 192, 6, 3, 4.0f, 1, 0.0f, 10, 0};
+        if (!batch) batch = 256;
+    } else {
+        fatal("--config: unknown '%s' (allowed: vit_ti_224, fmnist_28)", name);
+    }
+    double peak = sgemm_peak_gflops(2048, 3);
+
+    Vit *vit = vit_create(&cfg, batch, 0);
+    ParamTable *t = vit_params(vit);
+    AdamW opt;
+    adamw_init(&opt, t, 0.9f, 0.999f, 1e-8f, 0.05f);
+    size_t n_img = (size_t)batch * cfg.in_chans * cfg.img_size * cfg.img_size;
+    float *img = xmalloc(n_img * sizeof(float), "images");
+    int32_t *labels = xmalloc(batch * sizeof(int32_t), "labels");
+    Rng r;
+    rng_seed(&r, 1, 0);
+    for (size_t i = 0; i < n_img; i++) img[i] = (float)rng_normal(&r);
+    for (int b = 0; b < batch; b++) labels[b] = rng_below(&r, cfg.num_classes);
+
+    double *times = xcalloc(steps, sizeof(double), "times");
+    float loss = 0;
+    for (int s = 0; s < warmup + steps; s++) {
+        double t0 = now_seconds();
+        params_zero_grad(t);
+        vit_forward(vit, img, NULL, batch);
+        loss = vit_head_forward(vit, labels, batch, 0);
+        vit_head_backward(vit, labels, batch, 0, 1.0f);
+        vit_backward(vit, vit_head_dfinal(vit), NULL, batch);
+        clip_grad_norm(&opt, t, 1.0);
+        adamw_step(&opt, t, 1e-4f);
+        if (s >= warmup) times[s - warmup] = now_seconds() - t0;
+    }
+    qsort(times, steps, sizeof(double), cmp_double);
+    double step = times[steps / 2];
+    double flops = 3.0 * vit_forward_flops_per_image(&cfg) * batch;  // backward = 2x forward
+    printf("config=%s batch=%d threads=%d\n", name, batch, kernel_max_threads());
+    printf("params=%zu activation_bytes=%zu\n", t->total, vit_activation_bytes(vit));
+    printf("step_ms=%.1f images_per_s=%.2f gflops=%.1f sgemm_peak_gflops=%.1f mfu=%.3f loss=%.4f\n", step * 1e3,
+           batch / step, flops / step * 1e-9, peak, flops / step * 1e-9 / peak, loss);
+    printf("peak_rss_bytes=%zu\n", peak_rss_bytes());
+    // Oversubscription check: an OpenMP-built OpenBLAS adds no threads of its
+    // own, so the process holds exactly the OpenMP team, and the involuntary
+    // context switches per step stay near zero.
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    FILE *f = fopen("/proc/self/status", "r");
+    int os_threads = 0;
+    char line[256];
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "Threads:", 8)) os_threads = atoi(line + 8);
+    if (f) fclose(f);
+    printf("os_threads=%d involuntary_switches_per_step=%.1f\n", os_threads, (double)ru.ru_nivcsw / (warmup + steps));
+    printf("openblas_config=%s\n", openblas_get_config());
+    return 0;
+}

@@ -1,0 +1,112 @@
+#!/usr/bin/python3
+"""Side-by-side benchmark of one ViT training step (forward, backward, clipping,
+AdamW): our C trainer (build/bin/bench_vit) against the PyTorch twin
+(tools/torch_twin.py) in the same run, on the same machine.
+
+PyTorch gets its best thread setting: torch.set_num_threads 1 and 2 crossed with
+OPENBLAS_NUM_THREADS 1 and 2, each in a fresh process; the fastest is kept.
+Ends with `bench:` lines (images/s; for memory, ratio = peer/ours).
+Usage: tools/bench_vit.py [--configs vit_ti_224,fmnist_28] [--steps N]
+"""
+import argparse, os, resource, subprocess, sys, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = {
+    "vit_ti_224": dict(model=dict(img_size=224, patch_size=16, in_chans=3, embed_dim=192, depth=12, num_heads=3,
+                                  num_classes=1000), batch=32),
+    "fmnist_28": dict(model=dict(img_size=28, patch_size=4, in_chans=1, embed_dim=192, depth=6, num_heads=3,
+                                 num_classes=10), batch=256),
+}
+
+
+def torch_worker(name, threads, steps, warmup):
+    import torch
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import torch_twin
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    c = CONFIGS[name]
+    m = c["model"]
+    model = torch_twin.VisionTransformer(**m)
+    opt = torch.optim.AdamW(torch_twin.adamw_param_groups(model, 0.05), lr=1e-4)
+    x = torch.randn(c["batch"], m["in_chans"], m["img_size"], m["img_size"])
+    y = torch.randint(0, m["num_classes"], (c["batch"],))
+    times = []
+    for s in range(warmup + steps):
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(model.forward_head(model.forward_features(x), "cls"), y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if s >= warmup:
+            times.append(time.perf_counter() - t0)
+    step = sorted(times)[len(times) // 2]
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(f"step_ms={step*1e3:.1f} images_per_s={c['batch']/step:.2f} peak_rss_bytes={rss}")
+
+
+def parse(text):
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("openblas_config="):
+            out["openblas_config"] = line.split("=", 1)[1]
+            continue
+        for kv in line.split():
+            if "=" in kv:
+                k, v = kv.split("=", 1)
+                out[k] = v
+    return out
+
+
+def run(cmd, env=None):
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    if p.returncode != 0:
+        sys.exit(f"bench_vit: {' '.join(cmd)} failed:\n{p.stderr}")
+    return parse(p.stdout)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--configs", default="vit_ti_224,fmnist_28")
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--torch-worker", help=argparse.SUPPRESS)
+    ap.add_argument("--threads", type=int, default=2, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.torch_worker:
+        return torch_worker(a.torch_worker, a.threads, a.steps, a.warmup)
+    lines = []
+    print(f"{'config':<12} {'who':<28} {'img/s':>8} {'step ms':>9} {'peak RSS MB':>12} {'MFU':>6}")
+    for name in a.configs.split(","):
+        ours = run([os.path.join(ROOT, "build/bin/bench_vit"), "--config", name, "--steps", str(a.steps),
+                    "--warmup", str(a.warmup)])
+        print(f"{name:<12} {'ours (C, 2 threads)':<28} {float(ours['images_per_s']):>8.1f} {float(ours['step_ms']):>9.1f} "
+              f"{int(ours['peak_rss_bytes'])/2**20:>12.0f} {float(ours['mfu'])*100:>5.1f}%   "
+              f"(sgemm peak {float(ours['sgemm_peak_gflops']):.0f} GFLOP/s, ours {float(ours['gflops']):.0f})")
+        print(f"{'':<12} threads: {ours['os_threads']} OS threads in our process for {ours['threads']} OpenMP threads; "
+              f"{ours['involuntary_switches_per_step']} involuntary context switches per step; OpenBLAS: {ours['openblas_config']}")
+        best = None
+        for tt in (1, 2):
+            for ob in (1, 2):
+                env = dict(os.environ, OPENBLAS_NUM_THREADS=str(ob))
+                env.pop("OMP_NUM_THREADS", None)
+                r = run([sys.executable, __file__, "--torch-worker", name, "--threads", str(tt), "--steps",
+                         str(a.steps), "--warmup", str(a.warmup)], env)
+                label = f"torch threads={tt} openblas={ob}"
+                print(f"{name:<12} {label:<28} {float(r['images_per_s']):>8.1f} {float(r['step_ms']):>9.1f} "
+                      f"{int(r['peak_rss_bytes'])/2**20:>12.0f}")
+                if best is None or float(r["images_per_s"]) > float(best["images_per_s"]):
+                    best = r
+        o, p = float(ours["images_per_s"]), float(best["images_per_s"])
+        lines.append(f"bench: vit_step_{name} ours={o:.2f} peer={p:.2f} ratio={o/p:.3f} unit=images/s")
+        orss, prss = int(ours["peak_rss_bytes"]), int(best["peak_rss_bytes"])
+        lines.append(f"bench: vit_step_{name}_peak_rss ours={orss/2**20:.0f} peer={prss/2**20:.0f} ratio={prss/orss:.3f} unit=MB")
+        lines.append(f"bench: vit_step_{name}_mfu ours={float(ours['mfu']):.3f} peer=1 ratio={float(ours['mfu']):.3f} unit=fraction_of_sgemm_peak")
+    print()
+    for l in lines:
+        print(l)
+
+
+if __name__ == "__main__":
+    main()
