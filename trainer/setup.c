@@ -1,0 +1,65 @@
+// setup.c: Config -> VitConfig / LoaderConfig.
+#include "setup.h"
+
+#include <string.h>
+
+#include "common.h"
+
+VitConfig vit_config_from(const Config *cfg, int use_mask_token, int num_classes) {
+    VitConfig v = {
+        .img_size = cfg->img_size,
+        .patch_size = cfg->patch_size,
+        .in_chans = cfg->in_chans,
+        .embed_dim = cfg->embed_dim,
+        .depth = cfg->depth,
+        .num_heads = cfg->num_heads,
+        .mlp_ratio = (float)cfg->mlp_ratio,
+        .qkv_bias = cfg->qkv_bias,
+        .layer_scale_init = (float)cfg->layer_scale_init,
+        .num_classes = num_classes,
+        .use_mask_token = use_mask_token,
+    };
+    const char *err = vit_config_error(&v);
+    if (err) fatal("config: %s", err);
+    return v;
+}
+
+LoaderConfig loader_config_from(const Config *cfg, const char *source, LoaderMode mode, int two_views) {
+    LoaderConfig l;
+    loader_config_defaults(&l);
+    if (!source || !source[0]) fatal("config: no data given (set data_train, e.g. --data_train=data/fashion-mnist/train-{000000..000005}.tar)");
+    if (!strcmp(cfg->data_format, "imagefolder"))
+        l.image_folder = source;
+    else
+        l.shards = source;
+    l.mode = mode;
+    l.batch_size = cfg->batch_size;
+    l.image_size = cfg->img_size;
+    l.channels = cfg->in_chans;
+    l.two_views = mode == LOADER_TRAIN && two_views;
+    l.interp = !strcmp(cfg->interpolation, "bilinear") ? INTERP_BILINEAR : INTERP_BICUBIC;
+    for (int c = 0; c < 3; c++) {
+        l.mean[c] = (float)cfg->mean.v[c < cfg->mean.n ? c : 0];
+        l.std[c] = (float)cfg->std.v[c < cfg->std.n ? c : 0];
+    }
+    l.num_threads = cfg->num_workers;
+    l.seed = (uint64_t)cfg->seed;
+    if (mode == LOADER_TRAIN) {
+        l.crop_scale[0] = (float)cfg->scale.v[0];
+        l.crop_scale[1] = (float)cfg->scale.v[1];
+        l.crop_ratio[0] = (float)cfg->ratio.v[0];
+        l.crop_ratio[1] = (float)cfg->ratio.v[1];
+        l.flip_p = (float)cfg->hflip;
+        l.shuffle_bytes = (size_t)cfg->shuffle_buffer_mb << 20;
+        l.jitter_p = (float)cfg->color_jitter_prob;
+        l.brightness = l.contrast = l.saturation = (float)cfg->color_jitter;
+        l.hue = (float)cfg->color_jitter / 4;
+        l.grayscale_p = (float)cfg->grayscale_prob;
+        l.blur_p = (float)cfg->blur_prob;
+        l.solarize_p = (float)cfg->solarize_prob;
+    } else {
+        l.shuffle_bytes = 0;
+        l.flip_p = 0;
+    }
+    return l;
+}

@@ -1,0 +1,12 @@
+// setup.h: turns the trainer's Config into the settings of each part (model,
+// data loader). The parts themselves never see the Config.
+#pragma once
+#include "config.h"
+#include "loader.h"
+#include "vit.h"
+
+// The encoder described by cfg; mask token and classification head as asked.
+VitConfig vit_config_from(const Config *cfg, int use_mask_token, int num_classes);
+// A loader over `source` (cfg->data_train or cfg->data_val) in the given mode.
+// Train mode takes the augmentation keys; two_views adds the contrastive view.
+LoaderConfig loader_config_from(const Config *cfg, const char *source, LoaderMode mode, int two_views);
