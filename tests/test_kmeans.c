@@ -52,7 +52,13 @@ static void test_assign(int d, int k, size_t n) {
     int32_t *ids = xmalloc(n * sizeof(int32_t), "ids"), *ref = xmalloc(n * sizeof(int32_t), "ref");
     float *dist = xmalloc(n * sizeof(float), "dist");
     kmeans_index_assign(ix, x, n, ids, dist);
-    kmeans_objective_f64(x, n, d, c, k, ref);
+    for (size_t i = 0; i < n; i++) {  // float64 brute force
+        double b = INFINITY;
+        for (int j = 0; j < k; j++) {
+            double e = sqd(x + i * d, c + j * d, d);
+            if (e < b) b = e, ref[i] = j;
+        }
+    }
     double cmax = 0;
     float *zero = xcalloc(d, sizeof(float), "zero");
     for (int j = 0; j < k; j++) cmax = fmax(cmax, sqd(c + j * d, zero, d));

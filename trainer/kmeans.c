@@ -275,26 +275,54 @@ void kmeans_index_assign(KmeansIndex *ix, const float *x, size_t n, int32_t *ids
     assign_rows(ix, x, n, NULL, ids, dist, NULL);
 }
 
+// Float64 throughout: blocks of rows times all centroids through dgemm, the
+// argmin, then the winner's distance recomputed directly. Block sums are
+// added in block order.
 double kmeans_objective_f64(const float *x, size_t n, int d, const float *c, int k, int32_t *ids) {
-    size_t nch = (n + CHUNK - 1) / CHUNK;
-    double *part = xcalloc(nch ? nch : 1, sizeof(double), "objective partials");
-#pragma omp parallel for schedule(dynamic, 1)
-    for (size_t ch = 0; ch < nch; ch++) {
-        size_t end = (ch + 1) * CHUNK < n ? (ch + 1) * CHUNK : n;
-        for (size_t i = ch * CHUNK; i < end; i++) {
-            double b = INFINITY;
-            int bi = 0;
-            for (int c2 = 0; c2 < k; c2++) {
-                double e = sqdist_f64(x + i * d, c + (size_t)c2 * d, d);
-                if (e < b) b = e, bi = c2;
-            }
-            part[ch] += b;
-            if (ids) ids[i] = bi;
+    enum { EB = 128 };
+    double *cd = xmalloc((size_t)k * d * sizeof(double), "f64 centroids");
+    double *cn = xmalloc(k * sizeof(double), "f64 centroid norms");
+    for (int j = 0; j < k; j++) {
+        double s = 0;
+        for (int t = 0; t < d; t++) {
+            cd[(size_t)j * d + t] = c[(size_t)j * d + t];
+            s += cd[(size_t)j * d + t] * cd[(size_t)j * d + t];
         }
+        cn[j] = s;
+    }
+    size_t nb = (n + EB - 1) / EB;
+    double *part = xcalloc(nb ? nb : 1, sizeof(double), "objective partials");
+#pragma omp parallel
+    {
+        double *xd = xmalloc((size_t)EB * d * sizeof(double), "f64 rows");
+        double *g = xmalloc((size_t)EB * k * sizeof(double), "f64 products");
+#pragma omp for schedule(dynamic, 1)
+        for (size_t b = 0; b < nb; b++) {
+            size_t r0 = b * EB;
+            int nr = n - r0 < EB ? (int)(n - r0) : EB;
+            for (size_t t = 0; t < (size_t)nr * d; t++) xd[t] = x[r0 * d + t];
+            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, k, d, 1.0, xd, d, cd, d, 0.0, g, k);
+            double s = 0;
+            for (int r = 0; r < nr; r++) {
+                double best = INFINITY;
+                int bi = 0;
+                for (int j = 0; j < k; j++) {
+                    double v = cn[j] - 2.0 * g[(size_t)r * k + j];
+                    if (v < best) best = v, bi = j;
+                }
+                s += sqdist_f64(x + (r0 + r) * d, c + (size_t)bi * d, d);
+                if (ids) ids[r0 + r] = bi;
+            }
+            part[b] = s;
+        }
+        xfree(xd);
+        xfree(g);
     }
     double s = 0;
-    for (size_t ch = 0; ch < nch; ch++) s += part[ch];
+    for (size_t b = 0; b < nb; b++) s += part[b];
     xfree(part);
+    xfree(cd);
+    xfree(cn);
     return s / (double)(n ? n : 1);
 }
 
@@ -318,19 +346,27 @@ static size_t sample_weighted(Rng *r, const double *w, const double *chunk_sum, 
     return last;  // rounding ran off the end: the last row with weight
 }
 
-// k-means++ (D^2 sampling). A row i is re-measured against the new centroid
-// only if ||c_new - c_a(i)||^2 < 4 mind[i] (otherwise the triangle inequality
-// says the new centroid cannot be closer), so later rounds touch few rows.
+// k-means++ (D^2 sampling). Row i is re-measured against the new centroid
+// only if neither bound rules it out: the triangle inequality
+// (||c_new - c_a(i)||^2 >= 4 mind[i]) or the norm bound
+// ((||x_i - m|| - ||c_new - m||)^2 >= mind[i], m the data mean). Both read
+// only small per-row arrays, so later rounds touch few rows.
 static void seed_plusplus(const float *x, size_t n, int d, int k, Rng *rng, float *cent) {
     double *mind = xmalloc(n * sizeof(double), "k-means++ distances");
     int32_t *a = xcalloc(n, sizeof(int32_t), "k-means++ owners");
+    float *norm = xmalloc(n * sizeof(float), "k-means++ row norms");
+    float *mean = xmalloc(d * sizeof(float), "mean");
     size_t nch = (n + CHUNK - 1) / CHUNK;
     double *csum = xcalloc(nch, sizeof(double), "k-means++ chunk sums");
     float *dcc = xmalloc(k * sizeof(float), "k-means++ centroid distances");
+    column_mean(x, n, d, mean);
     size_t first = rng_below(rng, (uint32_t)n);
     memcpy(cent, x + first * d, d * sizeof(float));
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) mind[i] = sqdist_f32(x + i * d, cent, d);
+    for (size_t i = 0; i < n; i++) {
+        mind[i] = sqdist_f32(x + i * d, cent, d);
+        norm[i] = sqrtf(sqdist_f32(x + i * d, mean, d));
+    }
     for (int c = 1; c < k; c++) {
 #pragma omp parallel for schedule(static)
         for (size_t ch = 0; ch < nch; ch++) {
@@ -342,13 +378,15 @@ static void seed_plusplus(const float *x, size_t n, int d, int k, Rng *rng, floa
         size_t pick = sample_weighted(rng, mind, csum, n);
         float *cn = cent + (size_t)c * d;
         memcpy(cn, x + pick * d, d * sizeof(float));
+        double pn = norm[pick];
 #pragma omp parallel for schedule(static)
         for (int j = 0; j < c; j++) dcc[j] = sqdist_f32(cn, cent + (size_t)j * d, d);
 #pragma omp parallel for schedule(dynamic, 1)
         for (size_t ch = 0; ch < nch; ch++) {
             size_t end = (ch + 1) * CHUNK < n ? (ch + 1) * CHUNK : n;
             for (size_t i = ch * CHUNK; i < end; i++) {
-                if (dcc[a[i]] >= 4.0 * mind[i]) continue;
+                double dn = norm[i] - pn;
+                if (dcc[a[i]] >= 4.0 * mind[i] || dn * dn >= mind[i]) continue;
                 double e = sqdist_f32(x + i * d, cn, d);
                 if (e < mind[i]) mind[i] = e, a[i] = c;
             }
@@ -356,6 +394,8 @@ static void seed_plusplus(const float *x, size_t n, int d, int k, Rng *rng, floa
     }
     xfree(mind);
     xfree(a);
+    xfree(norm);
+    xfree(mean);
     xfree(csum);
     xfree(dcc);
 }

@@ -49,5 +49,6 @@ void kmeans_index_free(KmeansIndex *ix);
 // ids [n]; dist [n] may be NULL. Parallel over rows (OpenMP).
 void kmeans_index_assign(KmeansIndex *ix, const float *x, size_t n, int32_t *ids, float *dist);
 
-// Reference: float64 brute force (for tests and the benchmark's evaluator).
+// Float64 evaluator (the benchmark's one judge): mean squared distance of each
+// row to its nearest centroid, all arithmetic in float64; ids [n] optional.
 double kmeans_objective_f64(const float *x, size_t n, int d, const float *centroids, int k, int32_t *ids /* may be NULL */);
