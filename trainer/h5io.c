@@ -1,7 +1,10 @@
 // h5io.c: HDF5 helpers with errors that name the file and object.
 #include "h5io.h"
 
+#include <errno.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "common.h"
 
@@ -101,41 +104,78 @@ static void shape_str(char *buf, size_t n, int rank, const hsize_t *dims) {
     if (o < n) snprintf(buf + o, n - o, "]");
 }
 
-static hid_t open_ds(hid_t loc, const char *name) {
-    if (!h5_exists(loc, name)) fatal("missing dataset: %s", where(loc, name));
+#define H5_ERR_MAX 1536
+
+static hid_t try_open_ds(hid_t loc, const char *name, char *err, size_t errlen) {
+    if (!h5_exists(loc, name)) {
+        snprintf(err, errlen, "missing dataset: %s", where(loc, name));
+        return -1;
+    }
     hid_t ds = H5Dopen2(loc, name, H5P_DEFAULT);
-    if (ds < 0) fatal("cannot open dataset: %s (corrupt file?)", where(loc, name));
+    if (ds < 0) snprintf(err, errlen, "cannot open dataset: %s (corrupt file?)", where(loc, name));
     return ds;
 }
 
-int h5_shape(hid_t loc, const char *name, hsize_t *dims, int max_rank) {
-    hid_t ds = open_ds(loc, name);
+int h5_try_shape(hid_t loc, const char *name, hsize_t *dims, int max_rank, char *err, size_t errlen) {
+    hid_t ds = try_open_ds(loc, name, err, errlen);
+    if (ds < 0) return -1;
     hid_t space = H5Dget_space(ds);
     int rank = H5Sget_simple_extent_ndims(space);
-    if (rank < 0 || rank > max_rank) fatal("dataset %s has rank %d, expected at most %d", where(loc, name), rank, max_rank);
-    H5Sget_simple_extent_dims(space, dims, NULL);
+    if (rank >= 0 && rank <= max_rank) H5Sget_simple_extent_dims(space, dims, NULL);
     H5Sclose(space);
     H5Dclose(ds);
+    if (rank < 0 || rank > max_rank) {
+        snprintf(err, errlen, "dataset %s has rank %d, expected at most %d", where(loc, name), rank, max_rank);
+        return -1;
+    }
     return rank;
 }
 
-static void read_ds(hid_t loc, const char *name, hid_t type, void *out, int rank, const hsize_t *dims) {
+int h5_shape(hid_t loc, const char *name, hsize_t *dims, int max_rank) {
+    char err[H5_ERR_MAX];
+    int rank = h5_try_shape(loc, name, dims, max_rank, err, sizeof err);
+    if (rank < 0) fatal("%s", err);
+    return rank;
+}
+
+// The innermost HDF5 error description of the current stack ("" if none).
+static herr_t innermost_error(unsigned n, const H5E_error2_t *e, void *out) {
+    if (n == 0) snprintf(out, 256, "%s", e->desc ? e->desc : "");
+    return 0;
+}
+
+int h5_try_read(hid_t loc, const char *name, hid_t type, void *out, int rank, const hsize_t *dims, char *err,
+                size_t errlen) {
     hsize_t got[8];
-    int r = h5_shape(loc, name, got, 8);
+    int r = h5_try_shape(loc, name, got, 8, err, errlen);
+    if (r < 0) return -1;
     int same = r == rank;
     for (int i = 0; same && i < rank; i++) same = got[i] == dims[i];
     if (!same) {
         char a[128], b[128];
         shape_str(a, sizeof a, r, got);
         shape_str(b, sizeof b, rank, dims);
-        fatal("dataset %s has shape %s, expected %s", where(loc, name), a, b);
+        snprintf(err, errlen, "dataset %s has shape %s, expected %s", where(loc, name), a, b);
+        return -1;
     }
-    hid_t ds = open_ds(loc, name);
+    hid_t ds = try_open_ds(loc, name, err, errlen);
+    if (ds < 0) return -1;
     size_t total = 1;
     for (int i = 0; i < rank; i++) total *= dims[i];
-    if (total && H5Dread(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0)
-        fatal("cannot read dataset %s (checksum mismatch or truncated file: the file is corrupt, rebuild it)", where(loc, name));
+    int bad = total && H5Dread(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0;
+    if (bad) {
+        char why[256] = "";
+        H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, innermost_error, why);
+        snprintf(err, errlen, "cannot read dataset %s: %s: the file is corrupt (a flipped byte or a truncated write); use another copy",
+                 where(loc, name), strstr(why, "checksum") ? "Fletcher32 checksum mismatch" : why[0] ? why : "read error");
+    }
     H5Dclose(ds);
+    return bad ? -1 : 0;
+}
+
+static void read_ds(hid_t loc, const char *name, hid_t type, void *out, int rank, const hsize_t *dims) {
+    char err[H5_ERR_MAX];
+    if (h5_try_read(loc, name, type, out, rank, dims, err, sizeof err) < 0) fatal("%s", err);
 }
 
 void h5_write_f32(hid_t l, const char *n, const float *d, int r, const hsize_t *s) { write_ds(l, n, H5T_NATIVE_FLOAT, d, r, s); }
@@ -154,21 +194,64 @@ static void write_attr(hid_t loc, const char *name, hid_t type, hid_t space, con
     H5Aclose(a);
 }
 
-static hid_t open_attr(hid_t loc, const char *name) {
-    if (H5Aexists(loc, name) <= 0) fatal("missing attribute '%s' on %s", name, where(loc, NULL));
+static hid_t try_open_attr(hid_t loc, const char *name, char *err, size_t errlen) {
+    if (H5Aexists(loc, name) <= 0) {
+        snprintf(err, errlen, "missing attribute '%s' on %s", name, where(loc, NULL));
+        return -1;
+    }
     hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
-    if (a < 0) fatal("cannot open attribute '%s' on %s", name, where(loc, NULL));
+    if (a < 0) snprintf(err, errlen, "cannot open attribute '%s' on %s", name, where(loc, NULL));
     return a;
 }
 
-static void read_attr(hid_t loc, const char *name, hid_t type, void *out) {
-    hid_t a = open_attr(loc, name);
+static hid_t open_attr(hid_t loc, const char *name) {
+    char err[H5_ERR_MAX];
+    hid_t a = try_open_attr(loc, name, err, sizeof err);
+    if (a < 0) fatal("%s", err);
+    return a;
+}
+
+// Reads `count` values of an attribute that must hold exactly that many.
+static int try_read_attr(hid_t loc, const char *name, hid_t type, void *out, hssize_t count, char *err, size_t errlen) {
+    hid_t a = try_open_attr(loc, name, err, errlen);
+    if (a < 0) return -1;
     hid_t space = H5Aget_space(a);
-    hssize_t n = H5Sget_simple_extent_npoints(space);
+    hssize_t n = H5Sget_simple_extent_type(space) == H5S_NULL ? 0 : H5Sget_simple_extent_npoints(space);
     H5Sclose(space);
-    if (n != 1) fatal("attribute '%s' on %s has %lld values, expected 1", name, where(loc, NULL), (long long)n);
-    if (H5Aread(a, type, out) < 0) fatal("attribute '%s' on %s has the wrong type", name, where(loc, NULL));
+    int rc = 0;
+    if (n != count) {
+        snprintf(err, errlen, "attribute '%s' on %s has %lld values, expected %lld", name, where(loc, NULL), (long long)n,
+                 (long long)count);
+        rc = -1;
+    } else if (count && H5Aread(a, type, out) < 0) {
+        snprintf(err, errlen, "attribute '%s' on %s has the wrong type", name, where(loc, NULL));
+        rc = -1;
+    }
     H5Aclose(a);
+    return rc;
+}
+
+static void read_attr(hid_t loc, const char *name, hid_t type, void *out) {
+    char err[H5_ERR_MAX];
+    if (try_read_attr(loc, name, type, out, 1, err, sizeof err) < 0) fatal("%s", err);
+}
+
+int h5_try_attr_i64(hid_t loc, const char *name, int64_t *v, char *err, size_t errlen) {
+    return try_read_attr(loc, name, H5T_NATIVE_INT64, v, 1, err, errlen);
+}
+
+int h5_try_attr_bytes(hid_t loc, const char *name, void *out, size_t n, char *err, size_t errlen) {
+    return try_read_attr(loc, name, H5T_NATIVE_UINT8, out, (hssize_t)n, err, errlen);
+}
+
+void h5_attr_write_bytes(hid_t loc, const char *name, const void *v, size_t n) {
+    hsize_t dim = n;
+    hid_t s = n ? H5Screate_simple(1, &dim, NULL) : H5Screate(H5S_NULL);
+    if (H5Aexists(loc, name) > 0) H5Adelete(loc, name);
+    hid_t a = H5Acreate2(loc, name, H5T_NATIVE_UINT8, s, H5P_DEFAULT, H5P_DEFAULT);
+    if (a < 0 || (n && H5Awrite(a, H5T_NATIVE_UINT8, v) < 0)) fatal("cannot write attribute '%s' on %s", name, where(loc, NULL));
+    H5Aclose(a);
+    H5Sclose(s);
 }
 
 void h5_attr_write_i64(hid_t loc, const char *name, int64_t v) {
@@ -230,18 +313,80 @@ double *h5_attr_read_f64s(hid_t loc, const char *name, size_t *n) {
     return v;
 }
 
-char *h5_attr_read_str(hid_t loc, const char *name) {
-    hid_t a = open_attr(loc, name);
+char *h5_try_attr_str(hid_t loc, const char *name, char *err, size_t errlen) {
+    hid_t a = try_open_attr(loc, name, err, errlen);
+    if (a < 0) return NULL;
     hid_t ft = H5Aget_type(a);
-    if (H5Tget_class(ft) != H5T_STRING) fatal("attribute '%s' on %s is not a string", name, where(loc, NULL));
-    if (H5Tis_variable_str(ft) > 0) fatal("attribute '%s' on %s is a variable-length string; expected fixed", name, where(loc, NULL));
-    size_t len = H5Tget_size(ft);
-    hid_t mt = H5Tcopy(H5T_C_S1);
-    H5Tset_size(mt, len + 1);
-    char *s = xcalloc(len + 1, 1, name);
-    if (H5Aread(a, mt, s) < 0) fatal("cannot read attribute '%s' on %s", name, where(loc, NULL));
-    H5Tclose(mt);
+    char *s = NULL;
+    if (H5Tget_class(ft) != H5T_STRING)
+        snprintf(err, errlen, "attribute '%s' on %s is not a string", name, where(loc, NULL));
+    else if (H5Tis_variable_str(ft) > 0)
+        snprintf(err, errlen, "attribute '%s' on %s is a variable-length string; expected fixed", name, where(loc, NULL));
+    else {
+        size_t len = H5Tget_size(ft);
+        hid_t mt = H5Tcopy(H5T_C_S1);
+        H5Tset_size(mt, len + 1);
+        s = xcalloc(len + 1, 1, name);
+        if (H5Aread(a, mt, s) < 0) {
+            snprintf(err, errlen, "cannot read attribute '%s' on %s", name, where(loc, NULL));
+            xfree(s);
+            s = NULL;
+        }
+        H5Tclose(mt);
+    }
     H5Tclose(ft);
     H5Aclose(a);
     return s;
+}
+
+char *h5_attr_read_str(hid_t loc, const char *name) {
+    char err[H5_ERR_MAX];
+    char *s = h5_try_attr_str(loc, name, err, sizeof err);
+    if (!s) fatal("%s", err);
+    return s;
+}
+
+// ---- non-fatal open, in-memory files ------------------------------------------
+
+hid_t h5_try_open(const char *path, char *err, size_t errlen) {
+    h5_quiet();
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        snprintf(err, errlen, "cannot open '%s': %s", path, strerror(errno));
+        return -1;
+    }
+    if (H5Fis_hdf5(path) <= 0) {
+        snprintf(err, errlen, "'%s' (%lld bytes) is not an HDF5 file (wrong file, or damaged at the start)", path,
+                 (long long)st.st_size);
+        return -1;
+    }
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0)
+        snprintf(err, errlen, "cannot open HDF5 file '%s' (%lld bytes): truncated or corrupt (an interrupted copy?)", path,
+                 (long long)st.st_size);
+    return f;
+}
+
+hid_t h5_create_in_memory(void) {
+    static int serial = 0;
+    h5_quiet();
+    char name[64];
+    snprintf(name, sizeof name, "in-memory-%d-%d", (int)getpid(), __atomic_fetch_add(&serial, 1, __ATOMIC_RELAXED));
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_fapl_core(fapl, (size_t)16 << 20, 0);
+    H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_LATEST);  // checksummed object headers
+    hid_t f = H5Fcreate(name, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
+    if (f < 0) fatal("cannot create an in-memory HDF5 file (out of memory?)");
+    return f;
+}
+
+void *h5_file_image(hid_t file, size_t *size) {
+    if (H5Fflush(file, H5F_SCOPE_GLOBAL) < 0) fatal("flushing an in-memory HDF5 file failed");
+    ssize_t n = H5Fget_file_image(file, NULL, 0);
+    if (n <= 0) fatal("cannot get the image of an in-memory HDF5 file");
+    void *buf = xmalloc((size_t)n, "HDF5 file image");
+    if (H5Fget_file_image(file, buf, (size_t)n) != n) fatal("cannot copy the image of an in-memory HDF5 file");
+    *size = (size_t)n;
+    return buf;
 }

@@ -34,3 +34,25 @@ int64_t h5_attr_read_i64(hid_t loc, const char *name);
 double h5_attr_read_f64(hid_t loc, const char *name);
 char *h5_attr_read_str(hid_t loc, const char *name);            // xmalloc'd; xfree it
 double *h5_attr_read_f64s(hid_t loc, const char *name, size_t *n); // xmalloc'd; xfree it
+
+// ---- non-fatal variants, for checkpoints that must be verified with fallback ----
+// Same checks and messages as above, but they return -1 (or a negative hid, or
+// NULL) with the message in err instead of calling fatal().
+hid_t h5_try_open(const char *path, char *err, size_t errlen);   // read-only
+int h5_try_shape(hid_t loc, const char *name, hsize_t *dims, int max_rank, char *err, size_t errlen);  // rank
+// Reads a whole dataset of the given memory type; the shape must equal dims.
+// A checksum failure is reported as corruption naming the dataset.
+int h5_try_read(hid_t loc, const char *name, hid_t memtype, void *out, int rank, const hsize_t *dims, char *err,
+                size_t errlen);
+int h5_try_attr_i64(hid_t loc, const char *name, int64_t *v, char *err, size_t errlen);
+char *h5_try_attr_str(hid_t loc, const char *name, char *err, size_t errlen);  // xmalloc'd
+// Opaque bytes as a uint8 attribute; the reader requires exactly n bytes.
+void h5_attr_write_bytes(hid_t loc, const char *name, const void *v, size_t n);
+int h5_try_attr_bytes(hid_t loc, const char *name, void *out, size_t n, char *err, size_t errlen);
+
+// ---- whole files in memory (atomic writers) ----------------------------------
+// A file held by the core driver, no backing store, with checksummed metadata
+// (libver >= 1.8). HDF5 writes cannot fail on disk space; the caller writes
+// the image with h5_file_image and handles I/O errors itself.
+hid_t h5_create_in_memory(void);
+void *h5_file_image(hid_t file, size_t *size);   // xmalloc'd copy of the file's bytes

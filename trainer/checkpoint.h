@@ -1,0 +1,97 @@
+// checkpoint.h: one self-describing HDF5 file per checkpoint, written atomically.
+//
+// Layout (every dataset chunked + Fletcher32; metadata checksummed too):
+//   /encoder/<timm name>          encoder tensors with their real shapes ("blocks.3.attn.qkv.weight")
+//   /pretrain_heads/<name>        "mask_token" and every "pretrain.*" tensor, prefix stripped
+//   /optimizer/m/<name>, /optimizer/v/<name>   AdamW moments (full table names), when saved
+//   /tokenizer                    tokenizer_save_group, when given
+//   root attributes: format_version, step, epoch, adamw_step, adamw_beta1/beta2/eps/weight_decay,
+//     config_yaml, code_version, created_utc, rng_states (bytes), loader_cursor (bytes)
+// `h5ls -r file.h5` lists every tensor; h5py reads them by name.
+//
+// Every function returns 0 on success, or -1 with a message in err naming the
+// file, tensor or attribute and what to do. Nothing here calls fatal() on a bad file.
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+#include "optim.h"
+#include "params.h"
+#include "tokenizer.h"
+
+#define CHECKPOINT_FORMAT_VERSION 1
+
+typedef enum {
+    CKPT_LOAD_FULL = 0,     // every tensor of the table and of the file must match one to one (resume)
+    CKPT_LOAD_ENCODER = 1,  // only the table's encoder tensors except head.* (eval, fine-tune); the
+                            // file's heads / optimizer are ignored, the table's head keeps its values
+} CheckpointLoadMode;
+
+// What a checkpoint holds. The trainer fills the pointers for a save, and points
+// them at its already-built state for a load.
+typedef struct {
+    ParamTable *params;          // required
+    AdamW *opt;                  // NULL: no optimizer state written / read
+    const Tokenizer *tokenizer;  // save: embedded when non-NULL
+    const char *config_yaml;     // save: the effective config (config_to_yaml). load: if non-NULL, a
+                                 // shape mismatch also names the config keys that differ
+    const char *code_version;    // save: NULL -> `git describe --always --dirty` of the cwd, or "unknown"
+    int64_t step, epoch;         // load: filled from the file
+    void *rng;                   // opaque bytes (RNG states); load: must be rng_size bytes in the file
+    size_t rng_size;
+    void *cursor;                // opaque bytes (loader_cursor_save); same rule
+    size_t cursor_size;
+    CheckpointLoadMode mode;     // load only
+} CheckpointState;
+
+// Atomic save: writes the whole file image in memory, then `<path>.tmp.<pid>` in
+// the same folder, fsync, rename over path, fsync the folder. On any failure
+// (ENOSPC, EFBIG, EIO...) the partial file is removed and an existing `path` is
+// untouched.
+int checkpoint_save(const char *path, const CheckpointState *s, char *err, size_t errlen);
+
+// Load into already-built state (params / opt allocated with the same model).
+// Checks the format version, every tensor's presence and shape, and every
+// checksum; all data is staged first, so on failure nothing in *s is modified.
+// Reads step, epoch, adamw step, rng and cursor bytes.
+int checkpoint_load(const char *path, CheckpointState *s, char *err, size_t errlen);
+
+// Load the embedded tokenizer (caller frees with tokenizer_free). NULL with a
+// message when the file has none or it is unreadable.
+Tokenizer *checkpoint_load_tokenizer(const char *path, char *err, size_t errlen);
+
+// The attributes alone (cheap): for --resume (config) and the tools.
+typedef struct {
+    int64_t format_version, step, epoch, adamw_step;
+    char *config_yaml;           // xmalloc'd
+    char *code_version;          // xmalloc'd
+    char *created_utc;           // xmalloc'd
+    int has_optimizer, has_tokenizer;
+} CheckpointInfo;
+int checkpoint_read_info(const char *path, CheckpointInfo *info, char *err, size_t errlen);
+void checkpoint_info_free(CheckpointInfo *info);
+
+// Integrity only: the file opens, the version is known, and every dataset reads
+// back with a good checksum. No model needed.
+int checkpoint_verify(const char *path, char *err, size_t errlen);
+
+// ---- run folders ------------------------------------------------------------
+// Files are <run_dir>/ckpt_step00001000.h5; `latest` is a symlink to the newest
+// complete one, replaced atomically.
+void checkpoint_path(char *out, size_t n, const char *run_dir, int64_t step);
+
+// checkpoint_save to checkpoint_path(step), point `latest` at it, then
+// checkpoint_prune. On failure the previous checkpoints and `latest` stay.
+int checkpoint_save_step(const char *run_dir, const CheckpointState *s, int keep_last, int keep_every, char *err,
+                         size_t errlen);
+
+// Keep the newest keep_last checkpoints, every one whose step is a multiple of
+// keep_every (> 0), and the one `latest` names; remove the others and leftover
+// temporary files of dead processes. Returns the number removed.
+int checkpoint_prune(const char *run_dir, int keep_last, int keep_every);
+
+// For `--resume auto`: the newest checkpoint in run_dir that passes
+// checkpoint_verify; each one that fails is reported with warn() ("... fails
+// verification: ...; falling back to the previous one"). Returns 1 with its path
+// in out, 0 when run_dir holds no checkpoint, -1 (err) when none is good.
+int checkpoint_find_resume(const char *run_dir, char *out, size_t n, char *err, size_t errlen);
