@@ -129,3 +129,91 @@ def lr_at_step(step, base, min_lr, warmup, total):
         return base
     progress = min(1.0, (step - warmup) / (total - warmup))
     return min_lr + 0.5 * (base - min_lr) * (1 + math.cos(math.pi * progress))
+
+
+# ---- the pretraining objective ------------------------------------------------------
+
+class PixelHead(nn.Module):
+    """Two fresh blocks on [CLS of the last block | patch tokens of block depth-3], LN, Linear(D -> P*P*C)."""
+
+    def __init__(self, dim, heads, mlp_ratio, qkv_bias, layer_scale, patch_dim):
+        super().__init__()
+        self.blocks = nn.ModuleList([Block(dim, heads, mlp_ratio, qkv_bias, layer_scale) for _ in range(2)])
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.proj = nn.Linear(dim, patch_dim)
+
+
+class Projector(nn.Module):
+    def __init__(self, dim, hidden, out):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, out)
+
+    def forward(self, x):
+        return F.normalize(self.fc2(F.gelu(self.fc1(x))), dim=-1)
+
+
+class PretrainHeads(nn.Module):
+    def __init__(self, enc_cfg, K, patch_dim, w_token, w_pixel, w_contrast, proj_hidden, proj_dim):
+        super().__init__()
+        D = enc_cfg["embed_dim"]
+        if w_token > 0:
+            self.token_head = nn.Linear(D, K)
+        if w_pixel > 0:
+            self.pixel_head = PixelHead(D, enc_cfg["num_heads"], enc_cfg.get("mlp_ratio", 4.0), enc_cfg.get("qkv_bias", True),
+                                        enc_cfg.get("layer_scale_init", 0.0), patch_dim)
+        if w_contrast > 0:
+            self.projector = Projector(D, proj_hidden, proj_dim)
+
+
+class Pretrainer(nn.Module):
+    """The CCViT objective in PyTorch. Parameter names: "encoder.<timm name>" and
+    "pretrain.<head>" (the C side's "pretrain.*" names, and the encoder's timm names)."""
+
+    def __init__(self, enc_cfg, K, w_token=1.0, w_pixel=1.0, w_contrast=1.0, temperature=0.2, proj_hidden=1024,
+                 proj_dim=256):
+        super().__init__()
+        self.encoder = VisionTransformer(**enc_cfg, use_mask_token=True)
+        P, C = enc_cfg["patch_size"], enc_cfg["in_chans"]
+        self.pretrain = PretrainHeads(enc_cfg, K, C * P * P, w_token, w_pixel, w_contrast, proj_hidden, proj_dim)
+        self.w = (w_token, w_pixel, w_contrast)
+        self.tau = temperature
+        self.P, self.C = P, C
+
+    def c_name(self, torch_name):
+        return torch_name[len("encoder."):] if torch_name.startswith("encoder.") else torch_name
+
+    def patchify(self, img):
+        B, C, H, W = img.shape
+        P = self.P
+        return img.reshape(B, C, H // P, P, W // P, P).permute(0, 2, 4, 1, 3, 5).reshape(B, (H // P) * (W // P), C * P * P)
+
+    def forward(self, images, clean1, mask, scored, ids):
+        """images [V*B,C,H,W]: the encoder input (view1 already corrupted, then view2);
+        clean1 [B,C,H,W]; mask [V*B,N] bool; scored [B,N] bool (masked | replaced);
+        ids [B,N] long. Returns (total, token CE, pixel MSE, NT-Xent)."""
+        w_tok, w_pix, w_con = self.w
+        B = clean1.shape[0]
+        feats, outs = self.encoder.forward_features(images, mask, return_blocks=True)
+        zero = feats.new_zeros(())
+        ce = mse = nce = zero
+        if w_tok > 0:
+            sel = feats[:B, 1:][scored]
+            ce = F.cross_entropy(self.pretrain.token_head(sel), ids[scored])
+        if w_pix > 0:
+            ph = self.pretrain.pixel_head
+            x = torch.cat([outs[-1][:B, :1], outs[-3][:B, 1:]], dim=1)
+            for blk in ph.blocks:
+                x = blk(x)
+            pred = ph.proj(ph.norm(x[:, 1:][scored]))
+            tgt = self.patchify(clean1)[scored]
+            tgt = (tgt - tgt.mean(-1, keepdim=True)) / (tgt.var(-1, unbiased=True, keepdim=True) + 1e-6).sqrt()
+            mse = F.mse_loss(pred, tgt)
+        if w_con > 0:
+            z = self.pretrain.projector(feats[:, 0])
+            R = z.shape[0]
+            sim = z @ z.t() / self.tau
+            sim = sim.masked_fill(torch.eye(R, dtype=torch.bool), float("-inf"))
+            pos = torch.cat([torch.arange(R // 2, R), torch.arange(0, R // 2)])
+            nce = F.cross_entropy(sim, pos)
+        return w_tok * ce + w_pix * mse + w_con * nce, ce, mse, nce

@@ -67,3 +67,20 @@ const char *params_name(const ParamTable *t, int index) { return t->info[index].
 int params_ndim(const ParamTable *t, int index) { return t->info[index].ndim; }
 int params_dim(const ParamTable *t, int index, int axis) { return t->info[index].shape[axis]; }
 size_t params_numel(const ParamTable *t, int index) { return t->info[index].numel; }
+
+uint64_t params_name_hash(const char *s) {
+    uint64_t h = 1469598103934665603ULL;  // FNV-1a
+    for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ULL;
+    return h;
+}
+
+void params_init_trunc_normal(float *x, const ParamTable *t, int index, uint64_t seed, double std) {
+    Rng r;
+    rng_seed(&r, seed, params_name_hash(params_name(t, index)));
+    size_t n = params_numel(t, index);
+    for (size_t i = 0; i < n; i++) x[i] = (float)rng_trunc_normal(&r, std, -2.0, 2.0);
+}
+
+void params_fill_floats(float *x, size_t n, float value) {
+    for (size_t i = 0; i < n; i++) x[i] = value;
+}

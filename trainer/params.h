@@ -3,6 +3,7 @@
 // holds all gradients, so the optimiser and checkpoints walk a flat buffer.
 #pragma once
 #include <stddef.h>
+#include <stdint.h>
 
 #define PARAM_NAME_MAX 96
 #define PARAM_MAX_DIMS 4
@@ -41,3 +42,10 @@ const char *params_name(const ParamTable *t, int index);
 int params_ndim(const ParamTable *t, int index);
 int params_dim(const ParamTable *t, int index, int axis);
 size_t params_numel(const ParamTable *t, int index);
+
+// Initialisers. Each tensor draws from its own stream keyed by its name, so
+// adding a head never changes how the encoder is initialised.
+uint64_t params_name_hash(const char *name);
+// Truncated normal N(0, std) cut at [-2, 2] (timm's trunc_normal_(std=...)).
+void params_init_trunc_normal(float *x, const ParamTable *t, int index, uint64_t seed, double std);
+void params_fill_floats(float *x, size_t n, float value);

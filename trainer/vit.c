@@ -7,27 +7,6 @@
 
 #include "kernels.h"
 
-// ---- initialisation helpers ------------------------------------------------------
-
-// Each tensor draws from its own stream, keyed by its name, so adding a head
-// never changes how the encoder is initialised.
-static uint64_t name_hash(const char *s) {
-    uint64_t h = 1469598103934665603ULL;  // FNV-1a
-    for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ULL;
-    return h;
-}
-
-static void init_trunc_normal(float *x, const ParamTable *t, int index, uint64_t seed, double std) {
-    Rng r;
-    rng_seed(&r, seed, name_hash(params_name(t, index)));
-    size_t n = params_numel(t, index);
-    for (size_t i = 0; i < n; i++) x[i] = (float)rng_trunc_normal(&r, std, -2.0, 2.0);
-}
-
-static void init_constant(float *x, size_t n, float v) {
-    for (size_t i = 0; i < n; i++) x[i] = v;
-}
-
 // ---- blocks -------------------------------------------------------------------------
 
 BlockDims block_dims(int D, int H, float mlp_ratio, int qkv_bias, float layer_scale_init) {
@@ -90,15 +69,15 @@ void block_init(const BlockWeights *w, const ParamTable *t, int first, const Blo
     int D = d->D, Hd = d->hidden;
     int qkv = first + 2, proj = qkv + 1 + d->qkv_bias;
     int fc1 = proj + 2 + d->layer_scale + 2, fc2 = fc1 + 2;
-    init_constant(w->norm1_w, D, 1.0f);
-    init_constant(w->norm2_w, D, 1.0f);
-    init_trunc_normal(w->qkv_w, t, qkv, seed, 0.02);
-    init_trunc_normal(w->proj_w, t, proj, seed, 0.02);
-    init_trunc_normal(w->fc1_w, t, fc1, seed, 0.02);
-    init_trunc_normal(w->fc2_w, t, fc2, seed, 0.02);
+    params_fill_floats(w->norm1_w, D, 1.0f);
+    params_fill_floats(w->norm2_w, D, 1.0f);
+    params_init_trunc_normal(w->qkv_w, t, qkv, seed, 0.02);
+    params_init_trunc_normal(w->proj_w, t, proj, seed, 0.02);
+    params_init_trunc_normal(w->fc1_w, t, fc1, seed, 0.02);
+    params_init_trunc_normal(w->fc2_w, t, fc2, seed, 0.02);
     if (d->layer_scale) {
-        init_constant(w->ls1, D, layer_scale_init);
-        init_constant(w->ls2, D, layer_scale_init);
+        params_fill_floats(w->ls1, D, layer_scale_init);
+        params_fill_floats(w->ls2, D, layer_scale_init);
     }
     (void)Hd;  // biases and norm biases stay zero from params_allocate
 }
@@ -277,19 +256,19 @@ void vit_init_weights(Vit *vit, uint64_t seed) {
     const ParamTable *t = vit->params;
     int D = vit->D;
     Rng r;
-    rng_seed(&r, seed, name_hash("cls_token"));
+    rng_seed(&r, seed, params_name_hash("cls_token"));
     for (int c = 0; c < D; c++) vit->w.cls_token[c] = (float)(1e-6 * rng_normal(&r));
-    init_trunc_normal(vit->w.pos_embed, t, params_find(t, "pos_embed"), seed, 0.02);
-    init_trunc_normal(vit->w.patch_w, t, params_find(t, "patch_embed.proj.weight"), seed, 0.02);
-    init_constant(vit->w.patch_b, D, 0.0f);
-    if (vit->w.mask_token) init_trunc_normal(vit->w.mask_token, t, params_find(t, "mask_token"), seed, 0.02);
+    params_init_trunc_normal(vit->w.pos_embed, t, params_find(t, "pos_embed"), seed, 0.02);
+    params_init_trunc_normal(vit->w.patch_w, t, params_find(t, "patch_embed.proj.weight"), seed, 0.02);
+    params_fill_floats(vit->w.patch_b, D, 0.0f);
+    if (vit->w.mask_token) params_init_trunc_normal(vit->w.mask_token, t, params_find(t, "mask_token"), seed, 0.02);
     for (int l = 0; l < vit->cfg.depth; l++)
         block_init(&vit->w.blocks[l], t, vit->block_first[l], &vit->bdims, seed, vit->cfg.layer_scale_init);
-    init_constant(vit->w.norm_w, D, 1.0f);
-    init_constant(vit->w.norm_b, D, 0.0f);
+    params_fill_floats(vit->w.norm_w, D, 1.0f);
+    params_fill_floats(vit->w.norm_b, D, 0.0f);
     if (vit->w.head_w) {
-        init_trunc_normal(vit->w.head_w, t, params_find(t, "head.weight"), seed, 0.02);
-        init_constant(vit->w.head_b, vit->cfg.num_classes, 0.0f);
+        params_init_trunc_normal(vit->w.head_w, t, params_find(t, "head.weight"), seed, 0.02);
+        params_fill_floats(vit->w.head_b, vit->cfg.num_classes, 0.0f);
     }
 }
 

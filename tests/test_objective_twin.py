@@ -1,0 +1,256 @@
+"""The CCViT objective (blockwise mask + centroid replacement, token CE, pixel
+MSE through two extra blocks, NT-Xent over two views) in C against its PyTorch
+twin (tools/torch_twin.Pretrainer), on the same weights, inputs, masks and
+centroid ids: the corrupted encoder input, every loss term and every parameter
+gradient (encoder, mask token, token head, pixel head, projector); then 5 AdamW
+steps. Also the mask generator's exact counts and the loss switches.
+
+Reference in float64; observed relative errors: losses <= 4e-8, gradients
+<= 5.3e-6, weights after 5 steps <= 2.7e-5. Tolerances are ~4x those.
+"""
+import ctypes, os, sys
+import numpy as np
+import pytest
+from conftest import require
+
+torch = require("torch", "python3-torch")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+import torch_twin
+import cbind
+from cbind import ptr, f32, view
+
+c_int, c_float, c_void = ctypes.c_int, ctypes.c_float, ctypes.c_void_p
+TOL_LOSS, TOL_GRAD, TOL_WEIGHT = 2e-7, 2e-5, 1e-4
+
+
+class ObjectiveConfig(ctypes.Structure):
+    _fields_ = [("mask_ratio", c_float), ("min_mask_patches", c_int), ("replace_ratio", c_float),
+                ("w_token", c_float), ("w_pixel", c_float), ("w_contrast", c_float), ("temperature", c_float),
+                ("proj_hidden", c_int), ("proj_dim", c_int), ("mask_both_views", c_int),
+                ("mean", c_float * 3), ("std", c_float * 3), ("seed", ctypes.c_uint64)]
+
+
+class Losses(ctypes.Structure):
+    _fields_ = [("token", ctypes.c_double), ("pixel", ctypes.c_double), ("contrast", ctypes.c_double),
+                ("total", ctypes.c_double), ("scored", c_int)]
+
+
+ENC = dict(img_size=28, patch_size=4, in_chans=1, embed_dim=48, depth=4, num_heads=3, mlp_ratio=2.0, qkv_bias=1,
+           layer_scale_init=0.0, num_classes=0)
+K, B = 24, 6
+MEAN, STD = 0.3, 0.35
+
+
+@pytest.fixture(scope="module")
+def C():
+    lib = cbind.load()
+    lib.tokenizer_from_centroids.restype = c_void
+    lib.tokenizer_from_centroids.argtypes = [c_void, c_void, c_int, c_int, c_int]
+    lib.objective_create.restype = c_void
+    lib.objective_create.argtypes = [c_void, c_void, c_void, c_int, ctypes.c_uint64]
+    lib.objective_forward.restype = Losses
+    lib.objective_forward.argtypes = [c_void, c_void, c_void, c_void, c_int, ctypes.c_int64, c_float]
+    lib.objective_backward.argtypes = [c_void, c_float]
+    lib.objective_destroy.argtypes = [c_void]
+    for f, t in (("objective_params", c_void), ("objective_mask", ctypes.POINTER(ctypes.c_uint8)),
+                 ("objective_replaced", ctypes.POINTER(ctypes.c_uint8)), ("objective_ids", ctypes.POINTER(ctypes.c_int32)),
+                 ("objective_images", cbind.FP)):
+        getattr(lib, f).restype = t
+        getattr(lib, f).argtypes = [c_void]
+    lib.block_mask_generate.argtypes = [c_void, c_int, c_int, c_int, c_int, c_void]
+    lib.replacement_generate.argtypes = [c_void, c_void, c_int, c_int, c_void]
+    lib.rng_seed.argtypes = [c_void, ctypes.c_uint64, ctypes.c_uint64]
+    return lib
+
+
+class Table:
+    """Name -> numpy views of a C ParamTable."""
+
+    def __init__(self, lib, table):
+        self.lib, self.t = lib, table
+        n = lib.params_count(table)
+        self.index = {lib.params_name(table, i).decode(): i for i in range(n)}
+
+    def _view(self, name, getter):
+        i = self.index[name]
+        shape = [self.lib.params_dim(self.t, i, k) for k in range(self.lib.params_ndim(self.t, i))]
+        return np.ctypeslib.as_array(getter(self.t, i), shape=(self.lib.params_numel(self.t, i),)).reshape(shape)
+
+    def data(self, name):
+        return self._view(name, self.lib.params_data)
+
+    def grad(self, name):
+        return self._view(name, self.lib.params_grad)
+
+
+def make(C, w_token=1.0, w_pixel=1.0, w_contrast=1.0, mask_both=0, seed=3):
+    r = np.random.default_rng(seed)
+    d = ENC["in_chans"] * ENC["patch_size"] ** 2
+    cents = f32(r.random((K, d)))
+    tok = C.tokenizer_from_centroids(ptr(cents), None, K, ENC["patch_size"], ENC["in_chans"])
+    oc = ObjectiveConfig(mask_ratio=0.4, min_mask_patches=4, replace_ratio=0.1, w_token=w_token, w_pixel=w_pixel,
+                         w_contrast=w_contrast, temperature=0.2, proj_hidden=40, proj_dim=16,
+                         mask_both_views=mask_both, seed=seed)
+    oc.mean[0], oc.std[0] = MEAN, STD
+    vc = cbind.VitConfig(**ENC, use_mask_token=1)
+    o = C.objective_create(ctypes.byref(vc), ctypes.byref(oc), tok, B, seed)
+    table = Table(C, C.objective_params(o))
+    twin = torch_twin.Pretrainer({k: v for k, v in ENC.items()}, K, w_token, w_pixel, w_contrast, 0.2, 40, 16).double()
+    sd = twin.state_dict()
+    for n in sd:
+        cn = twin.c_name(n)
+        assert cn in table.index, f"twin tensor {n} ({cn}) missing in C"
+        sd[n] = torch.tensor(table.data(cn), dtype=torch.float64)
+    assert len(sd) == len(table.index), f"C has extra tensors: {set(table.index) - {twin.c_name(n) for n in sd}}"
+    twin.load_state_dict(sd)
+    return o, table, twin, cents
+
+
+def batch(seed):
+    r = np.random.default_rng(seed)
+    S = ENC["img_size"]
+    clean1 = f32(r.random((B, 1, S, S)))
+    clean2 = f32(r.random((B, 1, S, S)))
+    return f32((clean1 - MEAN) / STD), clean1, f32((clean2 - MEAN) / STD)
+
+
+def run_c(C, o, v1, c1, v2, step):
+    L = C.objective_forward(o, ptr(v1), ptr(c1), ptr(v2), B, step, -1.0)
+    C.objective_backward(o, 1.0)
+    return L
+
+
+def c_state(C, o, views, corrupt=True):
+    N = (ENC["img_size"] // ENC["patch_size"]) ** 2
+    mask = view(C.objective_mask(o), (views * B, N)).astype(bool)
+    # without masked modeling there are no replacement or id buffers
+    rep = view(C.objective_replaced(o), (B, N)).astype(bool) if corrupt else np.zeros((B, N), bool)
+    ids = view(C.objective_ids(o), (B, N)).astype(np.int64) if corrupt else np.zeros((B, N), np.int64)
+    S = ENC["img_size"]
+    images = view(C.objective_images(o), (views * B, 1, S, S)).copy()
+    return mask, rep, ids, images
+
+
+def expected_images(v1, v2, rep, ids, cents, views):
+    """view1 with replaced patches set to their centroid's normalised pixels, then view2."""
+    P, S = ENC["patch_size"], ENC["img_size"]
+    img = v1.copy()
+    g = S // P
+    for b, n in zip(*np.nonzero(rep)):
+        py, px = divmod(n, g)
+        img[b, 0, py * P:(py + 1) * P, px * P:(px + 1) * P] = ((cents[ids[b, n]] - MEAN) / STD).reshape(P, P)
+    return np.concatenate([img, v2]) if views == 2 else img
+
+
+def rel(a, b):
+    b = np.asarray(b, np.float64)
+    return float(np.max(np.abs(np.asarray(a, np.float64) - b)) / (np.max(np.abs(b)) + 1e-30))
+
+
+def brute_ids(c1, cents):
+    P = ENC["patch_size"]
+    p = torch_twin.Pretrainer.patchify(type("x", (), {"P": P})(), torch.tensor(c1)).numpy()
+    dist = ((p[..., None, :].astype(np.float64) - cents[None, None].astype(np.float64)) ** 2).sum(-1)
+    return dist.argmin(-1)
+
+
+@pytest.mark.parametrize("weights", [(1, 1, 1), (1, 1, 0), (0, 0, 1), (0, 1, 0)], ids=["all", "ccvit", "contrastive", "pixel"])
+def test_objective_matches_twin(C, weights):
+    wt, wp, wc = weights
+    o, table, twin, cents = make(C, *weights)
+    views = 2 if wc > 0 else 1
+    v1, c1, v2 = batch(10)
+    L = run_c(C, o, v1, c1, v2, 0)
+    corrupt = wt > 0 or wp > 0
+    mask, rep, ids, images = c_state(C, o, views, corrupt)
+    if corrupt:
+        N = mask.shape[1]
+        assert (mask[:B].sum(1) == round(0.4 * N)).all(), "mask count is not exact"
+        assert (rep.sum(1) == round(0.1 * N)).all(), "replacement count is not exact"
+        assert not (mask[:B] & rep).any(), "a replaced patch is also masked"
+        agree = (ids == brute_ids(c1, cents)).mean()
+        assert agree > 0.999, f"token ids agree with float64 brute force on only {agree:.4f}"
+    else:
+        assert not mask.any()
+    exp = expected_images(v1, v2, rep, ids, cents, views)
+    assert rel(images, exp) < 1e-6, "encoder input (centroid replacement) differs"
+
+    tot, ce, mse, nce = twin(torch.tensor(images, dtype=torch.float64), torch.tensor(c1, dtype=torch.float64),
+                             torch.tensor(mask), torch.tensor(mask[:B] | rep), torch.tensor(ids))
+    tot.backward()
+    for name, ours, ref in (("token", L.token, ce), ("pixel", L.pixel, mse), ("contrast", L.contrast, nce), ("total", L.total, tot)):
+        e = abs(ours - ref.item()) / (abs(ref.item()) + 1e-12)
+        print(f"{weights} {name}: C {ours:.6f} torch {ref.item():.6f} rel {e:.1e}")
+        assert e < TOL_LOSS, f"{name} loss differs: {ours} vs {ref.item()}"
+    worst, count = 0, 0
+    for n, p in twin.named_parameters():
+        if p.grad is None:
+            assert not np.any(table.grad(twin.c_name(n))), f"{n}: twin has no gradient but C does"
+            continue
+        e = rel(table.grad(twin.c_name(n)), p.grad)
+        worst, count = max(worst, e), count + 1
+        assert e < TOL_GRAD, f"gradient of {twin.c_name(n)}: relative error {e:.2e}"
+    print(f"{weights}: worst gradient error over {count} tensors {worst:.2e}")
+    C.objective_destroy(o)
+
+
+def test_objective_adamw_steps_match_twin(C):
+    o, table, twin, cents = make(C, seed=5)
+    opt = cbind.AdamWState()
+    C.adamw_init(ctypes.byref(opt), c_void(C.objective_params(o)), 0.9, 0.999, 1e-8, 0.05)
+    groups = torch_twin.adamw_param_groups(twin.encoder, 0.05)
+    heads = list(twin.pretrain.named_parameters())
+    groups[0]["params"] += [p for n, p in heads if p.ndim >= 2]
+    groups[1]["params"] += [p for n, p in heads if p.ndim < 2]
+    topt = torch.optim.AdamW(groups, lr=1e-3, eps=1e-8)
+    for step in range(5):
+        v1, c1, v2 = batch(100 + step)
+        C.params_zero_grad(c_void(C.objective_params(o)))
+        L = run_c(C, o, v1, c1, v2, step)
+        C.clip_grad_norm(ctypes.byref(opt), c_void(C.objective_params(o)), 1.0)
+        C.adamw_step(ctypes.byref(opt), c_void(C.objective_params(o)), c_float(1e-3))
+        mask, rep, ids, images = c_state(C, o, 2)
+        topt.zero_grad()
+        tot = twin(torch.tensor(images, dtype=torch.float64), torch.tensor(c1, dtype=torch.float64),
+                   torch.tensor(mask), torch.tensor(mask[:B] | rep), torch.tensor(ids))[0]
+        tot.backward()
+        torch.nn.utils.clip_grad_norm_(twin.parameters(), 1.0)
+        topt.step()
+        e = abs(L.total - tot.item()) / abs(tot.item())
+        print(f"step {step}: C {L.total:.6f} torch {tot.item():.6f} rel {e:.1e}")
+        assert e < TOL_LOSS * 4
+    D = ENC["embed_dim"]
+    worst = 0
+    for n, p in twin.named_parameters():
+        ours, ref = table.data(twin.c_name(n)), p.detach().numpy()
+        if n.endswith("attn.qkv.bias"):  # key bias: zero true gradient, see test_vit_twin.py
+            ours, ref = np.concatenate([ours[:D], ours[2 * D:]]), np.concatenate([ref[:D], ref[2 * D:]])
+        e = rel(ours, ref)
+        worst = max(worst, e)
+        assert e < TOL_WEIGHT, f"{twin.c_name(n)} after 5 steps: relative error {e:.2e}"
+    print(f"worst weight error after 5 steps: {worst:.2e}")
+    C.objective_destroy(o)
+
+
+def test_mask_generator_counts_and_blocks(C):
+    """Exact counts at several ratios and grid sizes, and the blocks are blocks:
+    most masked patches have a masked 4-neighbour (random scatter would not)."""
+    rng = cbind.np.zeros(4, np.uint64)
+    for grid, ratio in ((7, 0.4), (14, 0.4), (14, 0.75), (8, 0.1)):
+        n = grid * grid
+        target = round(ratio * n)
+        neigh = []
+        for s in range(50):
+            C.rng_seed(ptr(rng), 1, s)
+            m = np.zeros(n, np.uint8)
+            C.block_mask_generate(ptr(m), grid, grid, target, 4, ptr(rng))
+            assert m.sum() == target, f"grid {grid} ratio {ratio}: {m.sum()} masked, want {target}"
+            r = np.zeros(n, np.uint8)
+            C.replacement_generate(ptr(r), ptr(m), n, round(0.1 * n), ptr(rng))
+            assert r.sum() == round(0.1 * n) and not (r & m).any()
+            g = m.reshape(grid, grid).astype(bool)
+            nb = np.zeros_like(g)
+            nb[1:] |= g[:-1]; nb[:-1] |= g[1:]; nb[:, 1:] |= g[:, :-1]; nb[:, :-1] |= g[:, 1:]
+            neigh.append((g & nb).sum() / max(1, g.sum()))
+        print(f"grid {grid} ratio {ratio}: share of masked patches with a masked neighbour {np.mean(neigh):.2f}")
+        assert np.mean(neigh) > 0.8

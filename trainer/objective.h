@@ -1,0 +1,116 @@
+// objective.h: the CCViT pretraining objective, with an optional contrastive
+// term, on top of the ViT encoder.
+//
+//   view1 --(blockwise mask + centroid replacement)--> encoder --+--> final norm --> token head (D->K): CE vs clean ids
+//                                                                 +--> [CLS of last block | patches of block depth-3]
+//                                                                 |      --> 2 blocks --> LN --> Linear(D->P*P*C): MSE vs per-patch normalised clean pixels
+//   view2 (clean) --------------------------------> encoder --> final norm CLS --+--> projector (D->hidden->out, GELU), L2 --> NT-Xent
+//   view1's final norm CLS ------------------------------------------------------+
+//
+// Both views run through the encoder as one batch of 2B. The token and pixel
+// losses are taken over masked U replaced positions. A loss weight of 0 removes
+// its head, its parameters and its compute (w_contrast 0: no second view).
+#pragma once
+#include <stdint.h>
+
+#include "params.h"
+#include "tokenizer.h"
+#include "vit.h"
+
+typedef struct {
+    float mask_ratio;          // share of patches masked (blockwise), exact count
+    int min_mask_patches;      // smallest block
+    float replace_ratio;       // share of all patches replaced by their centroid's pixels
+    float w_token, w_pixel, w_contrast;
+    float temperature;         // NT-Xent
+    int proj_hidden, proj_dim;
+    int mask_both_views;       // corrupt view2 as well (its own mask)
+    float mean[3], std[3];     // the loader's normalisation, to normalise centroid pixels
+    uint64_t seed;             // masking draws come from (seed, step, image)
+} ObjectiveConfig;
+
+typedef struct {
+    double token, pixel, contrast, total;  // unweighted terms and the weighted total
+    int scored;                            // positions in the token / pixel losses
+} ObjectiveLosses;
+
+typedef struct {
+    ObjectiveConfig cfg;
+    Vit *vit;
+    Tokenizer *tok;
+    ParamTable *params;
+    int K, patch_dim, n_mask, n_replace, views, depth, mid_block;
+    int use_token, use_pixel, use_contrast, corrupt;
+    int max_batch;
+
+    // heads (values w, gradients g)
+    float *tok_w, *tok_b, *gtok_w, *gtok_b;
+    BlockDims ph_dims;
+    int ph_first[2];
+    BlockWeights ph_w[2], ph_g[2];
+    float *ph_norm_w, *ph_norm_b, *ph_proj_w, *ph_proj_b;
+    float *gph_norm_w, *gph_norm_b, *gph_proj_w, *gph_proj_b;
+    float *pj_fc1_w, *pj_fc1_b, *pj_fc2_w, *pj_fc2_b;
+    float *gpj_fc1_w, *gpj_fc1_b, *gpj_fc2_w, *gpj_fc2_b;
+    int idx_tok_w, idx_ph_norm_w, idx_ph_proj_w, idx_pj_fc1_w, idx_pj_fc2_w;
+
+    Arena acts, grads;
+    // inputs and targets
+    float *images;             // [V*B,C,H,W] encoder input (view1 corrupted, view2)
+    float *clean_patches;      // [B,N,d] view1's clean crop, [0,1]
+    int32_t *ids;              // [B,N] clean patch -> centroid id
+    uint8_t *mask;             // [V*B,N] mask-token positions
+    uint8_t *replaced;         // [B,N] centroid-replaced positions
+    int32_t *scored;           // [B*N] flat b*N+n of masked U replaced (view1), ascending
+    int32_t *scored_ids;       // [B*N] their centroid ids
+    float *pix_target;         // [B*N,d] their per-patch normalised clean pixels
+    // token head
+    float *tok_in, *tok_logits, *tok_probs;     // [M,D], [M,K], [M,K]
+    // pixel head
+    float *ph_x;               // [B,T,D] input: CLS of the last block, patches of block depth-3
+    BlockActs ph_blocks[2];
+    float *ph_sel, *ph_norm, *ph_mean, *ph_rstd, *ph_pred;  // [M,D] x3, [M], [M], [M,d]
+    // projector and NT-Xent
+    float *pj_in, *pj_h, *pj_g, *pj_u, *pj_z, *pj_norm;     // [2B,D] [2B,H] [2B,H] [2B,O] [2B,O] [2B]
+    float *sim;                // [2B,2B] softmax rows (self excluded)
+    float *row_loss;           // [max(M, 2B)] scratch
+
+    // gradients
+    float *d_final, *d_last, *d_mid;        // [V*B,T,D] into the encoder
+    float *d_ph_x;                          // [B,T,D]
+    float *d_tok_in, *d_tok_logits;         // [M,D], [M,K]
+    float *d_ph_sel, *d_ph_norm, *d_ph_pred;  // [M,D], [M,D], [M,d]
+    float *d_pj_in, *d_pj_h, *d_pj_u, *d_pj_z;  // [2B,D] [2B,H] [2B,O] [2B,O]
+
+    ObjectiveLosses last;
+    int last_batch;
+    float w_contrast_step;     // the contrastive weight of the last forward (phase-in)
+} Objective;
+
+// Register the heads' tensors ("pretrain.*") in the table the encoder uses.
+void objective_register(Objective *o, Vit *vit, Tokenizer *tok, const ObjectiveConfig *cfg);
+void objective_bind(Objective *o);                    // after params_allocate
+void objective_init_weights(Objective *o, uint64_t seed);
+void objective_allocate(Objective *o, int max_batch);  // arenas; the Vit needs views*max_batch
+int objective_views(const ObjectiveConfig *cfg);       // 2 with the contrastive term, else 1
+
+// Forward and loss for one batch: view1 [B,C,H,W] normalised, clean1 [B,C,H,W]
+// in [0,1], view2 [B,C,H,W] (contrastive only). step picks the masking draws.
+// w_contrast_now overrides cfg.w_contrast for this step (phase-in); < 0 keeps it.
+ObjectiveLosses objective_forward(Objective *o, const float *view1, const float *clean1, const float *view2,
+                                  int B, int64_t step, float w_contrast_now);
+// Backward of the last forward; parameter gradients accumulate (scaled by dloss).
+void objective_backward(Objective *o, float dloss);
+
+// Forward FLOPs of one step's encoder passes and heads, for MFU figures.
+double objective_forward_flops(const Objective *o, int B);
+
+// For tests: a standalone objective with its own table.
+Objective *objective_create(const VitConfig *vcfg, const ObjectiveConfig *ocfg, Tokenizer *tok, int max_batch,
+                            uint64_t seed);
+void objective_destroy(Objective *o);
+ParamTable *objective_params(Objective *o);
+uint8_t *objective_mask(Objective *o);       // [V*B,N] of the last forward
+uint8_t *objective_replaced(Objective *o);   // [B,N]
+int32_t *objective_ids(Objective *o);        // [B,N]
+float *objective_images(Objective *o);       // [V*B,C,H,W] the encoder's input
