@@ -111,6 +111,9 @@ static DecodeStatus jpeg_decode(const uint8_t *data, size_t len, int channels, i
     else ci.out_color_space = channels == 1 ? JCS_GRAYSCALE : JCS_RGB;
     int k = 1;
     while (k < 8 && k / 8.0 < min_scale) k++;
+    // Plain chroma replication instead of triangle-filter upsampling: ~8% faster,
+    // invisible after the resize; PIL (fancy) differs by a level or two in colour.
+    ci.do_fancy_upsampling = FALSE;
     ci.scale_num = k;
     ci.scale_denom = 8;
     jpeg_start_decompress(&ci);
