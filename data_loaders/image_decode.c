@@ -120,8 +120,9 @@ static DecodeStatus jpeg_decode(const uint8_t *data, size_t len, int channels, i
     int fw = ci.output_width, fh = ci.output_height;
     out->full_width = fw;
     out->full_height = fh;
-    out->scale_x = (double)fw / ci.image_width;
-    out->scale_y = (double)fh / ci.image_height;
+    // Scaled pixel i covers original pixels [8i/k, 8(i+1)/k): the scale is k/8
+    // exactly, while the output size is rounded up (its last pixel is partial).
+    out->scale_x = out->scale_y = k / 8.0;
     // Region in scaled coordinates, widened to whole pixels and clamped.
     int rx0 = (int)(x0 * out->scale_x), ry0 = (int)(y0 * out->scale_y);
     int rx1 = (int)(x1 * out->scale_x + 0.999999), ry1 = (int)(y1 * out->scale_y + 0.999999);

@@ -109,8 +109,8 @@ int transform_sample(const LoaderConfig *cfg, const uint8_t *data, size_t len, I
     for (int v = 0; v < nviews; v++) {
         if (cfg->mode == LOADER_EVAL) {
             // The whole decoded image is resized; only the centre window is computed.
-            resample_u8(img->pixels, img->width, img->height, C, (size_t)img->width * C, 0, 0, img->width, img->height, rw, rh, cx, cy, S, S,
-                        cfg->interp, ts->crop, &ts->rs);
+            resample_u8(img->pixels, img->width, img->height, C, (size_t)img->width * C, 0, 0, W * img->scale_x,
+                        H * img->scale_y, rw, rh, cx, cy, S, S, cfg->interp, ts->crop, &ts->rs);
         } else {
             const ViewParams *p = &views[v];
             double bx0 = p->x * img->scale_x - img->off_x, bx1 = (p->x + p->w) * img->scale_x - img->off_x;

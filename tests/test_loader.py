@@ -10,6 +10,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHOTOS = os.path.join(ROOT, "..", "shared", "data", "imagenet-sample")
 
 
+def photo_classes():
+    return sorted(d for d in os.listdir(PHOTOS) if os.path.isdir(os.path.join(PHOTOS, d)))
+
+
 class Batch(ctypes.Structure):
     _fields_ = [("n", ctypes.c_int), ("channels", ctypes.c_int), ("height", ctypes.c_int), ("width", ctypes.c_int),
                 ("view1", ctypes.POINTER(ctypes.c_float)), ("view2", ctypes.POINTER(ctypes.c_float)),
@@ -129,7 +133,7 @@ def test_resized_crop_matches_torchvision(lib, interp):
     require("torchvision", "python3-torchvision"); import torchvision.transforms.functional as F
     import torchvision.transforms as T
     mode = getattr(T.InterpolationMode, interp.upper())
-    wnid = sorted(os.listdir(PHOTOS))[3]
+    wnid = photo_classes()[3]
     photo = Image.open(os.path.join(PHOTOS, wnid, sorted(os.listdir(os.path.join(PHOTOS, wnid)))[0])).convert("RGB")
     for img in (photo, photo.convert("L")):
         arr = np.asarray(img)
@@ -162,3 +166,85 @@ def test_fashion_mnist_shards_round_trip(lib, tmp_path):
     L.close()
     assert np.array_equal(got, labels)
     assert np.array_equal(np.rint(imgs[:, 0] * 255).astype(np.uint8), images)
+
+
+def pil_rgb_or_l(img, channels):
+    return np.asarray(img.convert("RGB" if channels == 3 else "L")).reshape(img.size[1], img.size[0], channels)
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_colour_types_match_pil(lib, tmp_path, channels):
+    """Grey and CMYK JPEGs; palette, RGBA, LA and 16-bit PNGs: decoded as PIL's
+    convert("RGB") / convert("L") would. PNG exact; JPEG within 3 levels (PIL
+    upsamples chroma with a triangle filter, we replicate). One deliberate
+    difference: 16-bit grey keeps its high byte (PIL's I;16 -> L clips at 255)."""
+    require("PIL", "python3-pil")
+    from PIL import Image
+    rng = np.random.default_rng(2)
+    base = np.zeros((32, 32, 3), np.uint8)
+    base[..., 0] = np.arange(32)[None, :] * 8
+    base[..., 1] = np.arange(32)[:, None] * 8
+    base[..., 2] = 128
+    rgb = Image.fromarray(base)
+    cases = {
+        "grey.jpg": rgb.convert("L"),
+        "cmyk.jpg": rgb.convert("CMYK"),
+        "palette.png": rgb.convert("P", palette=Image.ADAPTIVE, colors=64),
+        "rgba.png": Image.fromarray(np.dstack([base, rng.integers(0, 256, (32, 32), dtype=np.uint8)]), "RGBA"),
+        "la.png": rgb.convert("LA"),
+        "grey16.png": Image.fromarray((np.arange(32 * 32).reshape(32, 32) * 61).astype(np.uint16)),
+    }
+    want = []
+    cls = tmp_path / "c"
+    cls.mkdir()
+    for i, (name, img) in enumerate(cases.items()):
+        path = cls / f"{i}_{name}"
+        img.save(path, quality=95) if name.endswith(".jpg") else img.save(path)
+        if name == "grey16.png":
+            hi = (np.asarray(img) >> 8).astype(np.uint8)
+            want.append((name, np.repeat(hi[..., None], channels, axis=2)))
+        else:
+            want.append((name, pil_rgb_or_l(Image.open(path), channels)))
+    L = PyLoader(lib, image_folder=str(tmp_path), mode="eval", batch_size=8, image_size=32, eval_resize=32,
+                 channels=channels)
+    imgs, _ = L.epoch()
+    L.close()
+    assert len(imgs) == len(cases)
+    for (name, ref), got in zip(want, imgs):
+        got = np.rint(got.transpose(1, 2, 0) * 255).astype(int)
+        diff = np.abs(got - ref.astype(int)).max()
+        assert diff <= (3 if name.endswith(".jpg") else 0), f"{name}: max diff {diff}"
+
+
+def test_eval_transform_matches_torchvision(lib, tmp_path):
+    """Resize(256) + CenterCrop(224), bicubic, on PNG copies of photos (full-
+    resolution decode): exact. On the JPEGs themselves we decode at a reduced
+    DCT scale (7/8 or less), so only close: mean |diff| < 1.5 levels."""
+    require("torchvision", "python3-torchvision")
+    from PIL import Image
+    import torchvision.transforms as T
+    tf = T.Compose([T.Resize(256, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(224)])
+    wnids = photo_classes()[:6]
+    for fmt in ("png", "jpg"):
+        root = tmp_path / fmt
+        refs = []
+        for k, w in enumerate(wnids):
+            (root / f"class{k}").mkdir(parents=True)
+            src = os.path.join(PHOTOS, w, sorted(os.listdir(os.path.join(PHOTOS, w)))[0])
+            img = Image.open(src).convert("RGB")
+            dst = root / f"class{k}" / f"img.{fmt}"
+            if fmt == "png":
+                img.save(dst)
+            else:
+                dst.write_bytes(open(src, "rb").read())
+            refs.append(np.asarray(tf(img)))
+        L = PyLoader(lib, image_folder=str(root), mode="eval", batch_size=4, image_size=224, eval_resize=256,
+                     interp="bicubic")
+        imgs, _ = L.epoch()
+        L.close()
+        got = np.rint(imgs.transpose(0, 2, 3, 1) * 255).astype(int)
+        diff = np.abs(got - np.stack(refs).astype(int))
+        if fmt == "png":
+            assert diff.max() == 0, f"PNG eval transform: max diff {diff.max()}"
+        else:
+            assert diff.mean() < 1.5, f"JPEG eval transform: mean diff {diff.mean():.2f}"
