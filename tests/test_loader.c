@@ -45,17 +45,21 @@ static void add_sample(TarWriter *tw, int key, const char *ext, const uint8_t *i
     }
 }
 
-// n samples with keys first.., labels key % 7, w x w images.
-static void write_shard(const char *path, int first, int n, int w, int ch, int jpeg) {
+// n samples with keys first.., labels key % label_mod, w x w images.
+static void write_shard_mod(const char *path, int first, int n, int w, int ch, int jpeg, int label_mod) {
     TarWriter tw;
     tar_writer_open(&tw, path);
     for (int k = first; k < first + n; k++) {
         size_t len;
         uint8_t *img = make_image(w, w, ch, k, jpeg, &len);
-        add_sample(&tw, k, jpeg ? "jpg" : "png", img, len, k % 7);
+        add_sample(&tw, k, jpeg ? "jpg" : "png", img, len, k % label_mod);
         free(img);
     }
     tar_writer_close(&tw);
+}
+
+static void write_shard(const char *path, int first, int n, int w, int ch, int jpeg) {
+    write_shard_mod(path, first, n, w, ch, jpeg, 7);
 }
 
 static uint64_t fnv(uint64_t h, const void *p, size_t n) {
@@ -203,6 +207,42 @@ static void test_determinism_and_resume(void) {
     CHECK("seed_changes_batches", h3[0] != h1[0], "seed 99 gave the seed-1234 batch");
 }
 
+// Two ranks over shards of unequal size: the same number of steps, and
+// disjoint samples within an epoch (labels are unique keys here).
+static void test_rank_split(void) {
+    const int sizes[5] = {10, 14, 6, 9, 11};
+    for (int s = 0, first = 0; s < 5; first += sizes[s++]) {
+        char p[256];
+        snprintf(p, sizeof p, DIR "/ranks-%06d.tar", s);
+        write_shard_mod(p, first, sizes[s], 8, 1, 0, 1000);
+    }
+    int ok = 1, steps_equal = 1;
+    for (int epoch = 0; epoch < 3; epoch++) {
+        uint8_t used[50] = {0};
+        int64_t steps[2];
+        for (int r = 0; r < 2; r++) {
+            LoaderConfig c;
+            loader_config_defaults(&c);
+            c.shards = DIR "/ranks-{000000..000004}.tar";
+            c.batch_size = 4, c.image_size = 8, c.channels = 1, c.num_threads = 1;
+            c.rank = r, c.world_size = 2, c.seed = 7, c.shuffle_bytes = 3000;
+            Loader *L = loader_open(&c);
+            Batch b;
+            // Walk to the epoch, then read it whole.
+            while (loader_next(L, &b) && b.epoch < epoch) {}
+            steps[r] = 0;
+            do {
+                steps[r]++;
+                for (int i = 0; i < b.n; i++) ok &= b.labels[i] < 50 && !used[b.labels[i]]++;
+                ok &= b.n == 4;
+            } while (loader_next(L, &b) && b.epoch == epoch);
+            loader_close(L);
+        }
+        steps_equal &= steps[0] == steps[1] && steps[0] >= 1;
+    }
+    CHECK("ranks_equal_steps_disjoint_samples", ok && steps_equal, "disjoint/full %d, equal steps %d", ok, steps_equal);
+}
+
 // Every bad-input case, one sample each (plus whole-shard cases).
 static void test_bad_input(void) {
     TarWriter tw;
@@ -338,6 +378,7 @@ int main(void) {
     test_round_trip(1, 3);
     test_round_trip(1, 1);
     test_determinism_and_resume();
+    test_rank_split();
     test_bad_input();
     expect_fatal("missing_folder_is_fatal", open_missing_folder, "does not exist");
     expect_fatal("empty_shard_list_is_fatal", open_empty_list, "expands to no shards");

@@ -1,7 +1,7 @@
 // bench_loader: images/s of the training pipeline (decode, RandomResizedCrop,
 // flip, normalise) over shards, and how it shares the cores with an OpenMP
 // compute loop standing in for the trainer's step.
-// usage: bench_loader SHARDS THREADS [images=2000] [size=224] [interp=bicubic]
+// usage: bench_loader SHARDS THREADS [images=2000] [size=224] [interp=bicubic] [channels=3]
 //        bench_loader --shared SHARDS THREADS NICE STEP_MS [steps=40] [batch=32]
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,7 +17,8 @@ static int omp_threads(void) { return 1; }
 #include "common.h"
 #include "loader.h"
 
-static Loader *open_train(const char *shards, int threads, int batch, int size, const char *interp, int nice) {
+static Loader *open_train(const char *shards, int threads, int batch, int size, const char *interp, int nice,
+                          int channels) {
     LoaderConfig c;
     loader_config_defaults(&c);
     c.shards = shards;
@@ -26,6 +27,7 @@ static Loader *open_train(const char *shards, int threads, int batch, int size, 
     c.image_size = size;
     c.interp = strcmp(interp, "bilinear") ? INTERP_BICUBIC : INTERP_BILINEAR;
     c.nice = nice;
+    c.channels = channels;
     c.queue_batches = 2;
     return loader_open(&c);
 }
@@ -62,7 +64,7 @@ static int shared_mode(int argc, char **argv) {
     compute_work(iters);
     iters = (long)(step_ms * 1e-3 / ((now_seconds() - t) / iters));
 
-    Loader *L = open_train(shards, threads, batch, 224, "bicubic", nice);
+    Loader *L = open_train(shards, threads, batch, 224, "bicubic", nice, 3);
     Batch b;
     loader_next(L, &b);  // start-up not counted
     compute_work(iters);
@@ -101,11 +103,11 @@ int main(int argc, char **argv) {
         if (argc < 6) fatal("usage: bench_loader --shared SHARDS THREADS NICE STEP_MS [steps] [batch]");
         return shared_mode(argc, argv);
     }
-    if (argc < 3) fatal("usage: bench_loader SHARDS THREADS [images] [size] [interp]");
+    if (argc < 3) fatal("usage: bench_loader SHARDS THREADS [images] [size] [interp] [channels]");
     int threads = atoi(argv[2]), images = argc > 3 ? atoi(argv[3]) : 2000, size = argc > 4 ? atoi(argv[4]) : 224;
     const char *interp = argc > 5 ? argv[5] : "bicubic";
-    int batch = 32;
-    Loader *L = open_train(argv[1], threads, batch, size, interp, 0);
+    int channels = argc > 6 ? atoi(argv[6]) : 3, batch = 32;
+    Loader *L = open_train(argv[1], threads, batch, size, interp, 0, channels);
     Batch b;
     loader_next(L, &b);  // warm-up: thread start, first batch
     int n = 0;
