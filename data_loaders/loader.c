@@ -6,7 +6,8 @@
 // So the batches never depend on which thread ran what, or when.
 //
 // Epoch plan: shards shuffled by (seed, epoch), the same on every rank; rank r
-// takes every world_size-th shard. Train: every rank runs
+// takes every world_size-th shard (eval: every world_size-th sample, so that
+// any number of ranks works with any number of shards). Train: every rank runs
 // min_r floor(samples_r / B) steps, so all ranks step together; the stream is
 // cut or padded to exactly steps * B positions. A skipped sample leaves its
 // slot empty and the batch is compacted (n < B). Eval: no shuffle, every
@@ -169,14 +170,18 @@ static int64_t epoch_order(const Loader *L, int64_t epoch, int rank, int64_t **o
         rng_seed(&r, L->cfg.seed, 0x5348554646ULL + (uint64_t)epoch * 0x100000001ULL);  // "SHUFF" + epoch: same on all ranks
         rng_shuffle_u32(&r, perm, n);
     }
-    // ImageFolder train: equal shares; shards: every W-th.
+    // ImageFolder: every W-th file (train: equal shares). Shards, train: every
+    // W-th shard. Shards, eval: every shard, and read_epoch keeps every W-th
+    // sample, so any number of ranks sees each sample once.
+    int sample_split = !train && !L->is_folder;
     int64_t usable = L->is_folder && train ? n / W * W : n;
     int64_t cnt = 0, samples = 0;
-    *order = xmalloc(sizeof(int64_t) * (n / W + 1), "rank order");
-    for (int64_t i = rank; i < usable; i += W) {
+    *order = xmalloc(sizeof(int64_t) * (n + 1), "rank order");
+    for (int64_t i = sample_split ? 0 : rank; i < usable; i += sample_split ? 1 : W) {
         (*order)[cnt++] = perm[i];
         samples += L->is_folder ? 1 : L->shard_len[perm[i]];
     }
+    if (sample_split) samples = samples > rank ? (samples - rank + W - 1) / W : 0;
     free(perm);
     *n_order = cnt;
     return samples;
@@ -294,6 +299,9 @@ static void read_epoch(ReaderState *rs) {
     ShuffleBuffer sb = {0};
     sb.limit = L->cfg.mode == LOADER_TRAIN && !L->is_folder ? L->cfg.shuffle_bytes : 0;
     rng_seed(&sb.rng, L->cfg.seed, 0x42554646ULL + ((uint64_t)rs->epoch << 20) + L->cfg.rank);
+    // Eval over shards: each rank keeps every world_size-th sample (see epoch_order).
+    int sample_stride = L->cfg.mode == LOADER_EVAL && !L->is_folder ? L->cfg.world_size : 1;
+    int64_t sample_index = 0;
     for (int64_t i = 0; i < n && !L->stop && rs->pos < rs->npos; i++) {
         WorkItem it = {0};
         it.skip = -1;
@@ -313,6 +321,7 @@ static void read_epoch(ReaderState *rs) {
         const char *shard = L->shards[order[i]];
         WdsReader wr;
         if (wds_open(&wr, shard) != 0) {
+            if (sample_stride > 1 && sample_index++ % sample_stride != L->cfg.rank) continue;
             it.skip = SKIP_UNREADABLE_SHARD;
             it.where = where_of(shard, "(whole shard)");
             snprintf(it.detail, sizeof it.detail, "%s", strerror(errno));
@@ -321,6 +330,7 @@ static void read_epoch(ReaderState *rs) {
         }
         WdsSample s = {0};
         while (!L->stop && wds_next(&wr, &s) == 1) {
+            if (sample_stride > 1 && sample_index++ % sample_stride != L->cfg.rank) continue;
             WorkItem w = {0};
             w.skip = s.skip;
             memcpy(w.detail, s.detail, sizeof w.detail);

@@ -241,6 +241,25 @@ static void test_rank_split(void) {
         steps_equal &= steps[0] == steps[1] && steps[0] >= 1;
     }
     CHECK("ranks_equal_steps_disjoint_samples", ok && steps_equal, "disjoint/full %d, equal steps %d", ok, steps_equal);
+
+    // Eval: 3 ranks over 2 shards (fewer shards than ranks) still see every sample once.
+    uint8_t seen[50] = {0};
+    int total = 0;
+    for (int r = 0; r < 3; r++) {
+        LoaderConfig c;
+        loader_config_defaults(&c);
+        c.shards = DIR "/ranks-{000000..000001}.tar";
+        c.mode = LOADER_EVAL;
+        c.batch_size = 4, c.image_size = 8, c.channels = 1, c.rank = r, c.world_size = 3;
+        Loader *L = loader_open(&c);
+        Batch b;
+        while (loader_next(L, &b))
+            for (int i = 0; i < b.n; i++, total++) seen[b.labels[i] % 50]++;
+        loader_close(L);
+    }
+    int once = total == 24;
+    for (int k = 0; k < 24; k++) once &= seen[k] == 1;
+    CHECK("eval_ranks_see_every_sample_once", once, "%d samples over 3 ranks, expected 24 once each", total);
 }
 
 // Every bad-input case, one sample each (plus whole-shard cases).
