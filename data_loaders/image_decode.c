@@ -64,12 +64,13 @@ static void jpeg_message(struct jpeg_decompress_struct *ci, char *err, size_t er
     snprintf(err, errlen, "%s", buf);
 }
 
-// A JPEG must end with an EOI marker; a cut-off file usually does not, and
-// libjpeg would otherwise pad it silently with grey if the cut lies below the
-// region we decode. Allow a little trailing junk, as cameras write.
+// A JPEG must contain an end-of-image marker; a cut-off file usually has
+// none, and libjpeg would pad it silently with grey if the cut lies below the
+// region we decode. Searching backwards from the end tolerates trailing junk
+// of any size (some cameras append metadata); entropy-coded data cannot
+// contain FF D9, so the search is fast for intact files.
 static int jpeg_has_eoi(const uint8_t *d, size_t n) {
-    size_t lo = n > 256 ? n - 256 : 0;
-    for (size_t i = n; i-- > lo + 1;)
+    for (size_t i = n; i-- > 1;)
         if (d[i - 1] == 0xFF && d[i] == 0xD9) return 1;
     return 0;
 }

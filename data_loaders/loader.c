@@ -76,7 +76,8 @@ struct Loader {
     size_t sample_floats;  // C*S*S
 
     int64_t start_epoch, start_step;   // where the reader begins
-    int started, stop;
+    int started;
+    atomic_int stop;                   // read without the lock by the reader's loops
     pthread_t reader;
     pthread_t *workers;
     pthread_mutex_t mu;
