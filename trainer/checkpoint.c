@@ -1,8 +1,8 @@
 // checkpoint.c: HDF5 checkpoints (see checkpoint.h for the layout).
 //
-// Saving builds the whole file in memory (HDF5 core driver), then writes it with
-// plain write() to a temporary name, so every disk error surfaces here with its
-// errno and the partial file can be removed. Loading stages every tensor before
+// Saving builds the whole file in memory (HDF5 core driver) and writes it to a
+// temporary name in one go at close, so every disk error surfaces at one place
+// with its errno and the partial file can be removed. Loading stages every tensor before
 // touching the caller's state, so a failed load changes nothing.
 #include "checkpoint.h"
 
@@ -99,28 +99,17 @@ static int errno_message(char *err, size_t errlen, const char *what, const char 
     return ERR("%s '%s': %s%s", what, path, strerror(e), hint);
 }
 
-// buf -> path, atomically: `<path>.tmp.<pid>`, fsync, rename, fsync the folder.
-static int write_atomic(const char *path, const void *buf, size_t n, char *err, size_t errlen) {
-    char tmp[PATH_MAX + 32];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return errno_message(err, errlen, "cannot create checkpoint file", tmp, errno);
-    const char *p = buf;
-    size_t left = n;
-    int e = 0;
-    while (left && !e) {
-        ssize_t w = write(fd, p, left);
-        if (w < 0 && errno != EINTR) e = errno;
-        if (w > 0) p += w, left -= (size_t)w;
-    }
-    if (!e && fsync(fd) != 0) e = errno;
-    if (close(fd) != 0 && !e) e = errno;
+// tmp -> path once tmp is complete: fsync, rename, fsync the folder. On failure
+// tmp is removed.
+static int commit_file(const char *tmp, const char *path, int e, char *err, size_t errlen) {
+    int fd = e ? -1 : open(tmp, O_RDONLY | O_CLOEXEC);
+    if (!e && fd < 0) e = errno;
+    if (fd >= 0 && fsync(fd) != 0) e = errno;
+    if (fd >= 0) close(fd);
     if (!e && rename(tmp, path) != 0) e = errno;
     if (e) {
         unlink(tmp);
-        char what[PATH_MAX + 64];
-        snprintf(what, sizeof what, "cannot write checkpoint (partial file removed, previous checkpoints kept)");
-        return errno_message(err, errlen, what, path, e);
+        return errno_message(err, errlen, "cannot write checkpoint (partial file removed, previous checkpoints kept)", path, e);
     }
     fsync_folder_of(path);
     return 0;
@@ -128,7 +117,10 @@ static int write_atomic(const char *path, const void *buf, size_t n, char *err, 
 
 int checkpoint_save(const char *path, const CheckpointState *s, char *err, size_t errlen) {
     if (!s->params || !s->params->data) return ERR("checkpoint_save '%s': no parameters given", path);
-    hid_t f = h5_create_in_memory();
+    char tmp[PATH_MAX + 32];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    hid_t f = h5_create_buffered(tmp);
+    if (f < 0) return commit_file(tmp, path, errno, err, errlen);
     write_tensors(f, s->params, s->params->data, 1);
     if (s->opt) {
         hid_t o = h5_group_create(f, "optimizer");
@@ -161,12 +153,7 @@ int checkpoint_save(const char *path, const CheckpointState *s, char *err, size_
     h5_attr_write_str(f, "created_utc", created);
     h5_attr_write_bytes(f, "rng_states", s->rng, s->rng ? s->rng_size : 0);
     h5_attr_write_bytes(f, "loader_cursor", s->cursor, s->cursor ? s->cursor_size : 0);
-    size_t n;
-    void *image = h5_file_image(f, &n);
-    H5Fclose(f);
-    int rc = write_atomic(path, image, n, err, errlen);
-    xfree(image);
-    return rc;
+    return commit_file(tmp, path, h5_close_buffered(f), err, errlen);
 }
 
 // ---- opening and checking -------------------------------------------------------

@@ -2,6 +2,7 @@
 #include "h5io.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -138,9 +139,10 @@ int h5_shape(hid_t loc, const char *name, hsize_t *dims, int max_rank) {
     return rank;
 }
 
-// The innermost HDF5 error description of the current stack ("" if none).
-static herr_t innermost_error(unsigned n, const H5E_error2_t *e, void *out) {
-    if (n == 0) snprintf(out, 256, "%s", e->desc ? e->desc : "");
+// The HDF5 error descriptions of the current stack, innermost last, in a 512-byte buffer.
+static herr_t collect_errors(unsigned n, const H5E_error2_t *e, void *out) {
+    size_t len = strlen(out);
+    if (e->desc && len < 500) snprintf((char *)out + len, 512 - len, "%s%s", len ? "; " : "", e->desc);
     return 0;
 }
 
@@ -164,8 +166,8 @@ int h5_try_read(hid_t loc, const char *name, hid_t type, void *out, int rank, co
     for (int i = 0; i < rank; i++) total *= dims[i];
     int bad = total && H5Dread(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0;
     if (bad) {
-        char why[256] = "";
-        H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, innermost_error, why);
+        char why[512] = "";
+        H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, collect_errors, why);
         snprintf(err, errlen, "cannot read dataset %s: %s: the file is corrupt (a flipped byte or a truncated write); use another copy",
                  where(loc, name), strstr(why, "checksum") ? "Fletcher32 checksum mismatch" : why[0] ? why : "read error");
     }
@@ -367,26 +369,33 @@ hid_t h5_try_open(const char *path, char *err, size_t errlen) {
     return f;
 }
 
-hid_t h5_create_in_memory(void) {
-    static int serial = 0;
+// Finds "errno = N" in the HDF5 error stack (system-call failures record it).
+static herr_t stack_errno(unsigned n, const H5E_error2_t *e, void *out) {
+    const char *p = e->desc ? strstr(e->desc, "errno = ") : NULL;
+    if (p && !*(int *)out) *(int *)out = atoi(p + 8);
+    return 0;
+}
+
+static int failure_errno(int saved) {
+    int e = 0;
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, stack_errno, &e);
+    return e ? e : saved ? saved : EIO;
+}
+
+hid_t h5_create_buffered(const char *path) {
     h5_quiet();
-    char name[64];
-    snprintf(name, sizeof name, "in-memory-%d-%d", (int)getpid(), __atomic_fetch_add(&serial, 1, __ATOMIC_RELAXED));
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    H5Pset_fapl_core(fapl, (size_t)16 << 20, 0);
+    H5Pset_fapl_core(fapl, (size_t)1 << 20, 1);
     H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_LATEST);  // checksummed object headers
-    hid_t f = H5Fcreate(name, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    errno = 0;
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    int e = f < 0 ? failure_errno(errno) : 0;
     H5Pclose(fapl);
-    if (f < 0) fatal("cannot create an in-memory HDF5 file (out of memory?)");
+    errno = e;
     return f;
 }
 
-void *h5_file_image(hid_t file, size_t *size) {
-    if (H5Fflush(file, H5F_SCOPE_GLOBAL) < 0) fatal("flushing an in-memory HDF5 file failed");
-    ssize_t n = H5Fget_file_image(file, NULL, 0);
-    if (n <= 0) fatal("cannot get the image of an in-memory HDF5 file");
-    void *buf = xmalloc((size_t)n, "HDF5 file image");
-    if (H5Fget_file_image(file, buf, (size_t)n) != n) fatal("cannot copy the image of an in-memory HDF5 file");
-    *size = (size_t)n;
-    return buf;
+int h5_close_buffered(hid_t file) {
+    errno = 0;
+    return H5Fclose(file) >= 0 ? 0 : failure_errno(errno);
 }

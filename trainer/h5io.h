@@ -50,9 +50,11 @@ char *h5_try_attr_str(hid_t loc, const char *name, char *err, size_t errlen);  /
 void h5_attr_write_bytes(hid_t loc, const char *name, const void *v, size_t n);
 int h5_try_attr_bytes(hid_t loc, const char *name, void *out, size_t n, char *err, size_t errlen);
 
-// ---- whole files in memory (atomic writers) ----------------------------------
-// A file held by the core driver, no backing store, with checksummed metadata
-// (libver >= 1.8). HDF5 writes cannot fail on disk space; the caller writes
-// the image with h5_file_image and handles I/O errors itself.
-hid_t h5_create_in_memory(void);
-void *h5_file_image(hid_t file, size_t *size);   // xmalloc'd copy of the file's bytes
+// ---- whole files written at once (atomic writers) ------------------------------
+// A file held in memory by the core driver and written to `path` in one go when
+// closed, with checksummed metadata (libver >= 1.8). HDF5 calls on it cannot
+// fail for lack of disk space (creating writes the first MiB). Failures give the
+// errno of the failed write (ENOSPC, EFBIG, EIO...): create returns -1 and sets
+// errno; close returns it (0: written).
+hid_t h5_create_buffered(const char *path);
+int h5_close_buffered(hid_t file);
