@@ -46,6 +46,8 @@ typedef struct {
     int32_t label;
     int skip;              // -1, a SkipReason, or SKIP_FILLER
     char *where;           // "shard key" or file path, for warnings
+    const char *lazy_shard;  // set when data is still in this shard at lazy_offset (replay)
+    int64_t lazy_offset;
     char detail[96];
     int64_t epoch, step, pos, seq;
     int expected;          // samples planned for this batch
@@ -212,6 +214,8 @@ static int64_t epoch_steps(const Loader *L, int64_t epoch, int64_t *positions) {
 typedef struct {
     Loader *L;
     int64_t epoch, pos, npos, steps, skip_until, seq_base, first_step;
+    FILE *lazy_f;          // shard open for load_lazy
+    const char *lazy_path;
 } ReaderState;
 
 static void item_free(WorkItem *it) {
@@ -219,6 +223,21 @@ static void item_free(WorkItem *it) {
     free(it->where);
     it->data = NULL;
     it->where = NULL;
+}
+
+// An item read during a replay, emitted after the cursor: fetch its bytes now.
+static void load_lazy(ReaderState *rs, WorkItem *it) {
+    if (!rs->lazy_path || strcmp(rs->lazy_path, it->lazy_shard)) {
+        if (rs->lazy_f) fclose(rs->lazy_f);
+        rs->lazy_f = fopen(it->lazy_shard, "rb");
+        rs->lazy_path = it->lazy_shard;
+    }
+    it->data = xmalloc(it->len + 1, "image bytes");
+    if (!rs->lazy_f || fseeko(rs->lazy_f, it->lazy_offset, SEEK_SET) != 0 ||
+        (it->len && fread(it->data, 1, it->len, rs->lazy_f) != it->len)) {
+        it->skip = SKIP_TRUNCATED_TAR;
+        snprintf(it->detail, sizeof it->detail, "image bytes unreadable on replay");
+    }
 }
 
 // Number the item and queue it; positions past the plan are dropped.
@@ -231,6 +250,7 @@ static void emit(ReaderState *rs, WorkItem *it) {
         return;
     }
     rs->pos++;
+    if (it->lazy_shard && it->skip < 0) load_lazy(rs, it);
     it->epoch = rs->epoch;
     it->pos = pos;
     it->step = pos / B;
@@ -330,16 +350,18 @@ static void read_epoch(ReaderState *rs) {
             continue;
         }
         WdsSample s = {0};
-        while (!L->stop && wds_next(&wr, &s) == 1) {
+        // Replaying to a restored cursor: samples dropped before it need no bytes.
+        while (!L->stop && (wr.lazy_images = rs->pos < rs->skip_until, wds_next(&wr, &s) == 1)) {
             if (sample_stride > 1 && sample_index++ % sample_stride != L->cfg.rank) continue;
             WorkItem w = {0};
             w.skip = s.skip;
             memcpy(w.detail, s.detail, sizeof w.detail);
             w.where = where_of(shard, s.key);
             w.label = s.label;
-            if (w.skip < 0 && !s.image) w.skip = SKIP_MISSING_PART, snprintf(w.detail, sizeof w.detail, "no .jpg/.jpeg/.png");
+            if (w.skip < 0 && !s.has_image) w.skip = SKIP_MISSING_PART, snprintf(w.detail, sizeof w.detail, "no .jpg/.jpeg/.png");
             if (w.skip < 0 && !s.has_label) w.skip = SKIP_MISSING_PART, snprintf(w.detail, sizeof w.detail, "no .cls");
             w.data = s.image, w.len = s.image_len, w.ext = s.image_ext;
+            if (!s.image && s.has_image) w.lazy_shard = shard, w.lazy_offset = s.image_offset;
             s.image = NULL;
             shuffle_push(rs, &sb, &w);
         }
@@ -378,6 +400,7 @@ static void *reader_main(void *arg) {
         read_epoch(&rs);
         rs.seq_base += rs.steps - rs.first_step;
     }
+    if (rs.lazy_f) fclose(rs.lazy_f);
     return NULL;
 }
 

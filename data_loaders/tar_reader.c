@@ -175,6 +175,7 @@ int tar_next(TarReader *t, const char **why) {
             set_name(t, full, n + nl);
         }
         t->size = size;
+        t->data_offset = ftello(t->f);
         t->data_left = size;
         t->pad_left = padded - size;
         return 1;

@@ -11,6 +11,7 @@ typedef struct {
     char *name;           // current entry's full path (owned)
     size_t name_cap;
     int64_t size;         // current entry's data size
+    int64_t data_offset;  // file offset of the current entry's data
     int64_t data_left;    // bytes of the current entry not yet consumed
     int64_t pad_left;     // padding to the next 512-byte boundary
     char *global_path;    // unused by WebDataset but parsed: PAX 'g' may not set path

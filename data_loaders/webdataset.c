@@ -95,6 +95,15 @@ int wds_next(WdsReader *r, WdsSample *s) {
         int is_cls = !strcasecmp(ext, "cls");
         if ((fmt == IMG_UNKNOWN && !is_cls) || r->count_only) continue;  // other extensions are ignored
         if (r->tar.size > (1 << 30)) { mark(s, SKIP_CORRUPT_IMAGE, "entry larger than 1 GiB"); continue; }
+        if (!is_cls && r->lazy_images) {  // the caller reads the bytes later, if at all
+            free(s->image);
+            s->image = NULL;
+            s->image_len = r->tar.size;
+            s->image_ext = fmt;
+            s->has_image = 1;
+            s->image_offset = r->tar.data_offset;
+            continue;
+        }
         uint8_t *buf = xmalloc(r->tar.size + 1, "tar entry");
         if (tar_read_data(&r->tar, buf) != 0) {
             free(buf);
@@ -111,6 +120,8 @@ int wds_next(WdsReader *r, WdsSample *s) {
             s->image = buf;
             s->image_len = r->tar.size;
             s->image_ext = fmt;
+            s->has_image = 1;
+            s->image_offset = r->tar.data_offset;
         }
     }
     if (!s->key) return 0;

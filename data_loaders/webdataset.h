@@ -11,8 +11,10 @@
 // component) in consecutive order. skip >= 0 is a SkipReason.
 typedef struct {
     char *key;             // owned
-    uint8_t *image;        // owned, NULL if the sample has none
+    uint8_t *image;        // owned; NULL if the sample has none, or when lazy
     size_t image_len;
+    int has_image;
+    int64_t image_offset;  // where the image's bytes sit in the shard
     ImageFormat image_ext; // what the extension promises
     int32_t label;         // -1 without .cls
     int has_label;
@@ -24,6 +26,7 @@ typedef struct {
     TarReader tar;
     int state;             // 0 open, 1 entry pending (name read, data not), 2 done
     int count_only;        // group by key without reading data (wds_count_samples)
+    int lazy_images;       // record image offsets instead of reading images (may change between calls)
 } WdsReader;
 
 int wds_open(WdsReader *r, const char *path);   // 0, or -1 (errno) if unreadable

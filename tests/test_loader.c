@@ -182,21 +182,29 @@ static void test_determinism_and_resume(void) {
     CHECK("same_batches_1_and_2_threads", !memcmp(h1, h2, sizeof h1) && distinct && steps == 7,
           "hashes differ or repeat (steps %lld)", (long long)steps);
 
-    // Resume: stop after 5 batches, save, restore into a new loader.
-    train_config(&c, pat, 2);
-    L = loader_open(&c);
-    collect(L, 5, h3);
-    uint8_t cursor[256];
+    // Resume: stop after k batches (mid-epoch, at the epoch boundary, in the
+    // second epoch), save, restore into a new loader with another thread count.
+    const int stops[] = {0, 5, 7, 9};
+    int all_same = 1, restored = 1;
     size_t cs = loader_cursor_size();
-    loader_cursor_save(L, cursor);
-    loader_close(L);
-    train_config(&c, pat, 1);
-    L = loader_open(&c);
-    int restored = loader_cursor_restore(L, cursor);
-    collect(L, N - 5, h3 + 5);
-    loader_close(L);
-    CHECK("resume_identical_batches", cs <= sizeof cursor && restored && !memcmp(h1, h3, sizeof h1),
-          "restored %d, cursor %zu bytes", restored, cs);
+    for (int si = 0; si < 4; si++) {
+        int k = stops[si];
+        memset(h3, 0, sizeof h3);
+        train_config(&c, pat, 2);
+        L = loader_open(&c);
+        collect(L, k, h3);
+        uint8_t cursor[256];
+        loader_cursor_save(L, cursor);
+        loader_close(L);
+        train_config(&c, pat, 1);
+        L = loader_open(&c);
+        restored &= loader_cursor_restore(L, cursor);
+        collect(L, N - k, h3 + k);
+        loader_close(L);
+        all_same &= !memcmp(h1, h3, sizeof h1);
+    }
+    CHECK("resume_identical_batches", cs <= 256 && restored && all_same, "restored %d, same %d, cursor %zu bytes",
+          restored, all_same, cs);
 
     // A different seed gives different batches.
     train_config(&c, pat, 2);
