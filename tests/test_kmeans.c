@@ -102,6 +102,43 @@ static void test_monotone(int d) {
     xfree(x), xfree(c);
 }
 
+// Lloyd's later steps skip rows by drift bounds: its assignment at step T
+// must still be the nearest centroid of step T-1's centroids (near-ties aside).
+static void test_bounded_lloyd_exact(int d) {
+    char name[64];
+    snprintf(name, sizeof name, "lloyd_bounds_exact_d%d", d);
+    size_t n = 8000;
+    int k = 120, T = 8;
+    float *x = clustered_rows(n, d, 60, 0.25, 31);
+    KmeansOptions o = kmeans_defaults(k);
+    o.tol = 0;
+    o.seed = 2;
+    float *c = xmalloc(k * d * sizeof(float), "c");
+    int32_t *ids = xmalloc(n * sizeof(int32_t), "ids");
+    KmeansStats st;
+    o.max_iter = T - 1;
+    kmeans_fit(x, n, d, c, &o, NULL, &st);  // c = centroids used by step T
+    kmeans_stats_free(&st);
+    o.max_iter = T;
+    float *c2 = xmalloc(k * d * sizeof(float), "c2");
+    kmeans_fit(x, n, d, c2, &o, ids, &st);
+    kmeans_stats_free(&st);
+    double cmax = 0;
+    float *zero = xcalloc(d, sizeof(float), "zero");
+    for (int j = 0; j < k; j++) cmax = fmax(cmax, sqd(c + j * d, zero, d));
+    size_t beyond = 0, differ = 0;
+    for (size_t i = 0; i < n; i++) {
+        double b = INFINITY;
+        for (int j = 0; j < k; j++) b = fmin(b, sqd(x + i * d, c + j * d, d));
+        double e = sqd(x + i * d, c + ids[i] * d, d);
+        differ += e > b;
+        if (e - b > 4.0 * d * ldexp(1.0, -24) * (sqd(x + i * d, zero, d) + cmax)) beyond++;
+    }
+    CHECK(name, beyond == 0, "%zu of %zu rows not at their nearest centroid beyond the near-tie bound (%zu near ties)", beyond,
+          n, differ);
+    xfree(x), xfree(c), xfree(c2), xfree(ids), xfree(zero);
+}
+
 static void test_empty_clusters(void) {
     // 20 distinct rows, each 50 times; k = 30 from one centroid repeated 30
     // times, so 29 clusters start empty and 10 must land on duplicates.
@@ -272,7 +309,7 @@ static void test_errors(void) {
     fclose(f);
     xfree(buf);
     CHECK("found_centroid_bytes", at >= 0, "centroid bytes not found in %s", TMP);
-    expect_error("corrupt_data_checksum_error", child_corrupt, "centroids", "checksum");
+    expect_error("corrupt_data_clear_error", child_corrupt, "/tokenizer/centroids", "corrupt");
 
     // A k attribute that disagrees with the dataset: shape error names both shapes.
     Tokenizer *u = tokenizer_load(TMP);
@@ -293,6 +330,8 @@ int main(void) {
     test_assign(768, 1100, 1000);
     test_monotone(16);
     test_monotone(96);
+    test_bounded_lloyd_exact(96);
+    test_bounded_lloyd_exact(300);
     test_empty_clusters();
     test_determinism(48, KMEANS_SEED_PLUSPLUS, "same_seed_same_centroids_1_vs_2_threads_kpp_d48");
     test_determinism(100, KMEANS_SEED_PLUSPLUS, "same_seed_same_centroids_1_vs_2_threads_kpp_d100");

@@ -34,6 +34,8 @@
 typedef float v16f __attribute__((vector_size(64)));
 typedef int32_t v16i __attribute__((vector_size(64)));
 typedef float v16fu __attribute__((vector_size(64), aligned(4)));  // unaligned load
+typedef float v8fu __attribute__((vector_size(32), aligned(4)));
+typedef double v8d __attribute__((vector_size(64)));
 
 struct KmeansIndex {
     int k, d, kp;      // kp: k rounded up to LANES (padding never wins)
@@ -62,9 +64,16 @@ void kmeans_stats_free(KmeansStats *s) {
 
 // ---- small vector helpers ---------------------------------------------------
 
+// float64 ||a-b||^2 in 8 lanes, summed in a fixed order.
 static double sqdist_f64(const float *a, const float *b, int d) {
-    double s = 0;
-    for (int j = 0; j < d; j++) {
+    v8d acc = {0};
+    int j = 0;
+    for (; j + 8 <= d; j += 8) {
+        v8d t = __builtin_convertvector(*(const v8fu *)(a + j), v8d) - __builtin_convertvector(*(const v8fu *)(b + j), v8d);
+        acc += t * t;
+    }
+    double s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (; j < d; j++) {
         double t = (double)a[j] - (double)b[j];
         s += t * t;
     }
@@ -227,9 +236,37 @@ static void argmin_tile(const float *g, int nr, int kt, const float *half, int b
     }
 }
 
-// Shared by kmeans_index_assign and Lloyd. prev (optional): keep the previous
-// centroid when it is exactly as close as the new winner (stops tie flapping
-// and makes the objective monotone). dist32/dist64 optional.
+// The same, also tracking the second-lowest score (for Lloyd's bounds).
+static void argmin2_tile(const float *g, int nr, int kt, const float *half, int base, float *best, float *second,
+                         int32_t *bid) {
+    for (int r = 0; r < nr; r++) {
+        const float *gr = g + (size_t)r * kt;
+        v16f b1 = (v16f){0} + INFINITY, b2 = b1;
+        v16i bi = {0};
+        for (int c = 0; c < kt; c += LANES) {
+            v16f v = *(const v16f *)(half + c) - *(const v16f *)(gr + c);
+            v16i m = v < b1, m2 = v < b2;
+            v16f lo2 = (v16f)(((v16i)v & m2) | ((v16i)b2 & ~m2));          // min(b2, v)
+            b2 = (v16f)(((v16i)b1 & m) | ((v16i)lo2 & ~m));                  // v < b1 ? b1 : min(b2, v)
+            b1 = (v16f)(((v16i)v & m) | ((v16i)b1 & ~m));
+            bi = (iota16(base + c) & m) | (bi & ~m);
+        }
+        float b;
+        int32_t i;
+        lanes_argmin(b1, bi, &b, &i);
+        float s2 = INFINITY;
+        for (int l = 0; l < LANES; l++) {
+            s2 = fminf(s2, b2[l]);
+            if (bi[l] != i) s2 = fminf(s2, b1[l]);
+        }
+        if (b < best[r]) second[r] = fminf(best[r], s2), best[r] = b, bid[r] = i;
+        else second[r] = fminf(second[r], b);
+    }
+}
+
+// Shared by kmeans_index_assign and the first Lloyd step. prev (optional):
+// keep the previous centroid when it is exactly as close as the new winner.
+// dist32/dist64 optional.
 static void assign_rows(KmeansIndex *ix, const float *x, size_t n, const int32_t *prev, int32_t *ids, float *dist32,
                         double *dist64) {
     const int d = ix->d, kp = ix->kp;
@@ -269,6 +306,159 @@ static void assign_rows(KmeansIndex *ix, const float *x, size_t n, const int32_t
             }
         }
     }
+}
+
+// ---- Lloyd's assignment with drift bounds (large d) ---------------------------
+// lower[i] bounds from below the distance (not squared) from row i to every
+// centroid except its own. After an update that moves centroid j by drift[j],
+// a row whose exact distance u to its own centroid satisfies
+// lower[i] - drift[j] > u can not move to j. With the centroids sorted by
+// drift (descending), the centroids a row must check are a prefix of that
+// order; rows are grouped by prefix length, and each group is one product
+// against the first kt sorted centroids. Rows with an empty prefix keep their
+// centroid untouched. The new lower[i] is the smaller of the checked
+// runner-up (less the float32 error bound) and lower[i] - (largest unchecked drift).
+// Exact: every result equals full Lloyd's up to float32 near-ties.
+typedef struct {
+    float *lower;      // [n]
+    float *dsort;      // [k + 1] drifts sorted descending; dsort[k] = 0
+    int32_t *perm;     // [kp] sorted position -> centroid id (padding -> 0, never wins)
+    float *ccs;        // [kp, d] centred centroids in sorted order
+    float *halfs;      // [kp] their half norms (padding +inf)
+    uint32_t *order;   // [n] active rows grouped by bucket
+    int32_t *bucket;   // [n] ceil(prefix / 16); 0 = untouched
+} Bounds;
+
+static Bounds bounds_new(size_t n, int k, int kp, int d) {
+    Bounds b;
+    b.lower = xmalloc(n * sizeof(float), "lower bounds");
+    for (size_t i = 0; i < n; i++) b.lower[i] = -INFINITY;
+    b.dsort = xcalloc(k + 1, sizeof(float), "sorted drift");
+    b.perm = xcalloc(kp, sizeof(int32_t), "drift order");
+    b.ccs = xcalloc((size_t)kp * d, sizeof(float), "sorted centroids");
+    b.halfs = xmalloc(kp * sizeof(float), "sorted half norms");
+    b.order = xmalloc(n * sizeof(uint32_t), "active rows");
+    b.bucket = xmalloc(n * sizeof(int32_t), "row buckets");
+    return b;
+}
+
+static void bounds_free(Bounds *b) {
+    xfree(b->lower), xfree(b->dsort), xfree(b->perm), xfree(b->ccs), xfree(b->halfs), xfree(b->order), xfree(b->bucket);
+}
+
+static const double *sort_drift;
+static int by_drift_desc(const void *a, const void *b) {
+    int32_t i = *(const int32_t *)a, j = *(const int32_t *)b;
+    if (sort_drift[i] != sort_drift[j]) return sort_drift[i] > sort_drift[j] ? -1 : 1;
+    return i < j ? -1 : 1;
+}
+
+// drift [k] (NULL: none yet) -> sorted order and the permuted centroids of ix.
+static void bounds_sort(Bounds *b, const KmeansIndex *ix, const double *drift) {
+    int k = ix->k, kp = ix->kp, d = ix->d;
+    for (int c = 0; c < k; c++) b->perm[c] = c;
+    if (drift) {
+        sort_drift = drift;
+        qsort(b->perm, k, sizeof(int32_t), by_drift_desc);
+    }
+    for (int c = 0; c < k; c++) b->dsort[c] = drift ? (float)(drift[b->perm[c]] * (1 + 1e-6)) : 0.0f;
+    b->dsort[k] = 0;
+    for (int c = 0; c < kp; c++) {
+        int src = c < k ? b->perm[c] : k;  // padding rows of cc are zero, half +inf
+        memcpy(b->ccs + (size_t)c * d, ix->cc + (size_t)src * d, d * sizeof(float));
+        b->halfs[c] = ix->half[src];
+    }
+}
+
+// *work_out: the share of the full n x k product that was computed.
+static void assign_bounded(KmeansIndex *ix, Bounds *B, const float *x, size_t n, const int32_t *prev, int32_t *ids,
+                           double *dist, double *work_out) {
+    const int d = ix->d, k = ix->k, kp = ix->kp, nbk = kp / LANES;
+    float cmax = 0;
+    for (int c = 0; c < k; c++) cmax = fmaxf(cmax, 2 * ix->half[c]);
+    const double err = 4.0 * d * ldexp(1.0, -24);
+    // 1. Exact distance to the own centroid; the prefix each row must check.
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        int p = k;
+        if (prev) {
+            ids[i] = prev[i];
+            dist[i] = sqdist_f64(x + i * d, ix->c + (size_t)prev[i] * d, d);
+            float s = B->lower[i] - (float)sqrt(dist[i]);
+            if (s > 0) {  // p = #{j : dsort[j] >= s}
+                int lo = 0, hi = k;
+                while (lo < hi) {
+                    int mid = (lo + hi) / 2;
+                    if (B->dsort[mid] >= s) lo = mid + 1;
+                    else hi = mid;
+                }
+                p = lo;
+            }
+        }
+        B->bucket[i] = (p + LANES - 1) / LANES;
+        if (p == 0) B->lower[i] -= B->dsort[0];
+    }
+    // 2. Group the active rows by bucket (stable: row order within a bucket).
+    size_t *start = xcalloc(nbk + 2, sizeof(size_t), "bucket starts");
+    for (size_t i = 0; i < n; i++) start[B->bucket[i] + 1]++;
+    for (int t = 0; t <= nbk; t++) start[t + 1] += start[t];
+    for (size_t i = 0; i < n; i++) B->order[start[B->bucket[i]]++] = (uint32_t)i;
+    size_t first = 0;  // rows of bucket 0 come first and need nothing
+    for (size_t i = 0; i < n; i++) first += B->bucket[i] == 0;
+    size_t nact = n - first, nblocks = (nact + ROWS - 1) / ROWS;
+    xfree(start);
+    // 3. One product per block against its longest prefix.
+    size_t work = 0;
+#pragma omp parallel num_threads(ix->nthreads) reduction(+ : work)
+    {
+        float *xb = ix->scratch + omp_get_thread_num() * ix->scratch_per_thread;
+        float *g = xb + (size_t)ROWS * d;
+        float best[ROWS], second[ROWS], xn[ROWS];
+        int32_t bid[ROWS];
+#pragma omp for schedule(dynamic, 1)
+        for (size_t blk = 0; blk < nblocks; blk++) {
+            const uint32_t *rows = B->order + first + blk * ROWS;
+            int nr = nact - blk * ROWS < ROWS ? (int)(nact - blk * ROWS) : ROWS;
+            int kt_blk = B->bucket[rows[nr - 1]] * LANES;
+            work += (size_t)nr * kt_blk;
+            for (int r = 0; r < nr; r++) {
+                const float *xr = x + (size_t)rows[r] * d;
+                float *xa = xb + (size_t)r * d, sq = 0;
+                for (int j = 0; j < d; j++) {
+                    xa[j] = xr[j] - ix->mean[j];
+                    sq += xa[j] * xa[j];
+                }
+                xn[r] = sq;
+                best[r] = second[r] = INFINITY, bid[r] = 0;
+            }
+            for (int t0 = 0; t0 < kt_blk; t0 += KT) {
+                int kt = kt_blk - t0 < KT ? kt_blk - t0 : KT;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, kt, d, 1.0f, xb, d, B->ccs + (size_t)t0 * d, d, 0.0f,
+                            g, kt);
+                argmin2_tile(g, nr, kt, B->halfs + t0, t0, best, second, bid);
+            }
+            double unchecked = kt_blk < k ? B->dsort[kt_blk] : INFINITY;
+            for (int r = 0; r < nr; r++) {
+                size_t i = rows[r];
+                int32_t b1 = B->perm[bid[r]], own = prev ? prev[i] : -1, win;
+                double e1 = b1 == own ? dist[i] : sqdist_f64(x + i * d, ix->c + (size_t)b1 * d, d);
+                double sec = xn[r] + 2.0 * second[r] - err * (xn[r] + cmax), other;
+                if (own >= 0 && dist[i] <= e1) {  // keep own (ties too)
+                    win = own;
+                    other = b1 == own ? sec : e1;
+                } else {
+                    win = b1;
+                    other = own >= 0 ? fmin(sec, dist[i]) : sec;
+                    dist[i] = e1;
+                }
+                ids[i] = win;
+                double lo = other > 0 ? sqrt(other) : 0;
+                if (unchecked < INFINITY) lo = fmin(lo, (double)B->lower[i] - unchecked);
+                B->lower[i] = (float)(lo * (1 - 1e-6));
+            }
+        }
+    }
+    if (work_out) *work_out = (double)work / ((double)n * kp);
 }
 
 void kmeans_index_assign(KmeansIndex *ix, const float *x, size_t n, int32_t *ids, float *dist) {
@@ -514,7 +704,8 @@ static int by_dist_desc(const void *a, const void *b) {
     return i < j ? -1 : 1;
 }
 
-static int reseed_empty(const float *x, size_t n, int d, int k, float *cent, int32_t *ids, double *dist, int32_t *count) {
+static int reseed_empty(const float *x, size_t n, int d, int k, float *cent, int32_t *ids, double *dist, int32_t *count,
+                        float *lower) {
     int nempty = 0;
     for (int c = 0; c < k; c++) nempty += count[c] == 0;
     if (!nempty) return 0;
@@ -538,6 +729,7 @@ static int reseed_empty(const float *x, size_t n, int d, int k, float *cent, int
         ids[pick] = c;
         count[c] = 1;
         dist[pick] = 0;
+        if (lower) lower[pick] = -INFINITY;  // its bound referred to the old owner: search all
         cd[best] = -1;  // used
         memcpy(cent + (size_t)c * d, x + pick * d, d * sizeof(float));
         for (size_t t = 0; t < m; t++)
@@ -592,11 +784,25 @@ void kmeans_lloyd(const float *x, size_t n, int d, float *cent, const KmeansOpti
     int32_t *ids = xcalloc(n, sizeof(int32_t), "assignments");
     int32_t *prev = xcalloc(n, sizeof(int32_t), "previous assignments");
     double *dist = xmalloc(n * sizeof(double), "distances");
+    // Large d: drift bounds skip most of the products after the first steps.
+    Bounds bounds = {0};
+    double *drift = NULL;
+    if (d > SMALL_D) bounds = bounds_new(n, k, ix->kp, d), drift = xmalloc(k * sizeof(double), "centroid drift");
     size_t nch = (n + CHUNK - 1) / CHUNK;
     for (int it = 0; it < iters; it++) {
         double t0 = now_seconds();
+        if (it && drift) {
+#pragma omp parallel for schedule(static)
+            for (int c = 0; c < k; c++) drift[c] = sqrt(sqdist_f64(cent + (size_t)c * d, ix->c + (size_t)c * d, d));
+        }
         if (it) index_set_centroids(ix, cent);
-        assign_rows(ix, x, n, it ? prev : NULL, ids, NULL, dist);
+        double work = 1;
+        if (drift) {
+            bounds_sort(&bounds, ix, it ? drift : NULL);
+            assign_bounded(ix, &bounds, x, n, it ? prev : NULL, ids, dist, &work);
+        } else {
+            assign_rows(ix, x, n, it ? prev : NULL, ids, NULL, dist);
+        }
         double j = 0;
         for (size_t ch = 0; ch < nch; ch++) {
             size_t end = (ch + 1) * CHUNK < n ? (ch + 1) * CHUNK : n;
@@ -607,7 +813,7 @@ void kmeans_lloyd(const float *x, size_t n, int d, float *cent, const KmeansOpti
         j /= (double)n;
         memset(st->counts, 0, k * sizeof(int32_t));
         for (size_t i = 0; i < n; i++) st->counts[ids[i]]++;
-        int nempty = reseed_empty(x, n, d, k, cent, ids, dist, st->counts);
+        int nempty = reseed_empty(x, n, d, k, cent, ids, dist, st->counts, drift ? bounds.lower : NULL);
         update_centroids(x, n, d, k, ids, st->counts, cent);
         memcpy(prev, ids, n * sizeof(int32_t));
         st->objective[it] = j;
@@ -615,8 +821,8 @@ void kmeans_lloyd(const float *x, size_t n, int d, float *cent, const KmeansOpti
         st->seconds[it] = now_seconds() - t0;
         st->iters = it + 1;
         if (o->verbose)
-            fprintf(stderr, "kmeans iter %3d  objective %.6g  %.3fs  empty %.2f%%\n", it, j, st->seconds[it],
-                    100.0 * nempty / k);
+            fprintf(stderr, "kmeans iter %3d  objective %.6g  %.3fs  empty %.2f%%  product %.1f%%\n", it, j, st->seconds[it],
+                    100.0 * nempty / k, 100.0 * work);
         if (it && o->tol > 0 && st->objective[it - 1] > 0 && (st->objective[it - 1] - j) / st->objective[it - 1] < o->tol &&
             nempty == 0)
             break;
@@ -627,6 +833,8 @@ void kmeans_lloyd(const float *x, size_t n, int d, float *cent, const KmeansOpti
     xfree(ids);
     xfree(prev);
     xfree(dist);
+    if (drift) bounds_free(&bounds);
+    xfree(drift);
 }
 
 void kmeans_fit(const float *x, size_t n, int d, float *cent, const KmeansOptions *o, int32_t *ids, KmeansStats *st) {
