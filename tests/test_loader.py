@@ -248,3 +248,53 @@ def test_eval_transform_matches_torchvision(lib, tmp_path):
             assert diff.max() == 0, f"PNG eval transform: max diff {diff.max()}"
         else:
             assert diff.mean() < 1.5, f"JPEG eval transform: mean diff {diff.mean():.2f}"
+
+
+class ViewParams(ctypes.Structure):
+    """Mirror of augment.h's ViewParams."""
+    _fields_ = [("x", ctypes.c_int), ("y", ctypes.c_int), ("w", ctypes.c_int), ("h", ctypes.c_int), ("flip", ctypes.c_int),
+                ("jitter", ctypes.c_int), ("jitter_order", ctypes.c_int * 4), ("bright_f", ctypes.c_float),
+                ("contrast_f", ctypes.c_float), ("sat_f", ctypes.c_float), ("hue_f", ctypes.c_float),
+                ("grayscale", ctypes.c_int), ("blur", ctypes.c_int), ("solarize", ctypes.c_int),
+                ("blur_sigma", ctypes.c_float)]
+
+
+def test_colour_ops_match_torchvision(lib):
+    """Each colour op alone, and jitter in a given order, against
+    torchvision.transforms.functional on float tensors (tolerance 2e-5; hue 1e-4)."""
+    require("torch", "python3-torch")
+    import torch
+    import torchvision.transforms.functional as F
+    S = 64
+    cfg = ctypes.create_string_buffer(4096)
+    lib.loader_config_defaults(cfg)
+    err = ctypes.create_string_buffer(256)
+    assert lib.loader_config_set(cfg, b"image_size", str(S).encode(), err, 256) == 0
+    rng = np.random.default_rng(5)
+    img = rng.random((S, S, 3), dtype=np.float32)
+    t = torch.from_numpy(img.transpose(2, 0, 1).copy())
+    ks = int(0.1 * S) | 1
+    cases = [
+        (dict(jitter=1, jitter_order=(0, 1, 2, 3), bright_f=1.3, contrast_f=1, sat_f=1, hue_f=0), F.adjust_brightness(t, 1.3), 2e-5),
+        (dict(jitter=1, jitter_order=(1, 0, 2, 3), bright_f=1, contrast_f=0.6, sat_f=1, hue_f=0), F.adjust_contrast(t, 0.6), 2e-5),
+        (dict(jitter=1, jitter_order=(2, 0, 1, 3), bright_f=1, contrast_f=1, sat_f=1.4, hue_f=0), F.adjust_saturation(t, 1.4), 2e-5),
+        (dict(jitter=1, jitter_order=(3, 0, 1, 2), bright_f=1, contrast_f=1, sat_f=1, hue_f=0.08), F.adjust_hue(t, 0.08), 1e-4),
+        (dict(jitter=1, jitter_order=(3, 2, 1, 0), bright_f=0.8, contrast_f=1.3, sat_f=0.5, hue_f=-0.1),
+         F.adjust_brightness(F.adjust_contrast(F.adjust_saturation(F.adjust_hue(t, -0.1), 0.5), 1.3), 0.8), 1e-4),
+        (dict(grayscale=1), F.rgb_to_grayscale(t, 3), 2e-5),
+        (dict(blur=1, blur_sigma=1.2), F.gaussian_blur(t, [ks, ks], [1.2, 1.2]), 2e-5),
+        (dict(solarize=1), F.solarize(t, 0.5), 0),
+    ]
+    for fields, ref, tol in cases:
+        v = ViewParams()
+        for k, val in fields.items():
+            if k == "jitter_order":
+                v.jitter_order[:] = val
+            else:
+                setattr(v, k, val)
+        out = img.copy()
+        tmp = np.zeros_like(img)
+        lib.apply_colour_ops(out.ctypes.data_as(ctypes.c_void_p), S, S, 3, ctypes.byref(v), cfg,
+                             tmp.ctypes.data_as(ctypes.c_void_p))
+        diff = np.abs(out.transpose(2, 0, 1) - ref.numpy()).max()
+        assert diff <= tol, f"{fields}: max diff {diff}"
