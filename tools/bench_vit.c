@@ -9,27 +9,12 @@
 #include "common.h"
 #include "kernels.h"
 #include "optim.h"
+#include "perf.h"
 #include "vit.h"
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
-}
-
-// GFLOP/s of a large square sgemm on OpenBLAS's own threads: the yardstick for MFU.
-double sgemm_peak_gflops(int n, int reps) {
-    float *a = xmalloc((size_t)n * n * 4, "A"), *b = xmalloc((size_t)n * n * 4, "B"), *c = xcalloc((size_t)n * n, 4, "C");
-    for (size_t i = 0; i < (size_t)n * n; i++) a[i] = b[i] = 1e-3f * (float)(i % 1000);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
-    double best = 1e30;
-    for (int r = 0; r < reps; r++) {
-        double t0 = now_seconds();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
-        double t = now_seconds() - t0;
-        best = t < best ? t : best;
-    }
-    xfree(a); xfree(b); xfree(c);
-    return 2.0 * n * n * (double)n / best * 1e-9;
 }
 
 static void usage(void) {

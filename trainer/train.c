@@ -1,0 +1,368 @@
+// train.c: the trainer program. Reads the config, streams the data, builds or
+// loads the centroid tokenizer, and trains the ViT with the CCViT objective,
+// the contrastive objective, or both; logs metrics, saves checkpoints, resumes.
+//
+//   train --config configs/fashion_mnist.yaml [--key=value ...]
+//   train --help
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "checkpoint.h"
+#include "common.h"
+#include "config.h"
+#include "diagnostics.h"
+#include "kernels.h"
+#include "loader.h"
+#include "objective.h"
+#include "optim.h"
+#include "perf.h"
+#include "runlog.h"
+#include "setup.h"
+#include "tokenizer.h"
+#include "tokenizer_sample.h"
+
+// ---- signals -------------------------------------------------------------------------
+// SIGINT/SIGTERM/SIGUSR1 ask for a clean stop: the current step finishes, a
+// checkpoint is written, and the run exits 0. A second SIGINT aborts at once.
+static volatile sig_atomic_t stop_signal = 0;
+static volatile sig_atomic_t sigint_count = 0;
+
+static void on_signal(int sig) {
+    if (sig == SIGINT && ++sigint_count >= 2) {
+        static const char msg[] = "\nsecond SIGINT: aborting without a checkpoint\n";
+        ssize_t r = write(2, msg, sizeof msg - 1);
+        (void)r;
+        _exit(130);
+    }
+    stop_signal = sig;
+}
+
+static void install_signal_handlers(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
+}
+
+// ---- the trainer's own resumable state ---------------------------------------------
+// Masking draws derive from (seed, micro-step, image) and the data order from
+// the loader's cursor, so this is all the trainer itself must carry.
+typedef struct {
+    uint64_t magic, seed;
+    int64_t micro_steps;      // micro-batches consumed
+    int64_t images_seen;
+} TrainerState;
+#define TRAINER_STATE_MAGIC 0x63637669742d7473ULL
+
+static double schedule_lr(const Config *cfg, long step, long warmup, long total) {
+    if (!strcmp(cfg->sched, "constant")) return step < warmup ? cfg->lr * (step + 1) / (double)warmup : cfg->lr;
+    if (!strcmp(cfg->sched, "linear")) {
+        if (step < warmup) return cfg->lr * (step + 1) / (double)warmup;
+        double p = total > warmup ? (double)(step - warmup) / (double)(total - warmup) : 1.0;
+        return cfg->lr + (cfg->min_lr - cfg->lr) * (p > 1 ? 1 : p);
+    }
+    return lr_at_step(step, cfg->lr, cfg->min_lr, warmup, total);
+}
+
+static void print_bytes(const char *what, size_t bytes) {
+    printf("  %-28s %9.1f MiB\n", what, bytes / 1048576.0);
+}
+
+static Tokenizer *obtain_tokenizer(const Config *cfg, const char *run_dir, const char *resume_path) {
+    char err[1024], path[4096];
+    if (cfg->tokenizer_path[0]) {
+        printf("tokenizer: loading %s\n", cfg->tokenizer_path);
+        return tokenizer_load(cfg->tokenizer_path);
+    }
+    if (resume_path) {
+        Tokenizer *t = checkpoint_load_tokenizer(resume_path, err, sizeof err);
+        if (!t) fatal("%s", err);
+        printf("tokenizer: from checkpoint %s\n", resume_path);
+        return t;
+    }
+    snprintf(path, sizeof path, "%s/tokenizer.h5", run_dir);
+    if (access(path, R_OK) == 0) {
+        printf("tokenizer: reusing %s\n", path);
+        return tokenizer_load(path);
+    }
+    LoaderConfig src = loader_config_from(cfg, cfg->data_train, LOADER_EVAL, 0);
+    src.eval_resize = (float)cfg->img_size;  // CCViT: resize to the training resolution, centre crop
+    PatchSampleOptions so = {.patch = cfg->patch_size, .images_per_class = cfg->tokenizer_images_per_class,
+                             .max_samples = 0, .seed = (uint64_t)cfg->seed};
+    double t0 = now_seconds();
+    size_t n;
+    int64_t images;
+    float *patches = tokenizer_sample_patches(&src, &so, &n, &images);
+    KmeansOptions ko = kmeans_defaults(cfg->num_centroids);
+    ko.max_iter = cfg->tokenizer_iters;
+    ko.seed = (uint64_t)cfg->seed;
+    ko.verbose = 1;
+    if ((size_t)ko.k > n) fatal("tokenizer: %zu patches sampled, fewer than num_centroids = %d; raise tokenizer_images_per_class", n, ko.k);
+    printf("tokenizer: k-means, K=%d, on %zu patches of %lld images from %s\n", ko.k, n, (long long)images, cfg->data_train);
+    Tokenizer *t = tokenizer_build(patches, n, cfg->patch_size, cfg->in_chans, &ko, cfg->data_train);
+    xfree(patches);
+    tokenizer_save(t, path);
+    printf("tokenizer: built in %.1f s, saved to %s\n", now_seconds() - t0, path);
+    return t;
+}
+
+int main(int argc, char **argv) {
+    Config cfg;
+    config_from_args(&cfg, argc, argv);
+    if (strcmp(cfg.task, "pretrain") != 0)
+        fatal("task '%s': this build's trainer runs task=pretrain (supervised fine-tuning is not implemented yet)", cfg.task);
+    if (!cfg.run_name[0]) {
+        if (!strcmp(cfg.resume, "auto")) fatal("--resume=auto needs a run_name to find the run folder");
+        runlog_timestamp_name(cfg.run_name, sizeof cfg.run_name);
+    }
+    char *yaml = config_to_yaml(&cfg);
+    printf("---- effective config ----\n%s--------------------------\n", yaml);
+    RunLog *rl = runlog_open(cfg.output_dir, cfg.run_name, yaml);
+    const char *run_dir = runlog_dir(rl);
+    char err[2048];
+
+    // Which checkpoint to resume from, if any.
+    char resume_buf[4096];
+    const char *resume_path = NULL;
+    if (!strcmp(cfg.resume, "auto")) {
+        int r = checkpoint_find_resume(run_dir, resume_buf, sizeof resume_buf, err, sizeof err);
+        if (r < 0) fatal("%s", err);
+        if (r == 1) resume_path = resume_buf;
+        else printf("resume: no checkpoint in %s yet, starting fresh\n", run_dir);
+    } else if (cfg.resume[0]) {
+        resume_path = cfg.resume;
+    }
+
+    // ---- data
+    ObjectiveConfig oc = {
+        .mask_ratio = (float)cfg.mask_ratio, .min_mask_patches = cfg.min_mask_patches,
+        .replace_ratio = (float)cfg.replace_ratio, .w_token = (float)cfg.w_token, .w_pixel = (float)cfg.w_pixel,
+        .w_contrast = (float)cfg.w_contrast, .temperature = (float)cfg.temperature, .proj_hidden = cfg.proj_hidden,
+        .proj_dim = cfg.proj_dim, .mask_both_views = cfg.mask_both_views, .seed = (uint64_t)cfg.seed};
+    int views = objective_views(&oc);
+    LoaderConfig lc = loader_config_from(&cfg, cfg.data_train, LOADER_TRAIN, views == 2);
+    for (int c = 0; c < 3; c++) oc.mean[c] = lc.mean[c], oc.std[c] = lc.std[c];
+    int corrupt = cfg.w_token > 0 || cfg.w_pixel > 0;
+    Tokenizer *tok = corrupt ? obtain_tokenizer(&cfg, run_dir, resume_path) : NULL;
+    Loader *loader = loader_open(&lc);
+    long steps_per_epoch = (long)(loader_steps_per_epoch(loader) / cfg.accum_steps);
+    if (steps_per_epoch < 1) steps_per_epoch = 1;
+    long total_steps = cfg.steps > 0 ? cfg.steps : (long)cfg.epochs * steps_per_epoch;
+    if (total_steps <= 0) total_steps = 1L << 40;  // time limit only
+    long warmup = cfg.warmup_steps > 0 ? cfg.warmup_steps : (long)lround(cfg.warmup_epochs * steps_per_epoch);
+
+    // ---- model, heads, optimiser
+    ParamTable params = {0};
+    Vit vit;
+    VitConfig vc = vit_config_from(&cfg, corrupt || cfg.mask_both_views, 0);
+    vit_register(&vit, &params, &vc);
+    Objective obj;
+    objective_register(&obj, &vit, tok, &oc);
+    params_allocate(&params);
+    vit_bind(&vit);
+    objective_bind(&obj);
+    vit_init_weights(&vit, (uint64_t)cfg.seed);
+    objective_init_weights(&obj, (uint64_t)cfg.seed);
+    if (cfg.freeze_patch_embed) {
+        params.info[params_find(&params, "patch_embed.proj.weight")].frozen = 1;
+        params.info[params_find(&params, "patch_embed.proj.bias")].frozen = 1;
+        vit.freeze_patch_embed = 1;
+    }
+    vit_allocate_activations(&vit, views * cfg.batch_size);
+    objective_allocate(&obj, cfg.batch_size);
+    AdamW opt;
+    adamw_init(&opt, &params, (float)cfg.opt_betas.v[0], (float)cfg.opt_betas.v[1], (float)cfg.opt_eps,
+               (float)cfg.weight_decay);
+    SpectrumProbe probe;
+    spectrum_probe_init(&probe, views * cfg.batch_size, vit.D, 5);
+
+    TrainerState ts = {TRAINER_STATE_MAGIC, (uint64_t)cfg.seed, 0, 0};
+    size_t cursor_size = loader_cursor_size();
+    void *cursor = xmalloc(cursor_size, "loader cursor");
+    CheckpointState cs = {.params = &params, .opt = &opt, .tokenizer = tok, .config_yaml = yaml, .rng = &ts,
+                          .rng_size = sizeof ts, .cursor = cursor, .cursor_size = cursor_size, .mode = CKPT_LOAD_FULL};
+    long start_step = 0;
+    if (resume_path) {
+        if (checkpoint_load(resume_path, &cs, err, sizeof err) != 0) fatal("resume: %s", err);
+        if (ts.magic != TRAINER_STATE_MAGIC) fatal("resume: %s holds no trainer state from this program", resume_path);
+        if (ts.seed != (uint64_t)cfg.seed)
+            fatal("resume: %s was trained with seed %llu, the config says %d", resume_path, (unsigned long long)ts.seed, cfg.seed);
+        if (!loader_cursor_restore(loader, cursor)) fatal("resume: the data cursor in %s does not fit this data/config", resume_path);
+        start_step = (long)cs.step;
+        printf("resume: %s at step %ld (epoch %lld)\n", resume_path, start_step, (long long)cs.epoch);
+    }
+
+    // ---- start-up summary
+    double peak = sgemm_peak_gflops(1536, 3);
+    double step_flops = 3.0 * objective_forward_flops(&obj, cfg.batch_size) * cfg.accum_steps;
+    printf("model: ViT D=%d depth=%d heads=%d patch=%d img=%d chans=%d, %zu parameters (%d tensors)\n", vit.D,
+           vc.depth, vc.num_heads, vc.patch_size, vc.img_size, vc.in_chans, params.total, params.count);
+    printf("objective: w_token=%g w_pixel=%g w_contrast=%g, %d masked + %d replaced of %d patches, K=%d, views=%d\n",
+           cfg.w_token, cfg.w_pixel, cfg.w_contrast, obj.n_mask, obj.n_replace, vit.N, obj.K, views);
+    printf("data: %lld samples, %ld updates/epoch (batch %d x accum %d), %d decode threads; %d compute threads\n",
+           (long long)loader_num_samples(loader), steps_per_epoch, cfg.batch_size, cfg.accum_steps, cfg.num_workers,
+           kernel_max_threads());
+    printf("memory (fixed after start-up):\n");
+    print_bytes("parameters + gradients", 2 * params_bytes(&params));
+    print_bytes("AdamW m + v", 2 * params_bytes(&params));
+    print_bytes("encoder activations", vit_activation_bytes(&vit));
+    print_bytes("objective activations", obj.acts.capacity + obj.grads.capacity);
+    printf("  sgemm peak %.0f GFLOP/s; a step is %.1f GFLOP\n", peak, step_flops * 1e-9);
+    printf("run folder: %s; %ld updates, warmup %ld\n", run_dir, total_steps, warmup);
+    fflush(stdout);
+
+    install_signal_handlers();
+    Progress prog;
+    progress_init(&prog, stdout, start_step, total_steps, cfg.time_limit_minutes * 60.0);
+    double t_start = now_seconds(), t_window = t_start, wait_window = 0, compute_window = 0;
+    long images_window = 0;
+    double loss_sum[4] = {0}, grad_norm_sum = 0, clipped = 0;
+    int window_steps = 0;
+    long step = start_step;
+    const char *stop_reason = "done";
+    int64_t epoch_now = cs.epoch;
+    float *first_cls = NULL;
+
+    for (; step < total_steps; step++) {
+        if (stop_signal) {
+            stop_reason = stop_signal == SIGTERM ? "SIGTERM" : stop_signal == SIGUSR1 ? "SIGUSR1" : "SIGINT";
+            break;
+        }
+        if (cfg.time_limit_minutes > 0 && now_seconds() - t_start > cfg.time_limit_minutes * 60.0) {
+            stop_reason = "time limit";
+            break;
+        }
+        double lr = schedule_lr(&cfg, step, warmup, total_steps);
+        float w_con = (float)cfg.w_contrast;
+        if (cfg.contrast_warmup_steps > 0 && step < cfg.contrast_warmup_steps)
+            w_con *= (float)(step + 1) / (float)cfg.contrast_warmup_steps;
+        params_zero_grad(&params);
+        ObjectiveLosses L = {0};
+        for (int micro = 0; micro < cfg.accum_steps; micro++) {
+            Batch b;
+            double tw = now_seconds();
+            if (!loader_next(loader, &b)) fatal("data: the training loader ended unexpectedly");
+            double tc = now_seconds();
+            wait_window += tc - tw;
+            epoch_now = b.epoch;
+            ObjectiveLosses l = objective_forward(&obj, b.view1, b.clean1, b.view2, b.n, ts.micro_steps, w_con);
+            const char *bad = !isfinite(l.token) ? "token cross-entropy" : !isfinite(l.pixel) ? "pixel MSE"
+                              : !isfinite(l.contrast) ? "NT-Xent" : NULL;
+            if (bad) {
+                progress_end(&prog);
+                fatal("step %ld: the %s loss is %g; no update was applied. The last checkpoint in %s is intact. "
+                      "Lower lr (now %g) or raise warmup, then --resume=auto", step, bad,
+                      !isfinite(l.token) ? l.token : !isfinite(l.pixel) ? l.pixel : l.contrast, run_dir, lr);
+            }
+            objective_backward(&obj, 1.0f / cfg.accum_steps);
+            L.token += l.token / cfg.accum_steps;
+            L.pixel += l.pixel / cfg.accum_steps;
+            L.contrast += l.contrast / cfg.accum_steps;
+            L.total += l.total / cfg.accum_steps;
+            ts.micro_steps++;
+            ts.images_seen += b.n;
+            images_window += b.n;
+            compute_window += now_seconds() - tc;
+            first_cls = vit.final;  // CLS rows of the last micro-batch, for the collapse probe
+        }
+        double gnorm = clip_grad_norm(&opt, &params, cfg.clip_grad);
+        if (!isfinite(gnorm)) {
+            progress_end(&prog);
+            fatal("step %ld: the gradient norm is %g; no update was applied. The last checkpoint in %s is intact. "
+                  "Lower lr (now %g), then --resume=auto", step, gnorm, run_dir, lr);
+        }
+        clipped += cfg.clip_grad > 0 && gnorm > cfg.clip_grad;
+        adamw_step(&opt, &params, (float)lr);
+        loss_sum[0] += L.total, loss_sum[1] += L.token, loss_sum[2] += L.pixel, loss_sum[3] += L.contrast;
+        grad_norm_sum += gnorm;
+        window_steps++;
+
+        long done = step + 1;
+        int last = done == total_steps;
+        if (done % cfg.log_every == 0 || last || done == start_step + 1) {
+            double now = now_seconds(), dt = now - t_window;
+            double ips = images_window / dt;
+            double epoch_f = (double)ts.images_seen / (double)loader_num_samples(loader);
+            double top5 = spectrum_top_share(&probe, first_cls, views * cfg.batch_size > 1 ? (int)(views * obj.last_batch) : 1,
+                                             vit.T * vit.D);
+            double mfu = step_flops / cfg.batch_size * ips / (peak * 1e9);
+            JsonLine *m = runlog_metrics(rl);
+            json_int(m, "step", done);
+            json_num(m, "epoch", epoch_f);
+            json_num(m, "loss", loss_sum[0] / window_steps);
+            if (cfg.w_token > 0) json_num(m, "loss_token", loss_sum[1] / window_steps);
+            if (cfg.w_pixel > 0) json_num(m, "loss_pixel", loss_sum[2] / window_steps);
+            if (cfg.w_contrast > 0) json_num(m, "loss_contrast", loss_sum[3] / window_steps);
+            json_num(m, "lr", lr);
+            json_num(m, "w_contrast", w_con);
+            json_num(m, "grad_norm", grad_norm_sum / window_steps);
+            json_num(m, "clipped_share", clipped / window_steps);
+            json_num(m, "images_per_s", ips);
+            json_num(m, "mfu", mfu);
+            json_num(m, "data_wait_share", wait_window / dt);
+            json_num(m, "cls_top5_variance_share", top5);
+            for (int r = 0; r < SKIP_NUM_REASONS; r++)
+                json_int(m, loader_skip_reason_name((SkipReason)r), loader_skipped(loader, (SkipReason)r));
+            json_num(m, "elapsed_s", now - t_start);
+            runlog_metrics_write(rl);
+            NamedValue nv[6];
+            int k = 0;
+            nv[k++] = (NamedValue){"loss", loss_sum[0] / window_steps};
+            if (cfg.w_token > 0) nv[k++] = (NamedValue){"tok", loss_sum[1] / window_steps};
+            if (cfg.w_pixel > 0) nv[k++] = (NamedValue){"pix", loss_sum[2] / window_steps};
+            if (cfg.w_contrast > 0) nv[k++] = (NamedValue){"nce", loss_sum[3] / window_steps};
+            nv[k++] = (NamedValue){"lr", lr};
+            nv[k++] = (NamedValue){"top5", top5};
+            progress_update(&prog, done, epoch_f, ips, nv, k);
+            t_window = now;
+            wait_window = compute_window = 0;
+            images_window = 0;
+            memset(loss_sum, 0, sizeof loss_sum);
+            grad_norm_sum = clipped = 0;
+            window_steps = 0;
+        }
+        if (cfg.save_every > 0 && done % cfg.save_every == 0 && !last) {
+            loader_cursor_save(loader, cursor);
+            cs.step = done;
+            cs.epoch = epoch_now;
+            if (checkpoint_save_step(run_dir, &cs, cfg.keep_last, cfg.keep_every, err, sizeof err) != 0) {
+                progress_end(&prog);
+                fatal("checkpoint at step %ld failed: %s\nThe previous checkpoint is kept; stopping.", done, err);
+            }
+        }
+    }
+    progress_end(&prog);
+
+    // Final checkpoint: at the end, on a signal, or at the time limit.
+    long done = step;
+    if (done > start_step || !resume_path) {
+        loader_cursor_save(loader, cursor);
+        cs.step = done;
+        cs.epoch = epoch_now;
+        if (checkpoint_save_step(run_dir, &cs, cfg.keep_last, cfg.keep_every, err, sizeof err) != 0)
+            fatal("final checkpoint at step %ld failed: %s\nThe previous checkpoint is kept.", done, err);
+    }
+    char path[4096];
+    checkpoint_path(path, sizeof path, run_dir, done);
+    printf("stopped (%s) at step %ld after %.1f s; checkpoint %s\n", stop_reason, done, now_seconds() - t_start, path);
+    for (int r = 0; r < SKIP_NUM_REASONS; r++)
+        if (loader_skipped(loader, (SkipReason)r))
+            printf("skipped samples (%s): %lld\n", loader_skip_reason_name((SkipReason)r),
+                   (long long)loader_skipped(loader, (SkipReason)r));
+
+    spectrum_probe_free(&probe);
+    xfree(cursor);
+    adamw_free(&opt);
+    loader_close(loader);
+    runlog_close(rl);
+    xfree(yaml);
+    return 0;
+}
