@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "augment.h"
 #include "check.h"
 #include "common.h"
 #include "image_encode.h"
@@ -86,6 +87,26 @@ static void test_brace_expansion(void) {
     for (int i = 0; ok && i < 8; i++) ok = !strcmp(v[i], want[i]);
     CHECK("brace_expansion", ok, "got %d names, first %s", n, n ? v[0] : "-");
     shard_list_free(v, n);
+}
+
+// RandomResizedCrop: inside the image, area and ratio within range, and
+// torchvision's centre-crop fallback when no attempt fits.
+static void test_rrc_params(void) {
+    Rng r;
+    rng_seed(&r, 5, 0);
+    const float scale[2] = {0.08f, 1.0f}, ratio[2] = {3.0f / 4, 4.0f / 3};
+    int ok = 1;
+    for (int i = 0; i < 10000; i++) {
+        int x, y, w, h;
+        rrc_params(&r, 500, 375, scale, ratio, &x, &y, &w, &h);
+        double area = (double)w * h / (500.0 * 375), ar = (double)w / h;
+        ok &= x >= 0 && y >= 0 && x + w <= 500 && y + h <= 375 && area > 0.07 && area <= 1.0 && ar > 0.73 && ar < 1.37;
+    }
+    const float s1[2] = {1, 1}, wide[2] = {2, 2};
+    int x, y, w, h;
+    rrc_params(&r, 100, 100, s1, wide, &x, &y, &w, &h);  // w = 141 never fits: fallback
+    int fallback = x == 0 && y == 25 && w == 100 && h == 50;
+    CHECK("random_resized_crop_params", ok && fallback, "in range %d, fallback box %d,%d %dx%d", ok, x, y, w, h);
 }
 
 // Eval at the source size: resize and centre crop are the identity, so the
@@ -400,6 +421,7 @@ int main(void) {
     mkdir("build", 0755);
     mkdir(DIR, 0755);
     test_brace_expansion();
+    test_rrc_params();
     test_round_trip(0, 3);
     test_round_trip(0, 1);
     test_round_trip(1, 3);

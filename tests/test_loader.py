@@ -174,8 +174,8 @@ def pil_rgb_or_l(img, channels):
 
 @pytest.mark.parametrize("channels", [3, 1])
 def test_colour_types_match_pil(lib, tmp_path, channels):
-    """Grey and CMYK JPEGs; palette, RGBA, LA and 16-bit PNGs: decoded as PIL's
-    convert("RGB") / convert("L") would. PNG exact; JPEG within 3 levels (PIL
+    """Grey, CMYK and progressive JPEGs; palette, RGBA, LA and 16-bit PNGs: decoded as PIL's
+    convert("RGB") / convert("L") would. PNG exact; JPEG within 3 levels, 12 with subsampled chroma (PIL
     upsamples chroma with a triangle filter, we replicate). One deliberate
     difference: 16-bit grey keeps its high byte (PIL's I;16 -> L clips at 255)."""
     require("PIL", "python3-pil")
@@ -188,6 +188,7 @@ def test_colour_types_match_pil(lib, tmp_path, channels):
     rgb = Image.fromarray(base)
     cases = {
         "grey.jpg": rgb.convert("L"),
+        "progressive.jpg": rgb,
         "cmyk.jpg": rgb.convert("CMYK"),
         "palette.png": rgb.convert("P", palette=Image.ADAPTIVE, colors=64),
         "rgba.png": Image.fromarray(np.dstack([base, rng.integers(0, 256, (32, 32), dtype=np.uint8)]), "RGBA"),
@@ -199,7 +200,7 @@ def test_colour_types_match_pil(lib, tmp_path, channels):
     cls.mkdir()
     for i, (name, img) in enumerate(cases.items()):
         path = cls / f"{i}_{name}"
-        img.save(path, quality=95) if name.endswith(".jpg") else img.save(path)
+        img.save(path, quality=95, progressive=name.startswith("progressive")) if name.endswith(".jpg") else img.save(path)
         if name == "grey16.png":
             hi = (np.asarray(img) >> 8).astype(np.uint8)
             want.append((name, np.repeat(hi[..., None], channels, axis=2)))
@@ -213,7 +214,9 @@ def test_colour_types_match_pil(lib, tmp_path, channels):
     for (name, ref), got in zip(want, imgs):
         got = np.rint(got.transpose(1, 2, 0) * 255).astype(int)
         diff = np.abs(got - ref.astype(int)).max()
-        assert diff <= (3 if name.endswith(".jpg") else 0), f"{name}: max diff {diff}"
+        # progressive.jpg is colour with 4:2:0 chroma: plain vs fancy upsampling shows most there
+        tol = 0 if name.endswith(".png") else 12 if name.startswith("progressive") else 3
+        assert diff <= tol, f"{name}: max diff {diff}"
 
 
 def test_eval_transform_matches_torchvision(lib, tmp_path):
