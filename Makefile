@@ -105,7 +105,7 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(BUILD)/libccvit.a
 deps:
 	bash tools/install_deps.sh
 
-test: all
+test: all shards
 	$(PYTHON) tests/run_tests.py
 
 # Each tools/bench_*.sh runs one side-by-side comparison. They hold a lock so

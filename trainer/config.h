@@ -102,6 +102,7 @@
     X(keep_last,        INT,    "3",       "[1, inf)",      "most recent checkpoints kept")             \
     X(keep_every,       INT,    "0",       "[0, inf)",      "also keep for good every checkpoint whose step is a multiple of this; 0: none") \
     X(time_limit_minutes, FLOAT, "0",      "[0, inf)",      "stop (with a checkpoint) after this much training time; 0: no limit") \
+    X(stop_at_step,     INT,    "0",       "[0, inf)",      "stop (with a checkpoint) after this update, as a preemption would; the schedule still spans steps; 0: off") \
     X(resume,           STR,    "",        "",              "auto: newest good checkpoint of this run; a path; empty: start fresh")
 // clang-format on
 

@@ -219,6 +219,10 @@ int main(int argc, char **argv) {
     printf("run folder: %s; %ld updates, warmup %ld\n", run_dir, total_steps, warmup);
     fflush(stdout);
 
+    // Fault injection for the tests: CCVIT_FAULT_NAN_STEP=n makes step n's token
+    // loss NaN, to exercise the non-finite stop on a real run.
+    const char *fault = getenv("CCVIT_FAULT_NAN_STEP");
+    long fault_step = fault ? atol(fault) : -1;
     install_signal_handlers();
     Progress prog;
     progress_init(&prog, stdout, start_step, total_steps, cfg.time_limit_minutes * 60.0);
@@ -234,6 +238,10 @@ int main(int argc, char **argv) {
     for (; step < total_steps; step++) {
         if (stop_signal) {
             stop_reason = stop_signal == SIGTERM ? "SIGTERM" : stop_signal == SIGUSR1 ? "SIGUSR1" : "SIGINT";
+            break;
+        }
+        if (cfg.stop_at_step > 0 && step >= cfg.stop_at_step) {
+            stop_reason = "stop_at_step";
             break;
         }
         if (cfg.time_limit_minutes > 0 && now_seconds() - t_start > cfg.time_limit_minutes * 60.0) {
@@ -254,6 +262,7 @@ int main(int argc, char **argv) {
             wait_window += tc - tw;
             epoch_now = b.epoch;
             ObjectiveLosses l = objective_forward(&obj, b.view1, b.clean1, b.view2, b.n, ts.micro_steps, w_con);
+            if (step == fault_step) l.token = NAN;
             const char *bad = !isfinite(l.token) ? "token cross-entropy" : !isfinite(l.pixel) ? "pixel MSE"
                               : !isfinite(l.contrast) ? "NT-Xent" : NULL;
             if (bad) {

@@ -1,0 +1,125 @@
+"""The trainer program end to end on real Fashion-MNIST shards (`make shards`)
+with a tiny model: a smoke run with metrics and checkpoints, bit-exact resume,
+a clean stop on SIGTERM, the non-finite-loss stop, and config errors."""
+import json, os, signal, subprocess, time
+import numpy as np
+import pytest
+from conftest import require
+
+h5py = require("h5py", "python3-h5py")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = os.path.join(ROOT, "build", "bin", "train")
+SHARDS = os.path.join(ROOT, "data", "fashion-mnist", "train-000000.tar")
+TINY = ["--embed_dim=32", "--depth=3", "--num_heads=2", "--batch_size=32", "--num_centroids=32",
+        "--tokenizer_images_per_class=20", "--tokenizer_iters=5", "--proj_hidden=64", "--proj_dim=32",
+        "--warmup_steps=3", "--lr=1e-3", "--num_workers=2", "--shuffle_buffer_mb=4"]
+
+
+def train(tmp, name, *extra, env=None, check=True):
+    if not os.path.exists(SHARDS):
+        pytest.fail("Fashion-MNIST shards missing: run `make shards`", pytrace=False)
+    cmd = [TRAIN, "--config", os.path.join(ROOT, "configs", "fashion_mnist.yaml"), f"--output_dir={tmp}",
+           f"--run_name={name}"] + TINY + list(extra)
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    if check and p.returncode != 0:
+        raise AssertionError(f"train failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+    return p
+
+
+def metrics(tmp, name):
+    with open(os.path.join(tmp, name, "metrics.jsonl")) as f:
+        return [json.loads(l) for l in f]
+
+
+def all_datasets(path):
+    out = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda n, o: out.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None)
+        attrs = {k: f.attrs[k] for k in ("step", "epoch")}
+    return out, attrs
+
+
+def test_smoke_run_writes_metrics_and_checkpoints(tmp_path):
+    p = train(tmp_path, "smoke", "--steps=12", "--log_every=4", "--save_every=6")
+    lines = metrics(tmp_path, "smoke")
+    assert [l["step"] for l in lines] == [1, 4, 8, 12]
+    for l in lines:
+        for k in ("loss", "loss_token", "loss_pixel", "loss_contrast", "lr", "grad_norm", "images_per_s",
+                  "data_wait_share", "cls_top5_variance_share", "epoch"):
+            assert k in l and l[k] is not None and np.isfinite(l[k]), f"metric {k} missing or not finite: {l}"
+    run = tmp_path / "smoke"
+    assert (run / "config.yaml").exists() and (run / "tokenizer.h5").exists()
+    assert (run / "ckpt_step00000006.h5").exists() and (run / "ckpt_step00000012.h5").exists()
+    assert os.path.realpath(run / "latest").endswith("ckpt_step00000012.h5")
+    assert "checkpoint" in p.stdout and "ckpt_step00000012.h5" in p.stdout
+    tensors, attrs = all_datasets(run / "ckpt_step00000012.h5")
+    assert attrs["step"] == 12
+    assert "encoder/blocks.2.mlp.fc2.weight" in tensors and tensors["encoder/pos_embed"].shape == (1, 50, 32)
+    assert "pretrain_heads/mask_token" in tensors and "pretrain_heads/token_head.weight" in tensors
+
+
+def test_resume_is_bit_exact(tmp_path):
+    common = ["--steps=8", "--log_every=1", "--save_every=0"]
+    train(tmp_path, "straight", *common)
+    train(tmp_path, "resumed", *common, "--stop_at_step=4")
+    assert (tmp_path / "resumed" / "ckpt_step00000004.h5").exists()
+    # the resumed run reuses the run's tokenizer file and the checkpoint's cursor
+    train(tmp_path, "resumed", *common, "--resume=auto")
+    a, aa = all_datasets(tmp_path / "straight" / "ckpt_step00000008.h5")
+    b, ba = all_datasets(tmp_path / "resumed" / "ckpt_step00000008.h5")
+    assert aa["step"] == ba["step"] == 8
+    assert a.keys() == b.keys()
+    diff = [k for k in a if not np.array_equal(a[k], b[k])]
+    assert not diff, f"{len(diff)} datasets differ after resume, e.g. {diff[:5]}"
+    la, lb = metrics(tmp_path, "straight"), metrics(tmp_path, "resumed")
+    keys = ("loss", "loss_token", "loss_pixel", "loss_contrast", "grad_norm", "lr")
+    sa = {l["step"]: [l[k] for k in keys] for l in la}
+    sb = {l["step"]: [l[k] for k in keys] for l in lb}
+    assert sorted(sb) == list(range(1, 9))
+    for s in range(1, 9):
+        assert sa[s] == sb[s], f"step {s}: logged values differ: {sa[s]} vs {sb[s]}"
+
+
+def test_sigterm_writes_checkpoint_and_exits_zero(tmp_path):
+    if not os.path.exists(SHARDS):
+        pytest.fail("Fashion-MNIST shards missing: run `make shards`", pytrace=False)
+    cmd = [TRAIN, "--config", os.path.join(ROOT, "configs", "fashion_mnist.yaml"), f"--output_dir={tmp_path}",
+           "--run_name=term", "--steps=100000", "--log_every=1", "--save_every=0"] + TINY
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    mfile = tmp_path / "term" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (mfile.exists() and len(mfile.read_text().splitlines()) >= 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{err[-2000:]}"
+    assert "SIGTERM" in out, out[-1000:]
+    latest = os.path.realpath(tmp_path / "term" / "latest")
+    assert os.path.basename(latest) in out, "the exit message must name the checkpoint"
+    tensors, attrs = all_datasets(latest)
+    assert attrs["step"] >= 3 and len(tensors) > 50
+
+
+def test_nonfinite_loss_stops_without_update(tmp_path):
+    env = dict(os.environ, CCVIT_FAULT_NAN_STEP="3")
+    p = train(tmp_path, "nan", "--steps=10", "--save_every=2", "--log_every=1", env=env, check=False)
+    assert p.returncode != 0
+    assert "step 3" in p.stderr and "token cross-entropy" in p.stderr and "no update" in p.stderr, p.stderr[-1000:]
+    run = tmp_path / "nan"
+    assert os.path.realpath(run / "latest").endswith("ckpt_step00000002.h5")
+    assert not (run / "ckpt_step00000004.h5").exists()
+    tensors, attrs = all_datasets(run / "ckpt_step00000002.h5")
+    assert attrs["step"] == 2
+
+
+def test_config_errors_name_the_key(tmp_path):
+    p = train(tmp_path, "bad", "--lr_min=0.1", check=False)
+    assert p.returncode != 0 and "unknown key 'lr_min'" in p.stderr and "min_lr" in p.stderr, p.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("img_size: 28\ndepth: six\n")
+    p = subprocess.run([TRAIN, "--config", str(bad)], capture_output=True, text=True)
+    assert p.returncode != 0 and "depth" in p.stderr and ":2:" in p.stderr, p.stderr
+    p = train(tmp_path, "bad2", "--w_token=0", "--w_pixel=0", "--w_contrast=0", check=False)
+    assert p.returncode != 0 and "w_token" in p.stderr, p.stderr
+    p = subprocess.run([TRAIN, "--help"], capture_output=True, text=True)
+    assert p.returncode == 0 and "batch_size" in p.stdout
