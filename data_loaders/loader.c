@@ -14,8 +14,9 @@
 // sample once, the last partial batch kept unless drop_last.
 //
 // Cursor: (epoch, step) of the next batch + the skip counters. Restoring
-// replays the reader to that position (reading, not decoding), which is
-// exact because the reader is a pure function of (seed, epoch).
+// replays the reader to that position, which is exact because the reader is
+// a pure function of (seed, epoch). The replay reads tar headers and labels
+// only; images still in the shuffle buffer at the cursor are read by offset.
 //
 // Shared cores: decode threads run at nice +cfg.nice (default 5), so the
 // trainer's OpenMP threads win the cores while the decoders fill the queue

@@ -14,7 +14,7 @@ typedef struct {
     int64_t data_offset;  // file offset of the current entry's data
     int64_t data_left;    // bytes of the current entry not yet consumed
     int64_t pad_left;     // padding to the next 512-byte boundary
-    char *global_path;    // unused by WebDataset but parsed: PAX 'g' may not set path
+    char *global_path;    // a PAX 'g' path, kept but not used for entry names
 } TarReader;
 
 // Open path for reading; returns 0, or -1 with errno set (reader untouched).
