@@ -1,0 +1,88 @@
+// bench_pretrain: times one full pretraining step (both views, token CE, pixel
+// MSE, NT-Xent: forward, backward, clipping, AdamW) on random data, including
+// the tokenizer assignment and the masking; prints key=value lines for
+// tools/bench_pretrain.py, which runs the PyTorch twin beside it.
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "kernels.h"
+#include "objective.h"
+#include "optim.h"
+#include "perf.h"
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+int main(int argc, char **argv) {
+    const char *name = NULL;
+    int steps = 5, warmup = 2, batch = 0;
+    float w_tok = 1, w_pix = 1, w_con = 1;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--config") && i + 1 < argc) name = argv[++i];
+        else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--warmup") && i + 1 < argc) warmup = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--weights") && i + 1 < argc) sscanf(argv[++i], "%f,%f,%f", &w_tok, &w_pix, &w_con);
+        else {
+            printf("usage: bench_pretrain --config fmnist_28|vit_ti_224 [--steps N] [--warmup N] [--batch N] [--weights tok,pix,con]\n");
+            return strcmp(argv[i], "--help") ? 2 : 0;
+        }
+    }
+    if (!name) fatal("--config is required (fmnist_28 or vit_ti_224)");
+    VitConfig vc;
+    int K;
+    if (!strcmp(name, "fmnist_28")) {
+        vc = (VitConfig){28, 4, 1, 192, 6, 3, 4.0f, 1, 0.0f, 0, 1};
+        K = 512;
+        if (!batch) batch = 256;
+    } else if (!strcmp(name, "vit_ti_224")) {
+        vc = (VitConfig){224, 16, 3, 192, 12, 3, 4.0f, 1, 0.0f, 0, 1};
+        K = 8192;
+        if (!batch) batch = 32;
+    } else {
+        fatal("--config: unknown '%s' (allowed: fmnist_28, vit_ti_224)", name);
+    }
+    double peak = sgemm_peak_gflops(2048, 3);
+    int d = vc.in_chans * vc.patch_size * vc.patch_size;
+    Rng r;
+    rng_seed(&r, 1, 0);
+    float *cents = xmalloc(sizeof(float) * K * d, "centroids");
+    for (long i = 0; i < (long)K * d; i++) cents[i] = (float)rng_uniform(&r);
+    Tokenizer *tok = tokenizer_from_centroids(cents, NULL, K, vc.patch_size, vc.in_chans);
+    ObjectiveConfig oc = {.mask_ratio = 0.4f, .min_mask_patches = 4, .replace_ratio = 0.1f, .w_token = w_tok,
+                          .w_pixel = w_pix, .w_contrast = w_con, .temperature = 0.2f, .proj_hidden = 1024,
+                          .proj_dim = 256, .mean = {0.5f, 0.5f, 0.5f}, .std = {0.25f, 0.25f, 0.25f}, .seed = 0};
+    Objective *o = objective_create(&vc, &oc, tok, batch, 0);
+    ParamTable *t = objective_params(o);
+    AdamW opt;
+    adamw_init(&opt, t, 0.9f, 0.999f, 1e-8f, 0.05f);
+    size_t n_img = (size_t)batch * vc.in_chans * vc.img_size * vc.img_size;
+    float *clean1 = xmalloc(n_img * 4, "clean1"), *view1 = xmalloc(n_img * 4, "view1"), *view2 = xmalloc(n_img * 4, "view2");
+    for (size_t i = 0; i < n_img; i++) {
+        clean1[i] = (float)rng_uniform(&r);
+        view1[i] = (clean1[i] - 0.5f) / 0.25f;
+        view2[i] = (float)rng_normal(&r);
+    }
+    double *times = xcalloc(steps, sizeof(double), "times");
+    ObjectiveLosses L = {0};
+    for (int s = 0; s < warmup + steps; s++) {
+        double t0 = now_seconds();
+        params_zero_grad(t);
+        L = objective_forward(o, view1, clean1, view2, batch, s, -1);
+        objective_backward(o, 1.0f);
+        clip_grad_norm(&opt, t, 3.0);
+        adamw_step(&opt, t, 1e-4f);
+        if (s >= warmup) times[s - warmup] = now_seconds() - t0;
+    }
+    qsort(times, steps, sizeof(double), cmp_double);
+    double step = times[steps / 2];
+    double flops = 3.0 * objective_forward_flops(o, batch);
+    printf("config=%s batch=%d threads=%d K=%d\n", name, batch, kernel_max_threads(), K);
+    printf("step_ms=%.1f images_per_s=%.2f gflops=%.1f sgemm_peak_gflops=%.1f mfu=%.3f loss=%.4f\n", step * 1e3,
+           batch / step, flops / step * 1e-9, peak, flops / step * 1e-9 / peak, L.total);
+    printf("peak_rss_bytes=%zu\n", peak_rss_bytes());
+    return 0;
+}
