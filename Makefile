@@ -126,6 +126,13 @@ data/fashion-mnist/%-manifest.txt: | $(BUILD)/bin/make_shards
 data/imagenet-sample/train-manifest.txt: | $(BUILD)/bin/make_shards
 	$(BUILD)/bin/make_shards --image-folder $(IMAGENET_SAMPLE) --out data/imagenet-sample/train --per-shard 250 --seed 0
 
+# The main job: install what is missing, build, then shards -> tokenizer ->
+# pretraining -> evaluation -> results table (tools/main_job.sh).
+run:
+	bash tools/install_deps.sh
+	$(MAKE) --no-print-directory all
+	bash tools/main_job.sh
+
 clean:
 	rm -rf $(BUILD)
 
