@@ -1,0 +1,327 @@
+// eval: frozen-feature evaluation of a checkpoint's encoder (or of a randomly
+// initialised one, or of raw pixels): weighted kNN (DINO protocol) and a linear
+// probe (L-BFGS logistic regression), on a labelled train and test split.
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "checkpoint.h"
+#include "common.h"
+#include "config.h"
+#include "h5io.h"
+#include "loader.h"
+#include "probe.h"
+#include "runlog.h"
+#include "setup.h"
+#include "vit.h"
+
+static void usage(void) {
+    printf(
+        "usage: eval CHECKPOINT.h5 [options] [--key=value ...]\n"
+        "       eval --random-init --config FILE.yaml [options] [--key=value ...]\n"
+        "       eval --raw-pixels --config FILE.yaml [options] [--key=value ...]\n"
+        "\n"
+        "Frozen features of a labelled train and test split, without masking, then\n"
+        "  kNN:          cosine similarity, k nearest train images vote with exp(sim/T) (DINO); top-1, top-5\n"
+        "  linear probe: multinomial logistic regression on standardised features; the L2 strength is\n"
+        "                chosen on a held-out part of train, then refit on all of train; test top-1\n"
+        "The model comes from the checkpoint's config (config_yaml attribute; encoder tensors only).\n"
+        "\n"
+        "options:\n"
+        "  --train SRC, --test SRC  splits (shards or ImageFolder as data_format says); default data_train, data_val\n"
+        "  --random-init            a randomly initialised encoder of the config's shape (seeded by --seed=N)\n"
+        "  --raw-pixels             features = the normalised image pixels (baseline)\n"
+        "  --config FILE            config for --random-init / --raw-pixels (checkpoint: overrides its config)\n"
+        "  --features cls|mean|both CLS token after the final norm, mean of the patch tokens, or both (default both)\n"
+        "  --batch N                images per forward pass (default 128)\n"
+        "  --crop-pct F             eval resize = img_size / F, then centre crop (default 1: no crop)\n"
+        "  --k N, --knn-t F         kNN neighbours and temperature (default 20, 0.07)\n"
+        "  --holdout F              share of train held out to choose the L2 strength (default 0.1)\n"
+        "  --lambdas a,b,...        L2 strengths to try (default 1e-5,1e-4,1e-3,1e-2,1e-1)\n"
+        "  --max-iter N             L-BFGS iterations per fit (default 500)\n"
+        "  --limit-train N, --limit-test N   use only the first N images of a split\n"
+        "  --no-knn, --no-probe     skip one protocol\n"
+        "  --save-features F.h5     write train/test features and labels (for comparisons)\n"
+        "  --out F.json             results (default: beside the checkpoint, <name>.eval.json)\n"
+        "  --key=value              any config key, e.g. --num_workers=2 --data_format=imagefolder\n");
+}
+
+typedef enum { FEAT_CLS, FEAT_MEAN, FEAT_BOTH } FeatureKind;
+
+typedef struct {
+    float *x;      // [n, d]
+    int32_t *y;    // [n]
+    size_t n;
+    int d, classes;
+} Split;
+
+static int feature_dim(const Vit *vit, FeatureKind kind, const LoaderConfig *lc) {
+    if (!vit) return lc->channels * lc->image_size * lc->image_size;
+    return kind == FEAT_BOTH ? 2 * vit->D : vit->D;
+}
+
+// Features of every image of one split, in the loader's (sequential) order.
+static Split extract(const Config *cfg, const char *source, const char *name, Vit *vit, FeatureKind kind, int batch,
+                     double crop_pct, long limit) {
+    LoaderConfig lc = loader_config_from(cfg, source, LOADER_EVAL, 0);
+    lc.batch_size = batch;
+    lc.eval_resize = (float)(int)(cfg->img_size / crop_pct + 0.5);
+    Loader *L = loader_open(&lc);
+    size_t total = (size_t)loader_num_samples(L);
+    if (limit > 0 && (size_t)limit < total) total = (size_t)limit;
+    Split s = {0};
+    s.d = feature_dim(vit, kind, &lc);
+    s.x = xmalloc(total * s.d * sizeof(float) + 1, "features");
+    s.y = xmalloc(total * sizeof(int32_t) + 1, "labels");
+    fprintf(stderr, "features of the %s split: %zu images from %s\n", name, total, source);
+    Progress pr;
+    long steps = (long)((total + batch - 1) / batch);
+    progress_init(&pr, stderr, 0, steps, 0);
+    double t0 = now_seconds(), last = t0;
+    Batch b;
+    long step = 0;
+    while (s.n < total && loader_next(L, &b) == 1) {
+        int n = b.n < (int)(total - s.n) ? b.n : (int)(total - s.n);
+        size_t pix = (size_t)b.channels * b.height * b.width;
+        for (int i = 0; i < n; i++) {
+            if (b.labels[i] < 0) fatal("%s split '%s' has an image without a label; eval needs labelled data", name, source);
+            s.y[s.n + i] = b.labels[i];
+        }
+        float *out = s.x + s.n * s.d;
+        if (!vit) {
+            memcpy(out, b.view1, n * pix * sizeof(float));
+        } else {
+            vit_forward(vit, b.view1, NULL, n);
+            const float *fin = vit_final_tokens(vit);
+            int T = vit->T, D = vit->D;
+            for (int i = 0; i < n; i++) {
+                const float *tok = fin + (size_t)i * T * D;
+                float *o = out + (size_t)i * s.d;
+                if (kind != FEAT_MEAN) memcpy(o, tok, D * sizeof(float));
+                if (kind != FEAT_CLS) {
+                    float *m = o + (kind == FEAT_BOTH ? D : 0);
+                    for (int j = 0; j < D; j++) {
+                        double acc = 0;
+                        for (int t = 1; t < T; t++) acc += tok[(size_t)t * D + j];
+                        m[j] = (float)(acc / (T - 1));
+                    }
+                }
+            }
+        }
+        s.n += n;
+        step++;
+        double now = now_seconds();
+        if (now - last > 2.0 || s.n == total) {
+            progress_update(&pr, step, (double)s.n / total, s.n / (now - t0 + 1e-9), NULL, 0);
+            last = now;
+        }
+    }
+    progress_end(&pr);
+    loader_close(L);
+    if (s.n == 0) fatal("%s split '%s' gave no images", name, source);
+    for (size_t i = 0; i < s.n; i++)
+        if (s.y[i] + 1 > s.classes) s.classes = s.y[i] + 1;
+    fprintf(stderr, "  %zu images, %d dims, %.1f s (%.0f img/s)\n", s.n, s.d, now_seconds() - t0, s.n / (now_seconds() - t0 + 1e-9));
+    return s;
+}
+
+static void save_features(const char *path, const Split *tr, const Split *te) {
+    hid_t f = h5_create(path);
+    hsize_t d2[2] = {tr->n, (hsize_t)tr->d}, d1[1] = {tr->n};
+    h5_write_f32(f, "train_features", tr->x, 2, d2);
+    h5_write_i32(f, "train_labels", tr->y, 1, d1);
+    d2[0] = d1[0] = te->n;
+    h5_write_f32(f, "test_features", te->x, 2, d2);
+    h5_write_i32(f, "test_labels", te->y, 1, d1);
+    h5_close(f);
+}
+
+static int parse_lambdas(const char *s, double *out, int max) {
+    int n = 0;
+    char *end;
+    while (*s && n < max) {
+        double v = strtod(s, &end);
+        if (end == s || !(v > 0)) fatal("--lambdas: '%s' is not a list of positive numbers", s);
+        out[n++] = v;
+        s = *end == ',' ? end + 1 : end;
+    }
+    return n;
+}
+
+int main(int argc, char **argv) {
+    const char *ckpt = NULL, *train = NULL, *test = NULL, *out_json = NULL, *feat_path = NULL;
+    int random_init = 0, raw = 0, batch = 128, k = 20, max_iter = 500, do_knn = 1, do_probe = 1;
+    double knn_t = 0.07, holdout = 0.1, crop_pct = 1.0;
+    long limit_train = 0, limit_test = 0;
+    FeatureKind kind = FEAT_BOTH;
+    double lambdas[16] = {1e-5, 1e-4, 1e-3, 1e-2, 1e-1};
+    int n_lambdas = 5;
+    char err[4096];
+
+    // Pass 1: eval's own options; config files and keys are applied afterwards.
+    char **keys = xcalloc(argc + 1, sizeof(char *), "args");
+    const char *config_files[16];
+    int nkeys = 0, nconf = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define VALUE() (v ? (i++, v) : (fatal("%s needs a value (see --help)", a), ""))
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage();
+            return 0;
+        } else if (!strcmp(a, "--random-init")) random_init = 1;
+        else if (!strcmp(a, "--raw-pixels")) raw = 1;
+        else if (!strcmp(a, "--no-knn")) do_knn = 0;
+        else if (!strcmp(a, "--no-probe")) do_probe = 0;
+        else if (!strcmp(a, "--train")) train = VALUE();
+        else if (!strcmp(a, "--test")) test = VALUE();
+        else if (!strcmp(a, "--out")) out_json = VALUE();
+        else if (!strcmp(a, "--save-features")) feat_path = VALUE();
+        else if (!strcmp(a, "--config") || !strcmp(a, "-c")) {
+            if (nconf == 16) fatal("at most 16 --config files");
+            config_files[nconf++] = VALUE();
+        } else if (!strcmp(a, "--batch")) batch = atoi(VALUE());
+        else if (!strcmp(a, "--k")) k = atoi(VALUE());
+        else if (!strcmp(a, "--knn-t")) knn_t = atof(VALUE());
+        else if (!strcmp(a, "--holdout")) holdout = atof(VALUE());
+        else if (!strcmp(a, "--crop-pct")) crop_pct = atof(VALUE());
+        else if (!strcmp(a, "--max-iter")) max_iter = atoi(VALUE());
+        else if (!strcmp(a, "--limit-train")) limit_train = atol(VALUE());
+        else if (!strcmp(a, "--limit-test")) limit_test = atol(VALUE());
+        else if (!strcmp(a, "--lambdas")) n_lambdas = parse_lambdas(VALUE(), lambdas, 16);
+        else if (!strcmp(a, "--features")) {
+            const char *f = VALUE();
+            if (!strcmp(f, "cls")) kind = FEAT_CLS;
+            else if (!strcmp(f, "mean")) kind = FEAT_MEAN;
+            else if (!strcmp(f, "both")) kind = FEAT_BOTH;
+            else fatal("--features: '%s' is not cls, mean or both", f);
+        } else if (!strncmp(a, "--", 2)) keys[nkeys++] = argv[i];
+        else if (!ckpt) ckpt = a;
+        else fatal("unexpected argument '%s' (one checkpoint at most; see --help)", a);
+#undef VALUE
+    }
+    if (!ckpt && !random_init && !raw) fatal("give a checkpoint, --random-init or --raw-pixels (see --help)");
+    if (ckpt && (random_init || raw)) fatal("a checkpoint and --random-init/--raw-pixels exclude each other");
+    if (batch < 1 || k < 1 || k > 4096 || !(knn_t > 0) || !(holdout > 0 && holdout < 1) || !(crop_pct > 0 && crop_pct <= 1) || max_iter < 1)
+        fatal("bad option value: need --batch >= 1, 1 <= --k <= 4096, --knn-t > 0, 0 < --holdout < 1, 0 < --crop-pct <= 1");
+
+    // The config: the checkpoint's, then files, then --key=value.
+    Config cfg;
+    config_defaults(&cfg);
+    CheckpointInfo info = {0};
+    if (ckpt) {
+        if (checkpoint_read_info(ckpt, &info, err, sizeof err)) fatal("%s", err);
+        if (config_load_string(&cfg, info.config_yaml, ckpt, err, sizeof err)) fatal("config stored in %s", err);
+    }
+    for (int i = 0; i < nconf; i++)
+        if (config_load_file(&cfg, config_files[i], err, sizeof err)) fatal("%s", err);
+    for (int i = 0; i < nkeys; i++)
+        if (config_set(&cfg, keys[i], err, sizeof err)) fatal("%s", err);
+    if (config_finalize(&cfg, err, sizeof err)) fatal("%s", err);
+    if (!train) train = cfg.data_train;
+    if (!test) test = cfg.data_val;
+    if (!train[0] || !test[0]) fatal("no data: give --train and --test (or data_train and data_val in the config)");
+
+    Vit vit;
+    ParamTable table = {0};
+    Vit *model = NULL;
+    if (!raw) {
+        VitConfig vc = vit_config_from(&cfg, 0, 0);
+        vit_register(&vit, &table, &vc);
+        params_allocate(&table);
+        vit_bind(&vit);
+        vit_init_weights(&vit, (uint64_t)cfg.seed);
+        if (ckpt) {
+            CheckpointState st = {.params = &table, .mode = CKPT_LOAD_ENCODER};
+            if (checkpoint_load(ckpt, &st, err, sizeof err)) fatal("%s", err);
+        }
+        vit_allocate_activations(&vit, batch);
+        model = &vit;
+    }
+    const char *what = raw ? "raw pixels" : random_init ? "random init" : ckpt;
+    fprintf(stderr, "eval: %s", what);
+    if (ckpt) fprintf(stderr, " (step %lld, code %s)", (long long)info.step, info.code_version);
+    if (model) fprintf(stderr, ", ViT %dpx/%d D=%d depth %d, features %s", cfg.img_size, cfg.patch_size, cfg.embed_dim, cfg.depth,
+                       kind == FEAT_CLS ? "cls" : kind == FEAT_MEAN ? "mean" : "cls+mean");
+    fprintf(stderr, "\n");
+
+    double t0 = now_seconds();
+    Split tr = extract(&cfg, train, "train", model, kind, batch, crop_pct, limit_train);
+    Split te = extract(&cfg, test, "test", model, kind, batch, crop_pct, limit_test);
+    double t_feat = now_seconds() - t0;
+    int classes = tr.classes > te.classes ? tr.classes : te.classes;
+    if (feat_path) save_features(feat_path, &tr, &te);
+
+    double top1 = NAN, top5 = NAN, t_knn = 0, t_probe = 0;
+    if (do_knn) {
+        double t = now_seconds();
+        knn_eval(tr.x, tr.y, tr.n, te.x, te.y, te.n, tr.d, classes, k, knn_t, &top1, &top5);
+        t_knn = now_seconds() - t;
+    }
+    ProbeResult pr = {0};
+    pr.test_top1 = pr.lambda = NAN;
+    if (do_probe) {
+        double t = now_seconds();
+        fprintf(stderr, "linear probe: %d L2 strengths on %zu train images, %.0f%% held out\n", n_lambdas, tr.n, holdout * 100);
+        linear_probe(tr.x, tr.y, tr.n, te.x, te.y, te.n, tr.d, classes, lambdas, n_lambdas, holdout, (uint64_t)cfg.seed, max_iter, &pr);
+        t_probe = now_seconds() - t;
+    }
+
+    printf("\n%-28s %s\n", "model", what);
+    if (ckpt) printf("%-28s %lld\n", "step", (long long)info.step);
+    printf("%-28s %zu / %zu images, %d classes, %d dims\n", "train / test", tr.n, te.n, classes, tr.d);
+    if (do_knn) printf("%-28s top-1 %6.2f   top-5 %6.2f   (k=%d, T=%g)\n", "kNN", top1, top5, k, knn_t);
+    if (do_probe) {
+        printf("%-28s top-1 %6.2f   (L2 %g = sklearn C %.4g; train top-1 %.2f)\n", "linear probe", pr.test_top1, pr.lambda,
+               1.0 / (pr.lambda * tr.n), pr.train_top1);
+        printf("%-28s", "  held-out top-1 by L2");
+        for (int i = 0; i < pr.n_lambdas; i++) printf(" %g:%.2f", pr.lambdas[i], pr.holdout_top1[i]);
+        printf("\n");
+    }
+    printf("%-28s features %.1f s, kNN %.1f s, probe %.1f s\n", "time", t_feat, t_knn, t_probe);
+
+    char json_path[4096];
+    if (!out_json && ckpt) {
+        snprintf(json_path, sizeof json_path, "%s", ckpt);
+        char *dot = strrchr(json_path, '.');
+        if (dot && !strcmp(dot, ".h5")) *dot = 0;
+        strncat(json_path, ".eval.json", sizeof json_path - strlen(json_path) - 1);
+        out_json = json_path;
+    }
+    if (out_json) {
+        JsonLine j = {0};
+        json_begin(&j);
+        json_str(&j, "model", what);
+        if (ckpt) json_int(&j, "step", info.step);
+        json_str(&j, "features", raw ? "pixels" : kind == FEAT_CLS ? "cls" : kind == FEAT_MEAN ? "mean" : "both");
+        json_str(&j, "train", train);
+        json_str(&j, "test", test);
+        json_int(&j, "n_train", (long long)tr.n);
+        json_int(&j, "n_test", (long long)te.n);
+        json_int(&j, "dim", tr.d);
+        json_int(&j, "classes", classes);
+        json_int(&j, "knn_k", k);
+        json_num(&j, "knn_t", knn_t);
+        json_num(&j, "knn_top1", top1);
+        json_num(&j, "knn_top5", top5);
+        json_num(&j, "probe_top1", pr.test_top1);
+        json_num(&j, "probe_train_top1", pr.train_top1);
+        json_num(&j, "probe_l2", pr.lambda);
+        json_num(&j, "probe_sklearn_C", do_probe ? 1.0 / (pr.lambda * tr.n) : NAN);
+        json_num(&j, "probe_holdout", holdout);
+        json_int(&j, "probe_iters", pr.iters);
+        json_num(&j, "seconds_features", t_feat);
+        json_num(&j, "seconds_knn", t_knn);
+        json_num(&j, "seconds_probe", t_probe);
+        const char *text = json_end(&j);
+        FILE *f = fopen(out_json, "w");
+        if (!f || fprintf(f, "%s\n", text) < 0 || fclose(f) != 0) fatal("cannot write '%s'", out_json);
+        json_free(&j);
+        printf("%-28s %s\n", "results", out_json);
+    }
+    if (model) params_free(&table);
+    checkpoint_info_free(&info);
+    xfree(tr.x), xfree(tr.y), xfree(te.x), xfree(te.y), xfree(keys);
+    return 0;
+}
