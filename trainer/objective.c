@@ -312,8 +312,8 @@ ObjectiveLosses objective_forward(Objective *o, const float *view1, const float 
             memcpy(o->ph_x + (long)b * T * D, last + (long)b * T * D, sizeof(float) * D);
             memcpy(o->ph_x + ((long)b * T + 1) * D, mid + ((long)b * T + 1) * D, sizeof(float) * (T - 1) * D);
         }
-        block_forward(&o->ph_blocks[0], &o->ph_w[0], &o->ph_dims, o->ph_x, B, T);
-        block_forward(&o->ph_blocks[1], &o->ph_w[1], &o->ph_dims, o->ph_blocks[0].out, B, T);
+        block_forward(&o->ph_blocks[0], &o->ph_w[0], &v->scratch, &o->ph_dims, o->ph_x, B, T);
+        block_forward(&o->ph_blocks[1], &o->ph_w[1], &v->scratch, &o->ph_dims, o->ph_blocks[0].out, B, T);
         gather_scored(o->ph_sel, o->ph_blocks[1].out, o->scored, M, N, T, D);
         layernorm_forward(o->ph_norm, o->ph_mean, o->ph_rstd, o->ph_sel, o->ph_norm_w, o->ph_norm_b, M, D);
         linear_forward(o->ph_pred, o->ph_norm, o->ph_proj_w, o->ph_proj_b, M, D, d);

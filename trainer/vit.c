@@ -85,7 +85,6 @@ void block_init(const BlockWeights *w, const ParamTable *t, int first, const Blo
 void block_layout(BlockActs *a, Arena *acts, const BlockDims *d, int B, int T) {
     long BT = (long)B * T;
     int D = d->D;
-    a->ln1 = arena_floats(acts, BT * D);
     a->ln1_mean = arena_floats(acts, BT);
     a->ln1_rstd = arena_floats(acts, BT);
     a->qkv = arena_floats(acts, BT * 3 * D);
@@ -93,17 +92,17 @@ void block_layout(BlockActs *a, Arena *acts, const BlockDims *d, int B, int T) {
     a->attn = arena_floats(acts, BT * D);
     a->attn_proj = d->layer_scale ? arena_floats(acts, BT * D) : NULL;
     a->x_mid = arena_floats(acts, BT * D);
-    a->ln2 = arena_floats(acts, BT * D);
     a->ln2_mean = arena_floats(acts, BT);
     a->ln2_rstd = arena_floats(acts, BT);
     a->fc1 = arena_floats(acts, BT * d->hidden);
-    a->gelu = arena_floats(acts, BT * d->hidden);
     a->mlp_out = d->layer_scale ? arena_floats(acts, BT * D) : NULL;
     a->out = arena_floats(acts, BT * D);
 }
 
 void block_scratch_layout(BlockScratch *s, Arena *grads, const BlockDims *d, int B, int T) {
     long BT = (long)B * T;
+    s->ln = arena_floats(grads, BT * d->D);
+    s->gelu = arena_floats(grads, BT * d->hidden);
     s->d_branch = arena_floats(grads, BT * d->D);
     s->d_norm = arena_floats(grads, BT * d->D);
     s->d_hidden = arena_floats(grads, BT * d->hidden);
@@ -111,11 +110,12 @@ void block_scratch_layout(BlockScratch *s, Arena *grads, const BlockDims *d, int
     s->attn_scratch = arena_floats(grads, (size_t)kernel_max_threads() * attention_scratch_floats(T));
 }
 
-void block_forward(BlockActs *a, const BlockWeights *w, const BlockDims *d, const float *x_in, int B, int T) {
+void block_forward(BlockActs *a, const BlockWeights *w, const BlockScratch *s, const BlockDims *d, const float *x_in,
+                   int B, int T) {
     int BT = B * T, D = d->D, Hd = d->hidden;
     // x_mid = x_in + ls1 * proj(attn(qkv(norm1(x_in))))
-    layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, x_in, w->norm1_w, w->norm1_b, BT, D);
-    linear_forward(a->qkv, a->ln1, w->qkv_w, w->qkv_b, BT, D, 3 * D);
+    layernorm_forward(s->ln, a->ln1_mean, a->ln1_rstd, x_in, w->norm1_w, w->norm1_b, BT, D);
+    linear_forward(a->qkv, s->ln, w->qkv_w, w->qkv_b, BT, D, 3 * D);
     attention_forward(a->attn, a->probs, a->qkv, B, T, D, d->H);
     if (d->layer_scale) {
         linear_forward(a->attn_proj, a->attn, w->proj_w, w->proj_b, BT, D, D);
@@ -126,15 +126,15 @@ void block_forward(BlockActs *a, const BlockWeights *w, const BlockDims *d, cons
         residual_forward(a->x_mid, a->x_mid, x_in, (long)BT * D);
     }
     // out = x_mid + ls2 * fc2(gelu(fc1(norm2(x_mid))))
-    layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->x_mid, w->norm2_w, w->norm2_b, BT, D);
-    linear_forward(a->fc1, a->ln2, w->fc1_w, w->fc1_b, BT, D, Hd);
-    gelu_forward(a->gelu, a->fc1, (long)BT * Hd);
+    layernorm_forward(s->ln, a->ln2_mean, a->ln2_rstd, a->x_mid, w->norm2_w, w->norm2_b, BT, D);
+    linear_forward(a->fc1, s->ln, w->fc1_w, w->fc1_b, BT, D, Hd);
+    gelu_forward(s->gelu, a->fc1, (long)BT * Hd);
     if (d->layer_scale) {
-        linear_forward(a->mlp_out, a->gelu, w->fc2_w, w->fc2_b, BT, Hd, D);
+        linear_forward(a->mlp_out, s->gelu, w->fc2_w, w->fc2_b, BT, Hd, D);
         layerscale_forward(a->out, a->mlp_out, w->ls2, BT, D);
         residual_forward(a->out, a->out, a->x_mid, (long)BT * D);
     } else {
-        linear_forward(a->out, a->gelu, w->fc2_w, w->fc2_b, BT, Hd, D);
+        linear_forward(a->out, s->gelu, w->fc2_w, w->fc2_b, BT, Hd, D);
         residual_forward(a->out, a->out, a->x_mid, (long)BT * D);
     }
 }
@@ -150,11 +150,14 @@ void block_backward(float *dres, const BlockWeights *g, const BlockScratch *s, c
         layerscale_backward(s->d_branch, g->ls2, dres, a->mlp_out, w->ls2, BT, D);
         d_mlp_out = s->d_branch;
     }
+    // Recompute what the forward did not keep: GELU(fc1) and norm2's output.
+    gelu_forward(s->gelu, a->fc1, (long)BT * Hd);
+    layernorm_forward(s->ln, a->ln2_mean, a->ln2_rstd, a->x_mid, w->norm2_w, w->norm2_b, BT, D);
     memset(s->d_hidden, 0, sizeof(float) * (size_t)BT * Hd);
-    linear_backward(s->d_hidden, g->fc2_w, g->fc2_b, d_mlp_out, a->gelu, w->fc2_w, BT, Hd, D);
+    linear_backward(s->d_hidden, g->fc2_w, g->fc2_b, d_mlp_out, s->gelu, w->fc2_w, BT, Hd, D);
     gelu_backward_inplace(s->d_hidden, a->fc1, (long)BT * Hd);
     memset(s->d_norm, 0, nD);
-    linear_backward(s->d_norm, g->fc1_w, g->fc1_b, s->d_hidden, a->ln2, w->fc1_w, BT, D, Hd);
+    linear_backward(s->d_norm, g->fc1_w, g->fc1_b, s->d_hidden, s->ln, w->fc1_w, BT, D, Hd);
     layernorm_backward(dres, g->norm2_w, g->norm2_b, s->d_norm, a->x_mid, w->norm2_w, a->ln2_mean, a->ln2_rstd,
                        BT, D);
     // Attention branch: dres now holds d(x_mid).
@@ -168,8 +171,9 @@ void block_backward(float *dres, const BlockWeights *g, const BlockScratch *s, c
     linear_backward(s->d_norm, g->proj_w, g->proj_b, d_proj_out, a->attn, w->proj_w, BT, D, D);
     memset(s->d_qkv, 0, nD * 3);
     attention_backward(s->d_qkv, s->attn_scratch, s->d_norm, a->qkv, a->probs, B, T, D, d->H);
+    layernorm_forward(s->ln, a->ln1_mean, a->ln1_rstd, x_in, w->norm1_w, w->norm1_b, BT, D);  // recompute
     memset(s->d_norm, 0, nD);  // holds d(ln1)
-    linear_backward(s->d_norm, g->qkv_w, g->qkv_b, s->d_qkv, a->ln1, w->qkv_w, BT, D, 3 * D);
+    linear_backward(s->d_norm, g->qkv_w, g->qkv_b, s->d_qkv, s->ln, w->qkv_w, BT, D, 3 * D);
     layernorm_backward(dres, g->norm1_w, g->norm1_b, s->d_norm, x_in, w->norm1_w, a->ln1_mean, a->ln1_rstd, BT, D);
 }
 
@@ -322,7 +326,7 @@ void vit_forward(Vit *vit, const float *images, const uint8_t *mask, int B) {
     cls_pos_forward(vit->x0, vit->emb, vit->w.cls_token, vit->w.pos_embed, B, N, D);
     const float *x = vit->x0;
     for (int l = 0; l < c->depth; l++) {
-        block_forward(&vit->blocks[l], &vit->w.blocks[l], &vit->bdims, x, B, T);
+        block_forward(&vit->blocks[l], &vit->w.blocks[l], &vit->scratch, &vit->bdims, x, B, T);
         x = vit->blocks[l].out;
     }
     layernorm_forward(vit->final, vit->final_mean, vit->final_rstd, x, vit->w.norm_w, vit->w.norm_b, B * T, D);

@@ -30,20 +30,24 @@ typedef struct {               // pointers into the param (or grad) arena
 } BlockWeights;
 
 typedef struct {               // saved for backward, for B*T tokens
-    float *ln1, *ln1_mean, *ln1_rstd;   // [BT,D], [BT], [BT]
+    float *ln1_mean, *ln1_rstd;         // [BT], [BT] (the normalised rows are recomputed)
     float *qkv;                         // [BT,3D]
     float *probs;                       // [B,H,T,T]
     float *attn;                        // [BT,D] heads concatenated, before proj
     float *attn_proj;                   // [BT,D] proj output (layer scale only)
     float *x_mid;                       // [BT,D] residual stream after attention
-    float *ln2, *ln2_mean, *ln2_rstd;
-    float *fc1;                         // [BT,hidden] before GELU
-    float *gelu;                        // [BT,hidden]
+    float *ln2_mean, *ln2_rstd;
+    float *fc1;                         // [BT,hidden] before GELU (its output is recomputed)
     float *mlp_out;                     // [BT,D] fc2 output (layer scale only)
     float *out;                         // [BT,D] block output
 } BlockActs;
 
-typedef struct {               // backward scratch shared by all blocks
+// Shared by all blocks (and the pixel head): the layernorm and GELU outputs,
+// which the forward uses once and the backward recomputes, so they are not
+// kept per block (6 of 16 floats per token and width), and backward scratch.
+typedef struct {
+    float *ln;                          // [BT,D] norm1 or norm2 output of the block at hand
+    float *gelu;                        // [BT,hidden]
     float *d_branch, *d_norm;           // [BT,D] each
     float *d_hidden;                    // [BT,hidden]
     float *d_qkv;                       // [BT,3D]
@@ -59,7 +63,8 @@ void block_init(const BlockWeights *w, const ParamTable *t, int first, const Blo
 void block_layout(BlockActs *a, Arena *acts, const BlockDims *d, int B, int T);
 void block_scratch_layout(BlockScratch *s, Arena *grads, const BlockDims *d, int B, int T);
 // x_in [B,T,D] -> a->out [B,T,D]
-void block_forward(BlockActs *a, const BlockWeights *w, const BlockDims *d, const float *x_in, int B, int T);
+void block_forward(BlockActs *a, const BlockWeights *w, const BlockScratch *s, const BlockDims *d, const float *x_in,
+                   int B, int T);
 // dres: on entry d(out) [B,T,D], on return d(x_in). Parameter gradients accumulate into g.
 void block_backward(float *dres, const BlockWeights *g, const BlockScratch *s, const BlockActs *a,
                     const BlockWeights *w, const BlockDims *d, const float *x_in, int B, int T);
