@@ -93,12 +93,13 @@ static int cmd_run(int argc, char **argv) {
     }
     double med = median(st.seconds, st.iters);
     int empties = 0;
-    for (int i = 0; i < st.iters; i++) empties += st.empty[i];
+    double work = 0;
+    for (int i = 0; i < st.iters; i++) empties += st.empty[i], work += st.product[i] / st.iters;
     printf("{\"method\": \"ours\", \"n\": %zu, \"d\": %d, \"k\": %d, \"seeding\": \"%s\", \"seed_s\": %.4f, \"iters\": %d, "
-           "\"median_iter_s\": %.5f, \"lloyd_total_s\": %.3f, \"gflops\": %.2f, \"train_objective\": %.8g, \"reseeded\": %d, "
+           "\"median_iter_s\": %.5f, \"lloyd_total_s\": %.3f, \"gflops\": %.2f, \"product_share\": %.4f, \"train_objective\": %.8g, \"reseeded\": %d, "
            "\"threads\": %d}\n",
            n, d, k, o.seeding == KMEANS_SEED_AFKMC2 ? "afkmc2" : "k-means++", tseed, st.iters, med, total,
-           2.0 * n * k * d / med * 1e-9, st.objective[st.iters - 1], empties, omp_get_max_threads());
+           2.0 * n * k * d / med * 1e-9, work, st.objective[st.iters - 1], empties, omp_get_max_threads());
     kmeans_stats_free(&st);
     xfree(x);
     xfree(c);

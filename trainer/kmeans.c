@@ -58,6 +58,7 @@ void kmeans_stats_free(KmeansStats *s) {
     xfree(s->objective);
     xfree(s->seconds);
     xfree(s->empty);
+    xfree(s->product);
     xfree(s->counts);
     memset(s, 0, sizeof *s);
 }
@@ -777,6 +778,7 @@ void kmeans_lloyd(const float *x, size_t n, int d, float *cent, const KmeansOpti
     st->objective = xcalloc(iters + 1, sizeof(double), "objective log");
     st->seconds = xcalloc(iters + 1, sizeof(double), "time log");
     st->empty = xcalloc(iters + 1, sizeof(int), "empty log");
+    st->product = xcalloc(iters + 1, sizeof(double), "product log");
     st->counts = xcalloc(k, sizeof(int32_t), "cluster sizes");
     float *mean = xmalloc(d * sizeof(float), "data mean");
     column_mean(x, n, d, mean);
@@ -818,6 +820,7 @@ void kmeans_lloyd(const float *x, size_t n, int d, float *cent, const KmeansOpti
         memcpy(prev, ids, n * sizeof(int32_t));
         st->objective[it] = j;
         st->empty[it] = nempty;
+        st->product[it] = work;
         st->seconds[it] = now_seconds() - t0;
         st->iters = it + 1;
         if (o->verbose)

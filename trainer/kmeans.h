@@ -22,6 +22,7 @@ typedef struct {
     double *objective;     // [iters] mean squared distance of the assignment step of each iteration
     double *seconds;       // [iters] wall time of each iteration
     int *empty;            // [iters] clusters found empty (and re-seeded) in each iteration
+    double *product;       // [iters] share of the full n x k product computed (bounds skip the rest)
     int32_t *counts;       // [k] cluster sizes of the final assignment
 } KmeansStats;
 
