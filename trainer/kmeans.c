@@ -8,9 +8,11 @@
 // a running argmin at once; the n x k matrix never exists. Small d (<= 64):
 // a register-blocked kernel, 8 rows x 16 centroids per step, keeps the dot
 // products and the running argmin in vector registers. The reported distance
-// for the winner is recomputed in float64 from the raw values.
+// for the winner is recomputed in float64 from the raw values. In Lloyd's
+// later steps (large d), drift bounds skip the rows and centroids that can
+// not change (see assign_bounded).
 //
-// Determinism: every row's result depends only on that row; the centroid sums
+// Determinism: no row's result depends on which thread computed it; the centroid sums
 // are accumulated per cluster (one thread per cluster) in row order, and
 // every other reduction runs over fixed chunks summed in chunk order.
 #include "kmeans.h"

@@ -34,6 +34,8 @@ void kmeans_seed(const float *x, size_t n, int d, const KmeansOptions *o, float 
 
 // Lloyd from the given centroids [k, d] (in/out). The final centroids are the
 // means of the final assignment. ids [n] (optional) gets that assignment.
+// For d > 64, rows whose centroid provably can not change (drift bounds) skip
+// the product; the result is Lloyd's exactly, up to float32 near-ties.
 // Empty clusters: each is moved onto the row farthest from its centroid
 // among clusters with >= 2 rows (ties: lowest row index).
 void kmeans_lloyd(const float *x, size_t n, int d, float *centroids, const KmeansOptions *o, int32_t *ids, KmeansStats *st);
@@ -47,7 +49,8 @@ void kmeans_fit(const float *x, size_t n, int d, float *centroids, const KmeansO
 typedef struct KmeansIndex KmeansIndex;
 KmeansIndex *kmeans_index_new(const float *centroids, int k, int d, const float *mean /* [d] or NULL */);
 void kmeans_index_free(KmeansIndex *ix);
-// ids [n]; dist [n] may be NULL. Parallel over rows (OpenMP).
+// ids [n]; dist [n] may be NULL. Parallel over rows (OpenMP); call it from
+// outside a parallel region, one call per index at a time (shared scratch).
 void kmeans_index_assign(KmeansIndex *ix, const float *x, size_t n, int32_t *ids, float *dist);
 
 // Float64 evaluator (the benchmark's one judge): mean squared distance of each
