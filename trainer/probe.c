@@ -72,31 +72,29 @@ void knn_eval(const float *train, const int32_t *ytrain, size_t ntrain, const fl
 // and its gradient contribution while the block is in cache. Per-block partial
 // sums are added in block order, so results do not depend on the thread count.
 typedef struct {
-    const float *X;
+    const double *X;
     const int32_t *y;
     size_t n;
     int d, C, nblk, rows;  // rows per block
     double lambda;
-    float *Wf;             // [C, d] float copy of W
-    float *z;              // [n, C] logits, then residuals / n
-    float *gw;             // [nblk, C, d] partial dW
+    double *z;             // [n, C] logits, then residuals / n
+    double *gw;            // [nblk, C, d] partial dW
     double *gb, *loss;     // [nblk, C], [nblk]
 } LogReg;
 
-static void logreg_init(LogReg *p, const float *X, const int32_t *y, size_t n, int d, int C, double lambda) {
+static void logreg_init(LogReg *p, const double *X, const int32_t *y, size_t n, int d, int C, double lambda) {
     p->X = X, p->y = y, p->n = n, p->d = d, p->C = C, p->lambda = lambda;
     p->nblk = (int)((n + 255) / 256);
     if (p->nblk > 64) p->nblk = 64;
     p->rows = (int)((n + p->nblk - 1) / p->nblk);
-    p->Wf = xmalloc((size_t)C * d * sizeof(float), "probe weights");
-    p->z = xmalloc(n * C * sizeof(float) + 1, "logits");
-    p->gw = xmalloc((size_t)p->nblk * C * d * sizeof(float), "probe partial gradients");
+    p->z = xmalloc(n * C * sizeof(double) + 1, "logits");
+    p->gw = xmalloc((size_t)p->nblk * C * d * sizeof(double), "probe partial gradients");
     p->gb = xmalloc((size_t)p->nblk * C * sizeof(double), "probe partial gradients");
     p->loss = xmalloc((size_t)p->nblk * sizeof(double), "probe partial losses");
 }
 
 static void logreg_release(LogReg *p) {
-    xfree(p->Wf), xfree(p->z), xfree(p->gw), xfree(p->gb), xfree(p->loss);
+    xfree(p->z), xfree(p->gw), xfree(p->gb), xfree(p->loss);
 }
 
 // Objective value; grad <- its gradient.
@@ -104,22 +102,21 @@ static double logreg_value_grad(LogReg *p, const double *theta, double *grad) {
     int d = p->d, C = p->C;
     size_t n = p->n, CD = (size_t)C * d;
     const double *W = theta, *b = theta + CD;
-    for (size_t j = 0; j < CD; j++) p->Wf[j] = (float)W[j];
 #pragma omp parallel for schedule(static)
     for (int k = 0; k < p->nblk; k++) {
         size_t r0 = (size_t)k * p->rows, r1 = r0 + p->rows < n ? r0 + p->rows : n;
         int rows = (int)(r1 - r0);
-        float *z = p->z + r0 * C;
+        double *z = p->z + r0 * C;
         double loss = 0, *gb = p->gb + (size_t)k * C;
         for (int c = 0; c < C; c++) gb[c] = 0;
         if (rows > 0) {
-            const float *Xb = p->X + r0 * d;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, C, d, 1.0f, Xb, d, p->Wf, d, 0.0f, z, C);
+            const double *Xb = p->X + r0 * d;
+            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, C, d, 1.0, Xb, d, W, d, 0.0, z, C);
             for (int i = 0; i < rows; i++) {
-                float *zi = z + (size_t)i * C;
+                double *zi = z + (size_t)i * C;
                 double mx = -INFINITY, sum = 0, e[C];
                 for (int c = 0; c < C; c++) {
-                    e[c] = (double)zi[c] + b[c];
+                    e[c] = zi[c] + b[c];
                     if (e[c] > mx) mx = e[c];
                 }
                 for (int c = 0; c < C; c++) sum += exp(e[c] - mx);
@@ -127,13 +124,13 @@ static double logreg_value_grad(LogReg *p, const double *theta, double *grad) {
                 loss += log(sum) + mx - e[yi];
                 for (int c = 0; c < C; c++) {
                     double r = (exp(e[c] - mx) / sum - (c == yi)) / (double)n;
-                    zi[c] = (float)r;
+                    zi[c] = r;
                     gb[c] += r;
                 }
             }
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, d, rows, 1.0f, z, C, Xb, d, 0.0f, p->gw + (size_t)k * CD, d);
+            cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, d, rows, 1.0, z, C, Xb, d, 0.0, p->gw + (size_t)k * CD, d);
         } else {
-            memset(p->gw + (size_t)k * CD, 0, CD * sizeof(float));
+            memset(p->gw + (size_t)k * CD, 0, CD * sizeof(double));
         }
         p->loss[k] = loss;
     }
@@ -166,7 +163,7 @@ static double max_abs(const double *a, size_t n) {
     return m;
 }
 
-int logreg_fit(const float *X, const int32_t *y, size_t n, int d, int classes, double lambda, double *theta, int max_iter,
+int logreg_fit(const double *X, const int32_t *y, size_t n, int d, int classes, double lambda, double *theta, int max_iter,
                double tol) {
     enum { M = 10 };  // L-BFGS memory
     size_t P = (size_t)classes * (d + 1);
@@ -239,7 +236,7 @@ int logreg_fit(const float *X, const int32_t *y, size_t n, int d, int classes, d
     return it;
 }
 
-double logreg_accuracy(const float *X, const int32_t *y, size_t n, int d, int classes, const double *theta) {
+double logreg_accuracy(const double *X, const int32_t *y, size_t n, int d, int classes, const double *theta) {
     long hits = 0;
     const double *b = theta + (size_t)classes * d;
 #pragma omp parallel for schedule(static) reduction(+ : hits)
@@ -248,7 +245,7 @@ double logreg_accuracy(const float *X, const int32_t *y, size_t n, int d, int cl
         double bestv = -INFINITY;
         for (int c = 0; c < classes; c++) {
             double z = b[c];
-            for (int j = 0; j < d; j++) z += (double)X[(size_t)i * d + j] * theta[(size_t)c * d + j];
+            for (int j = 0; j < d; j++) z += X[(size_t)i * d + j] * theta[(size_t)c * d + j];
             if (z > bestv) bestv = z, best = c;
         }
         hits += best == y[i];
@@ -259,11 +256,11 @@ double logreg_accuracy(const float *X, const int32_t *y, size_t n, int d, int cl
 // ---- the protocol -----------------------------------------------------------------------
 
 // rows of x standardised with mean / std
-static float *standardise(const float *x, size_t n, int d, const double *mean, const double *inv_std) {
-    float *out = xmalloc(n * d * sizeof(float) + 1, "standardised features");
+static double *standardise(const float *x, size_t n, int d, const double *mean, const double *inv_std) {
+    double *out = xmalloc(n * d * sizeof(double) + 1, "standardised features");
 #pragma omp parallel for schedule(static)
     for (long i = 0; i < (long)n; i++)
-        for (int j = 0; j < d; j++) out[(size_t)i * d + j] = (float)(((double)x[(size_t)i * d + j] - mean[j]) * inv_std[j]);
+        for (int j = 0; j < d; j++) out[(size_t)i * d + j] = ((double)x[(size_t)i * d + j] - mean[j]) * inv_std[j];
     return out;
 }
 
@@ -281,7 +278,7 @@ void linear_probe(const float *train, const int32_t *ytrain, size_t ntrain, cons
         double sd = sqrt(inv_std[j] / (double)ntrain);
         inv_std[j] = sd > 0 ? 1.0 / sd : 1.0;  // like sklearn's StandardScaler: constant features stay 0
     }
-    float *Xtr = standardise(train, ntrain, d, mean, inv_std), *Xte = standardise(test, ntest, d, mean, inv_std);
+    double *Xtr = standardise(train, ntrain, d, mean, inv_std), *Xte = standardise(test, ntest, d, mean, inv_std);
 
     // Held-out split of train: a seeded shuffle, the first nval rows are held out.
     size_t nval = (size_t)(holdout * ntrain), nfit = ntrain - nval;
@@ -290,12 +287,12 @@ void linear_probe(const float *train, const int32_t *ytrain, size_t ntrain, cons
     Rng r;
     rng_seed(&r, seed, 0x9e0be);
     rng_shuffle_u32(&r, perm, ntrain);
-    float *Xfit = xmalloc(nfit * d * sizeof(float) + 1, "probe fit split"), *Xval = xmalloc((nval + 1) * d * sizeof(float), "probe held-out split");
+    double *Xfit = xmalloc(nfit * d * sizeof(double) + 1, "probe fit split"), *Xval = xmalloc((nval + 1) * d * sizeof(double), "probe held-out split");
     int32_t *yfit = xmalloc(nfit * sizeof(int32_t), "labels"), *yval = xmalloc((nval + 1) * sizeof(int32_t), "labels");
     for (size_t i = 0; i < ntrain; i++) {
         size_t src = perm[i];
-        float *dst = i < nval ? Xval + i * d : Xfit + (i - nval) * d;
-        memcpy(dst, Xtr + src * d, d * sizeof(float));
+        double *dst = i < nval ? Xval + i * d : Xfit + (i - nval) * d;
+        memcpy(dst, Xtr + src * d, d * sizeof(double));
         if (i < nval) yval[i] = ytrain[src];
         else yfit[i - nval] = ytrain[src];
     }
@@ -325,7 +322,7 @@ void linear_probe(const float *train, const int32_t *ytrain, size_t ntrain, cons
             memcpy(best, theta, P * sizeof(double));
         }
     }
-    out->iters = logreg_fit(Xtr, ytrain, ntrain, d, classes, out->lambda, best, 2 * max_iter, 1e-5);
+    out->iters = logreg_fit(Xtr, ytrain, ntrain, d, classes, out->lambda, best, 4 * max_iter, 1e-6);
     out->train_top1 = logreg_accuracy(Xtr, ytrain, ntrain, d, classes, best);
     out->test_top1 = logreg_accuracy(Xte, ytest, ntest, d, classes, best);
     xfree(mean);

@@ -13,13 +13,13 @@ void knn_eval(const float *train, const int32_t *ytrain, size_t ntrain, const fl
 
 // Minimises mean cross-entropy + lambda/2 ||W||^2 (bias not penalised), the
 // objective of sklearn's LogisticRegression(C = 1 / (lambda * n)). X [n, d]
-// (float32 data, float64 weights and sums); theta [classes * (d + 1)]: W [classes, d] then b [classes], used as
+// float64; theta [classes * (d + 1)]: W [classes, d] then b [classes], used as
 // the starting point (warm start) and overwritten. Stops when the largest
 // gradient entry is below tol or after max_iter iterations; returns iterations.
-int logreg_fit(const float *X, const int32_t *y, size_t n, int d, int classes, double lambda, double *theta, int max_iter,
+int logreg_fit(const double *X, const int32_t *y, size_t n, int d, int classes, double lambda, double *theta, int max_iter,
                double tol);
 // Accuracy in percent of theta on X, y.
-double logreg_accuracy(const float *X, const int32_t *y, size_t n, int d, int classes, const double *theta);
+double logreg_accuracy(const double *X, const int32_t *y, size_t n, int d, int classes, const double *theta);
 
 typedef struct {
     int n_lambdas;
@@ -31,8 +31,9 @@ typedef struct {
 
 // The linear-probe protocol: standardise with the train split's mean and std,
 // hold out `holdout` (e.g. 0.1) of train (seeded shuffle) to choose lambda from
-// the grid (largest held-out accuracy; ties -> stronger regularisation), refit on
-// all of train, report test top-1.
+// the grid (largest held-out accuracy; ties -> stronger regularisation; fits to
+// a largest gradient entry of 1e-4, sklearn's default tol), refit on all of
+// train (to 1e-6, at most 4 * max_iter iterations), report test top-1.
 void linear_probe(const float *train, const int32_t *ytrain, size_t ntrain, const float *test, const int32_t *ytest,
                   size_t ntest, int d, int classes, const double *lambdas, int n_lambdas, double holdout, uint64_t seed,
                   int max_iter, ProbeResult *out);

@@ -1,0 +1,183 @@
+"""Checkpoint consumers: the PyTorch export (timm names, features equal to the C
+forward pass), h5ls/h5py readability, and build/bin/eval (its linear probe
+against scikit-learn's LogisticRegression on the same features, its kNN
+against a numpy transcription of DINO's weighted kNN, and a checkpoint's
+features against the same weights built by --random-init).
+
+Observed: export max |C - torch| on final tokens ~1e-6 (tolerance 1e-4);
+probe accuracy equal to sklearn's on both feature sets (tolerance 0.3 points).
+"""
+import ctypes, json, os, subprocess, sys
+import numpy as np
+import pytest
+from conftest import require, ROOT
+
+torch = require("torch", "python3-torch")
+h5py = require("h5py", "python3-h5py")
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import torch_twin
+import cbind
+from cbind import ptr, f32, view
+
+EVAL = os.path.join(ROOT, "build", "bin", "eval")
+MODEL = dict(img_size=28, patch_size=7, in_chans=1, embed_dim=48, depth=2, num_heads=2, mlp_ratio=4.0, qkv_bias=1,
+             layer_scale_init=0.0, num_classes=0, use_mask_token=0)
+
+
+class CheckpointState(ctypes.Structure):
+    _fields_ = [("params", ctypes.c_void_p), ("opt", ctypes.c_void_p), ("tokenizer", ctypes.c_void_p),
+                ("config_yaml", ctypes.c_char_p), ("code_version", ctypes.c_char_p), ("step", ctypes.c_int64),
+                ("epoch", ctypes.c_int64), ("rng", ctypes.c_void_p), ("rng_size", ctypes.c_size_t),
+                ("cursor", ctypes.c_void_p), ("cursor_size", ctypes.c_size_t), ("mode", ctypes.c_int)]
+
+
+def config_yaml(tmp_path, **keys):
+    """The effective config YAML for these keys (through build/bin/config_check)."""
+    args = [f"--{k}={v}" for k, v in keys.items()]
+    out = subprocess.run([os.path.join(ROOT, "build/bin/config_check")] + args, check=True, capture_output=True, text=True).stdout
+    return out
+
+
+def model_keys(m, seed):
+    return dict(img_size=m["img_size"], patch_size=m["patch_size"], in_chans=m["in_chans"], embed_dim=m["embed_dim"],
+                depth=m["depth"], num_heads=m["num_heads"], mlp_ratio=m["mlp_ratio"], seed=seed,
+                layer_scale_init=m["layer_scale_init"], qkv_bias="true" if m["qkv_bias"] else "false")
+
+
+def save_checkpoint(lib, cvit, path, yaml, step=123):
+    lib.checkpoint_save.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
+    st = CheckpointState(params=cvit.table, config_yaml=yaml.encode(), code_version=b"test", step=step, epoch=1)
+    err = ctypes.create_string_buffer(2048)
+    assert lib.checkpoint_save(str(path).encode(), ctypes.byref(st), err, 2048) == 0, err.value.decode()
+
+
+@pytest.fixture(scope="module")
+def C():
+    lib = cbind.load()
+    cbind.setup_vit_views(lib)
+    return lib
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """Fashion-MNIST's test split as 4 shards of 2500: shards 0-1 serve as train, 3 as test."""
+    out = tmp_path_factory.mktemp("fm") / "test"
+    subprocess.run([os.path.join(ROOT, "build/bin/make_shards"), "--fashion-mnist", "/usr/share/datasets/fashion-mnist",
+                    "--split", "test", "--out", str(out), "--per-shard", "2500"], check=True, capture_output=True)
+    return f"{out}-{{000000..000001}}.tar", f"{out}-000003.tar"
+
+
+@pytest.mark.parametrize("layer_scale", [0.0, 0.1])
+def test_export_matches_c_forward(C, tmp_path, layer_scale):
+    m = dict(MODEL, layer_scale_init=layer_scale, use_mask_token=1)
+    cv = cbind.CVit(C, 4, seed=11, **m)
+    ckpt, pt = tmp_path / "c.h5", tmp_path / "c.pt"
+    save_checkpoint(C, cv, ckpt, config_yaml(tmp_path, **model_keys(m, 11)))
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "tools/export_torch.py"), str(ckpt), str(pt), "--print-config"],
+                         check=True, capture_output=True, text=True).stdout
+    assert "VisionTransformer(" in out and "patch_size=7" in out
+    sd = torch.load(pt)
+    assert "mask_token" not in sd and "blocks.1.attn.qkv.weight" in sd
+    twin = torch_twin.VisionTransformer(**dict(m, use_mask_token=False))
+    twin.load_state_dict(sd, strict=True)
+    x = f32(np.random.default_rng(0).standard_normal((4, 1, 28, 28)))
+    C.vit_forward(cv.handle, ptr(x), None, 4)
+    c_final = view(C.vit_final_tokens(cv.handle), (4, 17, 48)).copy()
+    with torch.no_grad():
+        t_final = twin.forward_features(torch.from_numpy(x)).numpy()
+    diff = np.abs(c_final - t_final).max()
+    assert diff < 1e-4, f"exported model differs from the C forward by {diff}"
+    # --with-heads adds the pretraining heads under their table names
+    subprocess.run([sys.executable, os.path.join(ROOT, "tools/export_torch.py"), str(ckpt), str(pt), "--with-heads"], check=True,
+                   capture_output=True)
+    assert "mask_token" in torch.load(pt)
+
+
+def test_h5ls_and_h5py_see_every_tensor(C, tmp_path):
+    cv = cbind.CVit(C, 2, seed=1, **dict(MODEL, use_mask_token=1))
+    ckpt = tmp_path / "c.h5"
+    save_checkpoint(C, cv, ckpt, "embed_dim: 48\n")
+    listing = subprocess.run(["h5ls", "-r", str(ckpt)], check=True, capture_output=True, text=True).stdout
+    with h5py.File(ckpt, "r") as f:
+        for name in cv.names():
+            where = "pretrain_heads/" if name == "mask_token" else "encoder/"
+            assert f"/{where}{name} " in listing.replace("\\", ""), f"h5ls -r lacks {name}"
+            np.testing.assert_array_equal(f[where + name][()], cv.tensor(name))
+        assert int(f.attrs["step"]) == 123 and int(f.attrs["format_version"]) == 1
+        assert f["encoder/pos_embed"].fletcher32 and f["encoder/pos_embed"].chunks
+
+
+def dino_knn(tr, ytr, te, yte, k=20, T=0.07, classes=10):
+    tr = tr / np.linalg.norm(tr, axis=1, keepdims=True)
+    te = te / np.linalg.norm(te, axis=1, keepdims=True)
+    sim = te.astype(np.float64) @ tr.T.astype(np.float64)
+    idx = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+    w = np.exp(np.take_along_axis(sim, idx, 1) / T)
+    votes = np.zeros((len(te), classes))
+    for c in range(classes):
+        votes[:, c] = (w * (ytr[idx] == c)).sum(1)
+    order = np.argsort(-votes, axis=1, kind="stable")
+    return 100 * (order[:, 0] == yte).mean(), 100 * (order[:, :5] == yte[:, None]).any(1).mean()
+
+
+def run_eval(args, tmp_path, name):
+    out, feats = tmp_path / f"{name}.json", tmp_path / f"{name}.h5"
+    p = subprocess.run([EVAL] + args + ["--out", str(out), "--save-features", str(feats), "--num_workers=1"],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    with h5py.File(feats, "r") as f:
+        data = [f[k][()] for k in ("train_features", "train_labels", "test_features", "test_labels")]
+    return json.load(open(out)), data, p.stdout
+
+
+def sklearn_probe_top1(r, Xtr, ytr, Xte, yte):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+    sc = StandardScaler().fit(Xtr.astype(np.float64))
+    clf = LogisticRegression(C=r["probe_sklearn_C"], max_iter=5000, tol=1e-6).fit(sc.transform(Xtr), ytr)
+    return 100 * (clf.predict(sc.transform(Xte)) == yte).mean()
+
+
+@pytest.mark.parametrize("mode", ["raw-pixels", "random-init"])
+def test_eval_agrees_with_sklearn_and_dino_knn(tmp_path, shards, mode):
+    require("sklearn", "python3-sklearn")
+    train, test = shards
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(config_yaml(tmp_path, **model_keys(MODEL, 3)))
+    r, (Xtr, ytr, Xte, yte), stdout = run_eval([f"--{mode}", "--config", str(cfg), "--train", train, "--test", test,
+                                                "--limit-train", "2000", "--limit-test", "500"], tmp_path, mode)
+    assert "kNN" in stdout and "linear probe" in stdout
+    assert Xtr.shape == (2000, 784 if mode == "raw-pixels" else 96) and Xte.shape[0] == 500
+    top1, top5 = dino_knn(Xtr, ytr, Xte, yte)
+    assert abs(top1 - r["knn_top1"]) <= 0.2 and abs(top5 - r["knn_top5"]) <= 0.2, (top1, top5, r)
+    sk = sklearn_probe_top1(r, Xtr, ytr, Xte, yte)
+    assert abs(sk - r["probe_top1"]) <= 0.3, f"C probe {r['probe_top1']:.2f} vs sklearn {sk:.2f} at C={r['probe_sklearn_C']}"
+
+
+def test_eval_checkpoint_uses_its_weights(C, tmp_path, shards):
+    """A checkpoint of the C init with seed 3 gives the same features as --random-init --seed=3."""
+    train, test = shards
+    yaml = config_yaml(tmp_path, **model_keys(MODEL, 3))
+    cv = cbind.CVit(C, 2, seed=3, **MODEL)
+    ckpt = tmp_path / "ckpt_step00000123.h5"
+    save_checkpoint(C, cv, ckpt, yaml)
+    args = ["--train", train, "--test", test, "--limit-train", "300", "--limit-test", "100", "--no-probe"]
+    r, a, _ = run_eval([str(ckpt)] + args, tmp_path, "ckpt")
+    assert r["step"] == 123
+    (tmp_path / "cfg.yaml").write_text(yaml)
+    _, b, _ = run_eval(["--random-init", "--config", str(tmp_path / "cfg.yaml")] + args, tmp_path, "rand")
+    np.testing.assert_array_equal(a[0], b[0])
+    # a different seed's weights differ
+    _, c, _ = run_eval(["--random-init", "--config", str(tmp_path / "cfg.yaml"), "--seed=4"] + args, tmp_path, "rand4")
+    assert not np.array_equal(a[0], c[0])
+    # default JSON location: beside the checkpoint
+    p = subprocess.run([EVAL, str(ckpt)] + args + ["--num_workers=1"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert json.load(open(tmp_path / "ckpt_step00000123.eval.json"))["n_train"] == 300
+
+
+def test_eval_refuses_bad_checkpoint(tmp_path, shards):
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"not hdf5 at all")
+    p = subprocess.run([EVAL, str(bad), "--train", shards[0], "--test", shards[1]], capture_output=True, text=True)
+    assert p.returncode != 0 and "not an HDF5 file" in p.stderr
