@@ -105,6 +105,11 @@ def test_h5ls_and_h5py_see_every_tensor(C, tmp_path):
             np.testing.assert_array_equal(f[where + name][()], cv.tensor(name))
         assert int(f.attrs["step"]) == 123 and int(f.attrs["format_version"]) == 1
         assert f["encoder/pos_embed"].fletcher32 and f["encoder/pos_embed"].chunks
+    info = subprocess.run([os.path.join(ROOT, "build/bin/ckpt_info"), str(ckpt), "--verify"], check=True, capture_output=True,
+                          text=True).stdout
+    for text in ("step / epoch    123 / 1", "blocks.1.attn.qkv.weight", "[144, 48]", "mask_token", "size on disk",
+                 "embed_dim: 48", "good checksum"):
+        assert text in info, f"ckpt_info lacks '{text}':\n{info}"
 
 
 def dino_knn(tr, ytr, te, yte, k=20, T=0.07, classes=10):

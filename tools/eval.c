@@ -112,7 +112,7 @@ static Split extract(const Config *cfg, const char *source, const char *name, Vi
         s.n += n;
         step++;
         double now = now_seconds();
-        if (now - last > 2.0 || s.n == total) {
+        if (now - last > (pr.tty ? 1.0 : 10.0) || s.n == total) {
             progress_update(&pr, step, (double)s.n / total, s.n / (now - t0 + 1e-9), NULL, 0);
             last = now;
         }
