@@ -4,6 +4,8 @@
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
+
+#include "common.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -74,6 +76,48 @@ static void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, fl
     }
 }
 
+// dW[O,I] += dout^T[O,M] @ inp[M,I], where M (tokens) is the long side. Row
+// blocks of dW would each re-pack all of inp, so instead M is cut into a fixed
+// number of chunks (a function of M only), each chunk's product goes to its own
+// partial buffer on one thread, and the partials are added in chunk order:
+// no repeated packing, and the same bits on any thread count.
+#define KSPLIT_MAX_CHUNKS 8
+#define KSPLIT_MIN_ROWS 2048
+static float *ksplit_partials = NULL;  // grown on the first step, then reused
+static size_t ksplit_capacity = 0;
+
+static void gemm_weight_grad(int O, int IN, int M, const float *dout, const float *inp, float *dweight) {
+    int chunks = M / KSPLIT_MIN_ROWS;
+    if (chunks > KSPLIT_MAX_CHUNKS) chunks = KSPLIT_MAX_CHUNKS;
+#ifdef _OPENMP
+    if (omp_in_parallel()) chunks = 1;
+#endif
+    if (chunks <= 1) {  // short M: row blocks of dW, which are cheap to re-pack at this size
+        gemm(CblasTrans, CblasNoTrans, O, IN, M, 1.0f, dout, O, inp, IN, 1.0f, dweight, IN);
+        return;
+    }
+    size_t need = (size_t)chunks * O * IN;
+    if (need > ksplit_capacity) {
+        xfree(ksplit_partials);
+        ksplit_partials = xmalloc(need * sizeof(float), "weight-gradient partials");
+        ksplit_capacity = need;
+    }
+    int rows = (M + chunks - 1) / chunks;
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < chunks; c++) {
+        int r0 = c * rows, r1 = r0 + rows < M ? r0 + rows : M;
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, O, IN, r1 - r0, 1.0f, dout + (long)r0 * O, O,
+                    inp + (long)r0 * IN, IN, 0.0f, ksplit_partials + (size_t)c * O * IN, IN);
+    }
+    long n = (long)O * IN;
+#pragma omp parallel for schedule(static)
+    for (long j = 0; j < n; j++) {
+        float acc = dweight[j];
+        for (int c = 0; c < chunks; c++) acc += ksplit_partials[(size_t)c * n + j];
+        dweight[j] = acc;
+    }
+}
+
 // ---- linear -------------------------------------------------------------------
 
 void linear_forward(float *out, const float *inp, const float *weight, const float *bias, int M, int IN, int OUT) {
@@ -92,7 +136,7 @@ void linear_backward(float *dinp, float *dweight, float *dbias, const float *dou
     if (dinp)  // dinp[M,IN] += dout[M,OUT] @ weight[OUT,IN]
         gemm(CblasNoTrans, CblasNoTrans, M, IN, OUT, 1.0f, dout, OUT, weight, IN, 1.0f, dinp, IN);
     if (dweight)  // dweight[OUT,IN] += dout^T[OUT,M] @ inp[M,IN]
-        gemm(CblasTrans, CblasNoTrans, OUT, IN, M, 1.0f, dout, OUT, inp, IN, 1.0f, dweight, IN);
+        gemm_weight_grad(OUT, IN, M, dout, inp, dweight);
     if (dbias) column_sums_accumulate(dbias, dout, M, OUT);
 }
 
