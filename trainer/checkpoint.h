@@ -11,6 +11,16 @@
 //
 // Every function returns 0 on success, or -1 with a message in err naming the
 // file, tensor or attribute and what to do. Nothing here calls fatal() on a bad file.
+//
+// The trainer:
+//   CheckpointState s = {.params = &table, .opt = &opt, .tokenizer = tok, .config_yaml = yaml,
+//                        .step = step, .epoch = epoch, .rng = rngs, .rng_size = sizeof rngs,
+//                        .cursor = cur, .cursor_size = loader_cursor_size()};
+//   loader_cursor_save(loader, cur);
+//   if (checkpoint_save_step(run_dir, &s, cfg.keep_last, cfg.keep_every, err, sizeof err)) ... (disk full: stop)
+// Resume: checkpoint_find_resume(run_dir, path, ...) for `auto`; checkpoint_read_info(path) for
+// its config; build the model and optimizer from it; checkpoint_load(path, &s) fills params,
+// m, v, opt.step, s.step, s.epoch, rngs and cur; then loader_cursor_restore(loader, cur).
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
