@@ -10,11 +10,13 @@
 #include "optim.h"
 #include "vit.h"
 
-enum { BATCH = 6, STEPS = 3 };
+enum { MAX_BATCH = 64, STEPS = 3 };
 
 // Runs STEPS AdamW steps of the classification loss from seed; returns the
 // final parameters (caller frees) and the last loss.
-static float *run(int threads, uint64_t seed, float *last_loss, size_t *count) {
+// batch 64 makes 64*65 = 4160 tokens: the weight gradients take the chunked
+// (split-token) path; batch 6 takes the row-block path.
+static float *run(int threads, uint64_t seed, int BATCH, float *last_loss, size_t *count) {
     omp_set_num_threads(threads);
     VitConfig cfg = {.img_size = 32, .patch_size = 4, .in_chans = 3, .embed_dim = 48, .depth = 2,
                      .num_heads = 3, .mlp_ratio = 4.0f, .qkv_bias = 1, .layer_scale_init = 0.1f,
@@ -25,8 +27,8 @@ static float *run(int threads, uint64_t seed, float *last_loss, size_t *count) {
     adamw_init(&opt, t, 0.9f, 0.999f, 1e-8f, 0.05f);
     size_t n_img = (size_t)BATCH * 3 * 32 * 32;
     float *img = xmalloc(n_img * sizeof(float), "images");
-    uint8_t mask[BATCH * 64];
-    int32_t labels[BATCH];
+    uint8_t mask[MAX_BATCH * 64];
+    int32_t labels[MAX_BATCH];
     Rng r;
     rng_seed(&r, seed, 99);
     for (int s = 0; s < STEPS; s++) {
@@ -53,17 +55,25 @@ static float *run(int threads, uint64_t seed, float *last_loss, size_t *count) {
 int main(void) {
     float l1, l2, l3, l4;
     size_t n1, n2, n3, n4;
-    float *a = run(2, 42, &l1, &n1);
-    float *b = run(2, 42, &l2, &n2);
-    CHECK("vit same seed same bits", n1 == n2 && memcmp(a, b, n1 * sizeof(float)) == 0 && l1 == l2,
-          "two runs with seed 42 differ (loss %.9g vs %.9g)", l1, l2);
-    float *c = run(1, 42, &l3, &n3);
-    size_t diff = 0;
-    for (size_t i = 0; i < n1; i++) diff += a[i] != c[i];
-    CHECK("vit 1 vs 2 threads same bits", n1 == n3 && diff == 0 && l1 == l3,
-          "%zu of %zu parameters differ between 1 and 2 threads (loss %.9g vs %.9g)", diff, n1, l1, l3);
-    float *d = run(2, 43, &l4, &n4);
-    CHECK("vit different seed differs", memcmp(a, d, n1 * sizeof(float)) != 0, "seeds 42 and 43 gave identical weights");
-    xfree(a); xfree(b); xfree(c); xfree(d);
+    const int batches[2] = {6, MAX_BATCH};
+    for (int k = 0; k < 2; k++) {
+        int B = batches[k];
+        char name[96];
+        float *a = run(2, 42, B, &l1, &n1);
+        float *b = run(2, 42, B, &l2, &n2);
+        snprintf(name, sizeof name, "vit batch %d same seed same bits", B);
+        CHECK(name, n1 == n2 && memcmp(a, b, n1 * sizeof(float)) == 0 && l1 == l2,
+              "two runs with seed 42 differ (loss %.9g vs %.9g)", l1, l2);
+        float *c = run(1, 42, B, &l3, &n3);
+        size_t diff = 0;
+        for (size_t i = 0; i < n1; i++) diff += a[i] != c[i];
+        snprintf(name, sizeof name, "vit batch %d 1 vs 2 threads same bits", B);
+        CHECK(name, n1 == n3 && diff == 0 && l1 == l3,
+              "%zu of %zu parameters differ between 1 and 2 threads (loss %.9g vs %.9g)", diff, n1, l1, l3);
+        float *d = run(2, 43, B, &l4, &n4);
+        snprintf(name, sizeof name, "vit batch %d different seed differs", B);
+        CHECK(name, memcmp(a, d, n1 * sizeof(float)) != 0, "seeds 42 and 43 gave identical weights");
+        xfree(a); xfree(b); xfree(c); xfree(d);
+    }
     return check_exit();
 }
