@@ -239,6 +239,20 @@ static void test_corruption(void) {
     rc = checkpoint_load(q, &b.st, err, sizeof err);
     CHECK("flipped byte in an AdamW moment is found", rc < 0 && strstr(err, "norm.weight") && strstr(err, "optimizer/v"), "rc %d: %s", rc, err);
 
+    // Metadata is checksummed too: a flipped byte in an attribute (the config text).
+    copy_file(p, q, -1);
+    FILE *fp = fopen(q, "rb");
+    static unsigned char whole[1 << 21];
+    size_t got = fread(whole, 1, sizeof whole, fp);
+    fclose(fp);
+    long at = -1;
+    for (size_t i = 0; i + 13 <= got && at < 0; i++)
+        if (!memcmp(whole + i, "embed_dim: 32", 13)) at = (long)i + 3;
+    if (at >= 0) flip_byte(q, at);
+    rc = checkpoint_load(q, &b.st, err, sizeof err);
+    int vr = checkpoint_verify(q, err + 1024, sizeof err - 1024);
+    CHECK("flipped byte in an attribute (object header checksum) is found", at >= 0 && rc < 0 && vr < 0, "at %ld rc %d: %s", at, rc, err);
+
     struct stat st;
     stat(p, &st);
     path_in(q, "truncated.h5");
@@ -415,6 +429,20 @@ static void test_disk_full(void) {
     snprintf(cmd, sizeof cmd, "mount -t tmpfs -o size=2m tmpfs %s 2>/dev/null", mnt);
     if (system(cmd) == 0) {
         disk_full_case("full tmpfs (ENOSPC)", mnt, 0, "disk full");
+        // In this process: fail, then succeed once there is room, then exit normally
+        // (HDF5 must not be left holding a half-closed file).
+        Model small, big;
+        model_build(&small, 32, 4, 8, 2, 1);
+        model_build(&big, 96, 4, 64, 4, 3);
+        char p[600], err[2048];
+        snprintf(p, sizeof p, "%s/again.h5", mnt);
+        int r1 = checkpoint_save(p, &big.st, err, sizeof err);
+        int r2 = checkpoint_save(p, &small.st, err, sizeof err);
+        int r3 = checkpoint_save(p, &big.st, err, sizeof err);
+        CHECK("full tmpfs: the same process fails, then saves once there is room", r1 < 0 && r2 == 0 && r3 < 0 &&
+              checkpoint_verify(p, err, sizeof err) == 0, "%d %d %d: %s", r1, r2, r3, err);
+        model_free(&small);
+        model_free(&big);
         snprintf(cmd, sizeof cmd, "umount %s", mnt);
         if (system(cmd)) printf("  could not unmount %s\n", mnt);
     } else

@@ -1,8 +1,9 @@
 // checkpoint.c: HDF5 checkpoints (see checkpoint.h for the layout).
 //
-// Saving builds the whole file in memory (HDF5 core driver) and writes it to a
-// temporary name in one go at close, so every disk error surfaces at one place
-// with its errno and the partial file can be removed. Loading stages every tensor before
+// Saving builds the whole file in memory (HDF5 core driver, no backing file),
+// then writes it with plain write() to a temporary name, so every disk error
+// surfaces here with its errno, the partial file can be removed, and HDF5 is
+// never left holding a half-written file. Loading stages every tensor before
 // touching the caller's state, so a failed load changes nothing.
 #include "checkpoint.h"
 
@@ -99,13 +100,23 @@ static int errno_message(char *err, size_t errlen, const char *what, const char 
     return ERR("%s '%s': %s%s", what, path, strerror(e), hint);
 }
 
-// tmp -> path once tmp is complete: fsync, rename, fsync the folder. On failure
-// tmp is removed.
-static int commit_file(const char *tmp, const char *path, int e, char *err, size_t errlen) {
-    int fd = e ? -1 : open(tmp, O_RDONLY | O_CLOEXEC);
-    if (!e && fd < 0) e = errno;
-    if (fd >= 0 && fsync(fd) != 0) e = errno;
-    if (fd >= 0) close(fd);
+// buf -> path, atomically: `<path>.tmp.<pid>`, fsync, rename, fsync the folder.
+// On failure the temporary is removed and path is untouched.
+static int write_atomic(const char *path, const void *buf, size_t n, char *err, size_t errlen) {
+    char tmp[PATH_MAX + 32];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return errno_message(err, errlen, "cannot create checkpoint file", tmp, errno);
+    const char *p = buf;
+    size_t left = n;
+    int e = 0;
+    while (left && !e) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0 && errno != EINTR) e = errno;
+        if (w > 0) p += w, left -= (size_t)w;
+    }
+    if (!e && fsync(fd) != 0) e = errno;
+    if (close(fd) != 0 && !e) e = errno;
     if (!e && rename(tmp, path) != 0) e = errno;
     if (e) {
         unlink(tmp);
@@ -117,10 +128,8 @@ static int commit_file(const char *tmp, const char *path, int e, char *err, size
 
 int checkpoint_save(const char *path, const CheckpointState *s, char *err, size_t errlen) {
     if (!s->params || !s->params->data) return ERR("checkpoint_save '%s': no parameters given", path);
-    char tmp[PATH_MAX + 32];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
-    hid_t f = h5_create_buffered(tmp);
-    if (f < 0) return commit_file(tmp, path, errno, err, errlen);
+    H5Image img;
+    hid_t f = h5_create_in_memory(&img);
     write_tensors(f, s->params, s->params->data, 1);
     if (s->opt) {
         hid_t o = h5_group_create(f, "optimizer");
@@ -153,7 +162,10 @@ int checkpoint_save(const char *path, const CheckpointState *s, char *err, size_
     h5_attr_write_str(f, "created_utc", created);
     h5_attr_write_bytes(f, "rng_states", s->rng, s->rng ? s->rng_size : 0);
     h5_attr_write_bytes(f, "loader_cursor", s->cursor, s->cursor ? s->cursor_size : 0);
-    return commit_file(tmp, path, h5_close_buffered(f), err, errlen);
+    h5_close_in_memory(f, &img);
+    int rc = write_atomic(path, img.data, img.size, err, errlen);
+    h5_image_free(&img);
+    return rc;
 }
 
 // ---- opening and checking -------------------------------------------------------

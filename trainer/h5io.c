@@ -369,33 +369,74 @@ hid_t h5_try_open(const char *path, char *err, size_t errlen) {
     return f;
 }
 
-// Finds "errno = N" in the HDF5 error stack (system-call failures record it).
-static herr_t stack_errno(unsigned n, const H5E_error2_t *e, void *out) {
-    const char *p = e->desc ? strstr(e->desc, "errno = ") : NULL;
-    if (p && !*(int *)out) *(int *)out = atoi(p + 8);
+// The core driver's buffer is allocated through these callbacks, so that on
+// close the final image (superblock flags cleared, checksums valid) is kept
+// instead of freed.
+static void *image_malloc(size_t size, H5FD_file_image_op_t op, void *udata) {
+    void *p = malloc(size ? size : 1);
+    if (p && udata) ((H5Image *)udata)->capacity = size;
+    return p;
+}
+
+static void *image_memcpy(void *dst, const void *src, size_t size, H5FD_file_image_op_t op, void *udata) {
+    return memcpy(dst, src, size);
+}
+
+static void *image_realloc(void *ptr, size_t size, H5FD_file_image_op_t op, void *udata) {
+    void *p = realloc(ptr, size ? size : 1);
+    if (p && udata) ((H5Image *)udata)->capacity = size;
+    return p;
+}
+
+static herr_t image_free(void *ptr, H5FD_file_image_op_t op, void *udata) {
+    H5Image *img = udata;
+    if (op == H5FD_FILE_IMAGE_OP_FILE_CLOSE && img) {
+        free(img->data);
+        img->data = ptr;
+    } else {
+        free(ptr);
+    }
     return 0;
 }
 
-static int failure_errno(int saved) {
-    int e = 0;
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, stack_errno, &e);
-    return e ? e : saved ? saved : EIO;
-}
+// HDF5 wants udata copy/free callbacks when udata is set; the image is shared.
+static void *image_udata_copy(void *udata) { return udata; }
+static herr_t image_udata_free(void *udata) { return 0; }
 
-hid_t h5_create_buffered(const char *path) {
+hid_t h5_create_in_memory(H5Image *img) {
+    static int serial = 0;
     h5_quiet();
+    memset(img, 0, sizeof *img);
+    char name[64];
+    snprintf(name, sizeof name, "in-memory-%d-%d", (int)getpid(), __atomic_fetch_add(&serial, 1, __ATOMIC_RELAXED));
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    H5Pset_fapl_core(fapl, (size_t)1 << 20, 1);
-    H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_LATEST);  // checksummed object headers
-    errno = 0;
-    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
-    int e = f < 0 ? failure_errno(errno) : 0;
+    H5Pset_fapl_core(fapl, (size_t)1 << 20, 0);
+    H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_LATEST);  // checksummed metadata
+    H5FD_file_image_callbacks_t cb = {image_malloc, image_memcpy, image_realloc, image_free, image_udata_copy, image_udata_free, img};
+    if (H5Pset_file_image_callbacks(fapl, &cb) < 0) fatal("HDF5: cannot set file image callbacks");
+    hid_t f = H5Fcreate(name, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     H5Pclose(fapl);
-    errno = e;
+    if (f < 0) fatal("cannot create an in-memory HDF5 file (out of memory?)");
     return f;
 }
 
-int h5_close_buffered(hid_t file) {
-    errno = 0;
-    return H5Fclose(file) >= 0 ? 0 : failure_errno(errno);
+void h5_close_in_memory(hid_t file, H5Image *img) {
+    if (H5Fclose(file) < 0 || !img->data) fatal("closing an in-memory HDF5 file failed (out of memory?)");
+    // The file's size is the end-of-file address in its superblock (version 2 or 3):
+    // signature 8, version, size of offsets O, size of lengths, flags, then the base,
+    // extension and end-of-file addresses, O bytes each, little-endian.
+    const unsigned char *b = img->data;
+    int O = img->capacity > 12 ? b[9] : 0;
+    if (O < 1 || O > 8 || img->capacity < (size_t)(12 + 3 * O) || memcmp(b, "\211HDF\r\n\032\n", 8) || (b[8] != 2 && b[8] != 3))
+        fatal("in-memory HDF5 file: unexpected superblock");
+    uint64_t eof = 0;
+    for (int i = O - 1; i >= 0; i--) eof = eof << 8 | b[12 + 2 * O + i];
+    if (eof == 0 || eof > img->capacity)
+        fatal("in-memory HDF5 file: end of file %llu beyond its %zu bytes", (unsigned long long)eof, img->capacity);
+    img->size = (size_t)eof;
+}
+
+void h5_image_free(H5Image *img) {
+    free(img->data);
+    memset(img, 0, sizeof *img);
 }

@@ -50,11 +50,14 @@ char *h5_try_attr_str(hid_t loc, const char *name, char *err, size_t errlen);  /
 void h5_attr_write_bytes(hid_t loc, const char *name, const void *v, size_t n);
 int h5_try_attr_bytes(hid_t loc, const char *name, void *out, size_t n, char *err, size_t errlen);
 
-// ---- whole files written at once (atomic writers) ------------------------------
-// A file held in memory by the core driver and written to `path` in one go when
-// closed, with checksummed metadata (libver >= 1.8). HDF5 calls on it cannot
-// fail for lack of disk space (creating writes the first MiB). Failures give the
-// errno of the failed write (ENOSPC, EFBIG, EIO...): create returns -1 and sets
-// errno; close returns it (0: written).
-hid_t h5_create_buffered(const char *path);
-int h5_close_buffered(hid_t file);
+// ---- whole files in memory (atomic writers) ----------------------------------
+// A file held in memory by the core driver, with checksummed metadata (libver
+// >= 1.8). HDF5 never touches the disk, so nothing here fails for lack of
+// space; the caller writes img->data[0, size) itself and handles I/O errors.
+typedef struct {
+    void *data;              // the file's bytes after h5_close_in_memory
+    size_t size, capacity;   // file size; allocated bytes
+} H5Image;
+hid_t h5_create_in_memory(H5Image *img);
+void h5_close_in_memory(hid_t file, H5Image *img);
+void h5_image_free(H5Image *img);
