@@ -286,16 +286,17 @@ def test_softmax_xent(C):
     labels = rng.integers(0, K, N).astype(np.int32)
     labels[0] = 5
     probs = np.zeros_like(logits)
-    loss = C.softmax_xent_forward(ptr(probs), ptr(logits), ptr(labels), N, K)
-    dl = np.zeros_like(logits)
-    C.softmax_xent_backward(ptr(dl), ptr(probs), ptr(labels), N, K, ctypes.c_float(0.5))
-    tl = t64(logits)
-    ref = torch.nn.functional.cross_entropy(tl, torch.tensor(labels, dtype=torch.long))
-    (0.5 * ref).backward()
-    check("xent loss", np.array([loss]), np.array([ref.item()]))
-    check("xent dlogits", dl, tl.grad)
+    for eps in (0.0, 0.1):
+        loss = C.softmax_xent_forward(ptr(probs), ptr(logits), ptr(labels), N, K, ctypes.c_float(eps))
+        dl = np.zeros_like(logits)
+        C.softmax_xent_backward(ptr(dl), ptr(probs), ptr(labels), N, K, ctypes.c_float(eps), ctypes.c_float(0.5))
+        tl = t64(logits)
+        ref = torch.nn.functional.cross_entropy(tl, torch.tensor(labels, dtype=torch.long), label_smoothing=eps)
+        (0.5 * ref).backward()
+        check(f"xent loss (smoothing {eps})", np.array([loss]), np.array([ref.item()]))
+        check(f"xent dlogits (smoothing {eps})", dl, tl.grad)
 
-    def f(p):
-        pr = np.zeros_like(p["l"])
-        return np.array([C.softmax_xent_forward(ptr(pr), ptr(p["l"]), ptr(labels), N, K)], np.float32)
-    fd_check("xent", f, {"l": logits}, {"l": dl * 2, "__R__": np.ones(1, np.float32)}, (1,))
+        def f(p):
+            pr = np.zeros_like(p["l"])
+            return np.array([C.softmax_xent_forward(ptr(pr), ptr(p["l"]), ptr(labels), N, K, ctypes.c_float(eps))], np.float32)
+        fd_check(f"xent (smoothing {eps})", f, {"l": logits}, {"l": dl * 2, "__R__": np.ones(1, np.float32)}, (1,))

@@ -156,3 +156,56 @@ def test_adamw_steps_match_twin(C):
         worst = max(worst, e)
         assert e < TOL_WEIGHT, f"weight {n} after {total} steps: relative error {e:.2e}"
     print(f"worst weight error after {total} AdamW steps: {worst:.2e}")
+
+
+def test_finetune_step_matches_twin(C):
+    """Fine-tuning pieces: stochastic depth (the same per-image branch scales on
+    both sides), label smoothing 0.1, layer-wise lr decay 0.75 as per-tensor lr,
+    mean-pool head; 4 AdamW steps must match."""
+    cfg = dict(CONFIGS["layerscale_nobias_grey"], use_mask_token=0)
+    cm = cbind.CVit(C, B, seed=13, **cfg)
+    tm = twin_from_c(cm, cfg)
+    L = cfg["depth"]
+    C.vit_set_regularisation(cm.handle, 0.3, 0.1)
+    names = cm.names()
+    lr_scale = {n: 0.75 ** (L + 1 - torch_twin.layer_id(n, L)) for n in names}
+    for i, n in enumerate(names):
+        C.params_set_lr_scale(ctypes.c_void_p(cm.table), i, lr_scale[n])
+    opt = cbind.AdamWState()
+    C.adamw_init(ctypes.byref(opt), ctypes.c_void_p(cm.table), 0.9, 0.999, 1e-8, 0.05)
+    groups = []
+    for n, p in tm.named_parameters():
+        nd = p.ndim <= 1 or n.endswith(".bias") or n in ("pos_embed", "cls_token")
+        groups.append({"params": [p], "lr": 1e-3 * lr_scale[n], "scale": lr_scale[n], "weight_decay": 0.0 if nd else 0.05})
+    topt = torch.optim.AdamW(groups, lr=1e-3, eps=1e-8)
+    dropped = 0
+    for step in range(4):
+        img, _, labels = inputs(cfg, 200 + step)
+        C.params_zero_grad(ctypes.c_void_p(cm.table))
+        C.vit_sample_drop_path(cm.handle, B, 5, step)
+        scales = view(C.vit_drop_scales(cm.handle), (L, 2, B)).copy()
+        dropped += int((scales == 0).sum())
+        C.vit_forward(cm.handle, ptr(img), None, B)
+        loss = C.vit_head_forward(cm.handle, ptr(labels), B, 1)
+        C.vit_head_backward(cm.handle, ptr(labels), B, 1, ctypes.c_float(1.0))
+        C.vit_backward(cm.handle, C.vit_head_dfinal(cm.handle), None, B)
+        C.adamw_step(ctypes.byref(opt), ctypes.c_void_p(cm.table), ctypes.c_float(1e-3))
+        topt.zero_grad()
+        drop = [(torch.tensor(scales[l, 0], dtype=torch.float64), torch.tensor(scales[l, 1], dtype=torch.float64))
+                for l in range(L)]
+        feats = tm.forward_features(torch.tensor(img, dtype=torch.float64), drop=drop)
+        tloss = torch.nn.functional.cross_entropy(tm.forward_head(feats, "mean"), torch.tensor(labels, dtype=torch.long),
+                                                  label_smoothing=0.1)
+        tloss.backward()
+        topt.step()
+        e = abs(loss - tloss.item()) / abs(tloss.item())
+        print(f"finetune step {step}: C {loss:.6f} torch {tloss.item():.6f} rel {e:.1e}")
+        assert e < TOL_ACT * 4, f"step {step}: loss differs by {e:.2e}"
+    assert dropped > 0, "stochastic depth dropped no branch: the test would not exercise it"
+    assert (scales[0] == 1).all(), "block 0 has drop rate 0 (timm's linspace)"
+    worst = 0
+    for n, p in tm.named_parameters():
+        e = rel(cm.tensor(n), p.detach())
+        worst = max(worst, e)
+        assert e < TOL_WEIGHT, f"weight {n} after 4 fine-tune steps: relative error {e:.2e}"
+    print(f"fine-tune: worst weight error {worst:.2e}, {dropped} branch drops")

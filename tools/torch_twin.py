@@ -54,9 +54,16 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, int(round(dim * mlp_ratio)))
         self.ls2 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
 
-    def forward(self, x):
-        x = x + self.ls1(self.attn(self.norm1(x)))
-        return x + self.ls2(self.mlp(self.norm2(x)))
+    def forward(self, x, drop=None):
+        """drop: None, or per-image branch scales (attn [B], mlp [B]) for stochastic depth."""
+        a = self.ls1(self.attn(self.norm1(x)))
+        if drop is not None:
+            a = a * drop[0][:, None, None]
+        x = x + a
+        m = self.ls2(self.mlp(self.norm2(x)))
+        if drop is not None:
+            m = m * drop[1][:, None, None]
+        return x + m
 
 
 class PatchEmbed(nn.Module):
@@ -89,16 +96,17 @@ class VisionTransformer(nn.Module):
                     nn.init.zeros_(m.bias)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
 
-    def forward_features(self, x, mask=None, return_blocks=False):
-        """x [B,C,H,W]; mask [B,N] bool (True: replace by mask_token). Returns the
+    def forward_features(self, x, mask=None, return_blocks=False, drop=None):
+        """x [B,C,H,W]; mask [B,N] bool (True: replace by mask_token); drop: None or,
+        per block, (attn [B], mlp [B]) stochastic-depth scales. Returns the
         final-norm tokens [B,T,D] (and every block's output when asked)."""
         e = self.patch_embed(x)
         if mask is not None:
             e = torch.where(mask[..., None], self.mask_token.expand_as(e), e)
         x = torch.cat([self.cls_token.expand(e.shape[0], -1, -1), e], dim=1) + self.pos_embed
         outs = []
-        for blk in self.blocks:
-            x = blk(x)
+        for i, blk in enumerate(self.blocks):
+            x = blk(x, None if drop is None else drop[i])
             outs.append(x)
         x = self.norm(x)
         return (x, outs) if return_blocks else x
@@ -119,6 +127,15 @@ def adamw_param_groups(model, weight_decay):
         else:
             decay.append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def layer_id(name, depth):
+    """timm/BEiT layer-wise lr decay: embeddings 0, blocks.i -> i+1, the rest depth+1."""
+    if name in ("cls_token", "pos_embed", "mask_token") or name.startswith("patch_embed"):
+        return 0
+    if name.startswith("blocks."):
+        return int(name.split(".")[1]) + 1
+    return depth + 1
 
 
 def lr_at_step(step, base, min_lr, warmup, total):

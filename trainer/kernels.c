@@ -521,7 +521,7 @@ void meanpool_backward(float *dx, const float *dout, int B, int T, int D, int st
 
 // ---- softmax cross-entropy -----------------------------------------------------------
 
-float softmax_xent_forward(float *probs, const float *logits, const int32_t *labels, int N, int K) {
+float softmax_xent_forward(float *probs, const float *logits, const int32_t *labels, int N, int K, float smoothing) {
     // Rows are normalised in parallel; the loss is summed in row order in
     // float64 so that it does not depend on the thread count.
     double total = 0.0;
@@ -542,28 +542,33 @@ float softmax_xent_forward(float *probs, const float *logits, const int32_t *lab
     for (int n = 0; n < N; n++) {
         const float *l = logits + (long)n * K;
         const float *p = probs + (long)n * K;
-        // -log p_label, from the normalised probability when it is not tiny, else
-        // recomputed from the logits so that the loss stays finite and exact.
+        // -log p_label from the normalised probability when it is not tiny; else,
+        // and for smoothing (which needs every -log p_k = lse - l_k), from the logits.
         float pl = p[labels[n]];
-        if (pl > 1e-30f) {
+        if (pl > 1e-30f && smoothing == 0.0f) {
             total += -log((double)pl);
         } else {
-            double mx = l[0], s = 0.0;
+            double mx = l[0], s = 0.0, sum_l = 0.0;
             for (int k = 1; k < K; k++) mx = l[k] > mx ? l[k] : mx;
-            for (int k = 0; k < K; k++) s += exp((double)l[k] - mx);
-            total += log(s) + mx - l[labels[n]];
+            for (int k = 0; k < K; k++) {
+                s += exp((double)l[k] - mx);
+                sum_l += l[k];
+            }
+            double lse = log(s) + mx;
+            total += (1.0 - smoothing) * (lse - l[labels[n]]) + smoothing * (lse - sum_l / K);
         }
     }
     return (float)(total / N);
 }
 
-void softmax_xent_backward(float *dlogits, const float *probs, const int32_t *labels, int N, int K, float dloss) {
-    float scale = dloss / (float)N;
+void softmax_xent_backward(float *dlogits, const float *probs, const int32_t *labels, int N, int K, float smoothing,
+                           float dloss) {
+    float scale = dloss / (float)N, off = smoothing / (float)K;
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
         float *d = dlogits + (long)n * K;
         const float *p = probs + (long)n * K;
-        for (int k = 0; k < K; k++) d[k] += scale * p[k];
-        d[labels[n]] -= scale;
+        for (int k = 0; k < K; k++) d[k] += scale * (p[k] - off);
+        d[labels[n]] -= scale * (1.0f - smoothing);
     }
 }

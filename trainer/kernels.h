@@ -67,10 +67,13 @@ void cls_pos_backward(float *demb, float *dcls, float *dpos, const float *dx, in
 void meanpool_forward(float *out, const float *x, int B, int T, int D, int start);
 void meanpool_backward(float *dx, const float *dout, int B, int T, int D, int start);
 
-// ---- softmax cross-entropy: logits [N,K], labels [N] -> probs [N,K], returns the
-// mean loss over the N rows. Backward: dlogits += dloss * (probs - onehot) / N.
-float softmax_xent_forward(float *probs, const float *logits, const int32_t *labels, int N, int K);
-void softmax_xent_backward(float *dlogits, const float *probs, const int32_t *labels, int N, int K, float dloss);
+// ---- softmax cross-entropy with label smoothing eps (0: none): logits [N,K],
+// labels [N] -> probs [N,K]; returns the mean over rows of -sum_k q_k log p_k
+// with q = (1-eps) onehot + eps/K (torch's label_smoothing).
+// Backward: dlogits += dloss * (probs - q) / N.
+float softmax_xent_forward(float *probs, const float *logits, const int32_t *labels, int N, int K, float smoothing);
+void softmax_xent_backward(float *dlogits, const float *probs, const int32_t *labels, int N, int K, float smoothing,
+                           float dloss);
 
 // ---- threads
 int kernel_max_threads(void);

@@ -302,7 +302,7 @@ ObjectiveLosses objective_forward(Objective *o, const float *view1, const float 
     if (o->use_token) {
         gather_scored(o->tok_in, v->final, o->scored, M, N, T, D);
         linear_forward(o->tok_logits, o->tok_in, o->tok_w, o->tok_b, M, D, o->K);
-        L.token = softmax_xent_forward(o->tok_probs, o->tok_logits, o->scored_ids, M, o->K);
+        L.token = softmax_xent_forward(o->tok_probs, o->tok_logits, o->scored_ids, M, o->K, 0.0f);
     }
     if (o->use_pixel) {
         // CLS from the last block's output, patch tokens from block depth-3.
@@ -312,8 +312,8 @@ ObjectiveLosses objective_forward(Objective *o, const float *view1, const float 
             memcpy(o->ph_x + (long)b * T * D, last + (long)b * T * D, sizeof(float) * D);
             memcpy(o->ph_x + ((long)b * T + 1) * D, mid + ((long)b * T + 1) * D, sizeof(float) * (T - 1) * D);
         }
-        block_forward(&o->ph_blocks[0], &o->ph_w[0], &v->scratch, &o->ph_dims, o->ph_x, B, T);
-        block_forward(&o->ph_blocks[1], &o->ph_w[1], &v->scratch, &o->ph_dims, o->ph_blocks[0].out, B, T);
+        block_forward(&o->ph_blocks[0], &o->ph_w[0], &v->scratch, &o->ph_dims, o->ph_x, NULL, B, T);
+        block_forward(&o->ph_blocks[1], &o->ph_w[1], &v->scratch, &o->ph_dims, o->ph_blocks[0].out, NULL, B, T);
         gather_scored(o->ph_sel, o->ph_blocks[1].out, o->scored, M, N, T, D);
         layernorm_forward(o->ph_norm, o->ph_mean, o->ph_rstd, o->ph_sel, o->ph_norm_w, o->ph_norm_b, M, D);
         linear_forward(o->ph_pred, o->ph_norm, o->ph_proj_w, o->ph_proj_b, M, D, d);
@@ -355,7 +355,7 @@ void objective_backward(Objective *o, float dloss) {
 
     if (o->use_token) {
         memset(o->d_tok_logits, 0, sizeof(float) * (size_t)M * o->K);
-        softmax_xent_backward(o->d_tok_logits, o->tok_probs, o->scored_ids, M, o->K, dloss * o->cfg.w_token);
+        softmax_xent_backward(o->d_tok_logits, o->tok_probs, o->scored_ids, M, o->K, 0.0f, dloss * o->cfg.w_token);
         memset(o->d_tok_in, 0, sizeof(float) * (size_t)M * D);
         linear_backward(o->d_tok_in, o->gtok_w, o->gtok_b, o->d_tok_logits, o->tok_in, o->tok_w, M, D, o->K);
         scatter_add_scored(o->d_final, o->d_tok_in, o->scored, M, N, T, D);
@@ -372,8 +372,9 @@ void objective_backward(Objective *o, float dloss) {
         memset(o->d_ph_x, 0, sizeof(float) * (size_t)B * T * D);
         scatter_add_scored(o->d_ph_x, o->d_ph_sel, o->scored, M, N, T, D);
         block_backward(o->d_ph_x, &o->ph_g[1], &v->scratch, &o->ph_blocks[1], &o->ph_w[1], &o->ph_dims,
-                       o->ph_blocks[0].out, B, T);
-        block_backward(o->d_ph_x, &o->ph_g[0], &v->scratch, &o->ph_blocks[0], &o->ph_w[0], &o->ph_dims, o->ph_x, B, T);
+                       o->ph_blocks[0].out, NULL, B, T);
+        block_backward(o->d_ph_x, &o->ph_g[0], &v->scratch, &o->ph_blocks[0], &o->ph_w[0], &o->ph_dims, o->ph_x, NULL,
+                       B, T);
         memset(o->d_last, 0, sizeof(float) * VBTD);
         memset(o->d_mid, 0, sizeof(float) * VBTD);
 #pragma omp parallel for schedule(static)

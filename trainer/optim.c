@@ -33,14 +33,15 @@ void adamw_step(AdamW *opt, ParamTable *t, float lr) {
     // As torch: p *= 1 - lr*wd; m, v updated; p -= (lr/bc1) * m / (sqrt(v)/sqrt(bc2) + eps)
     double bc1 = 1.0 - pow(opt->beta1, (double)opt->step);
     double bc2 = 1.0 - pow(opt->beta2, (double)opt->step);
-    float step_size = (float)(lr / bc1);
     float bc2_sqrt = (float)sqrt(bc2);
     float b1 = opt->beta1, b2 = opt->beta2, one_b1 = 1.0f - b1, one_b2 = 1.0f - b2, eps = opt->eps;
 #pragma omp parallel
     for (int i = 0; i < t->count; i++) {
         const ParamInfo *info = &t->info[i];
         if (info->frozen) continue;
-        float decay = info->weight_decay ? 1.0f - lr * opt->weight_decay : 1.0f;
+        float lr_t = lr * info->lr_scale;  // a tensor's own lr, as a torch param group with that lr
+        float step_size = (float)(lr_t / bc1);
+        float decay = info->weight_decay ? 1.0f - lr_t * opt->weight_decay : 1.0f;
         float *p = t->data + info->offset, *g = t->grad + info->offset;
         float *m = opt->m + info->offset, *v = opt->v + info->offset;
 #pragma omp for schedule(static) nowait

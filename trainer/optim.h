@@ -14,7 +14,8 @@ typedef struct {
 
 void adamw_init(AdamW *opt, const ParamTable *t, float beta1, float beta2, float eps, float weight_decay);
 void adamw_free(AdamW *opt);
-// One update of every non-frozen tensor; decays only tensors with weight_decay set.
+// One update of every non-frozen tensor at lr * its lr_scale; decays only
+// tensors with weight_decay set.
 void adamw_step(AdamW *opt, ParamTable *t, float lr);
 
 // sqrt(sum of squared gradients), reduced in a fixed order (float64).

@@ -29,6 +29,7 @@ int params_add(ParamTable *t, const char *name, int d0, int d1, int d2, int d3) 
         p->shape[p->ndim++] = dims[i];
         p->numel *= (size_t)dims[i];
     }
+    p->lr_scale = 1.0f;
     p->offset = t->total;
     t->total += align_up(p->numel, PARAM_ALIGN_FLOATS);
     const char *base = strrchr(name, '.') ? strrchr(name, '.') + 1 : name;
@@ -61,6 +62,8 @@ int params_find(const ParamTable *t, const char *name) {
 void params_zero_grad(ParamTable *t) { memset(t->grad, 0, sizeof(float) * t->total); }
 
 size_t params_bytes(const ParamTable *t) { return sizeof(float) * t->total; }
+
+void params_set_lr_scale(ParamTable *t, int index, float scale) { t->info[index].lr_scale = scale; }
 
 int params_count(const ParamTable *t) { return t->count; }
 const char *params_name(const ParamTable *t, int index) { return t->info[index].name; }

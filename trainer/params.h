@@ -15,6 +15,7 @@ typedef struct {
     size_t offset, numel;        // in floats, into data / grad
     int weight_decay;            // 1: AdamW decays it; 0: 1-D tensors, pos_embed, cls/mask tokens
     int frozen;                  // 1: the optimiser leaves it alone
+    float lr_scale;              // its lr = schedule lr * lr_scale (layer-wise decay); 1 by default
 } ParamInfo;
 
 typedef struct {
@@ -35,6 +36,7 @@ float *params_grad(const ParamTable *t, int index);
 int params_find(const ParamTable *t, const char *name);  // -1 if absent
 void params_zero_grad(ParamTable *t);
 size_t params_bytes(const ParamTable *t);
+void params_set_lr_scale(ParamTable *t, int index, float scale);
 
 // Accessors for ctypes (the Python tests) and generic walkers.
 int params_count(const ParamTable *t);

@@ -110,8 +110,26 @@ void block_scratch_layout(BlockScratch *s, Arena *grads, const BlockDims *d, int
     s->attn_scratch = arena_floats(grads, (size_t)kernel_max_threads() * attention_scratch_floats(T));
 }
 
+// x[b,t,:] *= scale[b]
+static void scale_rows(float *x, const float *scale, int B, int T, int D) {
+#pragma omp parallel for schedule(static)
+    for (long bt = 0; bt < (long)B * T; bt++) {
+        float f = scale[bt / T];
+        for (int c = 0; c < D; c++) x[bt * D + c] *= f;
+    }
+}
+
+// dst[b,t,:] = src[b,t,:] * scale[b]
+static void scaled_copy_rows(float *dst, const float *src, const float *scale, int B, int T, int D) {
+#pragma omp parallel for schedule(static)
+    for (long bt = 0; bt < (long)B * T; bt++) {
+        float f = scale[bt / T];
+        for (int c = 0; c < D; c++) dst[bt * D + c] = src[bt * D + c] * f;
+    }
+}
+
 void block_forward(BlockActs *a, const BlockWeights *w, const BlockScratch *s, const BlockDims *d, const float *x_in,
-                   int B, int T) {
+                   const float *drop, int B, int T) {
     int BT = B * T, D = d->D, Hd = d->hidden;
     // x_mid = x_in + ls1 * proj(attn(qkv(norm1(x_in))))
     layernorm_forward(s->ln, a->ln1_mean, a->ln1_rstd, x_in, w->norm1_w, w->norm1_b, BT, D);
@@ -120,11 +138,11 @@ void block_forward(BlockActs *a, const BlockWeights *w, const BlockScratch *s, c
     if (d->layer_scale) {
         linear_forward(a->attn_proj, a->attn, w->proj_w, w->proj_b, BT, D, D);
         layerscale_forward(a->x_mid, a->attn_proj, w->ls1, BT, D);
-        residual_forward(a->x_mid, a->x_mid, x_in, (long)BT * D);
     } else {
         linear_forward(a->x_mid, a->attn, w->proj_w, w->proj_b, BT, D, D);
-        residual_forward(a->x_mid, a->x_mid, x_in, (long)BT * D);
     }
+    if (drop) scale_rows(a->x_mid, drop, B, T, D);
+    residual_forward(a->x_mid, a->x_mid, x_in, (long)BT * D);
     // out = x_mid + ls2 * fc2(gelu(fc1(norm2(x_mid))))
     layernorm_forward(s->ln, a->ln2_mean, a->ln2_rstd, a->x_mid, w->norm2_w, w->norm2_b, BT, D);
     linear_forward(a->fc1, s->ln, w->fc1_w, w->fc1_b, BT, D, Hd);
@@ -132,22 +150,26 @@ void block_forward(BlockActs *a, const BlockWeights *w, const BlockScratch *s, c
     if (d->layer_scale) {
         linear_forward(a->mlp_out, s->gelu, w->fc2_w, w->fc2_b, BT, Hd, D);
         layerscale_forward(a->out, a->mlp_out, w->ls2, BT, D);
-        residual_forward(a->out, a->out, a->x_mid, (long)BT * D);
     } else {
         linear_forward(a->out, s->gelu, w->fc2_w, w->fc2_b, BT, Hd, D);
-        residual_forward(a->out, a->out, a->x_mid, (long)BT * D);
     }
+    if (drop) scale_rows(a->out, drop + B, B, T, D);
+    residual_forward(a->out, a->out, a->x_mid, (long)BT * D);
 }
 
 void block_backward(float *dres, const BlockWeights *g, const BlockScratch *s, const BlockActs *a,
-                    const BlockWeights *w, const BlockDims *d, const float *x_in, int B, int T) {
+                    const BlockWeights *w, const BlockDims *d, const float *x_in, const float *drop, int B, int T) {
     int BT = B * T, D = d->D, Hd = d->hidden;
     size_t nD = sizeof(float) * (size_t)BT * D;
     // MLP branch: dres holds d(out) = d(x_mid) through the residual, plus the branch.
     const float *d_mlp_out = dres;
+    if (drop) {  // d_norm is free until fc1's backward below
+        scaled_copy_rows(s->d_norm, dres, drop + B, B, T, D);
+        d_mlp_out = s->d_norm;
+    }
     if (d->layer_scale) {
         memset(s->d_branch, 0, nD);
-        layerscale_backward(s->d_branch, g->ls2, dres, a->mlp_out, w->ls2, BT, D);
+        layerscale_backward(s->d_branch, g->ls2, d_mlp_out, a->mlp_out, w->ls2, BT, D);
         d_mlp_out = s->d_branch;
     }
     // Recompute what the forward did not keep: GELU(fc1) and norm2's output.
@@ -162,9 +184,13 @@ void block_backward(float *dres, const BlockWeights *g, const BlockScratch *s, c
                        BT, D);
     // Attention branch: dres now holds d(x_mid).
     const float *d_proj_out = dres;
+    if (drop) {  // d_qkv is free until the attention backward below
+        scaled_copy_rows(s->d_qkv, dres, drop, B, T, D);
+        d_proj_out = s->d_qkv;
+    }
     if (d->layer_scale) {
         memset(s->d_branch, 0, nD);
-        layerscale_backward(s->d_branch, g->ls1, dres, a->attn_proj, w->ls1, BT, D);
+        layerscale_backward(s->d_branch, g->ls1, d_proj_out, a->attn_proj, w->ls1, BT, D);
         d_proj_out = s->d_branch;
     }
     memset(s->d_norm, 0, nD);  // holds d(attn)
@@ -289,6 +315,7 @@ static void vit_layout(Vit *vit, int B) {
     vit->final_mean = arena_floats(a, BT);
     vit->final_rstd = arena_floats(a, BT);
     vit->features = arena_floats(a, (long)B * D);
+    vit->drop_scale = arena_floats(a, (long)vit->cfg.depth * 2 * B);
     vit->logits = K ? arena_floats(a, (long)B * K) : NULL;
     vit->probs = K ? arena_floats(a, (long)B * K) : NULL;
 
@@ -326,7 +353,8 @@ void vit_forward(Vit *vit, const float *images, const uint8_t *mask, int B) {
     cls_pos_forward(vit->x0, vit->emb, vit->w.cls_token, vit->w.pos_embed, B, N, D);
     const float *x = vit->x0;
     for (int l = 0; l < c->depth; l++) {
-        block_forward(&vit->blocks[l], &vit->w.blocks[l], &vit->scratch, &vit->bdims, x, B, T);
+        const float *drop = vit->drop_active ? vit->drop_scale + (long)l * 2 * vit->max_batch : NULL;
+        block_forward(&vit->blocks[l], &vit->w.blocks[l], &vit->scratch, &vit->bdims, x, drop, B, T);
         x = vit->blocks[l].out;
     }
     layernorm_forward(vit->final, vit->final_mean, vit->final_rstd, x, vit->w.norm_w, vit->w.norm_b, B * T, D);
@@ -343,8 +371,9 @@ void vit_backward(Vit *vit, const float *dfinal, float *const *dblock, int B) {
     for (int l = L - 1; l >= 0; l--) {
         if (dblock && dblock[l]) residual_backward(vit->dres, NULL, dblock[l], BTD);
         const float *x_in = l > 0 ? vit->blocks[l - 1].out : vit->x0;
+        const float *drop = vit->drop_active ? vit->drop_scale + (long)l * 2 * vit->max_batch : NULL;
         block_backward(vit->dres, &vit->g.blocks[l], &vit->scratch, &vit->blocks[l], &vit->w.blocks[l], &vit->bdims,
-                       x_in, B, T);
+                       x_in, drop, B, T);
     }
     memset(vit->demb, 0, sizeof(float) * (size_t)B * N * D);
     cls_pos_backward(vit->demb, vit->g.cls_token, vit->g.pos_embed, vit->dres, B, N, D);
@@ -362,13 +391,13 @@ float vit_head_forward(Vit *vit, const int32_t *labels, int B, int pool) {
     else
         for (int b = 0; b < B; b++) memcpy(vit->features + (long)b * D, vit->final + (long)b * T * D, sizeof(float) * D);
     linear_forward(vit->logits, vit->features, vit->w.head_w, vit->w.head_b, B, D, K);
-    return softmax_xent_forward(vit->probs, vit->logits, labels, B, K);
+    return softmax_xent_forward(vit->probs, vit->logits, labels, B, K, vit->label_smoothing);
 }
 
 void vit_head_backward(Vit *vit, const int32_t *labels, int B, int pool, float dloss) {
     int T = vit->T, D = vit->D, K = vit->cfg.num_classes;
     memset(vit->dlogits, 0, sizeof(float) * (size_t)B * K);
-    softmax_xent_backward(vit->dlogits, vit->probs, labels, B, K, dloss);
+    softmax_xent_backward(vit->dlogits, vit->probs, labels, B, K, vit->label_smoothing, dloss);
     memset(vit->dfeatures, 0, sizeof(float) * (size_t)B * D);
     linear_backward(vit->dfeatures, vit->g.head_w, vit->g.head_b, vit->dlogits, vit->features, vit->w.head_w, B, D, K);
     memset(vit->dfinal, 0, sizeof(float) * (size_t)B * T * D);
@@ -376,6 +405,22 @@ void vit_head_backward(Vit *vit, const int32_t *labels, int B, int pool, float d
         meanpool_backward(vit->dfinal, vit->dfeatures, B, T, D, 1);
     else
         for (int b = 0; b < B; b++) memcpy(vit->dfinal + (long)b * T * D, vit->dfeatures + (long)b * D, sizeof(float) * D);
+}
+
+void vit_sample_drop_path(Vit *vit, int B, uint64_t seed, int64_t step) {
+    int L = vit->cfg.depth;
+    vit->drop_active = vit->drop_path_rate > 0;
+    if (!vit->drop_active) return;
+    // drop-path (stochastic depth) draws have their own stream per step
+    Rng r;
+    rng_seed(&r, seed ^ 0x64726f7070617468ULL, (uint64_t)step);
+    for (int l = 0; l < L; l++) {
+        float rate = L > 1 ? vit->drop_path_rate * l / (L - 1) : vit->drop_path_rate;  // timm's linspace
+        float keep = 1.0f - rate;
+        float *s = vit->drop_scale + (long)l * 2 * vit->max_batch;
+        for (int branch = 0; branch < 2; branch++)
+            for (int b = 0; b < B; b++) s[branch * B + b] = rng_uniform(&r) < keep ? 1.0f / keep : 0.0f;
+    }
 }
 
 double vit_forward_flops_per_image(const VitConfig *c) {
@@ -420,3 +465,10 @@ float *vit_final_tokens(Vit *vit) { return vit->final; }
 float *vit_block_output(Vit *vit, int l) { return vit->blocks[l].out; }
 float *vit_logits(Vit *vit) { return vit->logits; }
 float *vit_head_dfinal(Vit *vit) { return vit->dfinal; }
+
+void vit_set_regularisation(Vit *vit, float drop_path_rate, float label_smoothing) {
+    vit->drop_path_rate = drop_path_rate;
+    vit->label_smoothing = label_smoothing;
+}
+
+float *vit_drop_scales(Vit *vit) { return vit->drop_scale; }

@@ -62,12 +62,14 @@ void block_init(const BlockWeights *w, const ParamTable *t, int first, const Blo
                 float layer_scale_init);
 void block_layout(BlockActs *a, Arena *acts, const BlockDims *d, int B, int T);
 void block_scratch_layout(BlockScratch *s, Arena *grads, const BlockDims *d, int B, int T);
+// Stochastic depth: drop [2][B] scales each image's attention (row 0) and MLP
+// (row 1) branch by 0 or 1/keep; NULL means no drop path.
 // x_in [B,T,D] -> a->out [B,T,D]
 void block_forward(BlockActs *a, const BlockWeights *w, const BlockScratch *s, const BlockDims *d, const float *x_in,
-                   int B, int T);
+                   const float *drop, int B, int T);
 // dres: on entry d(out) [B,T,D], on return d(x_in). Parameter gradients accumulate into g.
 void block_backward(float *dres, const BlockWeights *g, const BlockScratch *s, const BlockActs *a,
-                    const BlockWeights *w, const BlockDims *d, const float *x_in, int B, int T);
+                    const BlockWeights *w, const BlockDims *d, const float *x_in, const float *drop, int B, int T);
 
 // ---- the encoder -------------------------------------------------------------------
 typedef struct {
@@ -102,6 +104,10 @@ typedef struct {
     float *dfeatures, *dlogits;    // [B,D], [B,num_classes]
     BlockScratch scratch;
     int freeze_patch_embed;        // 1: skip the patch-embedding weight gradient
+    float label_smoothing;         // classification head's cross-entropy
+    float drop_path_rate;          // stochastic depth of the last block (timm: linear from 0)
+    float *drop_scale;             // [depth][2][max_batch] this step's branch scales
+    int drop_active;               // 1: vit_forward applies drop_scale (training steps only)
 } Vit;
 
 // Checks a config; returns NULL if valid, else a message naming the bad field.
@@ -129,6 +135,10 @@ void vit_backward(Vit *vit, const float *dfinal, float *const *dblock, int B);
 float vit_head_forward(Vit *vit, const int32_t *labels, int B, int pool);
 void vit_head_backward(Vit *vit, const int32_t *labels, int B, int pool, float dloss);
 
+// Draw this step's stochastic-depth scales for B images from (seed, step) and
+// switch them on; vit->drop_active = 0 switches them off (evaluation).
+void vit_sample_drop_path(Vit *vit, int B, uint64_t seed, int64_t step);
+
 // Forward FLOPs per image of the encoder (2 per multiply-add), for MFU figures.
 double vit_forward_flops_per_image(const VitConfig *cfg);
 
@@ -142,3 +152,6 @@ float *vit_final_tokens(Vit *vit);          // [B,T,D]
 float *vit_block_output(Vit *vit, int l);   // [B,T,D]
 float *vit_logits(Vit *vit);                // [B,num_classes]
 float *vit_head_dfinal(Vit *vit);           // [B,T,D] filled by vit_head_backward
+// Fine-tuning regularisers: stochastic depth rate and label smoothing.
+void vit_set_regularisation(Vit *vit, float drop_path_rate, float label_smoothing);
+float *vit_drop_scales(Vit *vit);           // [depth][2][max_batch]
