@@ -123,3 +123,28 @@ def test_config_errors_name_the_key(tmp_path):
     assert p.returncode != 0 and "w_token" in p.stderr, p.stderr
     p = subprocess.run([TRAIN, "--help"], capture_output=True, text=True)
     assert p.returncode == 0 and "batch_size" in p.stdout
+
+
+def test_finetune_from_checkpoint_and_from_scratch(tmp_path):
+    """task=finetune: the encoder comes from a pretraining checkpoint (its heads
+    are dropped), a new head is trained with label smoothing, drop path and
+    layer decay, and top-1 on data_val is logged; without a checkpoint it is
+    the from-scratch baseline."""
+    train(tmp_path, "pre", "--steps=4", "--save_every=0")
+    ckpt = os.path.realpath(tmp_path / "pre" / "latest")
+    ft = ["--task=finetune", "--steps=5", "--log_every=1", "--save_every=0", "--drop_path=0.1", "--smoothing=0.1",
+          "--layer_decay=0.75"]
+    p = train(tmp_path, "ft", *ft, f"--finetune={ckpt}")
+    assert "encoder from" in p.stdout
+    train(tmp_path, "scratch", *ft)
+    for run in ("ft", "scratch"):
+        lines = metrics(tmp_path, run)
+        assert [l["step"] for l in lines if "loss" in l] == [1, 2, 3, 4, 5]
+        top1 = [l["val_top1"] for l in lines if "val_top1" in l]
+        assert len(top1) == 1 and 0.0 <= top1[0] <= 1.0
+    a, _ = all_datasets(ckpt)
+    b, _ = all_datasets(tmp_path / "ft" / "ckpt_step00000005.h5")
+    assert "encoder/head.weight" in b and b["encoder/head.weight"].shape == (10, 32)
+    assert not any(k.startswith("pretrain_heads/") for k in b), "fine-tune checkpoints carry no pretraining heads"
+    p = train(tmp_path, "ft_bad", *ft, f"--finetune={tmp_path}/missing.h5", check=False)
+    assert p.returncode != 0 and "missing.h5" in p.stderr

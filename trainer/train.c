@@ -114,11 +114,43 @@ static Tokenizer *obtain_tokenizer(const Config *cfg, const char *run_dir, const
     return t;
 }
 
+// Layer index for layer-wise lr decay (BEiT): embeddings 0, blocks.i -> i+1,
+// the final norm and the head depth+1.
+static int finetune_layer_id(const char *name, int depth) {
+    if (!strncmp(name, "blocks.", 7)) return atoi(name + 7) + 1;
+    if (!strcmp(name, "cls_token") || !strcmp(name, "pos_embed") || !strncmp(name, "patch_embed", 11)) return 0;
+    return depth + 1;
+}
+
+// Top-1 accuracy of the classification head (mean-pooled features) on data_val.
+static double classifier_top1(Vit *vit, const Config *cfg) {
+    LoaderConfig lc = loader_config_from(cfg, cfg->data_val, LOADER_EVAL, 0);
+    lc.eval_resize = (float)cfg->img_size;
+    lc.batch_size = vit->max_batch;
+    Loader *l = loader_open(&lc);
+    Batch b;
+    long correct = 0, total = 0;
+    vit->drop_active = 0;
+    while (loader_next(l, &b)) {
+        vit_forward(vit, b.view1, NULL, b.n);
+        vit_head_forward(vit, b.labels, b.n, 1);
+        int K = vit->cfg.num_classes;
+        for (int i = 0; i < b.n; i++) {
+            const float *row = vit->logits + (long)i * K;
+            int arg = 0;
+            for (int k = 1; k < K; k++) arg = row[k] > row[arg] ? k : arg;
+            correct += arg == b.labels[i];
+            total++;
+        }
+    }
+    loader_close(l);
+    return total ? (double)correct / total : NAN;
+}
+
 int main(int argc, char **argv) {
     Config cfg;
     config_from_args(&cfg, argc, argv);
-    if (strcmp(cfg.task, "pretrain") != 0)
-        fatal("task '%s': this build's trainer runs task=pretrain (supervised fine-tuning is not implemented yet)", cfg.task);
+    int finetune = !strcmp(cfg.task, "finetune");
     if (!cfg.run_name[0]) {
         if (!strcmp(cfg.resume, "auto")) fatal("--resume=auto needs a run_name to find the run folder");
         runlog_timestamp_name(cfg.run_name, sizeof cfg.run_name);
@@ -147,10 +179,10 @@ int main(int argc, char **argv) {
         .replace_ratio = (float)cfg.replace_ratio, .w_token = (float)cfg.w_token, .w_pixel = (float)cfg.w_pixel,
         .w_contrast = (float)cfg.w_contrast, .temperature = (float)cfg.temperature, .proj_hidden = cfg.proj_hidden,
         .proj_dim = cfg.proj_dim, .mask_both_views = cfg.mask_both_views, .seed = (uint64_t)cfg.seed};
-    int views = objective_views(&oc);
+    int views = finetune ? 1 : objective_views(&oc);
     LoaderConfig lc = loader_config_from(&cfg, cfg.data_train, LOADER_TRAIN, views == 2);
     for (int c = 0; c < 3; c++) oc.mean[c] = lc.mean[c], oc.std[c] = lc.std[c];
-    int corrupt = cfg.w_token > 0 || cfg.w_pixel > 0;
+    int corrupt = !finetune && (cfg.w_token > 0 || cfg.w_pixel > 0);
     Tokenizer *tok = corrupt ? obtain_tokenizer(&cfg, run_dir, resume_path) : NULL;
     Loader *loader = loader_open(&lc);
     long steps_per_epoch = (long)(loader_steps_per_epoch(loader) / cfg.accum_steps);
@@ -162,22 +194,36 @@ int main(int argc, char **argv) {
     // ---- model, heads, optimiser
     ParamTable params = {0};
     Vit vit;
-    VitConfig vc = vit_config_from(&cfg, corrupt || cfg.mask_both_views, 0);
+    VitConfig vc = vit_config_from(&cfg, !finetune && (corrupt || cfg.mask_both_views), finetune ? cfg.num_classes : 0);
     vit_register(&vit, &params, &vc);
     Objective obj;
-    objective_register(&obj, &vit, tok, &oc);
+    memset(&obj, 0, sizeof obj);
+    if (!finetune) objective_register(&obj, &vit, tok, &oc);
     params_allocate(&params);
     vit_bind(&vit);
-    objective_bind(&obj);
+    if (!finetune) objective_bind(&obj);
     vit_init_weights(&vit, (uint64_t)cfg.seed);
-    objective_init_weights(&obj, (uint64_t)cfg.seed);
+    if (!finetune) objective_init_weights(&obj, (uint64_t)cfg.seed);
+    if (finetune) {
+        vit_set_regularisation(&vit, (float)cfg.drop_path, (float)cfg.smoothing);
+        for (int i = 0; i < params.count; i++)  // layer-wise lr decay (BEiT): the head gets lr, block i lr * decay^(depth-i)
+            params_set_lr_scale(&params, i, (float)pow(cfg.layer_decay, vc.depth + 1 - finetune_layer_id(params.info[i].name, vc.depth)));
+        if (cfg.finetune[0] && !resume_path) {
+            CheckpointState enc = {.params = &params, .mode = CKPT_LOAD_ENCODER};
+            if (checkpoint_load(cfg.finetune, &enc, err, sizeof err) != 0) fatal("finetune: %s", err);
+            printf("finetune: encoder from %s (step %lld); new head, %d classes\n", cfg.finetune, (long long)enc.step,
+                   cfg.num_classes);
+        } else if (!resume_path) {
+            printf("finetune: no checkpoint given, training from scratch (the baseline)\n");
+        }
+    }
     if (cfg.freeze_patch_embed) {
         params.info[params_find(&params, "patch_embed.proj.weight")].frozen = 1;
         params.info[params_find(&params, "patch_embed.proj.bias")].frozen = 1;
         vit.freeze_patch_embed = 1;
     }
     vit_allocate_activations(&vit, views * cfg.batch_size);
-    objective_allocate(&obj, cfg.batch_size);
+    if (!finetune) objective_allocate(&obj, cfg.batch_size);
     AdamW opt;
     adamw_init(&opt, &params, (float)cfg.opt_betas.v[0], (float)cfg.opt_betas.v[1], (float)cfg.opt_eps,
                (float)cfg.weight_decay);
@@ -202,11 +248,16 @@ int main(int argc, char **argv) {
 
     // ---- start-up summary
     double peak = sgemm_peak_gflops(1536, 3);
-    double step_flops = 3.0 * objective_forward_flops(&obj, cfg.batch_size) * cfg.accum_steps;
+    double step_flops = 3.0 * cfg.accum_steps *
+                        (finetune ? cfg.batch_size * vit_forward_flops_per_image(&vc) : objective_forward_flops(&obj, cfg.batch_size));
     printf("model: ViT D=%d depth=%d heads=%d patch=%d img=%d chans=%d, %zu parameters (%d tensors)\n", vit.D,
            vc.depth, vc.num_heads, vc.patch_size, vc.img_size, vc.in_chans, params.total, params.count);
-    printf("objective: w_token=%g w_pixel=%g w_contrast=%g, %d masked + %d replaced of %d patches, K=%d, views=%d\n",
-           cfg.w_token, cfg.w_pixel, cfg.w_contrast, obj.n_mask, obj.n_replace, vit.N, obj.K, views);
+    if (finetune)
+        printf("objective: supervised fine-tuning, %d classes, label smoothing %g, drop path %g, layer decay %g\n",
+               cfg.num_classes, cfg.smoothing, cfg.drop_path, cfg.layer_decay);
+    else
+        printf("objective: w_token=%g w_pixel=%g w_contrast=%g, %d masked + %d replaced of %d patches, K=%d, views=%d\n",
+               cfg.w_token, cfg.w_pixel, cfg.w_contrast, obj.n_mask, obj.n_replace, vit.N, obj.K, views);
     printf("data: %lld samples, %ld updates/epoch (batch %d x accum %d), %d decode threads; %d compute threads\n",
            (long long)loader_num_samples(loader), steps_per_epoch, cfg.batch_size, cfg.accum_steps, cfg.num_workers,
            kernel_max_threads());
@@ -234,6 +285,7 @@ int main(int argc, char **argv) {
     const char *stop_reason = "done";
     int64_t epoch_now = cs.epoch;
     float *first_cls = NULL;
+    int last_n = 0;
 
     for (; step < total_steps; step++) {
         if (stop_signal) {
@@ -261,9 +313,20 @@ int main(int argc, char **argv) {
             double tc = now_seconds();
             wait_window += tc - tw;
             epoch_now = b.epoch;
-            ObjectiveLosses l = objective_forward(&obj, b.view1, b.clean1, b.view2, b.n, ts.micro_steps, w_con);
+            ObjectiveLosses l = {0};
+            if (finetune) {
+                for (int i = 0; i < b.n; i++)
+                    if (b.labels[i] < 0 || b.labels[i] >= cfg.num_classes)
+                        fatal("finetune: label %d of a training image is outside [0, num_classes = %d)", b.labels[i], cfg.num_classes);
+                vit_sample_drop_path(&vit, b.n, (uint64_t)cfg.seed, ts.micro_steps);
+                vit_forward(&vit, b.view1, NULL, b.n);
+                l.token = l.total = vit_head_forward(&vit, b.labels, b.n, 1);
+            } else {
+                l = objective_forward(&obj, b.view1, b.clean1, b.view2, b.n, ts.micro_steps, w_con);
+            }
             if (step == fault_step) l.token = NAN;
-            const char *bad = !isfinite(l.token) ? "token cross-entropy" : !isfinite(l.pixel) ? "pixel MSE"
+            const char *bad = !isfinite(l.token) ? (finetune ? "classification cross-entropy" : "token cross-entropy")
+                              : !isfinite(l.pixel) ? "pixel MSE"
                               : !isfinite(l.contrast) ? "NT-Xent" : NULL;
             if (bad) {
                 progress_end(&prog);
@@ -271,7 +334,13 @@ int main(int argc, char **argv) {
                       "Lower lr (now %g) or raise warmup, then --resume=auto", step, bad,
                       !isfinite(l.token) ? l.token : !isfinite(l.pixel) ? l.pixel : l.contrast, run_dir, lr);
             }
-            objective_backward(&obj, 1.0f / cfg.accum_steps);
+            if (finetune) {
+                vit_head_backward(&vit, b.labels, b.n, 1, 1.0f / cfg.accum_steps);
+                vit_backward(&vit, vit_head_dfinal(&vit), NULL, b.n);
+            } else {
+                objective_backward(&obj, 1.0f / cfg.accum_steps);
+            }
+            last_n = b.n;
             L.token += l.token / cfg.accum_steps;
             L.pixel += l.pixel / cfg.accum_steps;
             L.contrast += l.contrast / cfg.accum_steps;
@@ -300,18 +369,17 @@ int main(int argc, char **argv) {
             double now = now_seconds(), dt = now - t_window;
             double ips = images_window / dt;
             double epoch_f = (double)ts.images_seen / (double)loader_num_samples(loader);
-            double top5 = spectrum_top_share(&probe, first_cls, views * cfg.batch_size > 1 ? (int)(views * obj.last_batch) : 1,
-                                             vit.T * vit.D);
+            double top5 = spectrum_top_share(&probe, first_cls, views * last_n, vit.T * vit.D);
             double mfu = step_flops / cfg.batch_size * ips / (peak * 1e9);
             JsonLine *m = runlog_metrics(rl);
             json_int(m, "step", done);
             json_num(m, "epoch", epoch_f);
             json_num(m, "loss", loss_sum[0] / window_steps);
-            if (cfg.w_token > 0) json_num(m, "loss_token", loss_sum[1] / window_steps);
-            if (cfg.w_pixel > 0) json_num(m, "loss_pixel", loss_sum[2] / window_steps);
-            if (cfg.w_contrast > 0) json_num(m, "loss_contrast", loss_sum[3] / window_steps);
+            if (!finetune && cfg.w_token > 0) json_num(m, "loss_token", loss_sum[1] / window_steps);
+            if (!finetune && cfg.w_pixel > 0) json_num(m, "loss_pixel", loss_sum[2] / window_steps);
+            if (!finetune && cfg.w_contrast > 0) json_num(m, "loss_contrast", loss_sum[3] / window_steps);
             json_num(m, "lr", lr);
-            json_num(m, "w_contrast", w_con);
+            if (!finetune) json_num(m, "w_contrast", w_con);
             json_num(m, "grad_norm", grad_norm_sum / window_steps);
             json_num(m, "clipped_share", clipped / window_steps);
             json_num(m, "images_per_s", ips);
@@ -325,9 +393,9 @@ int main(int argc, char **argv) {
             NamedValue nv[6];
             int k = 0;
             nv[k++] = (NamedValue){"loss", loss_sum[0] / window_steps};
-            if (cfg.w_token > 0) nv[k++] = (NamedValue){"tok", loss_sum[1] / window_steps};
-            if (cfg.w_pixel > 0) nv[k++] = (NamedValue){"pix", loss_sum[2] / window_steps};
-            if (cfg.w_contrast > 0) nv[k++] = (NamedValue){"nce", loss_sum[3] / window_steps};
+            if (!finetune && cfg.w_token > 0) nv[k++] = (NamedValue){"tok", loss_sum[1] / window_steps};
+            if (!finetune && cfg.w_pixel > 0) nv[k++] = (NamedValue){"pix", loss_sum[2] / window_steps};
+            if (!finetune && cfg.w_contrast > 0) nv[k++] = (NamedValue){"nce", loss_sum[3] / window_steps};
             nv[k++] = (NamedValue){"lr", lr};
             nv[k++] = (NamedValue){"top5", top5};
             progress_update(&prog, done, epoch_f, ips, nv, k);
@@ -367,6 +435,14 @@ int main(int argc, char **argv) {
             printf("skipped samples (%s): %lld\n", loader_skip_reason_name((SkipReason)r),
                    (long long)loader_skipped(loader, (SkipReason)r));
 
+    if (finetune && cfg.data_val[0]) {
+        double acc = classifier_top1(&vit, &cfg);
+        JsonLine *m = runlog_metrics(rl);
+        json_int(m, "step", done);
+        json_num(m, "val_top1", acc);
+        runlog_metrics_write(rl);
+        printf("finetune: top-1 on %s: %.2f%%\n", cfg.data_val, 100 * acc);
+    }
     spectrum_probe_free(&probe);
     xfree(cursor);
     adamw_free(&opt);
