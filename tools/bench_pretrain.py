@@ -10,7 +10,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
-from bench_vit import parse, run  # the same runner and key=value parser
+from bench_vit import compare  # the same side-by-side runner and report
 
 CONFIGS = {
     "fmnist_28": dict(enc=dict(img_size=28, patch_size=4, in_chans=1, embed_dim=192, depth=6, num_heads=3), K=512, batch=256),
@@ -95,35 +95,7 @@ def main():
     a = ap.parse_args()
     if a.torch_worker:
         return torch_worker(a.torch_worker, a.threads, a.steps, a.warmup)
-    lines = []
-    print(f"{'config':<12} {'who':<28} {'img/s':>8} {'step ms':>9} {'peak RSS MB':>12} {'MFU':>6}")
-    for name in a.configs.split(","):
-        ours = run([os.path.join(ROOT, "build/bin/bench_pretrain"), "--config", name, "--steps", str(a.steps),
-                    "--warmup", str(a.warmup)])
-        print(f"{name:<12} {'ours (C, 2 threads)':<28} {float(ours['images_per_s']):>8.1f} {float(ours['step_ms']):>9.1f} "
-              f"{int(ours['peak_rss_bytes'])/2**20:>12.0f} {float(ours['mfu'])*100:>5.1f}%   "
-              f"(sgemm peak {float(ours['sgemm_peak_gflops']):.0f} GFLOP/s)")
-        best = None
-        for tt in (1, 2):
-            for ob in (1, 2):
-                env = dict(os.environ, OPENBLAS_NUM_THREADS=str(ob))
-                env.pop("OMP_NUM_THREADS", None)
-                r = run([sys.executable, __file__, "--torch-worker", name, "--threads", str(tt), "--steps",
-                         str(a.steps), "--warmup", str(a.warmup)], env)
-                label = f"torch threads={tt} openblas={ob}"
-                print(f"{name:<12} {label:<28} {float(r['images_per_s']):>8.1f} {float(r['step_ms']):>9.1f} "
-                      f"{int(r['peak_rss_bytes'])/2**20:>12.0f}")
-                if best is None or float(r["images_per_s"]) > float(best["images_per_s"]):
-                    best = r
-        o, p = float(ours["images_per_s"]), float(best["images_per_s"])
-        lines.append(f"bench: pretrain_step_{name} ours={o:.2f} peer={p:.2f} ratio={o/p:.3f} unit=images/s")
-        orss, prss = int(ours["peak_rss_bytes"]), int(best["peak_rss_bytes"])
-        lines.append(f"bench: pretrain_step_{name}_peak_rss ours={orss/2**20:.0f} peer={prss/2**20:.0f} ratio={prss/orss:.3f} unit=MB")
-        lines.append(f"bench: pretrain_step_{name}_mfu ours={float(ours['mfu']):.3f} peer=1 ratio={float(ours['mfu']):.3f} unit=fraction_of_sgemm_peak")
-    print()
-    for l in lines:
-        print(l)
-
+    compare(a.configs.split(","), "build/bin/bench_pretrain", __file__, "pretrain_step", a.steps, a.warmup)
 
 if __name__ == "__main__":
     main()

@@ -76,37 +76,42 @@ def main():
     a = ap.parse_args()
     if a.torch_worker:
         return torch_worker(a.torch_worker, a.threads, a.steps, a.warmup)
+    compare(a.configs.split(","), "build/bin/bench_vit", __file__, "vit_step", a.steps, a.warmup)
+
+
+def compare(configs, ours_binary, worker_script, prefix, steps, warmup):
+    """For each config: our binary, then the PyTorch worker (worker_script
+    --torch-worker) at every thread setting; prints the table and the bench: lines."""
     lines = []
     print(f"{'config':<12} {'who':<28} {'img/s':>8} {'step ms':>9} {'peak RSS MB':>12} {'MFU':>6}")
-    for name in a.configs.split(","):
-        ours = run([os.path.join(ROOT, "build/bin/bench_vit"), "--config", name, "--steps", str(a.steps),
-                    "--warmup", str(a.warmup)])
+    for name in configs:
+        ours = run([os.path.join(ROOT, ours_binary), "--config", name, "--steps", str(steps), "--warmup", str(warmup)])
         print(f"{name:<12} {'ours (C, 2 threads)':<28} {float(ours['images_per_s']):>8.1f} {float(ours['step_ms']):>9.1f} "
               f"{int(ours['peak_rss_bytes'])/2**20:>12.0f} {float(ours['mfu'])*100:>5.1f}%   "
               f"(sgemm peak {float(ours['sgemm_peak_gflops']):.0f} GFLOP/s, ours {float(ours['gflops']):.0f})")
-        print(f"{'':<12} threads: {ours['os_threads']} OS threads in our process for {ours['threads']} OpenMP threads; "
-              f"{ours['involuntary_switches_per_step']} involuntary context switches per step; OpenBLAS: {ours['openblas_config']}")
+        if "os_threads" in ours:
+            print(f"{'':<12} threads: {ours['os_threads']} OS threads in our process for {ours['threads']} OpenMP threads; "
+                  f"{ours['involuntary_switches_per_step']} involuntary context switches per step; OpenBLAS: {ours['openblas_config']}")
         best = None
         for tt in (1, 2):
             for ob in (1, 2):
                 env = dict(os.environ, OPENBLAS_NUM_THREADS=str(ob))
                 env.pop("OMP_NUM_THREADS", None)
-                r = run([sys.executable, __file__, "--torch-worker", name, "--threads", str(tt), "--steps",
-                         str(a.steps), "--warmup", str(a.warmup)], env)
+                r = run([sys.executable, worker_script, "--torch-worker", name, "--threads", str(tt), "--steps",
+                         str(steps), "--warmup", str(warmup)], env)
                 label = f"torch threads={tt} openblas={ob}"
                 print(f"{name:<12} {label:<28} {float(r['images_per_s']):>8.1f} {float(r['step_ms']):>9.1f} "
-                      f"{int(r['peak_rss_bytes'])/2**20:>12.0f}")
+                      f"{int(r['peak_rss_bytes'])/2**20:>12.0f}", flush=True)
                 if best is None or float(r["images_per_s"]) > float(best["images_per_s"]):
                     best = r
         o, p = float(ours["images_per_s"]), float(best["images_per_s"])
-        lines.append(f"bench: vit_step_{name} ours={o:.2f} peer={p:.2f} ratio={o/p:.3f} unit=images/s")
+        lines.append(f"bench: {prefix}_{name} ours={o:.2f} peer={p:.2f} ratio={o/p:.3f} unit=images/s")
         orss, prss = int(ours["peak_rss_bytes"]), int(best["peak_rss_bytes"])
-        lines.append(f"bench: vit_step_{name}_peak_rss ours={orss/2**20:.0f} peer={prss/2**20:.0f} ratio={prss/orss:.3f} unit=MB")
-        lines.append(f"bench: vit_step_{name}_mfu ours={float(ours['mfu']):.3f} peer=1 ratio={float(ours['mfu']):.3f} unit=fraction_of_sgemm_peak")
+        lines.append(f"bench: {prefix}_{name}_peak_rss ours={orss/2**20:.0f} peer={prss/2**20:.0f} ratio={prss/orss:.3f} unit=MB")
+        lines.append(f"bench: {prefix}_{name}_mfu ours={float(ours['mfu']):.3f} peer=1 ratio={float(ours['mfu']):.3f} unit=fraction_of_sgemm_peak")
     print()
     for l in lines:
         print(l)
-
 
 if __name__ == "__main__":
     main()
