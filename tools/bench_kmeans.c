@@ -64,7 +64,8 @@ static int cmd_run(int argc, char **argv) {
     o.max_iter = atoi(arg(argc, argv, "--iters", "10"));
     o.tol = 0;
     o.seed = strtoull(arg(argc, argv, "--seed", "0"), NULL, 10);
-    o.seeding = !strcmp(arg(argc, argv, "--seeding", "kpp"), "afkmc2") ? KMEANS_SEED_AFKMC2 : KMEANS_SEED_PLUSPLUS;
+    const char *sd = arg(argc, argv, "--seeding", "auto");
+    o.seeding = !strcmp(sd, "afkmc2") ? KMEANS_SEED_AFKMC2 : !strcmp(sd, "kpp") ? KMEANS_SEED_PLUSPLUS : KMEANS_SEED_AUTO;
     o.verbose = 1;
     float *c = xmalloc((size_t)k * d * sizeof(float), "centroids");
     double t0 = now_seconds();
@@ -98,7 +99,7 @@ static int cmd_run(int argc, char **argv) {
     printf("{\"method\": \"ours\", \"n\": %zu, \"d\": %d, \"k\": %d, \"seeding\": \"%s\", \"seed_s\": %.4f, \"iters\": %d, "
            "\"median_iter_s\": %.5f, \"lloyd_total_s\": %.3f, \"gflops\": %.2f, \"product_share\": %.4f, \"train_objective\": %.8g, \"reseeded\": %d, "
            "\"threads\": %d}\n",
-           n, d, k, o.seeding == KMEANS_SEED_AFKMC2 ? "afkmc2" : "k-means++", tseed, st.iters, med, total,
+           n, d, k, kmeans_seeding_used(&o, n, d) == KMEANS_SEED_AFKMC2 ? "afkmc2" : "k-means++", tseed, st.iters, med, total,
            2.0 * n * k * d / med * 1e-9, work, st.objective[st.iters - 1], empties, omp_get_max_threads());
     kmeans_stats_free(&st);
     xfree(x);

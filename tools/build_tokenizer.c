@@ -33,7 +33,7 @@ static const char *HELP =
     "  --k N                   centroids (default 512)\n"
     "  --iters N               Lloyd iterations at most (default 20)\n"
     "  --tol X                 stop when the relative improvement is below X (default 1e-4)\n"
-    "  --seeding kpp|afkmc2    k-means++ or AFK-MC2 (default kpp; afkmc2 is cheaper for large n*k*d)\n"
+    "  --seeding auto|kpp|afkmc2  k-means++ or AFK-MC2 (default auto: k-means++ up to n*k*d = 2e10)\n"
     "  --chain N               AFK-MC2 chain length (default 200)\n"
     "  --seed N                seeds sampling and k-means (default 0)\n"
     "output\n"
@@ -72,9 +72,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--chain")) ko.chain = atoi(v);
         else if (!strcmp(a, "--seed")) so.seed = ko.seed = strtoull(v, NULL, 10);
         else if (!strcmp(a, "--seeding")) {
-            if (!strcmp(v, "kpp")) ko.seeding = KMEANS_SEED_PLUSPLUS;
+            if (!strcmp(v, "auto")) ko.seeding = KMEANS_SEED_AUTO;
+            else if (!strcmp(v, "kpp")) ko.seeding = KMEANS_SEED_PLUSPLUS;
             else if (!strcmp(v, "afkmc2")) ko.seeding = KMEANS_SEED_AFKMC2;
-            else fatal("--seeding %s: expected kpp or afkmc2", v);
+            else fatal("--seeding %s: expected auto, kpp or afkmc2", v);
         } else if (!strcmp(a, "--out")) out = v;
         else fatal("unknown option %s (see --help)", a);
     }

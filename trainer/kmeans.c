@@ -52,7 +52,7 @@ struct KmeansIndex {
 };
 
 KmeansOptions kmeans_defaults(int k) {
-    KmeansOptions o = {.k = k, .max_iter = 25, .tol = 1e-4, .seed = 0, .seeding = KMEANS_SEED_PLUSPLUS, .chain = 200, .verbose = 0};
+    KmeansOptions o = {.k = k, .max_iter = 25, .tol = 1e-4, .seed = 0, .seeding = KMEANS_SEED_AUTO, .chain = 200, .verbose = 0};
     return o;
 }
 
@@ -684,12 +684,17 @@ static void seed_afkmc2(const float *x, size_t n, int d, int k, int m, Rng *rng,
     xfree(dy);
 }
 
+KmeansSeeding kmeans_seeding_used(const KmeansOptions *o, size_t n, int d) {
+    if (o->seeding != KMEANS_SEED_AUTO) return o->seeding;
+    return (double)n * o->k * d <= 2e10 ? KMEANS_SEED_PLUSPLUS : KMEANS_SEED_AFKMC2;
+}
+
 void kmeans_seed(const float *x, size_t n, int d, const KmeansOptions *o, float *centroids) {
     if (n < (size_t)o->k) fatal("k-means: %zu rows cannot make %d clusters; sample more patches or lower k", n, o->k);
     if (n > UINT32_MAX) fatal("k-means: %zu rows exceeds the 2^32 row limit of the sampler", n);
     Rng rng;
     rng_seed(&rng, o->seed, 0x6b6d65616e73ull);  // stream "kmeans"
-    if (o->seeding == KMEANS_SEED_AFKMC2) seed_afkmc2(x, n, d, o->k, o->chain, &rng, centroids);
+    if (kmeans_seeding_used(o, n, d) == KMEANS_SEED_AFKMC2) seed_afkmc2(x, n, d, o->k, o->chain, &rng, centroids);
     else seed_plusplus(x, n, d, o->k, &rng, centroids);
 }
 
@@ -846,7 +851,8 @@ void kmeans_fit(const float *x, size_t n, int d, float *cent, const KmeansOption
     double t0 = now_seconds();
     kmeans_seed(x, n, d, o, cent);
     double ts = now_seconds() - t0;
-    if (o->verbose) fprintf(stderr, "kmeans seeding (%s) %.3fs\n", o->seeding == KMEANS_SEED_AFKMC2 ? "afkmc2" : "k-means++", ts);
+    if (o->verbose)
+        fprintf(stderr, "kmeans seeding (%s) %.3fs\n", kmeans_seeding_used(o, n, d) == KMEANS_SEED_AFKMC2 ? "afkmc2" : "k-means++", ts);
     kmeans_lloyd(x, n, d, cent, o, ids, st);
     st->seed_seconds = ts;
 }

@@ -4,7 +4,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum { KMEANS_SEED_PLUSPLUS = 0, KMEANS_SEED_AFKMC2 = 1 } KmeansSeeding;
+// AUTO (the default): k-means++ while n*k*d <= 2e10 (its cost), else AFK-MC².
+typedef enum { KMEANS_SEED_AUTO = 0, KMEANS_SEED_PLUSPLUS = 1, KMEANS_SEED_AFKMC2 = 2 } KmeansSeeding;
 
 typedef struct {
     int k;
@@ -30,6 +31,7 @@ KmeansOptions kmeans_defaults(int k);
 void kmeans_stats_free(KmeansStats *s);
 
 // Seeding: writes k initial centroids [k, d] chosen among the rows of x.
+KmeansSeeding kmeans_seeding_used(const KmeansOptions *o, size_t n, int d);  // resolves AUTO
 void kmeans_seed(const float *x, size_t n, int d, const KmeansOptions *o, float *centroids);
 
 // Lloyd from the given centroids [k, d] (in/out). The final centroids are the
