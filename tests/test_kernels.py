@@ -4,8 +4,8 @@ check of every backward against our own forward.
 Reference: torch autograd in float64 on the same (float32) inputs, so the
 observed difference is our float32 rounding alone. Metric: max |ours - ref| /
 max |ref| over the tensor. float32's unit roundoff is 6e-8; our sums run over
-at most a few hundred terms, and the observed errors are 3e-8..4.5e-7, so the
-tolerance is 2e-6 (about 4x above the worst observed).
+at most a few hundred terms, and the observed errors are 3e-8..1.1e-6 (the
+worst: attention at T=197), so the tolerance is 3e-6 (3x the worst observed).
 
 Finite differences: along a random direction v of every input, the central
 difference (L(x+ev) - L(x-ev)) / 2e with L = sum(R * out) in float64 must match
@@ -22,7 +22,7 @@ torch = require("torch", "python3-torch")
 import cbind
 from cbind import ptr, f32
 
-TOL = 2e-6
+TOL = 3e-6
 rng = np.random.default_rng(1234)
 
 
@@ -190,13 +190,13 @@ def torch_attention(qkv, B, T, D, H):
     return (att @ v).transpose(1, 2).reshape(B, T, D), att
 
 
-@pytest.mark.parametrize("B,T,D,H", [(3, 17, 24, 3), (2, 50, 32, 2)])
+# shapes include the ViT-Ti one (T=197, head 64) and odd T and head widths
+@pytest.mark.parametrize("B,T,D,H", [(3, 17, 24, 3), (2, 50, 32, 2), (2, 197, 192, 3), (1, 66, 160, 2)])
 def test_attention(C, B, T, D, H):
     qkv = f32(rng.standard_normal((B, T, 3 * D)))
     R = f32(rng.standard_normal((B, T, D)))
     out, probs = c_attention(C, qkv, B, T, D, H)
-    nthreads = C.kernel_max_threads()
-    scratch = np.zeros(nthreads * C.attention_scratch_floats(T), np.float32)
+    scratch = np.zeros(C.kernel_max_threads() * C.attention_scratch_floats(T), np.float32)
     dqkv = np.zeros_like(qkv)
     C.attention_backward(ptr(dqkv), ptr(scratch), ptr(R), ptr(qkv), ptr(probs), B, T, D, H)
     tq = t64(qkv)
