@@ -93,11 +93,15 @@ def tsne_with_limit(xs, seed, iters, seconds):
 
 
 def scatter(ax, z, y, names, title):
-    cmap = plt.get_cmap("tab10" if y.max() < 10 else "tab20")
-    for c in np.unique(y):
-        m = y == c
-        label = names[c] if names and c < len(names) else str(c)
-        ax.scatter(z[m, 0], z[m, 1], s=4, color=cmap(c % cmap.N), label=label, alpha=0.7, linewidths=0)
+    classes = np.unique(y)
+    if len(classes) > 20:  # too many for a legend: one continuous colour scale
+        ax.scatter(z[:, 0], z[:, 1], s=4, c=y, cmap="viridis", alpha=0.7, linewidths=0)
+    else:
+        cmap = plt.get_cmap("tab10" if y.max() < 10 else "tab20")
+        for c in classes:
+            m = y == c
+            label = names[c] if names and c < len(names) else str(c)
+            ax.scatter(z[m, 0], z[m, 1], s=4, color=cmap(c % cmap.N), label=label, alpha=0.7, linewidths=0)
     ax.set_title(title, fontsize=9)
     ax.set_xticks([]), ax.set_yticks([])
 
@@ -140,7 +144,8 @@ def main():
         if emb is not None:
             scatter(axes[1, j], emb[j], ys[j], names, f"{titles[j]}: t-SNE")
     h, lab = axes[0, 1].get_legend_handles_labels()
-    fig.legend(h, lab, loc="lower center", ncol=min(len(lab), 10), fontsize=8, markerscale=3, frameon=False)
+    if lab:
+        fig.legend(h, lab, loc="lower center", ncol=min(len(lab), 10), fontsize=8, markerscale=3, frameon=False)
     fig.tight_layout(rect=(0, 0.05 / rows, 1, 1))
     fig.savefig(a.out, dpi=100)
     note = f"t-SNE {t_tsne:.0f} s" if emb is not None else (
