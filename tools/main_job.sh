@@ -19,10 +19,10 @@ RESULTS=checkpoints/$RUN_NAME/results
 T0=$(date +%s)
 stage() { printf '\n==== [%4ds] %s\n' "$(( $(date +%s) - T0 ))" "$*"; }
 
-stage "1/5 shards (make shards; reused when present)"
+stage "1/6 shards (make shards; reused when present)"
 make --no-print-directory shards
 
-stage "2/5 centroid tokenizer -> $TOKENIZER"
+stage "2/6 centroid tokenizer -> $TOKENIZER"
 if [ -f "$TOKENIZER" ]; then
   echo "reusing $TOKENIZER"
 else
@@ -32,19 +32,23 @@ else
   /usr/bin/python3 tools/tokenizer_atlas.py "$TOKENIZER" "${TOKENIZER%.h5}_atlas.png"
 fi
 
-stage "3/5 pretraining for $TRAIN_MINUTES minutes ($CONFIG)"
+stage "3/6 pretraining for $TRAIN_MINUTES minutes ($CONFIG)"
 $BIN/train --config "$CONFIG" --tokenizer_path="$TOKENIZER" --run_name="$RUN_NAME" \
   --time_limit_minutes="$TRAIN_MINUTES" $EXTRA
 ln -sfn "$RUN_NAME" checkpoints/main-latest
 CKPT=$(readlink -f "checkpoints/$RUN_NAME/latest")
 mkdir -p "$RESULTS"
 
-stage "4/5 evaluation: kNN-20 and linear probe on the 10k test images"
+stage "4/6 evaluation: kNN-20 and linear probe on the 10k test images"
 $BIN/eval --raw-pixels --config "$CONFIG" --out "$RESULTS/raw_pixels.json"
-$BIN/eval --random-init --config "$CONFIG" --out "$RESULTS/random_init.json"
-$BIN/eval "$CKPT" --out "$RESULTS/pretrained.json"
+$BIN/eval --random-init --config "$CONFIG" --out "$RESULTS/random_init.json" \
+  --save-features "$RESULTS/random_init_features.h5"
+$BIN/eval "$CKPT" --out "$RESULTS/pretrained.json" --save-features "$RESULTS/pretrained_features.h5"
 
-stage "5/5 results"
+stage "5/6 figures: training curves, reconstructions, centroid atlas, feature scatter"
+bash tools/make_figures.sh "checkpoints/$RUN_NAME" || echo "warning: some figures failed (see above)"
+
+stage "6/6 results"
 /usr/bin/python3 - "$RESULTS" "$CKPT" <<'PY'
 import json, os, sys
 res, ckpt = sys.argv[1], sys.argv[2]
@@ -55,4 +59,4 @@ for label, f in rows:
     r = json.load(open(os.path.join(res, f)))
     print(f"{label:<44} {100*r['probe_top1']:>11.2f}% {100*r['knn_top1']:>12.2f}%")
 PY
-echo "results: $RESULTS; metrics: checkpoints/$RUN_NAME/metrics.jsonl"
+echo "results: $RESULTS; figures: checkpoints/$RUN_NAME/figures; metrics: checkpoints/$RUN_NAME/metrics.jsonl"

@@ -108,14 +108,9 @@ int main(int argc, char **argv) {
     }
 
     // Model, heads and tokenizer, in the trainer's order (train.c).
-    ObjectiveConfig oc = {
-        .mask_ratio = (float)cfg.mask_ratio, .min_mask_patches = cfg.min_mask_patches,
-        .replace_ratio = (float)cfg.replace_ratio, .w_token = (float)cfg.w_token, .w_pixel = (float)cfg.w_pixel,
-        .w_contrast = (float)cfg.w_contrast, .temperature = (float)cfg.temperature, .proj_hidden = cfg.proj_hidden,
-        .proj_dim = cfg.proj_dim, .mask_both_views = cfg.mask_both_views, .seed = (uint64_t)cfg.seed};
-    int views = objective_views(&oc);
     LoaderConfig lc = loader_config_from(&cfg, test, LOADER_EVAL, 0);
-    for (int c = 0; c < 3; c++) oc.mean[c] = lc.mean[c], oc.std[c] = lc.std[c];
+    ObjectiveConfig oc = objective_config_from(&cfg, &lc);
+    int views = objective_views(&oc);
     Tokenizer *tok = tok_path ? tokenizer_load(tok_path) : checkpoint_load_tokenizer(ckpt, err, sizeof err);
     if (!tok) fatal("%s\nHINT: give the centroids the run used with --tokenizer FILE", err);
     tokenizer_check(tok, cfg.patch_size, cfg.in_chans, "the checkpoint's model");

@@ -63,3 +63,13 @@ LoaderConfig loader_config_from(const Config *cfg, const char *source, LoaderMod
     }
     return l;
 }
+
+ObjectiveConfig objective_config_from(const Config *cfg, const LoaderConfig *lc) {
+    ObjectiveConfig oc = {
+        .mask_ratio = (float)cfg->mask_ratio, .min_mask_patches = cfg->min_mask_patches,
+        .replace_ratio = (float)cfg->replace_ratio, .w_token = (float)cfg->w_token, .w_pixel = (float)cfg->w_pixel,
+        .w_contrast = (float)cfg->w_contrast, .temperature = (float)cfg->temperature, .proj_hidden = cfg->proj_hidden,
+        .proj_dim = cfg->proj_dim, .mask_both_views = cfg->mask_both_views, .seed = (uint64_t)cfg->seed};
+    for (int c = 0; c < 3; c++) oc.mean[c] = lc->mean[c], oc.std[c] = lc->std[c];
+    return oc;
+}

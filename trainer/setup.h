@@ -3,6 +3,7 @@
 #pragma once
 #include "config.h"
 #include "loader.h"
+#include "objective.h"
 #include "vit.h"
 
 // The encoder described by cfg; mask token and classification head as asked.
@@ -10,3 +11,5 @@ VitConfig vit_config_from(const Config *cfg, int use_mask_token, int num_classes
 // A loader over `source` (cfg->data_train or cfg->data_val) in the given mode.
 // Train mode takes the augmentation keys; two_views adds the contrastive view.
 LoaderConfig loader_config_from(const Config *cfg, const char *source, LoaderMode mode, int two_views);
+// The objective's settings; mean/std are the loader's normalisation (lc).
+ObjectiveConfig objective_config_from(const Config *cfg, const LoaderConfig *lc);

@@ -174,14 +174,9 @@ int main(int argc, char **argv) {
     }
 
     // ---- data
-    ObjectiveConfig oc = {
-        .mask_ratio = (float)cfg.mask_ratio, .min_mask_patches = cfg.min_mask_patches,
-        .replace_ratio = (float)cfg.replace_ratio, .w_token = (float)cfg.w_token, .w_pixel = (float)cfg.w_pixel,
-        .w_contrast = (float)cfg.w_contrast, .temperature = (float)cfg.temperature, .proj_hidden = cfg.proj_hidden,
-        .proj_dim = cfg.proj_dim, .mask_both_views = cfg.mask_both_views, .seed = (uint64_t)cfg.seed};
-    int views = finetune ? 1 : objective_views(&oc);
+    int views = finetune || cfg.w_contrast <= 0 ? 1 : 2;
     LoaderConfig lc = loader_config_from(&cfg, cfg.data_train, LOADER_TRAIN, views == 2);
-    for (int c = 0; c < 3; c++) oc.mean[c] = lc.mean[c], oc.std[c] = lc.std[c];
+    ObjectiveConfig oc = objective_config_from(&cfg, &lc);
     int corrupt = !finetune && (cfg.w_token > 0 || cfg.w_pixel > 0);
     Tokenizer *tok = corrupt ? obtain_tokenizer(&cfg, run_dir, resume_path) : NULL;
     Loader *loader = loader_open(&lc);
