@@ -37,7 +37,8 @@ static void usage(void) {
         "  --batch N                images per forward pass (default 128)\n"
         "  --crop-pct F             eval resize = img_size / F, then centre crop (default 1: no crop)\n"
         "  --k N, --knn-t F         kNN neighbours and temperature (default 20, 0.07)\n"
-        "  --holdout F              share of train held out to choose the L2 strength (default 0.1)\n"
+        "  --holdout F              share of train held out to choose the L2 strength (default 0.1); the\n"
+        "                           candidate fits use at most 20000 of the other train images\n"
         "  --lambdas a,b,...        L2 strengths to try (default 1e-5,1e-4,1e-3,1e-2,1e-1)\n"
         "  --max-iter N             L-BFGS iterations per fit (default 500)\n"
         "  --limit-train N, --limit-test N   use only the first N images of a split\n"
@@ -264,7 +265,7 @@ int main(int argc, char **argv) {
     if (do_probe) {
         double t = now_seconds();
         fprintf(stderr, "linear probe: %d L2 strengths on %zu train images, %.0f%% held out\n", n_lambdas, tr.n, holdout * 100);
-        linear_probe(tr.x, tr.y, tr.n, te.x, te.y, te.n, tr.d, classes, lambdas, n_lambdas, holdout, (uint64_t)cfg.seed, max_iter, &pr);
+        linear_probe(tr.x, tr.y, tr.n, te.x, te.y, te.n, tr.d, classes, lambdas, n_lambdas, holdout, (uint64_t)cfg.seed, max_iter, 1, &pr);
         t_probe = now_seconds() - t;
     }
 

@@ -266,7 +266,7 @@ static double *standardise(const float *x, size_t n, int d, const double *mean, 
 
 void linear_probe(const float *train, const int32_t *ytrain, size_t ntrain, const float *test, const int32_t *ytest,
                   size_t ntest, int d, int classes, const double *lambdas, int n_lambdas, double holdout, uint64_t seed,
-                  int max_iter, ProbeResult *out) {
+                  int max_iter, int verbose, ProbeResult *out) {
     memset(out, 0, sizeof *out);
     double *mean = xcalloc(d, sizeof(double), "mean"), *inv_std = xcalloc(d, sizeof(double), "std");
     for (size_t i = 0; i < ntrain; i++)
@@ -310,10 +310,12 @@ void linear_probe(const float *train, const int32_t *ytrain, size_t ntrain, cons
             }
     double best_acc = -1;
     out->n_lambdas = nl;
+    size_t ngrid = nfit < PROBE_GRID_ROWS ? nfit : PROBE_GRID_ROWS;
     for (int q = 0; q < nl; q++) {
-        double lam = lambdas[order[q]];
-        logreg_fit(Xfit, yfit, nfit, d, classes, lam, theta, max_iter, 1e-4);
+        double lam = lambdas[order[q]], t0 = now_seconds();
+        int it = logreg_fit(Xfit, yfit, ngrid, d, classes, lam, theta, max_iter, 1e-4);
         double acc = nval ? logreg_accuracy(Xval, yval, nval, d, classes, theta) : 0;
+        if (verbose) fprintf(stderr, "  L2 %-8g held-out top-1 %6.2f  (%zu rows, %d iterations, %.1f s)\n", lam, acc, ngrid, it, now_seconds() - t0);
         out->lambdas[q] = lam;
         out->holdout_top1[q] = acc;
         if (acc > best_acc) {
@@ -322,7 +324,9 @@ void linear_probe(const float *train, const int32_t *ytrain, size_t ntrain, cons
             memcpy(best, theta, P * sizeof(double));
         }
     }
+    double t0 = now_seconds();
     out->iters = logreg_fit(Xtr, ytrain, ntrain, d, classes, out->lambda, best, 4 * max_iter, 1e-6);
+    if (verbose) fprintf(stderr, "  refit on all %zu train rows with L2 %g: %d iterations, %.1f s\n", ntrain, out->lambda, out->iters, now_seconds() - t0);
     out->train_top1 = logreg_accuracy(Xtr, ytrain, ntrain, d, classes, best);
     out->test_top1 = logreg_accuracy(Xte, ytest, ntest, d, classes, best);
     xfree(mean);
