@@ -60,6 +60,19 @@ ifeq ($(HDF5_LIBS),)
   HDF5_LIBS   := -L/usr/lib/x86_64-linux-gnu/hdf5/serial -lhdf5
 endif
 CFLAGS += $(HDF5_CFLAGS)
+
+# Open MPI: data-parallel training across processes/machines (mpirun -np N build/bin/train ...).
+MPI_CFLAGS := $(shell pkg-config --cflags ompi-c 2>/dev/null)
+MPI_LIBS   := $(shell pkg-config --libs ompi-c 2>/dev/null)
+ifeq ($(NO_MPI),1)
+  $(info ✗ Open MPI: disabled by NO_MPI=1, the trainer runs as one process)
+else ifneq ($(MPI_LIBS),)
+  CFLAGS += -DHAVE_MPI $(MPI_CFLAGS)
+  LDLIBS += $(MPI_LIBS)
+  $(info ✓ Open MPI: found (pkg-config ompi-c); mpirun -np N build/bin/train runs data-parallel)
+else
+  $(info ✗ Open MPI: not found; the trainer runs as one process (run `make deps`))
+endif
 LDLIBS += $(HDF5_LIBS) -ljpeg -lpng -lyaml -lz
 
 # ---- sources ------------------------------------------------------------------

@@ -16,6 +16,7 @@
 #include "common.h"
 #include "config.h"
 #include "diagnostics.h"
+#include "distributed.h"
 #include "kernels.h"
 #include "loader.h"
 #include "objective.h"
@@ -148,27 +149,42 @@ static double classifier_top1(Vit *vit, const Config *cfg) {
 }
 
 int main(int argc, char **argv) {
+    // Under mpirun every rank trains on its slice of the data; rank 0 alone
+    // prints, logs and writes checkpoints (the others' stdout goes to /dev/null).
+    dist_init(&argc, &argv);
+    int rank = dist_rank(), world = dist_world();
+    if (rank != 0 && !freopen("/dev/null", "w", stdout)) fatal("rank %d: cannot silence stdout", rank);
     Config cfg;
     config_from_args(&cfg, argc, argv);
     int finetune = !strcmp(cfg.task, "finetune");
     if (!cfg.run_name[0]) {
         if (!strcmp(cfg.resume, "auto")) fatal("--resume=auto needs a run_name to find the run folder");
         runlog_timestamp_name(cfg.run_name, sizeof cfg.run_name);
+        dist_broadcast_bytes(cfg.run_name, sizeof cfg.run_name);  // every rank uses rank 0's name
     }
     char *yaml = config_to_yaml(&cfg);
     printf("---- effective config ----\n%s--------------------------\n", yaml);
-    RunLog *rl = runlog_open(cfg.output_dir, cfg.run_name, yaml);
-    const char *run_dir = runlog_dir(rl);
+    RunLog *rl = rank == 0 ? runlog_open(cfg.output_dir, cfg.run_name, yaml) : NULL;
+    char run_dir[4096];
+    snprintf(run_dir, sizeof run_dir, "%s/%s", cfg.output_dir, cfg.run_name);
+    dist_barrier();  // the run folder exists before any rank reads from it
     char err[2048];
+    if (world > 1) printf("distributed: %d ranks (Open MPI), gradients summed every update\n", world);
 
-    // Which checkpoint to resume from, if any.
-    char resume_buf[4096];
+    // Which checkpoint to resume from, if any: rank 0 decides for everyone.
+    char resume_buf[4096] = "";
     const char *resume_path = NULL;
     if (!strcmp(cfg.resume, "auto")) {
-        int r = checkpoint_find_resume(run_dir, resume_buf, sizeof resume_buf, err, sizeof err);
-        if (r < 0) fatal("%s", err);
-        if (r == 1) resume_path = resume_buf;
-        else printf("resume: no checkpoint in %s yet, starting fresh\n", run_dir);
+        if (rank == 0) {
+            int r = checkpoint_find_resume(run_dir, resume_buf, sizeof resume_buf, err, sizeof err);
+            if (r < 0) fatal("%s", err);
+            if (r == 0) {
+                resume_buf[0] = 0;
+                printf("resume: no checkpoint in %s yet, starting fresh\n", run_dir);
+            }
+        }
+        dist_broadcast_bytes(resume_buf, sizeof resume_buf);
+        if (resume_buf[0]) resume_path = resume_buf;
     } else if (cfg.resume[0]) {
         resume_path = cfg.resume;
     }
@@ -178,7 +194,12 @@ int main(int argc, char **argv) {
     LoaderConfig lc = loader_config_from(&cfg, cfg.data_train, LOADER_TRAIN, views == 2);
     ObjectiveConfig oc = objective_config_from(&cfg, &lc);
     int corrupt = !finetune && (cfg.w_token > 0 || cfg.w_pixel > 0);
-    Tokenizer *tok = corrupt ? obtain_tokenizer(&cfg, run_dir, resume_path) : NULL;
+    Tokenizer *tok = NULL;
+    if (corrupt && rank == 0) tok = obtain_tokenizer(&cfg, run_dir, resume_path);
+    dist_barrier();  // rank 0 has built and saved it if needed; the others load it
+    if (corrupt && rank != 0) tok = obtain_tokenizer(&cfg, run_dir, resume_path);
+    lc.rank = rank;
+    lc.world_size = world;
     Loader *loader = loader_open(&lc);
     long steps_per_epoch = (long)(loader_steps_per_epoch(loader) / cfg.accum_steps);
     if (steps_per_epoch < 1) steps_per_epoch = 1;
@@ -226,16 +247,20 @@ int main(int argc, char **argv) {
     spectrum_probe_init(&probe, views * cfg.batch_size, vit.D, 5);
 
     TrainerState ts = {TRAINER_STATE_MAGIC, (uint64_t)cfg.seed, 0, 0};
+    // The checkpoint holds every rank's data cursor, in rank order.
     size_t cursor_size = loader_cursor_size();
     void *cursor = xmalloc(cursor_size, "loader cursor");
+    char *cursors = xmalloc(cursor_size * world, "loader cursors");
     CheckpointState cs = {.params = &params, .opt = &opt, .tokenizer = tok, .config_yaml = yaml, .rng = &ts,
-                          .rng_size = sizeof ts, .cursor = cursor, .cursor_size = cursor_size, .mode = CKPT_LOAD_FULL};
+                          .rng_size = sizeof ts, .cursor = cursors, .cursor_size = cursor_size * world,
+                          .mode = CKPT_LOAD_FULL};
     long start_step = 0;
     if (resume_path) {
         if (checkpoint_load(resume_path, &cs, err, sizeof err) != 0) fatal("resume: %s", err);
         if (ts.magic != TRAINER_STATE_MAGIC) fatal("resume: %s holds no trainer state from this program", resume_path);
         if (ts.seed != (uint64_t)cfg.seed)
             fatal("resume: %s was trained with seed %llu, the config says %d", resume_path, (unsigned long long)ts.seed, cfg.seed);
+        memcpy(cursor, cursors + cursor_size * rank, cursor_size);
         if (!loader_cursor_restore(loader, cursor)) fatal("resume: the data cursor in %s does not fit this data/config", resume_path);
         start_step = (long)cs.step;
         printf("resume: %s at step %ld (epoch %lld)\n", resume_path, start_step, (long long)cs.epoch);
@@ -283,16 +308,16 @@ int main(int argc, char **argv) {
     int last_n = 0;
 
     for (; step < total_steps; step++) {
-        if (stop_signal) {
-            stop_reason = stop_signal == SIGTERM ? "SIGTERM" : stop_signal == SIGUSR1 ? "SIGUSR1" : "SIGINT";
+        // Stop requests are agreed on by all ranks (the largest code wins).
+        int stop = stop_signal == SIGTERM ? 4 : stop_signal == SIGUSR1 ? 3 : stop_signal ? 2 : 0;
+        if (!stop && cfg.time_limit_minutes > 0 && now_seconds() - t_start > cfg.time_limit_minutes * 60.0) stop = 1;
+        dist_allreduce_max_int(&stop);
+        if (stop) {
+            stop_reason = stop == 4 ? "SIGTERM" : stop == 3 ? "SIGUSR1" : stop == 2 ? "SIGINT" : "time limit";
             break;
         }
         if (cfg.stop_at_step > 0 && step >= cfg.stop_at_step) {
             stop_reason = "stop_at_step";
-            break;
-        }
-        if (cfg.time_limit_minutes > 0 && now_seconds() - t_start > cfg.time_limit_minutes * 60.0) {
-            stop_reason = "time limit";
             break;
         }
         double lr = schedule_lr(&cfg, step, warmup, total_steps);
@@ -301,6 +326,7 @@ int main(int argc, char **argv) {
             w_con *= (float)(step + 1) / (float)cfg.contrast_warmup_steps;
         params_zero_grad(&params);
         ObjectiveLosses L = {0};
+        long step_images = 0;
         for (int micro = 0; micro < cfg.accum_steps; micro++) {
             Batch b;
             double tw = now_seconds();
@@ -317,7 +343,8 @@ int main(int argc, char **argv) {
                 vit_forward(&vit, b.view1, NULL, b.n);
                 l.token = l.total = vit_head_forward(&vit, b.labels, b.n, 1);
             } else {
-                l = objective_forward(&obj, b.view1, b.clean1, b.view2, b.n, ts.micro_steps, w_con);
+                // each rank draws its own masks: the stream is (micro-step, rank)
+                l = objective_forward(&obj, b.view1, b.clean1, b.view2, b.n, ts.micro_steps * world + rank, w_con);
             }
             if (step == fault_step) l.token = NAN;
             const char *bad = !isfinite(l.token) ? (finetune ? "classification cross-entropy" : "token cross-entropy")
@@ -341,11 +368,20 @@ int main(int argc, char **argv) {
             L.contrast += l.contrast / cfg.accum_steps;
             L.total += l.total / cfg.accum_steps;
             ts.micro_steps++;
-            ts.images_seen += b.n;
-            images_window += b.n;
+            step_images += b.n;
             compute_window += now_seconds() - tc;
             first_cls = vit.final;  // CLS rows of the last micro-batch, for the collapse probe
         }
+        if (world > 1) {  // sum the ranks' gradients, average their losses
+            dist_allreduce_sum_floats(params.grad, params.total);
+            grad_scale(&params, 1.0f / world);
+            double agg[5] = {L.token, L.pixel, L.contrast, L.total, (double)step_images};
+            dist_allreduce_sum_doubles(agg, 5);
+            L.token = agg[0] / world, L.pixel = agg[1] / world, L.contrast = agg[2] / world, L.total = agg[3] / world;
+            step_images = (long)agg[4];
+        }
+        ts.images_seen += step_images;
+        images_window += step_images;
         double gnorm = clip_grad_norm(&opt, &params, cfg.clip_grad);
         if (!isfinite(gnorm)) {
             progress_end(&prog);
@@ -360,7 +396,7 @@ int main(int argc, char **argv) {
 
         long done = step + 1;
         int last = done == total_steps;
-        if (done % cfg.log_every == 0 || last || done == start_step + 1) {
+        if (rank == 0 && (done % cfg.log_every == 0 || last || done == start_step + 1)) {
             double now = now_seconds(), dt = now - t_window;
             double ips = images_window / dt;
             double epoch_f = (double)ts.images_seen / (double)loader_num_samples(loader);
@@ -403,9 +439,10 @@ int main(int argc, char **argv) {
         }
         if (cfg.save_every > 0 && done % cfg.save_every == 0 && !last) {
             loader_cursor_save(loader, cursor);
+            dist_gather_bytes(cursor, cursor_size, cursors);
             cs.step = done;
             cs.epoch = epoch_now;
-            if (checkpoint_save_step(run_dir, &cs, cfg.keep_last, cfg.keep_every, err, sizeof err) != 0) {
+            if (rank == 0 && checkpoint_save_step(run_dir, &cs, cfg.keep_last, cfg.keep_every, err, sizeof err) != 0) {
                 progress_end(&prog);
                 fatal("checkpoint at step %ld failed: %s\nThe previous checkpoint is kept; stopping.", done, err);
             }
@@ -417,9 +454,10 @@ int main(int argc, char **argv) {
     long done = step;
     if (done > start_step || !resume_path) {
         loader_cursor_save(loader, cursor);
+        dist_gather_bytes(cursor, cursor_size, cursors);
         cs.step = done;
         cs.epoch = epoch_now;
-        if (checkpoint_save_step(run_dir, &cs, cfg.keep_last, cfg.keep_every, err, sizeof err) != 0)
+        if (rank == 0 && checkpoint_save_step(run_dir, &cs, cfg.keep_last, cfg.keep_every, err, sizeof err) != 0)
             fatal("final checkpoint at step %ld failed: %s\nThe previous checkpoint is kept.", done, err);
     }
     char path[4096];
@@ -430,7 +468,7 @@ int main(int argc, char **argv) {
             printf("skipped samples (%s): %lld\n", loader_skip_reason_name((SkipReason)r),
                    (long long)loader_skipped(loader, (SkipReason)r));
 
-    if (finetune && cfg.data_val[0]) {
+    if (finetune && cfg.data_val[0] && rank == 0) {
         double acc = classifier_top1(&vit, &cfg);
         JsonLine *m = runlog_metrics(rl);
         json_int(m, "step", done);
@@ -440,9 +478,11 @@ int main(int argc, char **argv) {
     }
     spectrum_probe_free(&probe);
     xfree(cursor);
+    xfree(cursors);
     adamw_free(&opt);
     loader_close(loader);
-    runlog_close(rl);
+    if (rl) runlog_close(rl);
     xfree(yaml);
+    dist_finalize();
     return 0;
 }
