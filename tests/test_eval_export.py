@@ -150,7 +150,7 @@ def test_eval_agrees_with_sklearn_and_dino_knn(tmp_path, shards, mode):
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(config_yaml(tmp_path, **model_keys(MODEL, 3)))
     r, (Xtr, ytr, Xte, yte), stdout = run_eval([f"--{mode}", "--config", str(cfg), "--train", train, "--test", test,
-                                                "--limit-train", "2000", "--limit-test", "500"], tmp_path, mode)
+                                                "--limit-train", "2000", "--limit-test", "500", "--lambdas", "1e-4,1e-3,1e-2,1e-1"], tmp_path, mode)
     assert "kNN" in stdout and "linear probe" in stdout
     assert Xtr.shape == (2000, 784 if mode == "raw-pixels" else 96) and Xte.shape[0] == 500
     top1, top5 = dino_knn(Xtr, ytr, Xte, yte)

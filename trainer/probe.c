@@ -77,13 +77,14 @@ typedef struct {
     size_t n;
     int d, C, nblk, rows;  // rows per block
     double lambda;
+    const double *pen;     // [d] per-feature penalty weights (lambda/2 sum_j pen_j ||W[:, j]||^2)
     double *z;             // [n, C] logits, then residuals / n
     double *gw;            // [nblk, C, d] partial dW
     double *gb, *loss;     // [nblk, C], [nblk]
 } LogReg;
 
-static void logreg_init(LogReg *p, const double *X, const int32_t *y, size_t n, int d, int C, double lambda) {
-    p->X = X, p->y = y, p->n = n, p->d = d, p->C = C, p->lambda = lambda;
+static void logreg_init(LogReg *p, const double *X, const int32_t *y, size_t n, int d, int C, double lambda, const double *pen) {
+    p->X = X, p->y = y, p->n = n, p->d = d, p->C = C, p->lambda = lambda, p->pen = pen;
     p->nblk = (int)((n + 255) / 256);
     if (p->nblk > 64) p->nblk = 64;
     p->rows = (int)((n + p->nblk - 1) / p->nblk);
@@ -140,8 +141,9 @@ static double logreg_value_grad(LogReg *p, const double *theta, double *grad) {
     for (long j = 0; j < (long)CD; j++) {
         double g = 0;
         for (int k = 0; k < p->nblk; k++) g += p->gw[(size_t)k * CD + j];
-        grad[j] = g + p->lambda * W[j];
-        reg += W[j] * W[j];
+        double pj = p->pen[j % d];
+        grad[j] = g + p->lambda * pj * W[j];
+        reg += pj * W[j] * W[j];
     }
     for (int c = 0; c < C; c++) {
         double g = 0;
@@ -163,12 +165,14 @@ static double max_abs(const double *a, size_t n) {
     return m;
 }
 
-int logreg_fit(const double *X, const int32_t *y, size_t n, int d, int classes, double lambda, double *theta, int max_iter,
-               double tol) {
+// L-BFGS on p's objective from theta. Converged when the largest entry of the
+// gradient mapped by to_W (d x d: g_W = g_V to_W, see logreg_fit) is below tol.
+static int lbfgs(LogReg *p_, double *theta, const double *to_W, int max_iter, double tol) {
     enum { M = 10 };  // L-BFGS memory
+    LogReg p = *p_;
+    int d = p.d, classes = p.C;
     size_t P = (size_t)classes * (d + 1);
-    LogReg p;
-    logreg_init(&p, X, y, n, d, classes, lambda);
+    double *gw = xmalloc(P * sizeof(double), "gradient");
     double *S = xmalloc(M * P * sizeof(double), "L-BFGS s"), *Y = xmalloc(M * P * sizeof(double), "L-BFGS y");
     double *g = xmalloc(P * sizeof(double), "gradient"), *gn = xmalloc(P * sizeof(double), "gradient");
     double *dir = xmalloc(P * sizeof(double), "direction"), *xn = xmalloc(P * sizeof(double), "trial point");
@@ -176,7 +180,9 @@ int logreg_fit(const double *X, const int32_t *y, size_t n, int d, int classes, 
     int hist = 0, newest = -1, it;
     double f = logreg_value_grad(&p, theta, g);
     for (it = 0; it < max_iter; it++) {
-        if (max_abs(g, P) < tol) break;
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, classes, d, d, 1.0, g, d, to_W, d, 0.0, gw, d);
+        memcpy(gw + (size_t)classes * d, g + (size_t)classes * d, classes * sizeof(double));
+        if (max_abs(gw, P) < tol) break;
         // Two-loop recursion: dir = -H g.
         memcpy(dir, g, P * sizeof(double));
         for (int h = 0; h < hist; h++) {
@@ -226,13 +232,64 @@ int logreg_fit(const double *X, const int32_t *y, size_t n, int d, int classes, 
         f = fn;
         if (drop <= 1e-15 * fmax(1.0, fabs(f))) break;
     }
-    logreg_release(&p);
+    xfree(gw);
     xfree(S);
     xfree(Y);
     xfree(g);
     xfree(gn);
     xfree(dir);
     xfree(xn);
+    return it;
+}
+
+// dsyev from the LAPACK inside OpenBLAS (column-major).
+extern void dsyev_(const char *jobz, const char *uplo, const int *n, double *a, const int *lda, double *w, double *work,
+                   const int *lwork, int *info);
+
+// The objective is solved exactly, but in better-conditioned coordinates: with
+// the second moments X^T X / n = U diag(e) U^T and T = U diag(s), s_k =
+// 1 / sqrt(e_k + lambda), the data Z = X T and weights V = W T^-T (W = V T^T)
+// give the same logits, and the penalty becomes sum_k s_k^2 ||V[:, k]||^2. Each
+// direction then has curvature between about min(1, c) and max(1, c) (c: the
+// softmax curvature) instead of spanning the eigenvalues of X^T X / n.
+int logreg_fit(const double *X, const int32_t *y, size_t n, int d, int classes, double lambda, double *theta, int max_iter,
+               double tol) {
+    double *E = xmalloc((size_t)d * d * sizeof(double), "second moments"), *e = xmalloc(d * sizeof(double), "eigenvalues");
+    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, d, (int)n, 1.0 / (double)n, X, d, 0.0, E, d);
+    int info = 0, lwork = -1;
+    double wq;
+    dsyev_("V", "L", &d, E, &d, e, &wq, &lwork, &info);  // row-major upper = column-major lower
+    lwork = (int)wq;
+    double *work = xmalloc((size_t)(lwork > 1 ? lwork : 1) * sizeof(double), "dsyev work");
+    dsyev_("V", "L", &d, E, &d, e, work, &lwork, &info);
+    xfree(work);
+    if (info != 0) fatal("linear probe: eigen-decomposition of the feature moments failed (dsyev info %d)", info);
+    // Row k of E (row-major) is eigenvector k. T[i][k] = E[k][i] s_k, to_W = T^-1 = diag(1/s) U^T.
+    double *T = xmalloc((size_t)d * d * sizeof(double), "preconditioner"), *to_W = xmalloc((size_t)d * d * sizeof(double), "preconditioner");
+    double *pen = xmalloc(d * sizeof(double), "penalty weights");
+    for (int k = 0; k < d; k++) {
+        double sk = 1.0 / sqrt(fmax(e[k], 0.0) + lambda);
+        pen[k] = sk * sk;
+        for (int i = 0; i < d; i++) {
+            T[(size_t)i * d + k] = E[(size_t)k * d + i] * sk;
+            to_W[(size_t)k * d + i] = E[(size_t)k * d + i] / sk;
+        }
+    }
+    double *Z = xmalloc(n * d * sizeof(double) + 1, "preconditioned features");
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, d, d, 1.0, X, d, T, d, 0.0, Z, d);
+    size_t CD = (size_t)classes * d;
+    double *V = xmalloc((CD + classes) * sizeof(double), "weights");
+    // V = W T^-T: V[c][k] = sum_i W[c][i] E[k][i] / s_k = (W to_W^T)[c][k]
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, classes, d, d, 1.0, theta, d, to_W, d, 0.0, V, d);
+    memcpy(V + CD, theta + CD, classes * sizeof(double));
+    LogReg p;
+    logreg_init(&p, Z, y, n, d, classes, lambda, pen);
+    int it = lbfgs(&p, V, to_W, max_iter, tol);
+    logreg_release(&p);
+    // W = V T^T
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, classes, d, d, 1.0, V, d, T, d, 0.0, theta, d);
+    memcpy(theta + CD, V + CD, classes * sizeof(double));
+    xfree(E), xfree(e), xfree(T), xfree(to_W), xfree(pen), xfree(Z), xfree(V);
     return it;
 }
 
