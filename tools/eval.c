@@ -39,7 +39,7 @@ static void usage(void) {
         "  --k N, --knn-t F         kNN neighbours and temperature (default 20, 0.07)\n"
         "  --holdout F              share of train held out to choose the L2 strength (default 0.1); the\n"
         "                           candidate fits use at most 20000 of the other train images\n"
-        "  --lambdas a,b,...        L2 strengths to try (default 1e-5,1e-4,1e-3,1e-2,1e-1)\n"
+        "  --lambdas a,b,...        L2 strengths to try (default 1e-6,1e-5,...,1e-1)\n"
         "  --max-iter N             L-BFGS iterations per fit (default 500)\n"
         "  --limit-train N, --limit-test N   use only the first N images of a split\n"
         "  --no-knn, --no-probe     skip one protocol\n"
@@ -156,8 +156,8 @@ int main(int argc, char **argv) {
     double knn_t = 0.07, holdout = 0.1, crop_pct = 1.0;
     long limit_train = 0, limit_test = 0;
     FeatureKind kind = FEAT_BOTH;
-    double lambdas[16] = {1e-5, 1e-4, 1e-3, 1e-2, 1e-1};
-    int n_lambdas = 5;
+    double lambdas[16] = {1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1};
+    int n_lambdas = 6;
     char err[4096];
 
     // Pass 1: eval's own options; config files and keys are applied afterwards.
