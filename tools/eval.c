@@ -284,7 +284,9 @@ int main(int argc, char **argv) {
 
     char json_path[4096];
     if (!out_json && ckpt) {
-        snprintf(json_path, sizeof json_path, "%s", ckpt);
+        char *real = realpath(ckpt, NULL);  // `latest` -> the checkpoint it names
+        snprintf(json_path, sizeof json_path, "%s", real ? real : ckpt);
+        free(real);
         char *dot = strrchr(json_path, '.');
         if (dot && !strcmp(dot, ".h5")) *dot = 0;
         strncat(json_path, ".eval.json", sizeof json_path - strlen(json_path) - 1);
