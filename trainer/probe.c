@@ -256,13 +256,23 @@ int logreg_fit(const double *X, const int32_t *y, size_t n, int d, int classes, 
                double tol) {
     double *E = xmalloc((size_t)d * d * sizeof(double), "second moments"), *e = xmalloc(d * sizeof(double), "eigenvalues");
     cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, d, (int)n, 1.0 / (double)n, X, d, 0.0, E, d);
-    int info = 0, lwork = -1;
-    double wq;
-    dsyev_("V", "L", &d, E, &d, e, &wq, &lwork, &info);  // row-major upper = column-major lower
-    lwork = (int)wq;
-    double *work = xmalloc((size_t)(lwork > 1 ? lwork : 1) * sizeof(double), "dsyev work");
-    dsyev_("V", "L", &d, E, &d, e, work, &lwork, &info);
-    xfree(work);
+    int info = 0;
+    // dsyev makes thousands of small BLAS calls. Inside an active parallel region
+    // OpenBLAS runs them on the calling thread instead of waking the pool for each
+    // (which made a 784-dim decomposition take seconds on a busy machine).
+#pragma omp parallel num_threads(2)
+    {
+#pragma omp single
+        {
+            int lwork = -1;
+            double wq;
+            dsyev_("V", "L", &d, E, &d, e, &wq, &lwork, &info);  // row-major upper = column-major lower
+            lwork = (int)wq;
+            double *work = xmalloc((size_t)(lwork > 1 ? lwork : 1) * sizeof(double), "dsyev work");
+            dsyev_("V", "L", &d, E, &d, e, work, &lwork, &info);
+            xfree(work);
+        }
+    }
     if (info != 0) fatal("linear probe: eigen-decomposition of the feature moments failed (dsyev info %d)", info);
     // Row k of E (row-major) is eigenvector k. T[i][k] = E[k][i] s_k, to_W = T^-1 = diag(1/s) U^T.
     double *T = xmalloc((size_t)d * d * sizeof(double), "preconditioner"), *to_W = xmalloc((size_t)d * d * sizeof(double), "preconditioner");
