@@ -35,8 +35,12 @@ static int open_in_child(const char *output_dir, char *out, size_t n) {
         _exit(0);
     }
     close(fd[1]);
-    ssize_t len = read(fd[0], out, n - 1);
-    out[len > 0 ? len : 0] = 0;
+    // Read to EOF: the message comes in several writes, and closing the pipe
+    // early would kill the child with SIGPIPE.
+    size_t len = 0;
+    ssize_t got;
+    while ((got = read(fd[0], out + len, n - 1 - len)) > 0) len += (size_t)got;
+    out[len] = 0;
     close(fd[0]);
     int status;
     waitpid(pid, &status, 0);
