@@ -32,7 +32,7 @@ static void usage(void) {
         "  clean          the crops\n"
         "  corrupted      the encoder input de-normalised; masked patches set to grey (attribute grey)\n"
         "  mask, replaced [N,gh,gw] 1 where the patch was masked / replaced by its centroid\n"
-        "  ids            [N,gh,gw] each clean patch's centroid id\n"
+        "  ids            [N,gh,gw] each scored clean patch's centroid id (-1: not scored, not tokenised)\n"
         "  recon_pixel    pixel head: every scored (masked or replaced) patch's prediction de-normalised\n"
         "                 with the clean patch's own mean and unbiased std (x = pred*sqrt(var+1e-6)+mean),\n"
         "                 clipped to [0,1], pasted into the clean image\n"

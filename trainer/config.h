@@ -79,6 +79,7 @@
     X(tokenizer_path,   STR,    "",        "",              "centroids file to load; empty: build one in the run folder") \
     X(tokenizer_images_per_class, INT, "100", "[1, inf)",   "images per class sampled to build the tokenizer") \
     X(tokenizer_iters,  INT,    "20",      "[1, 100000]",   "k-means iterations when building the tokenizer") \
+    X(tokenizer_max_patches, INT, "1000000", "[0, inf)", "cap on the patches k-means runs on (a seeded random subset); 0: all") \
     X(w_token,          FLOAT,  "1",       "[0, 1000]",     "weight of the centroid-token cross-entropy; 0: branch off") \
     X(w_pixel,          FLOAT,  "1",       "[0, 1000]",     "weight of the pixel MSE; 0: branch off")   \
     X(w_contrast,       FLOAT,  "1",       "[0, 1000]",     "weight of NT-Xent; 0: no second view, no projector") \

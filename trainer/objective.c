@@ -190,41 +190,50 @@ static void put_patch(float *imgs, const float *patch, int b, int n, int C, int 
 }
 
 // Masks, replacement and targets for view1 (and view2's mask when asked).
+// Masks, replacement and targets for view1. Only the scored (masked or
+// replaced) patches are tokenised: the others' ids are never used, and at
+// ViT-Ti/K=8192 tokenising is the largest cost outside the encoder.
 static int prepare_corruption(Objective *o, const float *clean1, int B, int64_t step) {
     Vit *v = o->vit;
     const VitConfig *vc = &v->cfg;
     int N = v->N, d = o->patch_dim, grid = v->grid;
     patchify(o->clean_patches, clean1, B, vc->in_chans, vc->img_size, vc->img_size, vc->patch_size);
-    if (o->tok) tokenizer_assign(o->tok, o->clean_patches, (size_t)B * N, o->ids, NULL);
     for (int b = 0; b < B; b++) {
         Rng r;
         rng_seed(&r, o->cfg.seed ^ MASK_STREAM_SALT, (uint64_t)step * 131072 + (uint64_t)b);
         block_mask_generate(o->mask + (long)b * N, grid, grid, o->n_mask, o->cfg.min_mask_patches, &r);
         replacement_generate(o->replaced + (long)b * N, o->mask + (long)b * N, N, o->n_replace, &r);
-        for (int n = 0; n < N; n++)
-            if (o->replaced[(long)b * N + n])
-                put_patch(o->images, o->tok->centroids + (long)o->ids[(long)b * N + n] * d, b, n, vc->in_chans,
-                          vc->img_size, vc->patch_size, o->cfg.mean, o->cfg.std);
     }
     int M = 0;
-    for (long i = 0; i < (long)B * N; i++)
-        if (o->mask[i] || o->replaced[i]) {
-            o->scored[M] = (int32_t)i;
-            o->scored_ids[M] = o->tok ? o->ids[i] : 0;
-            M++;
-        }
+    for (long i = 0; i < (long)B * N; i++) {
+        o->ids[i] = -1;  // not tokenised
+        if (o->mask[i] || o->replaced[i]) o->scored[M++] = (int32_t)i;
+    }
+    // The scored clean patches, gathered into pix_target, are tokenised there,
+    // then normalised in place into the pixel targets.
+#pragma omp parallel for schedule(static)
+    for (int m = 0; m < M; m++)
+        memcpy(o->pix_target + (long)m * d, o->clean_patches + (long)o->scored[m] * d, sizeof(float) * d);
+    if (o->tok) tokenizer_assign(o->tok, o->pix_target, (size_t)M, o->scored_ids, NULL);
+    else memset(o->scored_ids, 0, sizeof(int32_t) * M);
+    for (int m = 0; m < M; m++) {
+        long i = o->scored[m];
+        o->ids[i] = o->scored_ids[m];
+        if (o->replaced[i])
+            put_patch(o->images, o->tok->centroids + (long)o->scored_ids[m] * d, (int)(i / N), (int)(i % N),
+                      vc->in_chans, vc->img_size, vc->patch_size, o->cfg.mean, o->cfg.std);
+    }
     // Pixel targets: each clean patch normalised by its own mean and unbiased variance.
 #pragma omp parallel for schedule(static)
     for (int m = 0; m < M; m++) {
-        const float *x = o->clean_patches + (long)o->scored[m] * d;
         float *y = o->pix_target + (long)m * d;
         double mean = 0, var = 0;
-        for (int j = 0; j < d; j++) mean += x[j];
+        for (int j = 0; j < d; j++) mean += y[j];
         mean /= d;
-        for (int j = 0; j < d; j++) var += (x[j] - mean) * (x[j] - mean);
+        for (int j = 0; j < d; j++) var += (y[j] - mean) * (y[j] - mean);
         var /= (d > 1 ? d - 1 : 1);
         float inv = (float)(1.0 / sqrt(var + 1e-6));
-        for (int j = 0; j < d; j++) y[j] = (float)(x[j] - mean) * inv;
+        for (int j = 0; j < d; j++) y[j] = (float)(y[j] - mean) * inv;
     }
     return M;
 }

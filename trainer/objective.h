@@ -58,7 +58,7 @@ typedef struct {
     // inputs and targets
     float *images;             // [V*B,C,H,W] encoder input (view1 corrupted, view2)
     float *clean_patches;      // [B,N,d] view1's clean crop, [0,1]
-    int32_t *ids;              // [B,N] clean patch -> centroid id
+    int32_t *ids;              // [B,N] clean patch -> centroid id (-1 where not scored: only those are tokenised)
     uint8_t *mask;             // [V*B,N] mask-token positions
     uint8_t *replaced;         // [B,N] centroid-replaced positions
     int32_t *scored;           // [B*N] flat b*N+n of masked U replaced (view1), ascending
@@ -112,5 +112,5 @@ void objective_destroy(Objective *o);
 ParamTable *objective_params(Objective *o);
 uint8_t *objective_mask(Objective *o);       // [V*B,N] of the last forward
 uint8_t *objective_replaced(Objective *o);   // [B,N]
-int32_t *objective_ids(Objective *o);        // [B,N]
+int32_t *objective_ids(Objective *o);        // [B,N], -1 at positions that are not scored
 float *objective_images(Objective *o);       // [V*B,C,H,W] the encoder's input

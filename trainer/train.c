@@ -97,7 +97,7 @@ static Tokenizer *obtain_tokenizer(const Config *cfg, const char *run_dir, const
     LoaderConfig src = loader_config_from(cfg, cfg->data_train, LOADER_EVAL, 0);
     src.eval_resize = (float)cfg->img_size;  // CCViT: resize to the training resolution, centre crop
     PatchSampleOptions so = {.patch = cfg->patch_size, .images_per_class = cfg->tokenizer_images_per_class,
-                             .max_samples = 0, .seed = (uint64_t)cfg->seed};
+                             .max_samples = cfg->tokenizer_max_patches, .seed = (uint64_t)cfg->seed};
     double t0 = now_seconds();
     size_t n;
     int64_t images;
