@@ -33,7 +33,7 @@ static const char *HELP =
     "  --k N                   centroids (default 512)\n"
     "  --iters N               Lloyd iterations at most (default 20)\n"
     "  --tol X                 stop when the relative improvement is below X (default 1e-4)\n"
-    "  --seeding auto|kpp|afkmc2  k-means++ or AFK-MC2 (default auto: k-means++ up to n*k*d = 2e10)\n"
+    "  --seeding auto|kpp|afkmc2  k-means++ or AFK-MC2 (default auto: k-means++ up to n*k*d = 2e10 or k >= 2n/chain)\n"
     "  --chain N               AFK-MC2 chain length (default 200)\n"
     "  --seed N                seeds sampling and k-means (default 0)\n"
     "output\n"

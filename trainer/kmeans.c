@@ -686,7 +686,12 @@ static void seed_afkmc2(const float *x, size_t n, int d, int k, int m, Rng *rng,
 
 KmeansSeeding kmeans_seeding_used(const KmeansOptions *o, size_t n, int d) {
     if (o->seeding != KMEANS_SEED_AUTO) return o->seeding;
-    return (double)n * o->k * d <= 2e10 ? KMEANS_SEED_PLUSPLUS : KMEANS_SEED_AFKMC2;
+    // k-means++ costs about n*k*d; AFK-MC2 about chain*k^2*d/2 (each chain step
+    // measures against every centroid placed so far), so it pays only for large
+    // n*k*d and k < 2n/chain (at n = 196k, K = 1024 it wins; at K = 8192 it loses).
+    int chain = o->chain > 0 ? o->chain : 200;
+    int afk_cheaper = (double)chain * o->k < 2.0 * (double)n;
+    return (double)n * o->k * d <= 2e10 || !afk_cheaper ? KMEANS_SEED_PLUSPLUS : KMEANS_SEED_AFKMC2;
 }
 
 void kmeans_seed(const float *x, size_t n, int d, const KmeansOptions *o, float *centroids) {

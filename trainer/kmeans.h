@@ -4,7 +4,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-// AUTO (the default): k-means++ while n*k*d <= 2e10 (its cost), else AFK-MC².
+// AUTO (the default): k-means++ while n*k*d <= 2e10 (its cost) or while AFK-MC2's
+// chain*k^2*d would cost more (k >= 2n/chain), else AFK-MC².
 typedef enum { KMEANS_SEED_AUTO = 0, KMEANS_SEED_PLUSPLUS = 1, KMEANS_SEED_AFKMC2 = 2 } KmeansSeeding;
 
 typedef struct {
