@@ -50,11 +50,11 @@ if [ ! -f "$BASE/raw_pixels.json" ]; then
   $BIN/eval --raw-pixels --config "$CONFIG" --lambdas 1e-3,1e-2,1e-1 --out "$BASE/raw_pixels.json"
 fi
 if [ ! -f "$BASE/random_init.json" ]; then
-  $BIN/eval --random-init --config "$CONFIG" --lambdas 1e-6,1e-5,1e-4 --out "$BASE/random_init.json" \
+  $BIN/eval --random-init --config "$CONFIG" --lambdas 1e-7,1e-6,1e-5,1e-4 --out "$BASE/random_init.json" \
     --save-features "$BASE/random_init_features.h5"
 fi
 cp "$BASE/raw_pixels.json" "$BASE/random_init.json" "$BASE/random_init_features.h5" "$RESULTS/"
-$BIN/eval "$CKPT" --lambdas 1e-6,1e-5,1e-4 --out "$RESULTS/pretrained.json" \
+$BIN/eval "$CKPT" --lambdas 1e-7,1e-6,1e-5,1e-4 --out "$RESULTS/pretrained.json" \
   --save-features "$RESULTS/pretrained_features.h5"
 
 stage "5/6 figures: training curves, reconstructions, centroid atlas, feature scatter"
@@ -69,6 +69,6 @@ rows = [("raw pixels", "raw_pixels.json"), ("random-init encoder", "random_init.
 print(f"{'features':<44} {'linear probe':>12} {'kNN-20 top-1':>13}")
 for label, f in rows:
     r = json.load(open(os.path.join(res, f)))
-    print(f"{label:<44} {100*r['probe_top1']:>11.2f}% {100*r['knn_top1']:>12.2f}%")
+    print(f"{label:<44} {r['probe_top1']:>11.2f}% {r['knn_top1']:>12.2f}%")  # eval writes percentages
 PY
 echo "results: $RESULTS; figures: checkpoints/$RUN_NAME/figures; metrics: checkpoints/$RUN_NAME/metrics.jsonl"
