@@ -7,7 +7,7 @@ import pytest
 from conftest import require
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PHOTOS = os.path.join(ROOT, "..", "shared", "data", "imagenet-sample")
+PHOTOS = os.path.join(ROOT, "tests", "fixtures", "photos")  # six real ImageNet JPEGs (fixtures/README.md)
 
 
 def photo_classes():
