@@ -129,7 +129,8 @@ bench: all
 # Shards for the data loaders (data/ is gitignored): written by
 # build/bin/make_shards only when the manifest is missing.
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
-IMAGENET_SAMPLE := ../shared/data/imagenet-sample
+# The 1000 real ImageNet photos of the workplace (override: make shards-imagenet IMAGENET_SAMPLE=DIR).
+IMAGENET_SAMPLE ?= ../shared/data/imagenet-sample
 shards: data/fashion-mnist/train-manifest.txt data/fashion-mnist/test-manifest.txt
 shards-imagenet: data/imagenet-sample/train-manifest.txt
 
@@ -137,6 +138,7 @@ data/fashion-mnist/%-manifest.txt: | $(BUILD)/bin/make_shards
 	$(BUILD)/bin/make_shards --fashion-mnist $(FMNIST_DIR) --split $* --out data/fashion-mnist/$* --format png --per-shard 10000
 
 data/imagenet-sample/train-manifest.txt: | $(BUILD)/bin/make_shards
+	@test -d "$(IMAGENET_SAMPLE)" || { echo "error: $(IMAGENET_SAMPLE) not found: give the ImageNet-style photo folder with IMAGENET_SAMPLE=DIR (root/<class>/<image>)"; exit 1; }
 	$(BUILD)/bin/make_shards --image-folder $(IMAGENET_SAMPLE) --out data/imagenet-sample/train --per-shard 250 --seed 0
 
 # The main job: install what is missing, build, then shards -> tokenizer ->
