@@ -5,12 +5,12 @@ masking included): ours (build/bin/bench_pretrain) against the PyTorch twin
 (tools/torch_twin.Pretrainer) at its best thread setting, in one run.
 Ends with `bench:` lines (images/s; for memory, ratio = peer/ours).
 """
-import argparse, os, resource, subprocess, sys, time
+import os, resource, sys, time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
-from bench_vit import compare  # the same side-by-side runner and report
+from bench_vit import bench_main  # the same command line, side-by-side runner and report
 
 CONFIGS = {
     "fmnist_28": dict(enc=dict(img_size=28, patch_size=4, in_chans=1, embed_dim=192, depth=6, num_heads=3), K=512, batch=256),
@@ -86,16 +86,7 @@ def torch_worker(name, threads, steps, warmup):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--configs", default="fmnist_28,vit_ti_224")
-    ap.add_argument("--steps", type=int, default=4)
-    ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--torch-worker", help=argparse.SUPPRESS)
-    ap.add_argument("--threads", type=int, default=2, help=argparse.SUPPRESS)
-    a = ap.parse_args()
-    if a.torch_worker:
-        return torch_worker(a.torch_worker, a.threads, a.steps, a.warmup)
-    compare(a.configs.split(","), "build/bin/bench_pretrain", __file__, "pretrain_step", a.steps, a.warmup)
+    bench_main(__doc__, "fmnist_28,vit_ti_224", 4, 1, torch_worker, "build/bin/bench_pretrain", __file__, "pretrain_step")
 
 if __name__ == "__main__":
     main()

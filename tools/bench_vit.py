@@ -66,17 +66,23 @@ def run(cmd, env=None):
     return parse(p.stdout)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--configs", default="vit_ti_224,fmnist_28")
-    ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--warmup", type=int, default=2)
+def bench_main(doc, configs, steps, warmup, worker, ours_binary, script, prefix):
+    """Command line shared by the side-by-side benchmarks: as --torch-worker,
+    run one PyTorch measurement; otherwise compare ours with every setting."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--configs", default=configs)
+    ap.add_argument("--steps", type=int, default=steps)
+    ap.add_argument("--warmup", type=int, default=warmup)
     ap.add_argument("--torch-worker", help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, default=2, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.torch_worker:
-        return torch_worker(a.torch_worker, a.threads, a.steps, a.warmup)
-    compare(a.configs.split(","), "build/bin/bench_vit", __file__, "vit_step", a.steps, a.warmup)
+        return worker(a.torch_worker, a.threads, a.steps, a.warmup)
+    compare(a.configs.split(","), ours_binary, script, prefix, a.steps, a.warmup)
+
+
+def main():
+    bench_main(__doc__, "vit_ti_224,fmnist_28", 5, 2, torch_worker, "build/bin/bench_vit", __file__, "vit_step")
 
 
 def compare(configs, ours_binary, worker_script, prefix, steps, warmup):
