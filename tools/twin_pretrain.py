@@ -66,6 +66,10 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--metrics", help="write one JSON line per log step here")
+    ap.add_argument("--no-fit-schedule", action="store_true",
+                    help="keep the config's `steps` even when the budget ends first (by default the cosine is "
+                         "shortened, after 20 timed updates, to the updates that fit the budget, as the C config's "
+                         "`steps` was sized to the C trainer's speed)")
     a = ap.parse_args()
 
     import h5py, torch, yaml
@@ -151,6 +155,11 @@ def main():
         gnorm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg["clip_grad"])
         opt.step()
         step += 1
+        if step == 20 and not a.no_fit_schedule:
+            fit = int(20 * a.minutes * 60 / (time.perf_counter() - t_start))
+            if fit < total:
+                print(f"twin: {total} updates will not fit {a.minutes} min at this speed; cosine over {fit}")
+                total = fit
         if step % cfg["log_every"] == 0 or step == 1:
             el = time.perf_counter() - t_start
             rec = dict(step=step, loss=loss.item(), token_ce=ce.item(), pixel_mse=mse.item(), nce=nce.item(), lr=lr,

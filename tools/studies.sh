@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# The issue-8 studies on Fashion-MNIST (README "Studies"): each stage trains
+# under a wall-clock budget, evaluates with build/bin/eval (kNN-20 and linear
+# probe, full 60k train / 10k test) and writes <run>/results.json. A stage whose
+# run folder already has a checkpoint (`latest`) or a results file is reused:
+# delete the folder to redo it. Run after `make all shards`.
+#
+#   tools/studies.sh full       the full recipe (configs/fashion_mnist_full.yaml, ~75 min)
+#   tools/studies.sh twin       the default recipe in the PyTorch twin for the same minutes as ours
+#   tools/studies.sh ablation   CCViT only / contrastive only / both, same minutes each
+#   tools/studies.sh seeds      the default recipe with a second seed
+#   tools/studies.sh finetune   fine-tune the full recipe's encoder vs the same ViT from scratch
+#   tools/studies.sh table      print every result found
+#   tools/studies.sh all        every stage, then the table
+#
+# Environment: OUT (default checkpoints/studies), MINUTES (budget of the short
+# runs, default 9, the main job's), FULL_MINUTES (default 90), FT_MINUTES (6).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-checkpoints/studies}
+MINUTES=${MINUTES:-9}
+FULL_MINUTES=${FULL_MINUTES:-90}
+FT_MINUTES=${FT_MINUTES:-6}
+TOKENIZER=data/tokenizers/fashion_mnist_p4_k512.h5
+BIN=build/bin
+LAMBDAS=1e-7,1e-6,1e-5,1e-4   # the range ViT features pick from (tools/main_job.sh)
+mkdir -p "$OUT"
+
+need_tokenizer() {
+  [ -f "$TOKENIZER" ] && return
+  $BIN/build_tokenizer --shards "data/fashion-mnist/train-{000000..000005}.tar" --image-size 28 --patch 4 \
+    --channels 1 --images-per-class 200 --k 512 --iters 20 --seed 0 --out "$TOKENIZER"
+}
+
+# pretrain NAME CONFIG MINUTES [--key=value ...]: train (unless done), then evaluate.
+pretrain() {
+  local name=$1 config=$2 minutes=$3; shift 3
+  local dir=$OUT/$name
+  need_tokenizer
+  if [ ! -e "$dir/latest" ]; then
+    echo "==== $name: pretraining $config for $minutes min $*"
+    $BIN/train --config "$config" --tokenizer_path="$TOKENIZER" --output_dir="$OUT" --run_name="$name" \
+      --time_limit_minutes="$minutes" "$@"
+  fi
+  evaluate "$name" "$dir/latest"
+}
+
+evaluate() {
+  local name=$1 ckpt=$2
+  [ -f "$OUT/$name/results.json" ] && { echo "==== $name: reusing $OUT/$name/results.json"; return; }
+  echo "==== $name: evaluating $ckpt"
+  $BIN/eval "$ckpt" --lambdas "$LAMBDAS" --out "$OUT/$name/results.json"
+}
+
+finetune() {
+  local name=$1; shift
+  local dir=$OUT/$name
+  if [ ! -f "$dir/train.log" ] || ! grep -q "finetune: top-1" "$dir/train.log"; then
+    echo "==== $name: fine-tuning for $FT_MINUTES min $*"
+    rm -rf "$dir"; mkdir -p "$dir"
+    # ~450 updates of batch 128 fit 6 minutes on an idle 2-core machine; the cosine ends inside the budget
+    $BIN/train --config configs/fashion_mnist_finetune.yaml --output_dir="$OUT" --run_name="$name" \
+      --steps=$((75 * FT_MINUTES)) --warmup_steps=$((8 * FT_MINUTES)) --time_limit_minutes="$FT_MINUTES" "$@" \
+      2>&1 | tee "$dir/train.log.tmp"
+    mv "$dir/train.log.tmp" "$dir/train.log"
+  fi
+}
+
+stage_full() { pretrain full_s0 configs/fashion_mnist_full.yaml "$FULL_MINUTES"; }
+
+stage_ablation() {
+  # each config's cosine (`steps`) is sized to what fits 9 minutes on an idle 2-core machine: one view
+  # (CCViT only) is ~1.8x faster per image than two, and two views without the CCViT heads ~1.15x
+  pretrain both_s0 configs/fashion_mnist.yaml "$MINUTES"
+  pretrain ccvit_s0 configs/fashion_mnist_ccvit.yaml "$MINUTES"
+  pretrain contrastive_s0 configs/fashion_mnist_contrastive.yaml "$MINUTES"
+}
+
+stage_seeds() {
+  pretrain both_s0 configs/fashion_mnist.yaml "$MINUTES"
+  pretrain both_s1 configs/fashion_mnist.yaml "$MINUTES" --seed=1
+}
+
+stage_twin() {
+  pretrain both_s0 configs/fashion_mnist.yaml "$MINUTES"   # ours, and the layout the twin's weights go into
+  local dir=$OUT/twin_s0
+  mkdir -p "$dir"
+  if [ ! -f "$dir/twin.h5" ]; then
+    # the twin gets exactly the minutes our run trained (ours may end its cosine before $MINUTES)
+    local ours
+    ours=$(/usr/bin/python3 -c 'import json,sys; print(round([json.loads(l) for l in open(sys.argv[1])][-1]["elapsed_s"] / 60, 2))' \
+      "$OUT/both_s0/metrics.jsonl")
+    echo "==== twin_s0: the PyTorch twin of configs/fashion_mnist.yaml for $ours min (ours trained $ours min)"
+    /usr/bin/python3 tools/twin_pretrain.py --config configs/fashion_mnist.yaml --tokenizer "$TOKENIZER" \
+      --template "$OUT/both_s0/latest" --minutes "$ours" --out "$dir/twin.h5" --metrics "$dir/metrics.jsonl" \
+      2>&1 | tee "$dir/train.log"
+  fi
+  evaluate twin_s0 "$dir/twin.h5"
+}
+
+stage_finetune() {
+  [ -e "$OUT/full_s0/latest" ] || { echo "error: $OUT/full_s0/latest is missing; run '$0 full' first" >&2; exit 1; }
+  finetune ft_pretrained --finetune="$OUT/full_s0/latest"
+  finetune ft_scratch
+}
+
+stage_table() {
+  /usr/bin/python3 - "$OUT" <<'PY'
+import glob, json, os, re, sys
+out = sys.argv[1]
+print(f"{'run':<18} {'updates':>8} {'minutes':>8} {'linear probe':>13} {'kNN-20':>8}")
+for f in sorted(glob.glob(os.path.join(out, "*", "results.json"))):
+    r = json.load(open(f))
+    run = os.path.basename(os.path.dirname(f))
+    mins = "-"
+    m = os.path.join(os.path.dirname(f), "metrics.jsonl")
+    if os.path.exists(m):
+        lines = [json.loads(l) for l in open(m) if l.strip()]
+        el = [l.get("elapsed_s") for l in lines if l.get("elapsed_s") is not None]
+        mins = f"{el[-1] / 60:.1f}" if el else "-"
+    print(f"{run:<18} {r['step']:>8} {mins:>8} {r['probe_top1']:>12.2f}% {r['knn_top1']:>7.2f}%")
+for f in sorted(glob.glob(os.path.join(out, "ft_*", "train.log"))):
+    m = re.search(r"finetune: top-1 on \S+: ([0-9.]+)%", open(f).read())
+    print(f"{os.path.basename(os.path.dirname(f)):<18} fine-tune top-1 {m.group(1) if m else '?'}%")
+PY
+}
+
+case "${1:-}" in
+  full) stage_full ;;
+  twin) stage_twin ;;
+  ablation) stage_ablation ;;
+  seeds) stage_seeds ;;
+  finetune) stage_finetune ;;
+  table) stage_table ;;
+  all) stage_full; stage_twin; stage_ablation; stage_finetune; stage_seeds; stage_table ;;
+  *) sed -n '2,20p' "$0"; exit 2 ;;
+esac
