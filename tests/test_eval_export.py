@@ -188,3 +188,25 @@ def test_eval_refuses_bad_checkpoint(tmp_path, shards):
     bad.write_bytes(b"not hdf5 at all")
     p = subprocess.run([EVAL, str(bad), "--train", shards[0], "--test", shards[1]], capture_output=True, text=True)
     assert p.returncode != 0 and "not an HDF5 file" in p.stderr
+
+
+def test_eval_block_features(C, tmp_path, shards):
+    """--block L gives the tokens out of blocks.L: for the last block, the default (final-norm) CLS
+    feature is exactly its layer norm (the init's norm weight 1, bias 0); other blocks differ; a block
+    out of range is refused with the valid range."""
+    train, test = shards
+    yaml = config_yaml(tmp_path, **model_keys(MODEL, 3))
+    ckpt = tmp_path / "ckpt.h5"
+    save_checkpoint(C, cbind.CVit(C, 2, seed=3, **MODEL), ckpt, yaml)
+    args = [str(ckpt), "--train", train, "--test", test, "--limit-train", "200", "--limit-test", "50", "--no-probe"]
+    r_fin, fin, _ = run_eval(args, tmp_path, "final")
+    r_b1, b1, _ = run_eval(args + ["--block", "1"], tmp_path, "b1")
+    _, b0, _ = run_eval(args + ["--block", "0"], tmp_path, "b0")
+    assert r_fin["block"] == -1 and r_b1["block"] == 1
+    D = MODEL["embed_dim"]
+    cls = b1[0][:, :D].astype(np.float64)
+    normed = (cls - cls.mean(1, keepdims=True)) / np.sqrt(cls.var(1, keepdims=True) + 1e-6)
+    np.testing.assert_allclose(fin[0][:, :D], normed, rtol=1e-4, atol=1e-4)
+    assert np.abs(b0[0] - b1[0]).max() > 1e-2
+    p = subprocess.run([EVAL] + args + ["--block", "2"], capture_output=True, text=True)
+    assert p.returncode != 0 and "blocks 0..1" in p.stderr, p.stderr

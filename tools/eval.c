@@ -34,6 +34,8 @@ static void usage(void) {
         "  --raw-pixels             features = the normalised image pixels (baseline)\n"
         "  --config FILE            config for --random-init / --raw-pixels (checkpoint: overrides its config)\n"
         "  --features cls|mean|both CLS token after the final norm, mean of the patch tokens, or both (default both)\n"
+        "  --block L                the tokens out of blocks.L (0-based, before the final norm) instead of the\n"
+        "                           final ones: masked-image models often probe better at mid depth (BEiT)\n"
         "  --batch N                images per forward pass (default 128)\n"
         "  --crop-pct F             eval resize = img_size / F, then centre crop (default 1: no crop)\n"
         "  --k N, --knn-t F         kNN neighbours and temperature (default 20, 0.07)\n"
@@ -63,8 +65,8 @@ static int feature_dim(const Vit *vit, FeatureKind kind, const LoaderConfig *lc)
 }
 
 // Features of every image of one split, in the loader's (sequential) order.
-static Split extract(const Config *cfg, const char *source, const char *name, Vit *vit, FeatureKind kind, int batch,
-                     double crop_pct, long limit) {
+static Split extract(const Config *cfg, const char *source, const char *name, Vit *vit, FeatureKind kind, int block,
+                     int batch, double crop_pct, long limit) {
     LoaderConfig lc = loader_config_from(cfg, source, LOADER_EVAL, 0);
     lc.batch_size = batch;
     lc.eval_resize = (float)(int)(cfg->img_size / crop_pct + 0.5);
@@ -94,7 +96,7 @@ static Split extract(const Config *cfg, const char *source, const char *name, Vi
             memcpy(out, b.view1, n * pix * sizeof(float));
         } else {
             vit_forward(vit, b.view1, NULL, n);
-            const float *fin = vit_final_tokens(vit);
+            const float *fin = block >= 0 ? vit_block_output(vit, block) : vit_final_tokens(vit);
             int T = vit->T, D = vit->D;
             for (int i = 0; i < n; i++) {
                 const float *tok = fin + (size_t)i * T * D;
@@ -158,6 +160,7 @@ int main(int argc, char **argv) {
     FeatureKind kind = FEAT_BOTH;
     double lambdas[16] = {1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1};
     int n_lambdas = 6;
+    int block = -1;  // -1: the final norm's tokens
     char err[4096];
 
     // Pass 1: eval's own options; config files and keys are applied afterwards.
@@ -190,6 +193,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--max-iter")) max_iter = atoi(VALUE());
         else if (!strcmp(a, "--limit-train")) limit_train = atol(VALUE());
         else if (!strcmp(a, "--limit-test")) limit_test = atol(VALUE());
+        else if (!strcmp(a, "--block")) block = atoi(VALUE());
         else if (!strcmp(a, "--lambdas")) n_lambdas = parse_lambdas(VALUE(), lambdas, 16);
         else if (!strcmp(a, "--features")) {
             const char *f = VALUE();
@@ -220,6 +224,8 @@ int main(int argc, char **argv) {
     for (int i = 0; i < nkeys; i++)
         if (config_set(&cfg, keys[i], err, sizeof err)) fatal("%s", err);
     if (config_finalize(&cfg, err, sizeof err)) fatal("%s", err);
+    if (block < -1 || block >= cfg.depth) fatal("--block %d: the model has blocks 0..%d", block, cfg.depth - 1);
+    if (block >= 0 && raw) fatal("--block needs a model, not --raw-pixels");
     if (!train) train = cfg.data_train;
     if (!test) test = cfg.data_val;
     if (!train[0] || !test[0]) fatal("no data: give --train and --test (or data_train and data_val in the config)");
@@ -245,11 +251,12 @@ int main(int argc, char **argv) {
     if (ckpt) fprintf(stderr, " (step %lld, code %s)", (long long)info.step, info.code_version);
     if (model) fprintf(stderr, ", ViT %dpx/%d D=%d depth %d, features %s", cfg.img_size, cfg.patch_size, cfg.embed_dim, cfg.depth,
                        kind == FEAT_CLS ? "cls" : kind == FEAT_MEAN ? "mean" : "cls+mean");
+    if (model) fprintf(stderr, block >= 0 ? " of blocks.%d" : " after the final norm", block);
     fprintf(stderr, "\n");
 
     double t0 = now_seconds();
-    Split tr = extract(&cfg, train, "train", model, kind, batch, crop_pct, limit_train);
-    Split te = extract(&cfg, test, "test", model, kind, batch, crop_pct, limit_test);
+    Split tr = extract(&cfg, train, "train", model, kind, block, batch, crop_pct, limit_train);
+    Split te = extract(&cfg, test, "test", model, kind, block, batch, crop_pct, limit_test);
     double t_feat = now_seconds() - t0;
     int classes = tr.classes > te.classes ? tr.classes : te.classes;
     if (feat_path) save_features(feat_path, &tr, &te);
@@ -298,6 +305,7 @@ int main(int argc, char **argv) {
         json_str(&j, "model", what);
         if (ckpt) json_int(&j, "step", info.step);
         json_str(&j, "features", raw ? "pixels" : kind == FEAT_CLS ? "cls" : kind == FEAT_MEAN ? "mean" : "both");
+        json_int(&j, "block", block);
         json_str(&j, "train", train);
         json_str(&j, "test", test);
         json_int(&j, "n_train", (long long)tr.n);
