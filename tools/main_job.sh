@@ -6,17 +6,22 @@
 #
 # Environment: CONFIG (default configs/fashion_mnist.yaml), TRAIN_MINUTES
 # (default 9, so that the whole job stays under 20 minutes on 2 cores), EXTRA
-# (more --key=value for the trainer).
+# (more --key=value for the trainer), EVAL_ARGS (more eval options, e.g.
+# "--limit-train 1000 --limit-test 500" for a quick look), OUT (run folders,
+# default checkpoints), BASELINES (cached baselines, default data/baselines).
+# tests/test_main_job.py runs the whole chain with a tiny model and budget.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CONFIG=${CONFIG:-configs/fashion_mnist.yaml}
 TRAIN_MINUTES=${TRAIN_MINUTES:-9}
 EXTRA=${EXTRA:-}
+EVAL_ARGS=${EVAL_ARGS:-}
+OUT=${OUT:-checkpoints}
 BIN=build/bin
 RUN_NAME=main-$(date -u +%Y%m%d-%H%M%S)
 TOKENIZER=data/tokenizers/fashion_mnist_p4_k512.h5
-RESULTS=checkpoints/$RUN_NAME/results
+RESULTS=$OUT/$RUN_NAME/results
 T0=$(date +%s)
 stage() { printf '\n==== [%4ds] %s\n' "$(( $(date +%s) - T0 ))" "$*"; }
 
@@ -34,31 +39,32 @@ else
 fi
 
 stage "3/6 pretraining for $TRAIN_MINUTES minutes ($CONFIG)"
-$BIN/train --config "$CONFIG" --tokenizer_path="$TOKENIZER" --run_name="$RUN_NAME" \
+$BIN/train --config "$CONFIG" --tokenizer_path="$TOKENIZER" --output_dir="$OUT" --run_name="$RUN_NAME" \
   --time_limit_minutes="$TRAIN_MINUTES" $EXTRA
-ln -sfn "$RUN_NAME" checkpoints/main-latest
-CKPT=$(readlink -f "checkpoints/$RUN_NAME/latest")
+ln -sfn "$RUN_NAME" "$OUT/main-latest"
+CKPT=$(readlink -f "$OUT/$RUN_NAME/latest")
 mkdir -p "$RESULTS"
 
 stage "4/6 evaluation: kNN-20 and linear probe on the 10k test images"
-# The two baselines depend only on the config, so they are computed once and
-# reused (data/baselines/, keyed by a hash of the config file). L2 grids: the
-# range each feature kind picks from (raw pixels ~1e-2, ViT features ~1e-5).
-BASE=data/baselines/$(sha1sum "$CONFIG" | cut -c1-12)
+# The two baselines depend only on the config, the trainer's overrides and the
+# eval options, so they are computed once and reused (BASELINES/, keyed by a
+# hash of those). L2 grids: the range each feature kind picks from (raw pixels
+# ~1e-2, ViT features ~1e-5).
+BASE=${BASELINES:-data/baselines}/$( (cat "$CONFIG"; echo "$EXTRA"; echo "$EVAL_ARGS") | sha1sum | cut -c1-12)
 mkdir -p "$BASE"
 if [ ! -f "$BASE/raw_pixels.json" ]; then
-  $BIN/eval --raw-pixels --config "$CONFIG" --lambdas 1e-3,1e-2,1e-1 --out "$BASE/raw_pixels.json"
+  $BIN/eval --raw-pixels --config "$CONFIG" $EXTRA $EVAL_ARGS --lambdas 1e-3,1e-2,1e-1 --out "$BASE/raw_pixels.json"
 fi
 if [ ! -f "$BASE/random_init.json" ]; then
-  $BIN/eval --random-init --config "$CONFIG" --lambdas 1e-7,1e-6,1e-5,1e-4 --out "$BASE/random_init.json" \
+  $BIN/eval --random-init --config "$CONFIG" $EXTRA $EVAL_ARGS --lambdas 1e-7,1e-6,1e-5,1e-4 --out "$BASE/random_init.json" \
     --save-features "$BASE/random_init_features.h5"
 fi
 cp "$BASE/raw_pixels.json" "$BASE/random_init.json" "$BASE/random_init_features.h5" "$RESULTS/"
-$BIN/eval "$CKPT" --lambdas 1e-7,1e-6,1e-5,1e-4 --out "$RESULTS/pretrained.json" \
+$BIN/eval "$CKPT" $EVAL_ARGS --lambdas 1e-7,1e-6,1e-5,1e-4 --out "$RESULTS/pretrained.json" \
   --save-features "$RESULTS/pretrained_features.h5"
 
 stage "5/6 figures: training curves, reconstructions, centroid atlas, feature scatter"
-TSNE_SECONDS=${TSNE_SECONDS:-30} bash tools/make_figures.sh "checkpoints/$RUN_NAME" || echo "warning: some figures failed (see above)"
+TSNE_SECONDS=${TSNE_SECONDS:-30} bash tools/make_figures.sh "$OUT/$RUN_NAME" || echo "warning: some figures failed (see above)"
 
 stage "6/6 results"
 /usr/bin/python3 - "$RESULTS" "$CKPT" <<'PY'
@@ -71,4 +77,4 @@ for label, f in rows:
     r = json.load(open(os.path.join(res, f)))
     print(f"{label:<44} {r['probe_top1']:>11.2f}% {r['knn_top1']:>12.2f}%")  # eval writes percentages
 PY
-echo "results: $RESULTS; figures: checkpoints/$RUN_NAME/figures; metrics: checkpoints/$RUN_NAME/metrics.jsonl"
+echo "results: $RESULTS; figures: $OUT/$RUN_NAME/figures; metrics: $OUT/$RUN_NAME/metrics.jsonl"
