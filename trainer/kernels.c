@@ -237,6 +237,43 @@ static inline float exp_approx(float x) {
     return p * scale;
 }
 
+// Softmax of one row (out may equal in): exp_approx instead of libm's scalar
+// expf so that the exp loop vectorises (attention alone takes B*H*T*T exps per
+// layer), and the max and the sum run in 16 fixed lanes combined in a fixed
+// order, so the bits depend on n only, never on the thread count.
+#define SOFTMAX_LANES 16
+static void softmax_row(float *out, const float *in, int n) {
+    float lane[SOFTMAX_LANES];
+    int full = n / SOFTMAX_LANES * SOFTMAX_LANES;
+    for (int j = 0; j < SOFTMAX_LANES; j++) lane[j] = -INFINITY;
+    for (int i = 0; i < full; i += SOFTMAX_LANES)
+        for (int j = 0; j < SOFTMAX_LANES; j++) lane[j] = in[i + j] > lane[j] ? in[i + j] : lane[j];
+    float mx = -INFINITY;
+    for (int j = 0; j < SOFTMAX_LANES; j++) mx = lane[j] > mx ? lane[j] : mx;
+    for (int i = full; i < n; i++) mx = in[i] > mx ? in[i] : mx;
+    for (int i = 0; i < n; i++) out[i] = exp_approx(in[i] - mx);
+    for (int j = 0; j < SOFTMAX_LANES; j++) lane[j] = 0.0f;
+    for (int i = 0; i < full; i += SOFTMAX_LANES)
+        for (int j = 0; j < SOFTMAX_LANES; j++) lane[j] += out[i + j];
+    float sum = 0.0f;
+    for (int j = 0; j < SOFTMAX_LANES; j++) sum += lane[j];
+    for (int i = full; i < n; i++) sum += out[i];
+    float inv = 1.0f / sum;
+    for (int i = 0; i < n; i++) out[i] *= inv;
+}
+
+// sum a[i] * b[i] in SOFTMAX_LANES fixed lanes (vectorises; bits depend on n only).
+static float dot_lanes(const float *a, const float *b, int n) {
+    float lane[SOFTMAX_LANES] = {0};
+    int full = n / SOFTMAX_LANES * SOFTMAX_LANES;
+    for (int i = 0; i < full; i += SOFTMAX_LANES)
+        for (int j = 0; j < SOFTMAX_LANES; j++) lane[j] += a[i + j] * b[i + j];
+    float sum = 0.0f;
+    for (int j = 0; j < SOFTMAX_LANES; j++) sum += lane[j];
+    for (int i = full; i < n; i++) sum += a[i] * b[i];
+    return sum;
+}
+
 // Phi(x) = 0.5 (1 + erf(x / sqrt 2)); *pdf gets exp(-x^2/2) / sqrt(2 pi).
 static inline float gaussian_cdf(float x, float *pdf) {
     const float p = 0.3275911f, a1 = 0.254829592f, a2 = -0.284496736f, a3 = 1.421413741f, a4 = -1.453152027f,
@@ -345,18 +382,7 @@ void layerscale_backward(float *dinp, float *dgamma, const float *dout, const fl
 // thread because OpenMP-built OpenBLAS does not spawn inside a parallel region.
 
 static void softmax_rows_inplace(float *s, int rows, int cols) {
-    for (int r = 0; r < rows; r++) {
-        float *row = s + (long)r * cols;
-        float mx = row[0];
-        for (int c = 1; c < cols; c++) mx = row[c] > mx ? row[c] : mx;
-        float sum = 0.0f;
-        for (int c = 0; c < cols; c++) {
-            row[c] = expf(row[c] - mx);
-            sum += row[c];
-        }
-        float inv = 1.0f / sum;
-        for (int c = 0; c < cols; c++) row[c] *= inv;
-    }
+    for (int r = 0; r < rows; r++) softmax_row(s + (long)r * cols, s + (long)r * cols, cols);
 }
 
 void attention_forward(float *out, float *probs, const float *qkv, int B, int T, int D, int H) {
@@ -398,8 +424,7 @@ void attention_backward(float *dqkv, float *scratch, const float *dout, const fl
         for (int i = 0; i < T; i++) {
             float *dsr = ds + (long)i * T;
             const float *pr = p + (long)i * T;
-            float dot = 0.0f;
-            for (int j = 0; j < T; j++) dot += dsr[j] * pr[j];
+            float dot = dot_lanes(dsr, pr, T);
             for (int j = 0; j < T; j++) dsr[j] = pr[j] * (dsr[j] - dot);
         }
         // dq += scale * dS @ k ; dk += scale * dS^T @ q
@@ -527,17 +552,7 @@ float softmax_xent_forward(float *probs, const float *logits, const int32_t *lab
     double total = 0.0;
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
-        const float *l = logits + (long)n * K;
-        float *p = probs + (long)n * K;
-        float mx = l[0];
-        for (int k = 1; k < K; k++) mx = l[k] > mx ? l[k] : mx;
-        float sum = 0.0f;
-        for (int k = 0; k < K; k++) {
-            p[k] = expf(l[k] - mx);
-            sum += p[k];
-        }
-        float inv = 1.0f / sum;
-        for (int k = 0; k < K; k++) p[k] *= inv;
+        softmax_row(probs + (long)n * K, logits + (long)n * K, K);
     }
     for (int n = 0; n < N; n++) {
         const float *l = logits + (long)n * K;
