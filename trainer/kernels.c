@@ -26,6 +26,48 @@ static inline int thread_id(void) {
 #endif
 }
 
+// Row reductions in LANES fixed lanes, combined in a fixed order: a plain
+// float `sum +=` loop is a serial dependency chain that GCC may not vectorise
+// (it would reorder the additions); lanes vectorise and the bits still depend
+// only on n, never on the thread count.
+#define LANES 16
+
+// sum x[i]
+static float lane_sum(const float *x, int n) {
+    float lane[LANES] = {0};
+    int full = n / LANES * LANES;
+    for (int i = 0; i < full; i += LANES)
+        for (int j = 0; j < LANES; j++) lane[j] += x[i + j];
+    float sum = 0.0f;
+    for (int j = 0; j < LANES; j++) sum += lane[j];
+    for (int i = full; i < n; i++) sum += x[i];
+    return sum;
+}
+
+// sum (x[i] - m)^2
+static float lane_sum_sq_dev(const float *x, float m, int n) {
+    float lane[LANES] = {0};
+    int full = n / LANES * LANES;
+    for (int i = 0; i < full; i += LANES)
+        for (int j = 0; j < LANES; j++) lane[j] += (x[i + j] - m) * (x[i + j] - m);
+    float sum = 0.0f;
+    for (int j = 0; j < LANES; j++) sum += lane[j];
+    for (int i = full; i < n; i++) sum += (x[i] - m) * (x[i] - m);
+    return sum;
+}
+
+// sum a[i] * b[i]
+static float lane_dot(const float *a, const float *b, int n) {
+    float lane[LANES] = {0};
+    int full = n / LANES * LANES;
+    for (int i = 0; i < full; i += LANES)
+        for (int j = 0; j < LANES; j++) lane[j] += a[i + j] * b[i + j];
+    float sum = 0.0f;
+    for (int j = 0; j < LANES; j++) sum += lane[j];
+    for (int i = full; i < n; i++) sum += a[i] * b[i];
+    return sum;
+}
+
 // Column sums over rows, dst[c] += sum_n src[n*C + c] (times x if given).
 // Parallel over blocks of 16 columns (one cache line): each thread owns its
 // columns and adds rows in order, so the result is thread-count independent.
@@ -148,15 +190,8 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, c
     for (int n = 0; n < N; n++) {
         const float *x = inp + (long)n * C;
         float *y = out + (long)n * C;
-        float m = 0.0f;
-        for (int c = 0; c < C; c++) m += x[c];
-        m /= C;
-        float v = 0.0f;  // two-pass variance: no cancellation for rows with a large mean
-        for (int c = 0; c < C; c++) {
-            float d = x[c] - m;
-            v += d * d;
-        }
-        v /= C;
+        float m = lane_sum(x, C) / C;
+        float v = lane_sum_sq_dev(x, m, C) / C;  // two-pass variance: no cancellation for rows with a large mean
         float s = 1.0f / sqrtf(v + LAYERNORM_EPS);
         for (int c = 0; c < C; c++) y[c] = (x[c] - m) * s * weight[c] + bias[c];
         mean[n] = m;
@@ -172,14 +207,24 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
             const float *x = inp + (long)n * C, *dy = dout + (long)n * C;
             float *dx = dinp + (long)n * C;
             float m = mean[n], s = rstd[n];
+            // sum_c dn_c and sum_c dn_c * xhat_c, with dn = dy * weight, in fixed lanes
+            float lane_dn[LANES] = {0}, lane_dx[LANES] = {0};
+            int full = C / LANES * LANES;
+            for (int c0 = 0; c0 < full; c0 += LANES)
+                for (int j = 0; j < LANES; j++) {
+                    float dn = dy[c0 + j] * weight[c0 + j];
+                    lane_dn[j] += dn;
+                    lane_dx[j] += dn * (x[c0 + j] - m);
+                }
             float sum_dn = 0.0f, sum_dn_xhat = 0.0f;
-            for (int c = 0; c < C; c++) {
+            for (int j = 0; j < LANES; j++) sum_dn += lane_dn[j], sum_dn_xhat += lane_dx[j];
+            for (int c = full; c < C; c++) {
                 float dn = dy[c] * weight[c];
                 sum_dn += dn;
-                sum_dn_xhat += dn * (x[c] - m) * s;
+                sum_dn_xhat += dn * (x[c] - m);
             }
             sum_dn /= C;
-            sum_dn_xhat /= C;
+            sum_dn_xhat *= s / C;
             for (int c = 0; c < C; c++) {
                 float xhat = (x[c] - m) * s;
                 dx[c] += s * (dy[c] * weight[c] - sum_dn - xhat * sum_dn_xhat);
@@ -241,37 +286,18 @@ static inline float exp_approx(float x) {
 // expf so that the exp loop vectorises (attention alone takes B*H*T*T exps per
 // layer), and the max and the sum run in 16 fixed lanes combined in a fixed
 // order, so the bits depend on n only, never on the thread count.
-#define SOFTMAX_LANES 16
 static void softmax_row(float *out, const float *in, int n) {
-    float lane[SOFTMAX_LANES];
-    int full = n / SOFTMAX_LANES * SOFTMAX_LANES;
-    for (int j = 0; j < SOFTMAX_LANES; j++) lane[j] = -INFINITY;
-    for (int i = 0; i < full; i += SOFTMAX_LANES)
-        for (int j = 0; j < SOFTMAX_LANES; j++) lane[j] = in[i + j] > lane[j] ? in[i + j] : lane[j];
+    float lane[LANES];
+    int full = n / LANES * LANES;
+    for (int j = 0; j < LANES; j++) lane[j] = -INFINITY;
+    for (int i = 0; i < full; i += LANES)
+        for (int j = 0; j < LANES; j++) lane[j] = in[i + j] > lane[j] ? in[i + j] : lane[j];
     float mx = -INFINITY;
-    for (int j = 0; j < SOFTMAX_LANES; j++) mx = lane[j] > mx ? lane[j] : mx;
+    for (int j = 0; j < LANES; j++) mx = lane[j] > mx ? lane[j] : mx;
     for (int i = full; i < n; i++) mx = in[i] > mx ? in[i] : mx;
     for (int i = 0; i < n; i++) out[i] = exp_approx(in[i] - mx);
-    for (int j = 0; j < SOFTMAX_LANES; j++) lane[j] = 0.0f;
-    for (int i = 0; i < full; i += SOFTMAX_LANES)
-        for (int j = 0; j < SOFTMAX_LANES; j++) lane[j] += out[i + j];
-    float sum = 0.0f;
-    for (int j = 0; j < SOFTMAX_LANES; j++) sum += lane[j];
-    for (int i = full; i < n; i++) sum += out[i];
-    float inv = 1.0f / sum;
+    float inv = 1.0f / lane_sum(out, n);
     for (int i = 0; i < n; i++) out[i] *= inv;
-}
-
-// sum a[i] * b[i] in SOFTMAX_LANES fixed lanes (vectorises; bits depend on n only).
-static float dot_lanes(const float *a, const float *b, int n) {
-    float lane[SOFTMAX_LANES] = {0};
-    int full = n / SOFTMAX_LANES * SOFTMAX_LANES;
-    for (int i = 0; i < full; i += SOFTMAX_LANES)
-        for (int j = 0; j < SOFTMAX_LANES; j++) lane[j] += a[i + j] * b[i + j];
-    float sum = 0.0f;
-    for (int j = 0; j < SOFTMAX_LANES; j++) sum += lane[j];
-    for (int i = full; i < n; i++) sum += a[i] * b[i];
-    return sum;
 }
 
 // Phi(x) = 0.5 (1 + erf(x / sqrt 2)); *pdf gets exp(-x^2/2) / sqrt(2 pi).
@@ -424,7 +450,7 @@ void attention_backward(float *dqkv, float *scratch, const float *dout, const fl
         for (int i = 0; i < T; i++) {
             float *dsr = ds + (long)i * T;
             const float *pr = p + (long)i * T;
-            float dot = dot_lanes(dsr, pr, T);
+            float dot = lane_dot(dsr, pr, T);
             for (int j = 0; j < T; j++) dsr[j] = pr[j] * (dsr[j] - dot);
         }
         // dq += scale * dS @ k ; dk += scale * dS^T @ q
