@@ -126,6 +126,11 @@ test: all shards
 bench: all
 	@for b in tools/bench_*.sh; do echo "== $$b"; flock /tmp/ccvit-bench.lock bash $$b || exit 1; done
 
+# Where a pretraining step's time goes, per kernel (perf; tools/profile_step.sh --help).
+profile: all
+	flock /tmp/ccvit-bench.lock bash tools/profile_step.sh fmnist_28 4
+	flock /tmp/ccvit-bench.lock bash tools/profile_step.sh vit_ti_224 3
+
 # Shards for the data loaders (data/ is gitignored): written by
 # build/bin/make_shards only when the manifest is missing.
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
@@ -151,6 +156,6 @@ run:
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all deps test bench clean run shards shards-imagenet
+.PHONY: all deps test bench profile clean run shards shards-imagenet
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

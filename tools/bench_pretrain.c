@@ -68,7 +68,13 @@ int main(int argc, char **argv) {
     }
     double *times = xcalloc(steps, sizeof(double), "times");
     ObjectiveLosses L = {0};
+    // tools/profile_step.sh: perf starts sampling (disabled) and listens on a FIFO; the timed steps
+    // alone are profiled, not the set-up or the warm-up.
+    const char *perf_ctl = getenv("CCVIT_PERF_CTL");
+    FILE *ctl = perf_ctl ? fopen(perf_ctl, "w") : NULL;
+    if (perf_ctl && !ctl) fatal("CCVIT_PERF_CTL: cannot open '%s' for writing", perf_ctl);
     for (int s = 0; s < warmup + steps; s++) {
+        if (ctl && s == warmup) fputs("enable\n", ctl), fflush(ctl);
         double t0 = now_seconds();
         params_zero_grad(t);
         L = objective_forward(o, view1, clean1, view2, batch, s, -1);
@@ -77,6 +83,7 @@ int main(int argc, char **argv) {
         adamw_step(&opt, t, 1e-4f);
         if (s >= warmup) times[s - warmup] = now_seconds() - t0;
     }
+    if (ctl) fputs("disable\n", ctl), fclose(ctl);
     qsort(times, steps, sizeof(double), cmp_double);
     double step = times[steps / 2];
     double flops = 3.0 * objective_forward_flops(o, batch);
