@@ -23,7 +23,7 @@ FULL_MINUTES=${FULL_MINUTES:-90}
 FT_MINUTES=${FT_MINUTES:-6}
 TOKENIZER=data/tokenizers/fashion_mnist_p4_k512.h5
 BIN=build/bin
-LAMBDAS=1e-7,1e-6,1e-5,1e-4   # the range ViT features pick from (tools/main_job.sh)
+LAMBDAS=1e-7,1e-6,1e-5,1e-4,1e-3,1e-2   # wider than the main job's: longer-trained encoders pick stronger L2
 mkdir -p "$OUT"
 
 need_tokenizer() {
