@@ -18,30 +18,6 @@ CONFIGS = {
 }
 
 
-def block_mask(grid, count, rng):
-    """BEiT-style blockwise mask with the exact count (numpy, for the twin)."""
-    m = np.zeros((grid, grid), bool)
-    while m.sum() < count:
-        left = count - m.sum()
-        for _ in range(10):
-            area = rng.uniform(4, max(left, 4))
-            ar = np.exp(rng.uniform(np.log(0.3), np.log(1 / 0.3)))
-            h, w = int(round(np.sqrt(area * ar))), int(round(np.sqrt(area / ar)))
-            if 0 < h < grid and 0 < w < grid:
-                t, l = rng.integers(0, grid - h + 1), rng.integers(0, grid - w + 1)
-                new = h * w - m[t:t + h, l:l + w].sum()
-                if 0 < new <= left:
-                    m[t:t + h, l:l + w] = True
-                    break
-        else:
-            break
-    flat = m.reshape(-1)
-    idx = np.flatnonzero(~flat)
-    rng.shuffle(idx)
-    flat[idx[:max(0, count - flat.sum())]] = True
-    return flat
-
-
 def torch_worker(name, threads, steps, warmup):
     import torch, torch_twin
     torch.set_num_threads(threads)
@@ -52,7 +28,7 @@ def torch_worker(name, threads, steps, warmup):
     groups = torch_twin.adamw_param_groups(model, 0.05)
     opt = torch.optim.AdamW(groups, lr=1e-4)
     S, C, P = e["img_size"], e["in_chans"], e["patch_size"]
-    g, N = S // P, (S // P) ** 2
+    N = (S // P) ** 2
     cents = torch.rand(K, C * P * P)
     clean1 = torch.rand(B, C, S, S)
     view2 = torch.randn(B, C, S, S)
@@ -61,16 +37,8 @@ def torch_worker(name, threads, steps, warmup):
     for s in range(warmup + steps):
         t0 = time.perf_counter()
         with torch.no_grad():  # tokenise, mask, replace: the twin's data-side work
-            patches = model.patchify(clean1)
-            d2 = (patches ** 2).sum(-1, keepdim=True) - 2 * patches @ cents.t() + (cents ** 2).sum(-1)
-            ids = d2.argmin(-1)
-            mask = torch.tensor(np.stack([block_mask(g, round(0.4 * N), rng) for _ in range(B)]))
-            rep = torch.zeros(B, N, dtype=torch.bool)
-            for b in range(B):
-                free = torch.nonzero(~mask[b]).flatten()
-                rep[b, free[torch.randperm(len(free))[:round(0.1 * N)]]] = True
-            cp = torch.where(rep[..., None], cents[ids], patches)
-            view1 = (cp.reshape(B, g, g, C, P, P).permute(0, 3, 1, 4, 2, 5).reshape(B, C, S, S) - 0.5) / 0.25
+            view1, mask, rep, ids = torch_twin.corrupt_batch(model, clean1, cents, round(0.4 * N), round(0.1 * N), rng,
+                                                             0.5, 0.25)
             images = torch.cat([view1, view2])
             mask_all = torch.cat([mask, torch.zeros_like(mask)])
         opt.zero_grad(set_to_none=True)

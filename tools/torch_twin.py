@@ -4,6 +4,7 @@ in plain torch, because Debian has no timm package. Used by the tests (as the
 reference), the benchmarks (as the peer) and the export check.
 """
 import math
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -117,12 +118,14 @@ class VisionTransformer(nn.Module):
 
 
 def adamw_param_groups(model, weight_decay):
-    """timm's rule: no decay for 1-D tensors, biases, pos_embed, cls/mask tokens."""
+    """timm's rule: no decay for 1-D tensors, biases, pos_embed, cls/mask tokens.
+    Works on a VisionTransformer and on a Pretrainer (whose encoder names carry "encoder.")."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if p.ndim <= 1 or name.endswith(".bias") or name in ("pos_embed", "cls_token", "mask_token"):
+        short = name[len("encoder."):] if name.startswith("encoder.") else name
+        if p.ndim <= 1 or name.endswith(".bias") or short in ("pos_embed", "cls_token", "mask_token"):
             no_decay.append(p)
         else:
             decay.append(p)
@@ -234,3 +237,49 @@ class Pretrainer(nn.Module):
             pos = torch.cat([torch.arange(R // 2, R), torch.arange(0, R // 2)])
             nce = F.cross_entropy(sim, pos)
         return w_tok * ce + w_pix * mse + w_con * nce, ce, mse, nce
+
+
+# ---- the data-side corruption (numpy/torch versions of trainer/masking.c) ------------
+
+def block_mask(grid, count, rng):
+    """BEiT-style blockwise mask with the exact count, as a flat bool array of grid*grid."""
+    m = np.zeros((grid, grid), bool)
+    while m.sum() < count:
+        left = count - m.sum()
+        for _ in range(10):
+            area = rng.uniform(4, max(left, 4))
+            ar = np.exp(rng.uniform(np.log(0.3), np.log(1 / 0.3)))
+            h, w = int(round(np.sqrt(area * ar))), int(round(np.sqrt(area / ar)))
+            if 0 < h < grid and 0 < w < grid:
+                t, l = rng.integers(0, grid - h + 1), rng.integers(0, grid - w + 1)
+                new = h * w - m[t:t + h, l:l + w].sum()
+                if 0 < new <= left:
+                    m[t:t + h, l:l + w] = True
+                    break
+        else:
+            break
+    flat = m.reshape(-1)
+    idx = np.flatnonzero(~flat)
+    rng.shuffle(idx)
+    flat[idx[:max(0, count - flat.sum())]] = True
+    return flat
+
+
+@torch.no_grad()
+def corrupt_batch(model, clean, cents, n_mask, n_replace, rng, mean, std):
+    """clean [B,C,S,S] in [0,1] -> (view1 normalised with n_mask blockwise-masked and n_replace
+    centroid-replaced patches, mask [B,N], replaced [B,N], the clean patches' centroid ids [B,N])."""
+    B, C, S, _ = clean.shape
+    P = model.P
+    g, N = S // P, (S // P) ** 2
+    patches = model.patchify(clean)
+    d2 = (patches ** 2).sum(-1, keepdim=True) - 2 * patches @ cents.t() + (cents ** 2).sum(-1)
+    ids = d2.argmin(-1)
+    mask = torch.tensor(np.stack([block_mask(g, n_mask, rng) for _ in range(B)]))
+    rep = torch.zeros(B, N, dtype=torch.bool)
+    for b in range(B):
+        free = torch.nonzero(~mask[b]).flatten()
+        rep[b, free[torch.randperm(len(free))[:n_replace]]] = True
+    cp = torch.where(rep[..., None], cents[ids], patches)
+    view1 = (cp.reshape(B, g, g, C, P, P).permute(0, 3, 1, 4, 2, 5).reshape(B, C, S, S) - mean) / std
+    return view1, mask, rep, ids

@@ -13,7 +13,7 @@ usage: tools/twin_pretrain.py --config configs/fashion_mnist.yaml \
          --template checkpoints/main-latest/latest --minutes 9 --out twin.h5
 Needs python3-torch, python3-torchvision, python3-h5py, python3-yaml (Debian); run with /usr/bin/python3.
 """
-import argparse, gzip, json, math, os, shutil, sys, time
+import argparse, gzip, json, os, shutil, sys, time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,9 +73,7 @@ def main():
     a = ap.parse_args()
 
     import h5py, torch, yaml
-    import torch.nn.functional as F
     import torch_twin
-    from bench_pretrain import block_mask
 
     cfg = yaml.safe_load(open(a.config))
     with h5py.File(a.template, "r") as f:  # the effective config: the file's keys plus every default
@@ -87,7 +85,7 @@ def main():
     rng = np.random.default_rng(a.seed)
 
     S, P, C = cfg["img_size"], cfg["patch_size"], cfg["in_chans"]
-    g, N = S // P, (S // P) ** 2
+    N = (S // P) ** 2
     enc = dict(img_size=S, patch_size=P, in_chans=C, embed_dim=cfg["embed_dim"], depth=cfg["depth"],
                num_heads=cfg["num_heads"], mlp_ratio=cfg["mlp_ratio"], qkv_bias=bool(cfg["qkv_bias"]),
                layer_scale_init=cfg["layer_scale_init"])
@@ -99,15 +97,7 @@ def main():
     if cfg["freeze_patch_embed"]:
         for p in model.encoder.patch_embed.parameters():
             p.requires_grad_(False)
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        short = model.c_name(name)
-        (no_decay if p.ndim <= 1 or name.endswith(".bias") or short in ("pos_embed", "cls_token", "mask_token")
-         else decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg["weight_decay"]},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg["lr"])
+    opt = torch.optim.AdamW(torch_twin.adamw_param_groups(model, cfg["weight_decay"]), lr=cfg["lr"])
 
     images = read_idx_images(os.path.join(a.fashion_mnist, "train-images-idx3-ubyte.gz"))
     augment = make_augment(cfg)
@@ -126,17 +116,8 @@ def main():
         idx = order[pos:pos + B]
         pos += B
         v1 = torch.stack([augment(images[i]) for i in idx])
+        view1, mask, rep, ids = torch_twin.corrupt_batch(model, v1, cents, n_mask, n_rep, rng, mean, std)
         with torch.no_grad():
-            patches = model.patchify(v1)
-            d2 = (patches ** 2).sum(-1, keepdim=True) - 2 * patches @ cents.t() + (cents ** 2).sum(-1)
-            ids = d2.argmin(-1)
-            mask = torch.tensor(np.stack([block_mask(g, n_mask, rng) for _ in range(B)]))
-            rep = torch.zeros(B, N, dtype=torch.bool)
-            for b in range(B):
-                free = torch.nonzero(~mask[b]).flatten()
-                rep[b, free[torch.randperm(len(free))[:n_rep]]] = True
-            cp = torch.where(rep[..., None], cents[ids], patches)
-            view1 = (cp.reshape(B, g, g, C, P, P).permute(0, 3, 1, 4, 2, 5).reshape(B, C, S, S) - mean) / std
             if w_con > 0:
                 v2 = (torch.stack([augment(images[i]) for i in idx]) - mean) / std
                 inp, mask_all = torch.cat([view1, v2]), torch.cat([mask, torch.zeros_like(mask)])
