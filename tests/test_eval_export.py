@@ -210,3 +210,29 @@ def test_eval_block_features(C, tmp_path, shards):
     assert np.abs(b0[0] - b1[0]).max() > 1e-2
     p = subprocess.run([EVAL] + args + ["--block", "2"], capture_output=True, text=True)
     assert p.returncode != 0 and "blocks 0..1" in p.stderr, p.stderr
+
+
+def test_eval_last_blocks_concatenates_normed_blocks(C, tmp_path, shards):
+    """--last-blocks N (DINO's linear-eval features): the features of the last N blocks side by side,
+    each block's tokens through the final norm; N 1 is the default; the last part is the default
+    feature; N beyond the blocks up to --block is refused."""
+    train, test = shards
+    yaml = config_yaml(tmp_path, **model_keys(MODEL, 3))
+    ckpt = tmp_path / "ckpt.h5"
+    save_checkpoint(C, cbind.CVit(C, 2, seed=3, **MODEL), ckpt, yaml)
+    args = [str(ckpt), "--train", train, "--test", test, "--limit-train", "200", "--limit-test", "50", "--no-probe",
+            "--features", "cls"]
+    _, fin, _ = run_eval(args, tmp_path, "final")
+    _, b0, _ = run_eval(args + ["--block", "0"], tmp_path, "b0")
+    r2, two, _ = run_eval(args + ["--last-blocks", "2"], tmp_path, "two")
+    D = MODEL["embed_dim"]
+    assert r2["last_blocks"] == 2 and two[0].shape == (200, 2 * D) and two[2].shape == (50, 2 * D)
+    np.testing.assert_array_equal(two[0][:, D:], fin[0])      # the last block's part is the default feature
+    np.testing.assert_array_equal(two[2][:, D:], fin[2])
+    cls0 = b0[0].astype(np.float64)                           # the first part: blocks.0's CLS through the norm
+    normed = (cls0 - cls0.mean(1, keepdims=True)) / np.sqrt(cls0.var(1, keepdims=True) + 1e-6)
+    np.testing.assert_allclose(two[0][:, :D], normed, rtol=1e-4, atol=1e-4)
+    _, both, _ = run_eval(args[:-2] + ["--last-blocks", "2"], tmp_path, "both")
+    assert both[0].shape == (200, 4 * D)
+    p = subprocess.run([EVAL] + args + ["--block", "0", "--last-blocks", "2"], capture_output=True, text=True)
+    assert p.returncode != 0 and "--last-blocks 2: need 1..1" in p.stderr, p.stderr

@@ -14,6 +14,7 @@
 #include "probe.h"
 #include "runlog.h"
 #include "setup.h"
+#include "kernels.h"
 #include "vit.h"
 
 static void usage(void) {
@@ -36,6 +37,9 @@ static void usage(void) {
         "  --features cls|mean|both CLS token after the final norm, mean of the patch tokens, or both (default both)\n"
         "  --block L                the tokens out of blocks.L (0-based, before the final norm) instead of the\n"
         "                           final ones: masked-image models often probe better at mid depth (BEiT)\n"
+        "  --last-blocks N          concatenate the features of the last N blocks (ending at --block, default the\n"
+        "                           last), each block's tokens through the final norm (DINO's linear eval, n=4);\n"
+        "                           default 1\n"
         "  --batch N                images per forward pass (default 128)\n"
         "  --crop-pct F             eval resize = img_size / F, then centre crop (default 1: no crop)\n"
         "  --k N, --knn-t F         kNN neighbours and temperature (default 20, 0.07)\n"
@@ -59,14 +63,33 @@ typedef struct {
     int d, classes;
 } Split;
 
-static int feature_dim(const Vit *vit, FeatureKind kind, const LoaderConfig *lc) {
+static int feature_dim(const Vit *vit, FeatureKind kind, int n_blocks, const LoaderConfig *lc) {
     if (!vit) return lc->channels * lc->image_size * lc->image_size;
-    return kind == FEAT_BOTH ? 2 * vit->D : vit->D;
+    return n_blocks * (kind == FEAT_BOTH ? 2 * vit->D : vit->D);
+}
+
+// CLS and/or mean of the patch tokens of each image: tokens [n,T,D] -> out rows of `stride` floats.
+static void pool_tokens(float *out, size_t stride, const float *tokens, FeatureKind kind, int n, int T, int D) {
+    for (int i = 0; i < n; i++) {
+        const float *tok = tokens + (size_t)i * T * D;
+        float *o = out + (size_t)i * stride;
+        if (kind != FEAT_MEAN) memcpy(o, tok, D * sizeof(float));
+        if (kind != FEAT_CLS) {
+            float *m = o + (kind == FEAT_BOTH ? D : 0);
+            for (int j = 0; j < D; j++) {
+                double acc = 0;
+                for (int t = 1; t < T; t++) acc += tok[(size_t)t * D + j];
+                m[j] = (float)(acc / (T - 1));
+            }
+        }
+    }
 }
 
 // Features of every image of one split, in the loader's (sequential) order.
+// block -1: the final norm's tokens; n_blocks > 1: blocks block-n_blocks+1..block (block -1: the last),
+// each through the final norm, concatenated.
 static Split extract(const Config *cfg, const char *source, const char *name, Vit *vit, FeatureKind kind, int block,
-                     int batch, double crop_pct, long limit) {
+                     int n_blocks, int batch, double crop_pct, long limit) {
     LoaderConfig lc = loader_config_from(cfg, source, LOADER_EVAL, 0);
     lc.batch_size = batch;
     lc.eval_resize = (float)(int)(cfg->img_size / crop_pct + 0.5);
@@ -74,7 +97,14 @@ static Split extract(const Config *cfg, const char *source, const char *name, Vi
     size_t total = (size_t)loader_num_samples(L);
     if (limit > 0 && (size_t)limit < total) total = (size_t)limit;
     Split s = {0};
-    s.d = feature_dim(vit, kind, &lc);
+    s.d = feature_dim(vit, kind, n_blocks, &lc);
+    float *normed = NULL, *norm_mean = NULL, *norm_rstd = NULL;  // scratch for n_blocks > 1
+    if (vit && n_blocks > 1) {
+        size_t rows = (size_t)batch * vit->T;
+        normed = xmalloc(rows * vit->D * sizeof(float), "normed tokens");
+        norm_mean = xmalloc(rows * sizeof(float), "norm mean");
+        norm_rstd = xmalloc(rows * sizeof(float), "norm rstd");
+    }
     s.x = xmalloc(total * s.d * sizeof(float) + 1, "features");
     s.y = xmalloc(total * sizeof(int32_t) + 1, "labels");
     fprintf(stderr, "features of the %s split: %zu images from %s\n", name, total, source);
@@ -96,19 +126,15 @@ static Split extract(const Config *cfg, const char *source, const char *name, Vi
             memcpy(out, b.view1, n * pix * sizeof(float));
         } else {
             vit_forward(vit, b.view1, NULL, n);
-            const float *fin = block >= 0 ? vit_block_output(vit, block) : vit_final_tokens(vit);
             int T = vit->T, D = vit->D;
-            for (int i = 0; i < n; i++) {
-                const float *tok = fin + (size_t)i * T * D;
-                float *o = out + (size_t)i * s.d;
-                if (kind != FEAT_MEAN) memcpy(o, tok, D * sizeof(float));
-                if (kind != FEAT_CLS) {
-                    float *m = o + (kind == FEAT_BOTH ? D : 0);
-                    for (int j = 0; j < D; j++) {
-                        double acc = 0;
-                        for (int t = 1; t < T; t++) acc += tok[(size_t)t * D + j];
-                        m[j] = (float)(acc / (T - 1));
-                    }
+            if (n_blocks == 1) {
+                pool_tokens(out, s.d, block >= 0 ? vit_block_output(vit, block) : vit_final_tokens(vit), kind, n, T, D);
+            } else {
+                int last = block >= 0 ? block : vit->cfg.depth - 1, part = s.d / n_blocks;
+                for (int k = 0; k < n_blocks; k++) {
+                    layernorm_forward(normed, norm_mean, norm_rstd, vit_block_output(vit, last - n_blocks + 1 + k),
+                                      vit->w.norm_w, vit->w.norm_b, n * T, D);
+                    pool_tokens(out + (size_t)k * part, s.d, normed, kind, n, T, D);
                 }
             }
         }
@@ -122,6 +148,7 @@ static Split extract(const Config *cfg, const char *source, const char *name, Vi
     }
     progress_end(&pr);
     loader_close(L);
+    xfree(normed), xfree(norm_mean), xfree(norm_rstd);
     if (s.n == 0) fatal("%s split '%s' gave no images", name, source);
     for (size_t i = 0; i < s.n; i++)
         if (s.y[i] + 1 > s.classes) s.classes = s.y[i] + 1;
@@ -161,6 +188,7 @@ int main(int argc, char **argv) {
     double lambdas[16] = {1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1};
     int n_lambdas = 6;
     int block = -1;  // -1: the final norm's tokens
+    int n_blocks = 1;
     char err[4096];
 
     // Pass 1: eval's own options; config files and keys are applied afterwards.
@@ -194,6 +222,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--limit-train")) limit_train = atol(VALUE());
         else if (!strcmp(a, "--limit-test")) limit_test = atol(VALUE());
         else if (!strcmp(a, "--block")) block = atoi(VALUE());
+        else if (!strcmp(a, "--last-blocks")) n_blocks = atoi(VALUE());
         else if (!strcmp(a, "--lambdas")) n_lambdas = parse_lambdas(VALUE(), lambdas, 16);
         else if (!strcmp(a, "--features")) {
             const char *f = VALUE();
@@ -226,6 +255,10 @@ int main(int argc, char **argv) {
     if (config_finalize(&cfg, err, sizeof err)) fatal("%s", err);
     if (block < -1 || block >= cfg.depth) fatal("--block %d: the model has blocks 0..%d", block, cfg.depth - 1);
     if (block >= 0 && raw) fatal("--block needs a model, not --raw-pixels");
+    if (n_blocks < 1 || n_blocks > (block >= 0 ? block + 1 : cfg.depth))
+        fatal("--last-blocks %d: need 1..%d (the blocks up to %s)", n_blocks, block >= 0 ? block + 1 : cfg.depth,
+              block >= 0 ? "--block" : "the last");
+    if (n_blocks > 1 && raw) fatal("--last-blocks needs a model, not --raw-pixels");
     if (!train) train = cfg.data_train;
     if (!test) test = cfg.data_val;
     if (!train[0] || !test[0]) fatal("no data: give --train and --test (or data_train and data_val in the config)");
@@ -251,12 +284,14 @@ int main(int argc, char **argv) {
     if (ckpt) fprintf(stderr, " (step %lld, code %s)", (long long)info.step, info.code_version);
     if (model) fprintf(stderr, ", ViT %dpx/%d D=%d depth %d, features %s", cfg.img_size, cfg.patch_size, cfg.embed_dim, cfg.depth,
                        kind == FEAT_CLS ? "cls" : kind == FEAT_MEAN ? "mean" : "cls+mean");
-    if (model) fprintf(stderr, block >= 0 ? " of blocks.%d" : " after the final norm", block);
+    if (model && n_blocks > 1) fprintf(stderr, " of the %d blocks up to blocks.%d, each through the final norm", n_blocks,
+                                       block >= 0 ? block : cfg.depth - 1);
+    else if (model) fprintf(stderr, block >= 0 ? " of blocks.%d" : " after the final norm", block);
     fprintf(stderr, "\n");
 
     double t0 = now_seconds();
-    Split tr = extract(&cfg, train, "train", model, kind, block, batch, crop_pct, limit_train);
-    Split te = extract(&cfg, test, "test", model, kind, block, batch, crop_pct, limit_test);
+    Split tr = extract(&cfg, train, "train", model, kind, block, n_blocks, batch, crop_pct, limit_train);
+    Split te = extract(&cfg, test, "test", model, kind, block, n_blocks, batch, crop_pct, limit_test);
     double t_feat = now_seconds() - t0;
     int classes = tr.classes > te.classes ? tr.classes : te.classes;
     if (feat_path) save_features(feat_path, &tr, &te);
@@ -306,6 +341,7 @@ int main(int argc, char **argv) {
         if (ckpt) json_int(&j, "step", info.step);
         json_str(&j, "features", raw ? "pixels" : kind == FEAT_CLS ? "cls" : kind == FEAT_MEAN ? "mean" : "both");
         json_int(&j, "block", block);
+        json_int(&j, "last_blocks", n_blocks);
         json_str(&j, "train", train);
         json_str(&j, "test", test);
         json_int(&j, "n_train", (long long)tr.n);
