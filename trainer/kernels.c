@@ -118,17 +118,19 @@ static void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, fl
     }
 }
 
-// dW[O,I] += dout^T[O,M] @ inp[M,I], where M (tokens) is the long side. Row
-// blocks of dW would each re-pack all of inp, so instead M is cut into a fixed
-// number of chunks (a function of M only), each chunk's product goes to its own
-// partial buffer on one thread, and the partials are added in chunk order:
-// no repeated packing, and the same bits on any thread count.
+// dW[O,I] += dout^T[O,M] @ inp[M,I] and db[O] += sum_m dout[m,:] (db may be NULL),
+// where M (tokens) is the long side. Row blocks of dW would each re-pack all of
+// inp, so instead M is cut into a fixed number of chunks (a function of M only),
+// each chunk's product goes to its own partial buffer on one thread, and the
+// partials are added in chunk order: no repeated packing, and the same bits on
+// any thread count. The chunk's bias column sums run right after its product,
+// while its rows of dout are still in cache, instead of another pass over dout.
 #define KSPLIT_MAX_CHUNKS 8
 #define KSPLIT_MIN_ROWS 2048
 static float *ksplit_partials = NULL;  // grown on the first step, then reused
 static size_t ksplit_capacity = 0;
 
-static void gemm_weight_grad(int O, int IN, int M, const float *dout, const float *inp, float *dweight) {
+static void gemm_weight_grad(int O, int IN, int M, const float *dout, const float *inp, float *dweight, float *dbias) {
     int chunks = M / KSPLIT_MIN_ROWS;
     if (chunks > KSPLIT_MAX_CHUNKS) chunks = KSPLIT_MAX_CHUNKS;
 #ifdef _OPENMP
@@ -136,21 +138,37 @@ static void gemm_weight_grad(int O, int IN, int M, const float *dout, const floa
 #endif
     if (chunks <= 1) {  // short M: row blocks of dW, which are cheap to re-pack at this size
         gemm(CblasTrans, CblasNoTrans, O, IN, M, 1.0f, dout, O, inp, IN, 1.0f, dweight, IN);
+        if (dbias) column_sums_accumulate(dbias, dout, M, O);
         return;
     }
-    size_t need = (size_t)chunks * O * IN;
+    size_t need = (size_t)chunks * (O * IN + O);
     if (need > ksplit_capacity) {
         xfree(ksplit_partials);
         ksplit_partials = xmalloc(need * sizeof(float), "weight-gradient partials");
         ksplit_capacity = need;
     }
     int rows = (M + chunks - 1) / chunks;
+    float *bias_partials = ksplit_partials + (size_t)chunks * O * IN;  // [chunks][O]
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < chunks; c++) {
         int r0 = c * rows, r1 = r0 + rows < M ? r0 + rows : M;
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, O, IN, r1 - r0, 1.0f, dout + (long)r0 * O, O,
                     inp + (long)r0 * IN, IN, 0.0f, ksplit_partials + (size_t)c * O * IN, IN);
+        if (dbias) {
+            float *acc = bias_partials + (size_t)c * O;
+            memset(acc, 0, sizeof(float) * O);
+            for (int m = r0; m < r1; m++) {
+                const float *row = dout + (long)m * O;
+                for (int o = 0; o < O; o++) acc[o] += row[o];
+            }
+        }
     }
+    if (dbias)
+        for (int o = 0; o < O; o++) {
+            float acc = dbias[o];
+            for (int c = 0; c < chunks; c++) acc += bias_partials[(size_t)c * O + o];
+            dbias[o] = acc;
+        }
     long n = (long)O * IN;
 #pragma omp parallel for schedule(static)
     for (long j = 0; j < n; j++) {
@@ -173,13 +191,24 @@ void linear_forward(float *out, const float *inp, const float *weight, const flo
     gemm(CblasNoTrans, CblasTrans, M, OUT, IN, 1.0f, inp, IN, weight, IN, beta, out, OUT);
 }
 
+static void linear_backward_beta(float dinp_beta, float *dinp, float *dweight, float *dbias, const float *dout,
+                                 const float *inp, const float *weight, int M, int IN, int OUT) {
+    if (dinp)  // dinp[M,IN] = dinp_beta * dinp + dout[M,OUT] @ weight[OUT,IN]
+        gemm(CblasNoTrans, CblasNoTrans, M, IN, OUT, 1.0f, dout, OUT, weight, IN, dinp_beta, dinp, IN);
+    if (dweight)  // dweight[OUT,IN] += dout^T[OUT,M] @ inp[M,IN]; dbias[OUT] += sum_m dout
+        gemm_weight_grad(OUT, IN, M, dout, inp, dweight, dbias);
+    else if (dbias)
+        column_sums_accumulate(dbias, dout, M, OUT);
+}
+
 void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                      const float *weight, int M, int IN, int OUT) {
-    if (dinp)  // dinp[M,IN] += dout[M,OUT] @ weight[OUT,IN]
-        gemm(CblasNoTrans, CblasNoTrans, M, IN, OUT, 1.0f, dout, OUT, weight, IN, 1.0f, dinp, IN);
-    if (dweight)  // dweight[OUT,IN] += dout^T[OUT,M] @ inp[M,IN]
-        gemm_weight_grad(OUT, IN, M, dout, inp, dweight);
-    if (dbias) column_sums_accumulate(dbias, dout, M, OUT);
+    linear_backward_beta(1.0f, dinp, dweight, dbias, dout, inp, weight, M, IN, OUT);
+}
+
+void linear_backward_set_dinp(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                              const float *weight, int M, int IN, int OUT) {
+    linear_backward_beta(0.0f, dinp, dweight, dbias, dout, inp, weight, M, IN, OUT);
 }
 
 // ---- layernorm -----------------------------------------------------------------
@@ -321,6 +350,14 @@ static void gelu_forward_block(float *restrict out, const float *restrict inp, i
     }
 }
 
+static void bias_gelu_forward_block(float *restrict out, float *restrict pre, const float *restrict bias, int len) {
+    for (int i = 0; i < len; i++) {
+        float pdf, x = pre[i] + bias[i];
+        pre[i] = x;
+        out[i] = x * gaussian_cdf(x, &pdf);
+    }
+}
+
 static void gelu_backward_block(float *restrict dinp, const float *restrict dout, const float *restrict inp, int len) {
     for (int i = 0; i < len; i++) {
         float pdf, x = inp[i], cdf = gaussian_cdf(x, &pdf);
@@ -342,6 +379,11 @@ void gelu_forward(float *out, const float *inp, long n) {
         long lo = blk * GELU_BLOCK;
         gelu_forward_block(out + lo, inp + lo, (int)(lo + GELU_BLOCK < n ? GELU_BLOCK : n - lo));
     }
+}
+
+void bias_gelu_forward(float *out, float *pre, const float *bias, int M, int N) {
+#pragma omp parallel for schedule(static)
+    for (int m = 0; m < M; m++) bias_gelu_forward_block(out + (long)m * N, pre + (long)m * N, bias, N);
 }
 
 void gelu_backward(float *dinp, const float *dout, const float *inp, long n) {
@@ -443,9 +485,9 @@ void attention_backward(float *dqkv, float *scratch, const float *dout, const fl
         float *dq = dqkv + (long)b * T * ld + h * hd, *dk = dq + D, *dv = dq + 2 * D;
         const float *p = probs + (long)bh * T * T;
         const float *dO = dout + (long)b * T * D + h * hd;
-        // dP[T,T] = dO[T,hd] @ v^T ; dv += p^T @ dO
+        // dP[T,T] = dO[T,hd] @ v^T ; dv = p^T @ dO
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, 1.0f, dO, D, v, ld, 0.0f, ds, T);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, p, T, dO, D, 1.0f, dv, ld);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, p, T, dO, D, 0.0f, dv, ld);
         // softmax backward: dS = p * (dP - rowsum(dP * p))
         for (int i = 0; i < T; i++) {
             float *dsr = ds + (long)i * T;
@@ -453,9 +495,9 @@ void attention_backward(float *dqkv, float *scratch, const float *dout, const fl
             float dot = lane_dot(dsr, pr, T);
             for (int j = 0; j < T; j++) dsr[j] = pr[j] * (dsr[j] - dot);
         }
-        // dq += scale * dS @ k ; dk += scale * dS^T @ q
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, scale, ds, T, k, ld, 1.0f, dq, ld);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, scale, ds, T, q, ld, 1.0f, dk, ld);
+        // dq = scale * dS @ k ; dk = scale * dS^T @ q
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, scale, ds, T, k, ld, 0.0f, dq, ld);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, scale, ds, T, q, ld, 0.0f, dk, ld);
     }
 }
 

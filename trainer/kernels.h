@@ -15,6 +15,9 @@ void linear_forward(float *out, const float *inp, const float *weight, const flo
 // dinp[M,IN] += dout @ weight; dweight[OUT,IN] += dout^T @ inp; dbias[OUT] += sum_m dout
 void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                      const float *weight, int M, int IN, int OUT);
+// The same, except dinp = dout @ weight (written, not accumulated): saves zeroing a fresh buffer.
+void linear_backward_set_dinp(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                              const float *weight, int M, int IN, int OUT);
 
 // ---- layernorm over the last dim: out, mean, rstd: [N,C], [N], [N]; eps 1e-6
 #define LAYERNORM_EPS 1e-6f
@@ -25,6 +28,9 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 
 // ---- GELU, exact erf form: out[n] = x Φ(x)
 void gelu_forward(float *out, const float *inp, long n);
+// The bias add after a bias-free linear and the GELU in one pass:
+// pre[M,N] += bias[N]; out[M,N] = GELU(pre)
+void bias_gelu_forward(float *out, float *pre, const float *bias, int M, int N);
 void gelu_backward(float *dinp, const float *dout, const float *inp, long n);
 // d[n] *= GELU'(inp[n]): the backward pass in place, when d(out) is not needed again
 void gelu_backward_inplace(float *d, const float *inp, long n);
@@ -44,6 +50,8 @@ void layerscale_backward(float *dinp, float *dgamma, const float *dout, const fl
 void attention_forward(float *out, float *probs, const float *qkv, int B, int T, int D, int H);
 // scratch: attention_scratch_floats(T) floats per OpenMP thread.
 long attention_scratch_floats(int T);
+// dqkv [B,T,3D] is WRITTEN, not accumulated (every element is one head's
+// q, k or v gradient), so the caller need not zero it.
 void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv, const float *probs,
                         int B, int T, int D, int H);
 

@@ -145,8 +145,8 @@ void block_forward(BlockActs *a, const BlockWeights *w, const BlockScratch *s, c
     residual_forward(a->x_mid, a->x_mid, x_in, (long)BT * D);
     // out = x_mid + ls2 * fc2(gelu(fc1(norm2(x_mid))))
     layernorm_forward(s->ln, a->ln2_mean, a->ln2_rstd, a->x_mid, w->norm2_w, w->norm2_b, BT, D);
-    linear_forward(a->fc1, s->ln, w->fc1_w, w->fc1_b, BT, D, Hd);
-    gelu_forward(s->gelu, a->fc1, (long)BT * Hd);
+    linear_forward(a->fc1, s->ln, w->fc1_w, NULL, BT, D, Hd);
+    bias_gelu_forward(s->gelu, a->fc1, w->fc1_b, BT, Hd);  // a->fc1 keeps the biased pre-activation
     if (d->layer_scale) {
         linear_forward(a->mlp_out, s->gelu, w->fc2_w, w->fc2_b, BT, Hd, D);
         layerscale_forward(a->out, a->mlp_out, w->ls2, BT, D);
@@ -175,11 +175,9 @@ void block_backward(float *dres, const BlockWeights *g, const BlockScratch *s, c
     // Recompute what the forward did not keep: GELU(fc1) and norm2's output.
     gelu_forward(s->gelu, a->fc1, (long)BT * Hd);
     layernorm_forward(s->ln, a->ln2_mean, a->ln2_rstd, a->x_mid, w->norm2_w, w->norm2_b, BT, D);
-    memset(s->d_hidden, 0, sizeof(float) * (size_t)BT * Hd);
-    linear_backward(s->d_hidden, g->fc2_w, g->fc2_b, d_mlp_out, s->gelu, w->fc2_w, BT, Hd, D);
+    linear_backward_set_dinp(s->d_hidden, g->fc2_w, g->fc2_b, d_mlp_out, s->gelu, w->fc2_w, BT, Hd, D);
     gelu_backward_inplace(s->d_hidden, a->fc1, (long)BT * Hd);
-    memset(s->d_norm, 0, nD);
-    linear_backward(s->d_norm, g->fc1_w, g->fc1_b, s->d_hidden, s->ln, w->fc1_w, BT, D, Hd);
+    linear_backward_set_dinp(s->d_norm, g->fc1_w, g->fc1_b, s->d_hidden, s->ln, w->fc1_w, BT, D, Hd);
     layernorm_backward(dres, g->norm2_w, g->norm2_b, s->d_norm, a->x_mid, w->norm2_w, a->ln2_mean, a->ln2_rstd,
                        BT, D);
     // Attention branch: dres now holds d(x_mid).
@@ -193,13 +191,10 @@ void block_backward(float *dres, const BlockWeights *g, const BlockScratch *s, c
         layerscale_backward(s->d_branch, g->ls1, d_proj_out, a->attn_proj, w->ls1, BT, D);
         d_proj_out = s->d_branch;
     }
-    memset(s->d_norm, 0, nD);  // holds d(attn)
-    linear_backward(s->d_norm, g->proj_w, g->proj_b, d_proj_out, a->attn, w->proj_w, BT, D, D);
-    memset(s->d_qkv, 0, nD * 3);
+    linear_backward_set_dinp(s->d_norm, g->proj_w, g->proj_b, d_proj_out, a->attn, w->proj_w, BT, D, D);
     attention_backward(s->d_qkv, s->attn_scratch, s->d_norm, a->qkv, a->probs, B, T, D, d->H);
     layernorm_forward(s->ln, a->ln1_mean, a->ln1_rstd, x_in, w->norm1_w, w->norm1_b, BT, D);  // recompute
-    memset(s->d_norm, 0, nD);  // holds d(ln1)
-    linear_backward(s->d_norm, g->qkv_w, g->qkv_b, s->d_qkv, s->ln, w->qkv_w, BT, D, 3 * D);
+    linear_backward_set_dinp(s->d_norm, g->qkv_w, g->qkv_b, s->d_qkv, s->ln, w->qkv_w, BT, D, 3 * D);
     layernorm_backward(dres, g->norm1_w, g->norm1_b, s->d_norm, x_in, w->norm1_w, a->ln1_mean, a->ln1_rstd, BT, D);
 }
 
