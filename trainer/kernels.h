@@ -3,7 +3,9 @@
 //
 // Conventions (after llm.c): outputs first, then inputs, then saved caches,
 // then dimensions. Every *_backward ACCUMULATES (+=) into its gradient
-// outputs, so callers zero a buffer once and branches can add into it; a NULL
+// outputs, so callers zero a buffer once and branches can add into it, except
+// where a declaration says the output is WRITTEN (linear_backward_set_dinp's
+// dinp, attention_backward's dqkv: no zeroing needed before them); a NULL
 // gradient pointer means "not needed" and skips that work. Parallel loops write
 // disjoint slices and reduce in a fixed order, so results do not depend on the
 // number of threads.

@@ -336,8 +336,8 @@ ObjectiveLosses objective_forward(Objective *o, const float *view1, const float 
     if (o->use_contrast) {
         int R = 2 * B, H = o->cfg.proj_hidden, O = o->cfg.proj_dim;
         for (int i = 0; i < R; i++) memcpy(o->pj_in + (long)i * D, v->final + (long)i * T * D, sizeof(float) * D);
-        linear_forward(o->pj_h, o->pj_in, o->pj_fc1_w, o->pj_fc1_b, R, D, H);
-        gelu_forward(o->pj_g, o->pj_h, (long)R * H);
+        linear_forward(o->pj_h, o->pj_in, o->pj_fc1_w, NULL, R, D, H);
+        bias_gelu_forward(o->pj_g, o->pj_h, o->pj_fc1_b, R, H);  // pj_h keeps the biased pre-activation
         linear_forward(o->pj_u, o->pj_g, o->pj_fc2_w, o->pj_fc2_b, R, H, O);
         for (int i = 0; i < R; i++) {  // z = u / max(|u|, 1e-12), as F.normalize
             const float *u = o->pj_u + (long)i * O;
@@ -365,16 +365,14 @@ void objective_backward(Objective *o, float dloss) {
     if (o->use_token) {
         memset(o->d_tok_logits, 0, sizeof(float) * (size_t)M * o->K);
         softmax_xent_backward(o->d_tok_logits, o->tok_probs, o->scored_ids, M, o->K, 0.0f, dloss * o->cfg.w_token);
-        memset(o->d_tok_in, 0, sizeof(float) * (size_t)M * D);
-        linear_backward(o->d_tok_in, o->gtok_w, o->gtok_b, o->d_tok_logits, o->tok_in, o->tok_w, M, D, o->K);
+        linear_backward_set_dinp(o->d_tok_in, o->gtok_w, o->gtok_b, o->d_tok_logits, o->tok_in, o->tok_w, M, D, o->K);
         scatter_add_scored(o->d_final, o->d_tok_in, o->scored, M, N, T, D);
     }
     if (o->use_pixel) {
         float scale = 2.0f * dloss * o->cfg.w_pixel / ((float)M * d);
 #pragma omp parallel for schedule(static)
         for (long i = 0; i < (long)M * d; i++) o->d_ph_pred[i] = scale * (o->ph_pred[i] - o->pix_target[i]);
-        memset(o->d_ph_norm, 0, sizeof(float) * (size_t)M * D);
-        linear_backward(o->d_ph_norm, o->gph_proj_w, o->gph_proj_b, o->d_ph_pred, o->ph_norm, o->ph_proj_w, M, D, d);
+        linear_backward_set_dinp(o->d_ph_norm, o->gph_proj_w, o->gph_proj_b, o->d_ph_pred, o->ph_norm, o->ph_proj_w, M, D, d);
         memset(o->d_ph_sel, 0, sizeof(float) * (size_t)M * D);
         layernorm_backward(o->d_ph_sel, o->gph_norm_w, o->gph_norm_b, o->d_ph_norm, o->ph_sel, o->ph_norm_w,
                            o->ph_mean, o->ph_rstd, M, D);
@@ -415,11 +413,9 @@ void objective_backward(Objective *o, float dloss) {
             for (int j = 0; j < O; j++) dot += (double)z[j] * dz[j];
             for (int j = 0; j < O; j++) du[j] = (dz[j] - z[j] * (float)dot) / o->pj_norm[i];
         }
-        memset(o->d_pj_h, 0, sizeof(float) * (size_t)R * H);
-        linear_backward(o->d_pj_h, o->gpj_fc2_w, o->gpj_fc2_b, o->d_pj_u, o->pj_g, o->pj_fc2_w, R, H, O);
+        linear_backward_set_dinp(o->d_pj_h, o->gpj_fc2_w, o->gpj_fc2_b, o->d_pj_u, o->pj_g, o->pj_fc2_w, R, H, O);
         gelu_backward_inplace(o->d_pj_h, o->pj_h, (long)R * H);
-        memset(o->d_pj_in, 0, sizeof(float) * (size_t)R * D);
-        linear_backward(o->d_pj_in, o->gpj_fc1_w, o->gpj_fc1_b, o->d_pj_h, o->pj_in, o->pj_fc1_w, R, D, H);
+        linear_backward_set_dinp(o->d_pj_in, o->gpj_fc1_w, o->gpj_fc1_b, o->d_pj_h, o->pj_in, o->pj_fc1_w, R, D, H);
         for (int i = 0; i < R; i++) {
             float *out = o->d_final + (long)i * T * D;
             const float *in = o->d_pj_in + (long)i * D;
