@@ -216,11 +216,28 @@ def test_residual_and_layerscale(C):
 
 # ---- attention ----------------------------------------------------------------------------
 
-def c_attention(C, qkv, B, T, D, H):
-    out = np.zeros((B, T, D), np.float32)
-    probs = np.zeros((B, H, T, T), np.float32)
-    C.attention_forward(ptr(out), ptr(probs), ptr(qkv), B, T, D, H)
-    return out, probs
+def attn_scratch(C, T, D):
+    return np.zeros(C.kernel_max_threads() * C.attention_scratch_floats(T, D), np.float32)
+
+
+class RowSet(ctypes.Structure):
+    _fields_ = [("start", ctypes.c_void_p), ("index", ctypes.c_void_p), ("total", ctypes.c_int)]
+
+
+def row_set(kept):
+    """kept: per image, ascending token rows -> (RowSet, arrays kept alive)."""
+    start = np.cumsum([0] + [len(k) for k in kept]).astype(np.int32)
+    index = np.ascontiguousarray(np.concatenate([np.asarray(k, np.int32) for k in kept] + [np.zeros(0, np.int32)]))
+    return RowSet(ptr(start), ptr(index), int(start[-1])), (start, index)
+
+
+def c_attention(C, qkv, B, T, D, H, rows=None):
+    R = rows.total if rows else B * T
+    out = np.zeros((R, D), np.float32)
+    probs = np.zeros(B * H * T * T, np.float32)
+    C.attention_forward(ptr(out), ptr(probs), ptr(attn_scratch(C, T, D)), ptr(qkv),
+                        ctypes.byref(rows) if rows else None, B, T, D, H)
+    return (out if rows else out.reshape(B, T, D)), probs
 
 
 def torch_attention(qkv, B, T, D, H):
@@ -235,16 +252,41 @@ def test_attention(C, B, T, D, H):
     qkv = f32(rng.standard_normal((B, T, 3 * D)))
     R = f32(rng.standard_normal((B, T, D)))
     out, probs = c_attention(C, qkv, B, T, D, H)
-    scratch = np.zeros(C.kernel_max_threads() * C.attention_scratch_floats(T), np.float32)
     dqkv = np.full_like(qkv, 1e30)  # written, not accumulated: the old contents must not matter
-    C.attention_backward(ptr(dqkv), ptr(scratch), ptr(R), ptr(qkv), ptr(probs), B, T, D, H)
+    C.attention_backward(ptr(dqkv), ptr(attn_scratch(C, T, D)), ptr(R), ptr(qkv), ptr(probs), None, B, T, D, H)
     tq = t64(qkv)
     ref, att = torch_attention(tq, B, T, D, H)
     (ref * t64(R, False)).sum().backward()
     check("attention out", out, ref.detach())
-    check("attention probs", probs, att.detach())
+    check("attention probs", probs.reshape(B, H, T, T), att.detach())
     check("attention dqkv", dqkv, tq.grad)
     fd_check("attention", lambda p: c_attention(C, p["qkv"], B, T, D, H)[0], {"qkv": qkv},
+             {"qkv": dqkv, "__R__": R}, out.shape)
+
+
+# Kept query rows (the pretraining objective's last blocks): per image a
+# different count, including none and all; out, probs and dqkv against torch's
+# full attention read at those rows.
+@pytest.mark.parametrize("B,T,D,H", [(4, 17, 24, 3), (3, 50, 32, 2)])
+def test_attention_kept_rows(C, B, T, D, H):
+    kept = [[0, 3, 4, 9], [], list(range(T)), [0]][:B] if B == 4 else [[0, 5, 6, 7, 20, 49], [0], [1, 2]]
+    rows, keep_alive = row_set(kept)
+    qkv = f32(rng.standard_normal((B, T, 3 * D)))
+    R = f32(rng.standard_normal((rows.total, D)))
+    out, probs = c_attention(C, qkv, B, T, D, H, rows)
+    dqkv = np.full_like(qkv, 1e30)
+    C.attention_backward(ptr(dqkv), ptr(attn_scratch(C, T, D)), ptr(R), ptr(qkv), ptr(probs), ctypes.byref(rows),
+                         B, T, D, H)
+    tq = t64(qkv)
+    ref, att = torch_attention(tq, B, T, D, H)
+    flat = [b * T + t for b in range(B) for t in kept[b]]
+    ref_rows = ref.reshape(B * T, D)[flat]
+    (ref_rows * t64(R, False)).sum().backward()
+    check("attention kept rows out", out, ref_rows.detach())
+    ref_probs = np.concatenate([att.detach().numpy()[b][:, kept[b]].reshape(-1) for b in range(B)])
+    check("attention kept rows probs", probs[:ref_probs.size], torch.tensor(ref_probs))
+    check("attention kept rows dqkv", dqkv, tq.grad)
+    fd_check("attention kept rows", lambda p: c_attention(C, p["qkv"], B, T, D, H, rows)[0], {"qkv": qkv},
              {"qkv": dqkv, "__R__": R}, out.shape)
 
 

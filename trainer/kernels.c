@@ -455,51 +455,95 @@ static void softmax_rows_inplace(float *s, int rows, int cols) {
     for (int r = 0; r < rows; r++) softmax_row(s + (long)r * cols, s + (long)r * cols, cols);
 }
 
-void attention_forward(float *out, float *probs, const float *qkv, int B, int T, int D, int H) {
+// Image b's query rows: their count, where its compact rows and its probs start.
+static inline int attention_rows(const RowSet *rows, int b, int T, long *first) {
+    if (!rows) {
+        *first = (long)b * T;
+        return T;
+    }
+    *first = rows->start[b];
+    return rows->start[b + 1] - rows->start[b];
+}
+
+// Per thread: dS [T,T], then the kept q rows [T,hd] and their gradient [T,hd].
+long attention_scratch_floats(int T, int D) { return (long)T * T + 2L * T * D; }
+
+void attention_forward(float *out, float *probs, float *scratch, const float *qkv, const RowSet *rows, int B, int T,
+                       int D, int H) {
     int hd = D / H, ld = 3 * D;
     float scale = 1.0f / sqrtf((float)hd);
-#pragma omp parallel for schedule(static)
+    // schedule(static, 1): with rows, images differ in cost; each (b, h) writes its own slice either way
+#pragma omp parallel for schedule(static, 1)
     for (int bh = 0; bh < B * H; bh++) {
         int b = bh / H, h = bh % H;
-        const float *q = qkv + (long)b * T * ld + h * hd;
-        const float *k = q + D, *v = q + 2 * D;
-        float *p = probs + (long)bh * T * T;
-        // p[T,T] = scale * q[T,hd] @ k[T,hd]^T, then softmax over keys
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, scale, q, ld, k, ld, 0.0f, p, T);
-        softmax_rows_inplace(p, T, T);
-        // out[T,hd] (row stride D) = p[T,T] @ v[T,hd]
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, p, T, v, ld, 0.0f,
-                    out + (long)b * T * D + h * hd, D);
+        long first;
+        int R = attention_rows(rows, b, T, &first);
+        if (R == 0) continue;
+        const float *q = qkv + (long)b * T * ld + h * hd, *k = q + D, *v = q + 2 * D;
+        int ldq = ld;
+        if (rows) {  // gather the kept query rows of this head
+            float *qs = scratch + (long)thread_id() * attention_scratch_floats(T, D) + (long)T * T;
+            const int32_t *idx = rows->index + first;
+            for (int i = 0; i < R; i++) memcpy(qs + (long)i * hd, q + (long)idx[i] * ld, sizeof(float) * hd);
+            q = qs;
+            ldq = hd;
+        }
+        float *p = probs + (first * H + (long)h * R) * T;
+        // p[R,T] = scale * q[R,hd] @ k[T,hd]^T, then softmax over keys
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, T, hd, scale, q, ldq, k, ld, 0.0f, p, T);
+        softmax_rows_inplace(p, R, T);
+        // out[R,hd] (row stride D) = p[R,T] @ v[T,hd]
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, hd, T, 1.0f, p, T, v, ld, 0.0f,
+                    out + first * D + h * hd, D);
     }
 }
 
-long attention_scratch_floats(int T) { return (long)T * T; }
-
 void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv, const float *probs,
-                        int B, int T, int D, int H) {
+                        const RowSet *rows, int B, int T, int D, int H) {
     int hd = D / H, ld = 3 * D;
     float scale = 1.0f / sqrtf((float)hd);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static, 1)
     for (int bh = 0; bh < B * H; bh++) {
         int b = bh / H, h = bh % H;
-        float *ds = scratch + (long)thread_id() * T * T;  // dP, then dS in place
+        long first;
+        int R = attention_rows(rows, b, T, &first);
+        float *ds = scratch + (long)thread_id() * attention_scratch_floats(T, D);  // dP, then dS in place
         const float *q = qkv + (long)b * T * ld + h * hd, *k = q + D, *v = q + 2 * D;
         float *dq = dqkv + (long)b * T * ld + h * hd, *dk = dq + D, *dv = dq + 2 * D;
-        const float *p = probs + (long)bh * T * T;
-        const float *dO = dout + (long)b * T * D + h * hd;
-        // dP[T,T] = dO[T,hd] @ v^T ; dv = p^T @ dO
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, 1.0f, dO, D, v, ld, 0.0f, ds, T);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, p, T, dO, D, 0.0f, dv, ld);
+        if (rows) {  // q rows not kept get 0; the kept ones are scattered below
+            for (int t = 0; t < T; t++) memset(dq + (long)t * ld, 0, sizeof(float) * hd);
+            if (R == 0) {
+                for (int t = 0; t < T; t++) {
+                    memset(dk + (long)t * ld, 0, sizeof(float) * hd);
+                    memset(dv + (long)t * ld, 0, sizeof(float) * hd);
+                }
+                continue;
+            }
+        }
+        const float *p = probs + (first * H + (long)h * R) * T;
+        const float *dO = dout + first * D + h * hd;
+        // dP[R,T] = dO[R,hd] @ v^T ; dv = p^T @ dO
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, T, hd, 1.0f, dO, D, v, ld, 0.0f, ds, T);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, R, 1.0f, p, T, dO, D, 0.0f, dv, ld);
         // softmax backward: dS = p * (dP - rowsum(dP * p))
-        for (int i = 0; i < T; i++) {
+        for (int i = 0; i < R; i++) {
             float *dsr = ds + (long)i * T;
             const float *pr = p + (long)i * T;
             float dot = lane_dot(dsr, pr, T);
             for (int j = 0; j < T; j++) dsr[j] = pr[j] * (dsr[j] - dot);
         }
-        // dq = scale * dS @ k ; dk = scale * dS^T @ q
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, scale, ds, T, k, ld, 0.0f, dq, ld);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, scale, ds, T, q, ld, 0.0f, dk, ld);
+        if (!rows) {
+            // dq = scale * dS @ k ; dk = scale * dS^T @ q
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, scale, ds, T, k, ld, 0.0f, dq, ld);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, scale, ds, T, q, ld, 0.0f, dk, ld);
+            continue;
+        }
+        float *qs = ds + (long)T * T, *dqs = qs + (long)T * hd;
+        const int32_t *idx = rows->index + first;
+        for (int i = 0; i < R; i++) memcpy(qs + (long)i * hd, q + (long)idx[i] * ld, sizeof(float) * hd);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, hd, T, scale, ds, T, k, ld, 0.0f, dqs, hd);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, R, scale, ds, T, qs, hd, 0.0f, dk, ld);
+        for (int i = 0; i < R; i++) memcpy(dq + (long)idx[i] * ld, dqs + (long)i * hd, sizeof(float) * hd);
     }
 }
 

@@ -49,13 +49,26 @@ void layerscale_backward(float *dinp, float *dgamma, const float *dout, const fl
 // ---- multi-head self-attention, non-causal.
 // qkv [B,T,3D] (q | k | v, each split into H heads of D/H) -> out [B,T,D];
 // probs [B,H,T,T] (softmax(q k^T / sqrt(D/H))) is saved for backward.
-void attention_forward(float *out, float *probs, const float *qkv, int B, int T, int D, int H);
-// scratch: attention_scratch_floats(T) floats per OpenMP thread.
-long attention_scratch_floats(int T);
+//
+// A RowSet restricts the queries to the token rows a caller will read (every
+// key and value still takes part): image b's query rows are
+// index[start[b] .. start[b+1]) (token positions, ascending). Then out is
+// compact, [total,D] (row r is the r-th kept row), and image b's probs are
+// [H, R_b, T] from start[b]*H*T on. rows == NULL: every row, the layout above.
+typedef struct {
+    const int *start;       // [B+1]
+    const int32_t *index;   // [total]
+    int total;
+} RowSet;
+// scratch: attention_scratch_floats(T, D) floats per OpenMP thread.
+long attention_scratch_floats(int T, int D);
+void attention_forward(float *out, float *probs, float *scratch, const float *qkv, const RowSet *rows, int B, int T,
+                       int D, int H);
 // dqkv [B,T,3D] is WRITTEN, not accumulated (every element is one head's
-// q, k or v gradient), so the caller need not zero it.
+// q, k or v gradient; with rows, the q gradient of a row not kept is 0), so the
+// caller need not zero it. dout has out's layout.
 void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv, const float *probs,
-                        int B, int T, int D, int H);
+                        const RowSet *rows, int B, int T, int D, int H);
 
 // ---- patch embedding = patchify then linear with weight [D, C*P*P].
 // images [B,C,H,W] -> patches [B, (H/P)*(W/P), C*P*P], each patch in (c,y,x) order.

@@ -162,6 +162,10 @@ static void objective_layout(Objective *o, int B) {
         o->d_pj_z = arena_floats(g, R * O);
     }
     o->row_loss = arena_floats(a, (M > 2L * B ? M : 2L * B) + 1);
+    o->enc_row_start = arena_bytes(a, sizeof(int) * ((size_t)V * B + 1));
+    o->enc_row_index = arena_bytes(a, sizeof(int32_t) * (size_t)V * B * T);
+    o->ph_row_start = arena_bytes(a, sizeof(int) * ((size_t)B + 1));
+    o->ph_row_index = arena_bytes(a, sizeof(int32_t) * (size_t)B * T);
     o->d_final = arena_floats(g, (long)V * B * T * D);
 }
 
@@ -238,6 +242,28 @@ static int prepare_corruption(Objective *o, const float *clean1, int B, int64_t 
     return M;
 }
 
+// The rows the losses read (see objective.h); scored is ascending, so each
+// image's rows come out ascending.
+static void build_kept_rows(Objective *o, int B, int M) {
+    int N = o->vit->N, V = o->views, m = 0, r = 0, p = 0;
+    for (int b = 0; b < V * B; b++) {
+        o->enc_row_start[b] = r;
+        o->enc_row_index[r++] = 0;  // CLS: pixel head input, projector, collapse diagnostic
+        if (b < B) {
+            if (o->use_pixel) o->ph_row_start[b] = p;
+            for (; m < M && o->scored[m] / N == b; m++) {
+                int32_t t = 1 + o->scored[m] % N;
+                if (o->use_token) o->enc_row_index[r++] = t;
+                if (o->use_pixel) o->ph_row_index[p++] = t;
+            }
+        }
+    }
+    o->enc_row_start[V * B] = r;
+    if (o->use_pixel) o->ph_row_start[B] = p;
+    o->enc_rows = (RowSet){o->enc_row_start, o->enc_row_index, r};
+    o->ph_rows = (RowSet){o->ph_row_start, o->ph_row_index, p};
+}
+
 // rows[m] = src[token row of scored position m]; src is [B,T,D].
 static void gather_scored(float *rows, const float *src, const int32_t *scored, int M, int N, int T, int D) {
 #pragma omp parallel for schedule(static)
@@ -306,7 +332,10 @@ ObjectiveLosses objective_forward(Objective *o, const float *view1, const float 
         }
     L.scored = M;
     int any_mask = o->corrupt || (V == 2 && o->cfg.mask_both_views);
+    build_kept_rows(o, B, M);
+    vit_set_last_rows(v, &o->enc_rows);
     vit_forward(v, o->images, any_mask ? o->mask : NULL, V * B);
+    vit_set_last_rows(v, NULL);
 
     if (o->use_token) {
         gather_scored(o->tok_in, v->final, o->scored, M, N, T, D);
@@ -321,8 +350,9 @@ ObjectiveLosses objective_forward(Objective *o, const float *view1, const float 
             memcpy(o->ph_x + (long)b * T * D, last + (long)b * T * D, sizeof(float) * D);
             memcpy(o->ph_x + ((long)b * T + 1) * D, mid + ((long)b * T + 1) * D, sizeof(float) * (T - 1) * D);
         }
-        block_forward(&o->ph_blocks[0], &o->ph_w[0], &v->scratch, &o->ph_dims, o->ph_x, NULL, B, T);
-        block_forward(&o->ph_blocks[1], &o->ph_w[1], &v->scratch, &o->ph_dims, o->ph_blocks[0].out, NULL, B, T);
+        block_forward(&o->ph_blocks[0], &o->ph_w[0], &v->scratch, &o->ph_dims, o->ph_x, NULL, NULL, B, T);
+        block_forward(&o->ph_blocks[1], &o->ph_w[1], &v->scratch, &o->ph_dims, o->ph_blocks[0].out, NULL,
+                      &o->ph_rows, B, T);
         gather_scored(o->ph_sel, o->ph_blocks[1].out, o->scored, M, N, T, D);
         layernorm_forward(o->ph_norm, o->ph_mean, o->ph_rstd, o->ph_sel, o->ph_norm_w, o->ph_norm_b, M, D);
         linear_forward(o->ph_pred, o->ph_norm, o->ph_proj_w, o->ph_proj_b, M, D, d);
@@ -379,9 +409,9 @@ void objective_backward(Objective *o, float dloss) {
         memset(o->d_ph_x, 0, sizeof(float) * (size_t)B * T * D);
         scatter_add_scored(o->d_ph_x, o->d_ph_sel, o->scored, M, N, T, D);
         block_backward(o->d_ph_x, &o->ph_g[1], &v->scratch, &o->ph_blocks[1], &o->ph_w[1], &o->ph_dims,
-                       o->ph_blocks[0].out, NULL, B, T);
+                       o->ph_blocks[0].out, NULL, &o->ph_rows, B, T);
         block_backward(o->d_ph_x, &o->ph_g[0], &v->scratch, &o->ph_blocks[0], &o->ph_w[0], &o->ph_dims, o->ph_x, NULL,
-                       B, T);
+                       NULL, B, T);
         memset(o->d_last, 0, sizeof(float) * VBTD);
         memset(o->d_mid, 0, sizeof(float) * VBTD);
 #pragma omp parallel for schedule(static)
@@ -422,17 +452,23 @@ void objective_backward(Objective *o, float dloss) {
             for (int c = 0; c < D; c++) out[c] += in[c];
         }
     }
+    vit_set_last_rows(v, &o->enc_rows);  // the forward's kept rows
     vit_backward(v, o->d_final, dblock, V * B);
+    vit_set_last_rows(v, NULL);
 }
 
 double objective_forward_flops(const Objective *o, int B) {
     const Vit *v = o->vit;
-    double D = v->D, T = v->T, M = o->corrupt ? (double)B * (o->n_mask + o->n_replace) : 0;
-    double f = o->views * B * vit_forward_flops_per_image(&v->cfg);
+    double D = v->D, T = v->T, S = o->corrupt ? (double)(o->n_mask + o->n_replace) : 0, M = B * S;
+    double Hd = v->bdims.hidden, full = block_forward_flops(T, T, D, Hd);
+    // the encoder's last block computes only the kept rows (build_kept_rows)
+    double last_view1 = block_forward_flops(T, 1 + (o->use_token ? S : 0), D, Hd), last_view2 = block_forward_flops(T, 1, D, Hd);
+    double f = o->views * B * vit_forward_flops_per_image(&v->cfg) - o->views * B * full + B * last_view1;
+    if (o->views == 2) f += B * last_view2;
     if (o->use_token) f += 2 * M * D * o->K;
     if (o->use_pixel) {
-        double Hd = o->ph_dims.hidden;
-        f += 2 * B * (2 * T * D * 3 * D + 4 * T * T * D + 2 * T * D * D + 4 * T * D * Hd) + 2 * M * D * o->patch_dim;
+        double Hp = o->ph_dims.hidden;
+        f += B * (block_forward_flops(T, T, D, Hp) + block_forward_flops(T, S, D, Hp)) + 2 * M * D * o->patch_dim;
     }
     if (o->use_contrast) {
         double R = 2.0 * B, H = o->cfg.proj_hidden, O = o->cfg.proj_dim;

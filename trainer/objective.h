@@ -74,6 +74,12 @@ typedef struct {
     float *pj_in, *pj_h, *pj_g, *pj_u, *pj_z, *pj_norm;     // [2B,D] [2B,H] [2B,H] [2B,O] [2B,O] [2B]
     float *sim;                // [2B,2B] softmax rows (self excluded)
     float *row_loss;           // [max(M, 2B)] scratch
+    // Rows the losses read (dead work skipped): the encoder's last block keeps
+    // CLS (+ view1's scored patches for the token head); the pixel head's second
+    // block keeps the scored patches.
+    int *enc_row_start, *ph_row_start;        // [V*B+1], [B+1]
+    int32_t *enc_row_index, *ph_row_index;    // [V*B*T], [B*T]
+    RowSet enc_rows, ph_rows;
 
     // gradients
     float *d_final, *d_last, *d_mid;        // [V*B,T,D] into the encoder

@@ -107,92 +107,147 @@ void block_scratch_layout(BlockScratch *s, Arena *grads, const BlockDims *d, int
     s->d_norm = arena_floats(grads, BT * d->D);
     s->d_hidden = arena_floats(grads, BT * d->hidden);
     s->d_qkv = arena_floats(grads, BT * 3 * d->D);
-    s->attn_scratch = arena_floats(grads, (size_t)kernel_max_threads() * attention_scratch_floats(T));
+    s->kept = arena_floats(grads, BT * d->D);
+    s->attn_scratch = arena_floats(grads, (size_t)kernel_max_threads() * attention_scratch_floats(T, d->D));
 }
 
-// x[b,t,:] *= scale[b]
-static void scale_rows(float *x, const float *scale, int B, int T, int D) {
+// The image each row of x belongs to: T rows per image, or image b's kept rows.
+static inline int row_image(const RowSet *rows, long r, int T, int B) {
+    if (!rows) return (int)(r / T);
+    int lo = 0, hi = B - 1;  // the last b with start[b] <= r
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (rows->start[mid] <= r) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
+// x[r,:] *= scale[image of row r]
+static void scale_rows(float *x, const float *scale, const RowSet *rows, int B, int T, int D) {
+    long n = rows ? rows->total : (long)B * T;
 #pragma omp parallel for schedule(static)
-    for (long bt = 0; bt < (long)B * T; bt++) {
-        float f = scale[bt / T];
-        for (int c = 0; c < D; c++) x[bt * D + c] *= f;
+    for (long r = 0; r < n; r++) {
+        float f = scale[row_image(rows, r, T, B)];
+        for (int c = 0; c < D; c++) x[r * D + c] *= f;
     }
 }
 
-// dst[b,t,:] = src[b,t,:] * scale[b]
-static void scaled_copy_rows(float *dst, const float *src, const float *scale, int B, int T, int D) {
+// dst[r,:] = src[r,:] * scale[image of row r]
+static void scaled_copy_rows(float *dst, const float *src, const float *scale, const RowSet *rows, int B, int T,
+                             int D) {
+    long n = rows ? rows->total : (long)B * T;
 #pragma omp parallel for schedule(static)
-    for (long bt = 0; bt < (long)B * T; bt++) {
-        float f = scale[bt / T];
-        for (int c = 0; c < D; c++) dst[bt * D + c] = src[bt * D + c] * f;
+    for (long r = 0; r < n; r++) {
+        float f = scale[row_image(rows, r, T, B)];
+        for (int c = 0; c < D; c++) dst[r * D + c] = src[r * D + c] * f;
     }
+}
+
+// to_full 1: full[b, index[r], :] = kept[r, :]; 0: the reverse gather.
+static void copy_kept_rows(float *full, float *kept, const RowSet *rows, int B, int T, int D, int to_full) {
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int r = rows->start[b]; r < rows->start[b + 1]; r++) {
+            float *f = full + ((long)b * T + rows->index[r]) * D, *k = kept + (long)r * D;
+            if (to_full) memcpy(f, k, sizeof(float) * D);
+            else memcpy(k, f, sizeof(float) * D);
+        }
+}
+
+// kept[r, :] += full[b, index[r], :]: the residual of the kept rows.
+static void add_kept_rows(float *kept, const float *full, const RowSet *rows, int B, int T, int D) {
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int r = rows->start[b]; r < rows->start[b + 1]; r++) {
+            const float *f = full + ((long)b * T + rows->index[r]) * D;
+            float *k = kept + (long)r * D;
+            for (int c = 0; c < D; c++) k[c] += f[c];
+        }
 }
 
 void block_forward(BlockActs *a, const BlockWeights *w, const BlockScratch *s, const BlockDims *d, const float *x_in,
-                   const float *drop, int B, int T) {
+                   const float *drop, const RowSet *rows, int B, int T) {
     int BT = B * T, D = d->D, Hd = d->hidden;
-    // x_mid = x_in + ls1 * proj(attn(qkv(norm1(x_in))))
+    int R = rows ? rows->total : BT;  // rows after attention: every token, or the kept ones (compact)
+    // x_mid = x_in + ls1 * proj(attn(qkv(norm1(x_in)))); every token's k and v are needed
     layernorm_forward(s->ln, a->ln1_mean, a->ln1_rstd, x_in, w->norm1_w, w->norm1_b, BT, D);
     linear_forward(a->qkv, s->ln, w->qkv_w, w->qkv_b, BT, D, 3 * D);
-    attention_forward(a->attn, a->probs, a->qkv, B, T, D, d->H);
+    attention_forward(a->attn, a->probs, s->attn_scratch, a->qkv, rows, B, T, D, d->H);
     if (d->layer_scale) {
-        linear_forward(a->attn_proj, a->attn, w->proj_w, w->proj_b, BT, D, D);
-        layerscale_forward(a->x_mid, a->attn_proj, w->ls1, BT, D);
+        linear_forward(a->attn_proj, a->attn, w->proj_w, w->proj_b, R, D, D);
+        layerscale_forward(a->x_mid, a->attn_proj, w->ls1, R, D);
     } else {
-        linear_forward(a->x_mid, a->attn, w->proj_w, w->proj_b, BT, D, D);
+        linear_forward(a->x_mid, a->attn, w->proj_w, w->proj_b, R, D, D);
     }
-    if (drop) scale_rows(a->x_mid, drop, B, T, D);
-    residual_forward(a->x_mid, a->x_mid, x_in, (long)BT * D);
+    if (drop) scale_rows(a->x_mid, drop, rows, B, T, D);
+    if (rows) add_kept_rows(a->x_mid, x_in, rows, B, T, D);
+    else residual_forward(a->x_mid, a->x_mid, x_in, (long)BT * D);
     // out = x_mid + ls2 * fc2(gelu(fc1(norm2(x_mid))))
-    layernorm_forward(s->ln, a->ln2_mean, a->ln2_rstd, a->x_mid, w->norm2_w, w->norm2_b, BT, D);
-    linear_forward(a->fc1, s->ln, w->fc1_w, NULL, BT, D, Hd);
-    bias_gelu_forward(s->gelu, a->fc1, w->fc1_b, BT, Hd);  // a->fc1 keeps the biased pre-activation
+    float *mlp_dst = rows ? s->kept : a->out;  // compact rows are scattered into out at the end
+    layernorm_forward(s->ln, a->ln2_mean, a->ln2_rstd, a->x_mid, w->norm2_w, w->norm2_b, R, D);
+    linear_forward(a->fc1, s->ln, w->fc1_w, NULL, R, D, Hd);
+    bias_gelu_forward(s->gelu, a->fc1, w->fc1_b, R, Hd);  // a->fc1 keeps the biased pre-activation
     if (d->layer_scale) {
-        linear_forward(a->mlp_out, s->gelu, w->fc2_w, w->fc2_b, BT, Hd, D);
-        layerscale_forward(a->out, a->mlp_out, w->ls2, BT, D);
+        linear_forward(a->mlp_out, s->gelu, w->fc2_w, w->fc2_b, R, Hd, D);
+        layerscale_forward(mlp_dst, a->mlp_out, w->ls2, R, D);
     } else {
-        linear_forward(a->out, s->gelu, w->fc2_w, w->fc2_b, BT, Hd, D);
+        linear_forward(mlp_dst, s->gelu, w->fc2_w, w->fc2_b, R, Hd, D);
     }
-    if (drop) scale_rows(a->out, drop + B, B, T, D);
-    residual_forward(a->out, a->out, a->x_mid, (long)BT * D);
+    if (drop) scale_rows(mlp_dst, drop + B, rows, B, T, D);
+    residual_forward(mlp_dst, mlp_dst, a->x_mid, (long)R * D);
+    if (rows) {  // rows not kept pass x_in through: nothing downstream reads them
+        memcpy(a->out, x_in, sizeof(float) * (size_t)BT * D);
+        copy_kept_rows(a->out, s->kept, rows, B, T, D, 1);
+    }
 }
 
 void block_backward(float *dres, const BlockWeights *g, const BlockScratch *s, const BlockActs *a,
-                    const BlockWeights *w, const BlockDims *d, const float *x_in, const float *drop, int B, int T) {
+                    const BlockWeights *w, const BlockDims *d, const float *x_in, const float *drop, const RowSet *rows,
+                    int B, int T) {
     int BT = B * T, D = d->D, Hd = d->hidden;
-    size_t nD = sizeof(float) * (size_t)BT * D;
-    // MLP branch: dres holds d(out) = d(x_mid) through the residual, plus the branch.
-    const float *d_mlp_out = dres;
+    int R = rows ? rows->total : BT;
+    size_t nD = sizeof(float) * (size_t)R * D;
+    // d(out) of the rows the MLP saw: dres itself, or its kept rows gathered (the
+    // others pass straight through to d(x_in), which dres already holds).
+    float *dmid = dres;
+    if (rows) {
+        copy_kept_rows(dres, s->kept, rows, B, T, D, 0);
+        dmid = s->kept;
+    }
+    // MLP branch: dmid holds d(out) = d(x_mid) through the residual, plus the branch.
+    const float *d_mlp_out = dmid;
     if (drop) {  // d_norm is free until fc1's backward below
-        scaled_copy_rows(s->d_norm, dres, drop + B, B, T, D);
+        scaled_copy_rows(s->d_norm, dmid, drop + B, rows, B, T, D);
         d_mlp_out = s->d_norm;
     }
     if (d->layer_scale) {
         memset(s->d_branch, 0, nD);
-        layerscale_backward(s->d_branch, g->ls2, d_mlp_out, a->mlp_out, w->ls2, BT, D);
+        layerscale_backward(s->d_branch, g->ls2, d_mlp_out, a->mlp_out, w->ls2, R, D);
         d_mlp_out = s->d_branch;
     }
     // Recompute what the forward did not keep: GELU(fc1) and norm2's output.
-    gelu_forward(s->gelu, a->fc1, (long)BT * Hd);
-    layernorm_forward(s->ln, a->ln2_mean, a->ln2_rstd, a->x_mid, w->norm2_w, w->norm2_b, BT, D);
-    linear_backward_set_dinp(s->d_hidden, g->fc2_w, g->fc2_b, d_mlp_out, s->gelu, w->fc2_w, BT, Hd, D);
-    gelu_backward_inplace(s->d_hidden, a->fc1, (long)BT * Hd);
-    linear_backward_set_dinp(s->d_norm, g->fc1_w, g->fc1_b, s->d_hidden, s->ln, w->fc1_w, BT, D, Hd);
-    layernorm_backward(dres, g->norm2_w, g->norm2_b, s->d_norm, a->x_mid, w->norm2_w, a->ln2_mean, a->ln2_rstd,
-                       BT, D);
-    // Attention branch: dres now holds d(x_mid).
-    const float *d_proj_out = dres;
+    gelu_forward(s->gelu, a->fc1, (long)R * Hd);
+    layernorm_forward(s->ln, a->ln2_mean, a->ln2_rstd, a->x_mid, w->norm2_w, w->norm2_b, R, D);
+    linear_backward_set_dinp(s->d_hidden, g->fc2_w, g->fc2_b, d_mlp_out, s->gelu, w->fc2_w, R, Hd, D);
+    gelu_backward_inplace(s->d_hidden, a->fc1, (long)R * Hd);
+    linear_backward_set_dinp(s->d_norm, g->fc1_w, g->fc1_b, s->d_hidden, s->ln, w->fc1_w, R, D, Hd);
+    layernorm_backward(dmid, g->norm2_w, g->norm2_b, s->d_norm, a->x_mid, w->norm2_w, a->ln2_mean, a->ln2_rstd,
+                       R, D);
+    // Attention branch: dmid now holds d(x_mid).
+    const float *d_proj_out = dmid;
     if (drop) {  // d_qkv is free until the attention backward below
-        scaled_copy_rows(s->d_qkv, dres, drop, B, T, D);
+        scaled_copy_rows(s->d_qkv, dmid, drop, rows, B, T, D);
         d_proj_out = s->d_qkv;
     }
     if (d->layer_scale) {
         memset(s->d_branch, 0, nD);
-        layerscale_backward(s->d_branch, g->ls1, d_proj_out, a->attn_proj, w->ls1, BT, D);
+        layerscale_backward(s->d_branch, g->ls1, d_proj_out, a->attn_proj, w->ls1, R, D);
         d_proj_out = s->d_branch;
     }
-    linear_backward_set_dinp(s->d_norm, g->proj_w, g->proj_b, d_proj_out, a->attn, w->proj_w, BT, D, D);
-    attention_backward(s->d_qkv, s->attn_scratch, s->d_norm, a->qkv, a->probs, B, T, D, d->H);
+    linear_backward_set_dinp(s->d_norm, g->proj_w, g->proj_b, d_proj_out, a->attn, w->proj_w, R, D, D);
+    attention_backward(s->d_qkv, s->attn_scratch, s->d_norm, a->qkv, a->probs, rows, B, T, D, d->H);
+    if (rows) copy_kept_rows(dres, dmid, rows, B, T, D, 1);  // d(x_in) through the residual
     layernorm_forward(s->ln, a->ln1_mean, a->ln1_rstd, x_in, w->norm1_w, w->norm1_b, BT, D);  // recompute
     linear_backward_set_dinp(s->d_norm, g->qkv_w, g->qkv_b, s->d_qkv, s->ln, w->qkv_w, BT, D, 3 * D);
     layernorm_backward(dres, g->norm1_w, g->norm1_b, s->d_norm, x_in, w->norm1_w, a->ln1_mean, a->ln1_rstd, BT, D);
@@ -349,7 +404,8 @@ void vit_forward(Vit *vit, const float *images, const uint8_t *mask, int B) {
     const float *x = vit->x0;
     for (int l = 0; l < c->depth; l++) {
         const float *drop = vit->drop_active ? vit->drop_scale + (long)l * 2 * vit->max_batch : NULL;
-        block_forward(&vit->blocks[l], &vit->w.blocks[l], &vit->scratch, &vit->bdims, x, drop, B, T);
+        const RowSet *rows = l == c->depth - 1 ? vit->last_rows : NULL;
+        block_forward(&vit->blocks[l], &vit->w.blocks[l], &vit->scratch, &vit->bdims, x, drop, rows, B, T);
         x = vit->blocks[l].out;
     }
     layernorm_forward(vit->final, vit->final_mean, vit->final_rstd, x, vit->w.norm_w, vit->w.norm_b, B * T, D);
@@ -367,8 +423,9 @@ void vit_backward(Vit *vit, const float *dfinal, float *const *dblock, int B) {
         if (dblock && dblock[l]) residual_backward(vit->dres, NULL, dblock[l], BTD);
         const float *x_in = l > 0 ? vit->blocks[l - 1].out : vit->x0;
         const float *drop = vit->drop_active ? vit->drop_scale + (long)l * 2 * vit->max_batch : NULL;
+        const RowSet *rows = l == L - 1 ? vit->last_rows : NULL;
         block_backward(vit->dres, &vit->g.blocks[l], &vit->scratch, &vit->blocks[l], &vit->w.blocks[l], &vit->bdims,
-                       x_in, drop, B, T);
+                       x_in, drop, rows, B, T);
     }
     memset(vit->demb, 0, sizeof(float) * (size_t)B * N * D);
     cls_pos_backward(vit->demb, vit->g.cls_token, vit->g.pos_embed, vit->dres, B, N, D);
@@ -422,12 +479,15 @@ double vit_forward_flops_per_image(const VitConfig *c) {
     double P = c->patch_size, N = (double)(c->img_size / c->patch_size) * (c->img_size / c->patch_size);
     double T = N + 1, D = c->embed_dim, Hd = lround(D * c->mlp_ratio);
     double patch = 2 * N * D * c->in_chans * P * P;
-    double block = 2 * T * D * 3 * D      // qkv
-                   + 2 * 2 * T * T * D     // scores and weighted sum
-                   + 2 * T * D * D         // proj
-                   + 2 * 2 * T * D * Hd;   // fc1, fc2
     double head = c->num_classes ? 2 * D * c->num_classes : 0;
-    return patch + c->depth * block + head;
+    return patch + c->depth * block_forward_flops(T, T, D, Hd) + head;
+}
+
+double block_forward_flops(double T, double R, double D, double Hd) {
+    return 2 * T * D * 3 * D      // qkv (every row: keys and values)
+           + 2 * 2 * R * T * D     // scores and weighted sum of the kept queries
+           + 2 * R * D * D         // proj
+           + 2 * 2 * R * D * Hd;   // fc1, fc2
 }
 
 Vit *vit_create(const VitConfig *cfg, int max_batch, uint64_t seed) {
@@ -467,3 +527,5 @@ void vit_set_regularisation(Vit *vit, float drop_path_rate, float label_smoothin
 }
 
 float *vit_drop_scales(Vit *vit) { return vit->drop_scale; }
+
+void vit_set_last_rows(Vit *vit, const RowSet *rows) { vit->last_rows = rows; }

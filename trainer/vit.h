@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "common.h"
+#include "kernels.h"
 #include "params.h"
 
 typedef struct {
@@ -51,7 +52,8 @@ typedef struct {
     float *d_branch, *d_norm;           // [BT,D] each
     float *d_hidden;                    // [BT,hidden]
     float *d_qkv;                       // [BT,3D]
-    float *attn_scratch;                // threads * T * T
+    float *kept;                        // [BT,D] compact rows of a block with a RowSet
+    float *attn_scratch;                // threads * attention_scratch_floats(T, D)
 } BlockScratch;
 
 BlockDims block_dims(int D, int H, float mlp_ratio, int qkv_bias, float layer_scale_init);
@@ -65,11 +67,17 @@ void block_scratch_layout(BlockScratch *s, Arena *grads, const BlockDims *d, int
 // Stochastic depth: drop [2][B] scales each image's attention (row 0) and MLP
 // (row 1) branch by 0 or 1/keep; NULL means no drop path.
 // x_in [B,T,D] -> a->out [B,T,D]
+// rows (NULL: all) limits the block to the token rows a caller reads: only
+// they go through attention's queries, proj and the MLP (every row still gives
+// keys and values); a row not kept leaves as it came in (out = x_in there), and
+// its d(out) passes straight to d(x_in). Cached activations after attention are
+// then compact, [rows->total, ...].
 void block_forward(BlockActs *a, const BlockWeights *w, const BlockScratch *s, const BlockDims *d, const float *x_in,
-                   const float *drop, int B, int T);
+                   const float *drop, const RowSet *rows, int B, int T);
 // dres: on entry d(out) [B,T,D], on return d(x_in). Parameter gradients accumulate into g.
 void block_backward(float *dres, const BlockWeights *g, const BlockScratch *s, const BlockActs *a,
-                    const BlockWeights *w, const BlockDims *d, const float *x_in, const float *drop, int B, int T);
+                    const BlockWeights *w, const BlockDims *d, const float *x_in, const float *drop, const RowSet *rows,
+                    int B, int T);
 
 // ---- the encoder -------------------------------------------------------------------
 typedef struct {
@@ -108,6 +116,10 @@ typedef struct {
     float drop_path_rate;          // stochastic depth of the last block (timm: linear from 0)
     float *drop_scale;             // [depth][2][max_batch] this step's branch scales
     int drop_active;               // 1: vit_forward applies drop_scale (training steps only)
+    // The last block's rows the caller will read (NULL: all; see block_forward):
+    // the pretraining objective reads CLS and the scored patches only. Set for
+    // one vit_forward / vit_backward pair; other rows of final are then stale.
+    const RowSet *last_rows;
 } Vit;
 
 // Checks a config; returns NULL if valid, else a message naming the bad field.
@@ -139,8 +151,14 @@ void vit_head_backward(Vit *vit, const int32_t *labels, int B, int pool, float d
 // switch them on; vit->drop_active = 0 switches them off (evaluation).
 void vit_sample_drop_path(Vit *vit, int B, uint64_t seed, int64_t step);
 
+// Keep only these rows of the last block (NULL: all) from the next vit_forward
+// through its vit_backward; vit->last_rows above.
+void vit_set_last_rows(Vit *vit, const RowSet *rows);
+
 // Forward FLOPs per image of the encoder (2 per multiply-add), for MFU figures.
 double vit_forward_flops_per_image(const VitConfig *cfg);
+// Forward FLOPs of one block on T tokens per image of which R are kept rows.
+double block_forward_flops(double T, double R, double D, double hidden);
 
 // Convenience for tests and benchmarks: a standalone model with its own table.
 Vit *vit_create(const VitConfig *cfg, int max_batch, uint64_t seed);
