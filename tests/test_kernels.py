@@ -169,6 +169,10 @@ def test_gelu(C):
     d2 = R.copy()
     C.gelu_backward_inplace(ptr(d2), ptr(x), ctypes.c_long(x.size))
     check("gelu dx in place", d2, tx.grad)
+    d3, out3 = R.copy(), np.full_like(x, 1e30)  # the fused backward: GELU recomputed + dx in place
+    C.gelu_backward_recompute(ptr(out3), ptr(d3), ptr(x), ctypes.c_long(x.size))
+    check("gelu recompute out", out3, ref.detach())
+    check("gelu recompute dx", d3, tx.grad)
     fd_check("gelu", lambda p: c_gelu(C, p["x"]), {"x": x}, {"x": dx, "__R__": R}, x.shape)
 
 

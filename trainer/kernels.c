@@ -406,6 +406,23 @@ void gelu_backward_inplace(float *d, const float *inp, long n) {
     }
 }
 
+static void gelu_backward_recompute_block(float *restrict out, float *restrict d, const float *restrict inp, int len) {
+    for (int i = 0; i < len; i++) {
+        float pdf, x = inp[i], cdf = gaussian_cdf(x, &pdf);
+        out[i] = x * cdf;
+        d[i] *= cdf + x * pdf;
+    }
+}
+
+void gelu_backward_recompute(float *out, float *d, const float *inp, long n) {
+    long nblocks = (n + GELU_BLOCK - 1) / GELU_BLOCK;
+#pragma omp parallel for schedule(static)
+    for (long blk = 0; blk < nblocks; blk++) {
+        long lo = blk * GELU_BLOCK;
+        gelu_backward_recompute_block(out + lo, d + lo, inp + lo, (int)(lo + GELU_BLOCK < n ? GELU_BLOCK : n - lo));
+    }
+}
+
 // ---- residual and layer scale -----------------------------------------------------
 
 void residual_forward(float *out, const float *a, const float *b, long n) {

@@ -36,6 +36,9 @@ void bias_gelu_forward(float *out, float *pre, const float *bias, int M, int N);
 void gelu_backward(float *dinp, const float *dout, const float *inp, long n);
 // d[n] *= GELU'(inp[n]): the backward pass in place, when d(out) is not needed again
 void gelu_backward_inplace(float *d, const float *inp, long n);
+// Both in one pass (one erf per element): out[n] = GELU(inp[n]) (the forward's
+// output, recomputed for the next layer's weight gradient); d[n] *= GELU'(inp[n])
+void gelu_backward_recompute(float *out, float *d, const float *inp, long n);
 
 // ---- residual: out[n] = a[n] + b[n]; backward da += dout, db += dout
 void residual_forward(float *out, const float *a, const float *b, long n);

@@ -226,11 +226,12 @@ void block_backward(float *dres, const BlockWeights *g, const BlockScratch *s, c
         layerscale_backward(s->d_branch, g->ls2, d_mlp_out, a->mlp_out, w->ls2, R, D);
         d_mlp_out = s->d_branch;
     }
-    // Recompute what the forward did not keep: GELU(fc1) and norm2's output.
-    gelu_forward(s->gelu, a->fc1, (long)R * Hd);
-    layernorm_forward(s->ln, a->ln2_mean, a->ln2_rstd, a->x_mid, w->norm2_w, w->norm2_b, R, D);
-    linear_backward_set_dinp(s->d_hidden, g->fc2_w, g->fc2_b, d_mlp_out, s->gelu, w->fc2_w, R, Hd, D);
-    gelu_backward_inplace(s->d_hidden, a->fc1, (long)R * Hd);
+    // d(hidden) first, so that recomputing GELU(fc1) (the forward did not keep it)
+    // and the GELU backward share one pass; then fc2's weight gradient from it.
+    linear_backward_set_dinp(s->d_hidden, NULL, NULL, d_mlp_out, NULL, w->fc2_w, R, Hd, D);
+    gelu_backward_recompute(s->gelu, s->d_hidden, a->fc1, (long)R * Hd);
+    linear_backward(NULL, g->fc2_w, g->fc2_b, d_mlp_out, s->gelu, w->fc2_w, R, Hd, D);
+    layernorm_forward(s->ln, a->ln2_mean, a->ln2_rstd, a->x_mid, w->norm2_w, w->norm2_b, R, D);  // recompute
     linear_backward_set_dinp(s->d_norm, g->fc1_w, g->fc1_b, s->d_hidden, s->ln, w->fc1_w, R, D, Hd);
     layernorm_backward(dmid, g->norm2_w, g->norm2_b, s->d_norm, a->x_mid, w->norm2_w, a->ln2_mean, a->ln2_rstd,
                        R, D);
