@@ -147,6 +147,31 @@ def test_layernorm(C):
              {"x": dx, "w": dw, "b": db, "__R__": R}, (N, D))
 
 
+def test_residual_layernorm_forward(C):
+    """The fused residual add + norm: the same bits as residual_forward then layernorm_forward, also
+    in place (x = a), and torch's values."""
+    N, D = 37, 40
+    a, b = f32(rng.standard_normal((N, D)) * 2), f32(rng.standard_normal((N, D)) + 1.0)
+    w, bias = f32(1 + 0.2 * rng.standard_normal(D)), f32(0.2 * rng.standard_normal(D))
+    x, out = np.zeros_like(a), np.zeros_like(a)
+    mean, rstd = np.zeros(N, np.float32), np.zeros(N, np.float32)
+    x_in_place = a.copy()
+    out2, mean2, rstd2 = np.zeros_like(a), np.zeros(N, np.float32), np.zeros(N, np.float32)
+    C.residual_layernorm_forward(ptr(x), ptr(out), ptr(mean), ptr(rstd), ptr(a), ptr(b), ptr(w), ptr(bias), N, D)
+    C.residual_layernorm_forward(ptr(x_in_place), ptr(out2), ptr(mean2), ptr(rstd2), ptr(x_in_place), ptr(b),
+                                 ptr(w), ptr(bias), N, D)
+    sep_x = np.zeros_like(a)
+    C.residual_forward(ptr(sep_x), ptr(a), ptr(b), ctypes.c_long(a.size))
+    sep_out, sep_mean, sep_rstd = c_layernorm(C, sep_x, w, bias)
+    for name, got in (("x", x), ("x in place", x_in_place)):
+        assert np.array_equal(got, sep_x), f"fused residual {name} differs from residual_forward"
+    for got in ((out, mean, rstd), (out2, mean2, rstd2)):
+        assert all(np.array_equal(g, r) for g, r in zip(got, (sep_out, sep_mean, sep_rstd))), \
+            "fused norm differs from layernorm_forward"
+    ref = torch.nn.functional.layer_norm(t64(a, False) + t64(b, False), (D,), t64(w, False), t64(bias, False), eps=1e-6)
+    check("residual_layernorm out", out, ref)
+
+
 # ---- GELU, residual, layer scale ----------------------------------------------------------
 
 def c_gelu(C, x):

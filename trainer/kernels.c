@@ -215,18 +215,31 @@ void linear_backward_set_dinp(float *dinp, float *dweight, float *dbias, const f
 
 // ---- layernorm -----------------------------------------------------------------
 
+static inline void layernorm_row(float *y, float *mean, float *rstd, const float *x, const float *weight,
+                                 const float *bias, int C) {
+    float m = lane_sum(x, C) / C;
+    float v = lane_sum_sq_dev(x, m, C) / C;  // two-pass variance: no cancellation for rows with a large mean
+    float s = 1.0f / sqrtf(v + LAYERNORM_EPS);
+    for (int c = 0; c < C; c++) y[c] = (x[c] - m) * s * weight[c] + bias[c];
+    *mean = m;
+    *rstd = s;
+}
+
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
                        const float *bias, int N, int C) {
 #pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++)
+        layernorm_row(out + (long)n * C, mean + n, rstd + n, inp + (long)n * C, weight, bias, C);
+}
+
+void residual_layernorm_forward(float *x, float *out, float *mean, float *rstd, const float *a, const float *b,
+                                const float *weight, const float *bias, int N, int C) {
+#pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
-        const float *x = inp + (long)n * C;
-        float *y = out + (long)n * C;
-        float m = lane_sum(x, C) / C;
-        float v = lane_sum_sq_dev(x, m, C) / C;  // two-pass variance: no cancellation for rows with a large mean
-        float s = 1.0f / sqrtf(v + LAYERNORM_EPS);
-        for (int c = 0; c < C; c++) y[c] = (x[c] - m) * s * weight[c] + bias[c];
-        mean[n] = m;
-        rstd[n] = s;
+        float *xr = x + (long)n * C;
+        const float *ar = a + (long)n * C, *br = b + (long)n * C;
+        for (int c = 0; c < C; c++) xr[c] = ar[c] + br[c];
+        layernorm_row(out + (long)n * C, mean + n, rstd + n, xr, weight, bias, C);  // the row is still in L1
     }
 }
 

@@ -27,6 +27,10 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, c
                        const float *bias, int N, int C);
 void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                         const float *weight, const float *mean, const float *rstd, int N, int C);
+// The residual add and the next norm in one pass: x = a + b (x may be a), then
+// out, mean, rstd = layernorm(x). The same bits as residual_forward + layernorm_forward.
+void residual_layernorm_forward(float *x, float *out, float *mean, float *rstd, const float *a, const float *b,
+                                const float *weight, const float *bias, int N, int C);
 
 // ---- GELU, exact erf form: out[n] = x Φ(x)
 void gelu_forward(float *out, const float *inp, long n);

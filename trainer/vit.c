@@ -181,11 +181,15 @@ void block_forward(BlockActs *a, const BlockWeights *w, const BlockScratch *s, c
         linear_forward(a->x_mid, a->attn, w->proj_w, w->proj_b, R, D, D);
     }
     if (drop) scale_rows(a->x_mid, drop, rows, B, T, D);
-    if (rows) add_kept_rows(a->x_mid, x_in, rows, B, T, D);
-    else residual_forward(a->x_mid, a->x_mid, x_in, (long)BT * D);
     // out = x_mid + ls2 * fc2(gelu(fc1(norm2(x_mid))))
+    if (rows) {
+        add_kept_rows(a->x_mid, x_in, rows, B, T, D);
+        layernorm_forward(s->ln, a->ln2_mean, a->ln2_rstd, a->x_mid, w->norm2_w, w->norm2_b, R, D);
+    } else {
+        residual_layernorm_forward(a->x_mid, s->ln, a->ln2_mean, a->ln2_rstd, a->x_mid, x_in, w->norm2_w,
+                                   w->norm2_b, BT, D);
+    }
     float *mlp_dst = rows ? s->kept : a->out;  // compact rows are scattered into out at the end
-    layernorm_forward(s->ln, a->ln2_mean, a->ln2_rstd, a->x_mid, w->norm2_w, w->norm2_b, R, D);
     linear_forward(a->fc1, s->ln, w->fc1_w, NULL, R, D, Hd);
     bias_gelu_forward(s->gelu, a->fc1, w->fc1_b, R, Hd);  // a->fc1 keeps the biased pre-activation
     if (d->layer_scale) {
