@@ -21,8 +21,12 @@ for name in sorted(os.listdir("build/tests")) if os.path.isdir("build/tests") el
     path = os.path.join("build/tests", name)
     t0 = time.time()
     print(f"== {name}", flush=True)
-    proc = subprocess.run([path], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # stderr apart: a message from a test's worker thread could otherwise land in
+    # the middle of a PASS line and hide it from the count
+    proc = subprocess.run([path], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     p = f = 0
+    for line in proc.stderr.splitlines():
+        print("   stderr: " + line)
     for line in proc.stdout.splitlines():
         print("   " + line)
         if line.startswith("PASS "):
