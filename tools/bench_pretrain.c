@@ -86,11 +86,13 @@ int main(int argc, char **argv) {
     if (ctl) fputs("disable\n", ctl), fclose(ctl);
     qsort(times, steps, sizeof(double), cmp_double);
     double step = times[steps / 2];
-    double flops = 3.0 * objective_forward_flops(o, batch);
+    double flops = 3.0 * objective_forward_flops(o, batch);  // model FLOPs (MFU)
+    double executed = objective_step_flops(o, batch);        // with the tokenizer's product
     printf("config=%s batch=%d threads=%d K=%d\n", name, batch, kernel_max_threads(), K);
     double peak = sgemm_peak_recheck(peak_before, 2048, 3);
     printf("step_ms=%.1f images_per_s=%.2f gflops=%.1f sgemm_peak_gflops=%.1f mfu=%.3f loss=%.4f\n", step * 1e3,
            batch / step, flops / step * 1e-9, peak, flops / step * 1e-9 / peak, L.total);
+    printf("executed_gflops=%.1f flop_util=%.3f\n", executed / step * 1e-9, executed / step * 1e-9 / peak);
     printf("peak_rss_bytes=%zu\n", peak_rss_bytes());
     return 0;
 }

@@ -124,13 +124,17 @@ def compare(configs, ours_binary, worker_script, prefix, steps, warmup, rounds):
         o, p = float(ours["images_per_s"]), float(twin["images_per_s"])
         spread = lambda runs: "–".join(f"{v:.1f}" for v in (min(float(x["images_per_s"]) for x in runs),
                                                               max(float(x["images_per_s"]) for x in runs)))
+        util = f", all executed GEMM FLOPs (with the tokenizer's) {float(ours['flop_util'])*100:.1f}%" if "flop_util" in ours else ""
         print(f"{name:<12} median of {rounds} rounds: ours {o:.2f} img/s (runs {spread(ours_runs)}), "
-              f"twin {p:.2f} (runs {spread(twin_runs)}), ratio {o/p:.3f}; MFU {float(ours['mfu'])*100:.1f}%")
+              f"twin {p:.2f} (runs {spread(twin_runs)}), ratio {o/p:.3f}; MFU {float(ours['mfu'])*100:.1f}%{util}")
         lines.append(f"bench: {prefix}_{name} ours={o:.2f} peer={p:.2f} ratio={o/p:.3f} unit=images/s")
         orss = max(int(x["peak_rss_bytes"]) for x in ours_runs)
         prss = min(int(x["peak_rss_bytes"]) for x in twin_runs)
         lines.append(f"bench: {prefix}_{name}_peak_rss ours={orss/2**20:.0f} peer={prss/2**20:.0f} ratio={prss/orss:.3f} unit=MB")
         lines.append(f"bench: {prefix}_{name}_mfu ours={float(ours['mfu']):.3f} peer=1 ratio={float(ours['mfu']):.3f} unit=fraction_of_sgemm_peak")
+        if "flop_util" in ours:
+            u = float(ours["flop_util"])
+            lines.append(f"bench: {prefix}_{name}_flop_util ours={u:.3f} peer=1 ratio={u:.3f} unit=fraction_of_sgemm_peak")
     print()
     for l in lines:
         print(l)

@@ -108,8 +108,13 @@ ObjectiveLosses objective_forward(Objective *o, const float *view1, const float 
 // Backward of the last forward; parameter gradients accumulate (scaled by dloss).
 void objective_backward(Objective *o, float dloss);
 
-// Forward FLOPs of one step's encoder passes and heads, for MFU figures.
+// Forward FLOPs of one step's encoder passes and heads, for MFU figures
+// (model FLOPs: a training step counts 3x these).
 double objective_forward_flops(const Objective *o, int B);
+// The FLOPs one training step executes: forward and backward (the patch
+// embedding has no input gradient, nor a weight gradient when frozen) plus
+// the tokenizer's nearest-centroid product over the scored patches.
+double objective_step_flops(const Objective *o, int B);
 
 // For tests: a standalone objective with its own table.
 Objective *objective_create(const VitConfig *vcfg, const ObjectiveConfig *ocfg, Tokenizer *tok, int max_batch,
