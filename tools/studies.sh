@@ -12,7 +12,7 @@
 #   tools/studies.sh twin       the default recipe in the PyTorch twin for the same minutes as ours
 #   tools/studies.sh ablation   CCViT only / contrastive only / both, same minutes each
 #   tools/studies.sh seeds      the default recipe with a second seed
-#   tools/studies.sh finetune   fine-tune the full recipe's encoder vs the same ViT from scratch
+#   tools/studies.sh finetune   fine-tune the full recipe's encoder vs the same ViT from scratch (needs 'full')
 #   tools/studies.sh table      print every result found
 #   tools/studies.sh all        every stage, then the table
 #
@@ -130,9 +130,11 @@ stage_twin() {
 }
 
 stage_finetune() {
-  [ -e "$OUT/full_s0/latest" ] || { echo "error: $OUT/full_s0/latest is missing; run '$0 full025' first" >&2; exit 1; }
-  finetune ft_pretrained --finetune="$OUT/full_s0/latest"
+  [ -e "$OUT/full_w2_s0/latest" ] || { echo "error: $OUT/full_w2_s0/latest is missing; run '$0 full' first" >&2; exit 1; }
+  finetune ft_full --finetune="$OUT/full_w2_s0/latest"
   finetune ft_scratch
+  # the encoder of the full recipe's first setting, when that run is there (earlier README row)
+  if [ -e "$OUT/full_s0/latest" ]; then finetune ft_pretrained --finetune="$OUT/full_s0/latest"; fi
 }
 
 stage_table() {
