@@ -92,6 +92,19 @@ $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
+# The code version a checkpoint records is the tree the binaries were built
+# from, not the git state of whatever directory a run starts in. The header is
+# rewritten only when the version changes, so only checkpoint.o recompiles.
+VERSION_H := $(BUILD)/gen/code_version.h
+$(VERSION_H): FORCE
+	@mkdir -p $(dir $@)
+	@v=$$(git describe --always --dirty 2>/dev/null || echo unknown); \
+	  printf '#define CCVIT_CODE_VERSION "%s"\n' "$$v" > $@.tmp; \
+	  if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; fi
+$(BUILD)/obj/trainer/checkpoint.o: $(VERSION_H)
+$(BUILD)/obj/trainer/checkpoint.o: CFLAGS += -I$(BUILD)/gen
+FORCE:
+
 $(BUILD)/libccvit.a: $(LIB_OBJS)
 	@mkdir -p $(dir $@)
 	ar rcs $@ $^
@@ -156,6 +169,6 @@ run:
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all deps test bench profile clean run shards shards-imagenet
+.PHONY: all deps test bench profile clean run shards shards-imagenet FORCE
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

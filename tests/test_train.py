@@ -39,8 +39,16 @@ def all_datasets(path):
     return out, attrs
 
 
+def build_code_version():
+    with open(os.path.join(ROOT, "build", "gen", "code_version.h")) as f:
+        return f.read().split('"')[1]
+
+
 def test_smoke_run_writes_metrics_and_checkpoints(tmp_path):
-    p = train(tmp_path, "smoke", "--steps=12", "--log_every=4", "--save_every=6")
+    # GIT_DIR points nowhere: the recorded code version must come from the build, not from
+    # asking git at run time (which would see this directory, or none, instead of the binary's tree)
+    env = dict(os.environ, GIT_DIR=str(tmp_path / "no-git-here"))
+    p = train(tmp_path, "smoke", "--steps=12", "--log_every=4", "--save_every=6", env=env)
     lines = metrics(tmp_path, "smoke")
     assert [l["step"] for l in lines] == [1, 4, 8, 12]
     for l in lines:
@@ -56,6 +64,11 @@ def test_smoke_run_writes_metrics_and_checkpoints(tmp_path):
     assert attrs["step"] == 12
     assert "encoder/blocks.2.mlp.fc2.weight" in tensors and tensors["encoder/pos_embed"].shape == (1, 50, 32)
     assert "pretrain_heads/mask_token" in tensors and "pretrain_heads/token_head.weight" in tensors
+    with h5py.File(run / "ckpt_step00000012.h5", "r") as f:
+        recorded = f.attrs["code_version"]
+    recorded = recorded.decode() if isinstance(recorded, bytes) else str(recorded)
+    assert recorded == build_code_version() and recorded != "unknown", \
+        f"checkpoint records code version {recorded!r}, the build is {build_code_version()!r}"
 
 
 def test_resume_is_bit_exact(tmp_path):

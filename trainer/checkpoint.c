@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "code_version.h"  // generated: build/gen
 #include "common.h"
 #include "config.h"
 #include "h5io.h"
@@ -48,21 +49,9 @@ static void shape_text(char *buf, size_t n, int rank, const hsize_t *dims) {
 
 // ---- saving ---------------------------------------------------------------------
 
-static const char *default_code_version(void) {
-    static char version[128];
-    if (version[0]) return version;
-    snprintf(version, sizeof version, "unknown");
-    FILE *p = popen("git describe --always --dirty 2>/dev/null", "r");
-    if (p) {
-        char line[128];
-        if (fgets(line, sizeof line, p) && line[0]) {
-            line[strcspn(line, "\r\n")] = 0;
-            if (line[0]) snprintf(version, sizeof version, "%s", line);
-        }
-        pclose(p);
-    }
-    return version;
-}
+// `git describe --always --dirty` of the tree this binary was built from
+// (Makefile: build/gen/code_version.h).
+static const char *default_code_version(void) { return CCVIT_CODE_VERSION; }
 
 static void write_tensors(hid_t loc, const ParamTable *t, const float *base, int by_group) {
     hid_t enc = by_group ? h5_group_create(loc, "encoder") : loc, heads = by_group ? h5_group_create(loc, "pretrain_heads") : loc;
