@@ -479,8 +479,7 @@ double objective_forward_flops(const Objective *o, int B) {
 
 double objective_step_flops(const Objective *o, int B) {
     const Vit *v = o->vit;
-    const VitConfig *c = &v->cfg;
-    double patch = 2.0 * v->N * v->D * c->in_chans * c->patch_size * c->patch_size;  // per image and pass
+    double patch = vit_patch_embed_flops_per_image(&v->cfg);  // per image and pass
     double f = 3 * objective_forward_flops(o, B) - o->views * B * patch * (v->freeze_patch_embed ? 2 : 1);
     if (o->corrupt && o->tok) f += 2.0 * B * (o->n_mask + o->n_replace) * o->K * o->patch_dim;
     return f;

@@ -480,12 +480,16 @@ void vit_sample_drop_path(Vit *vit, int B, uint64_t seed, int64_t step) {
     }
 }
 
-double vit_forward_flops_per_image(const VitConfig *c) {
+double vit_patch_embed_flops_per_image(const VitConfig *c) {
     double P = c->patch_size, N = (double)(c->img_size / c->patch_size) * (c->img_size / c->patch_size);
+    return 2 * N * c->embed_dim * c->in_chans * P * P;
+}
+
+double vit_forward_flops_per_image(const VitConfig *c) {
+    double N = (double)(c->img_size / c->patch_size) * (c->img_size / c->patch_size);
     double T = N + 1, D = c->embed_dim, Hd = lround(D * c->mlp_ratio);
-    double patch = 2 * N * D * c->in_chans * P * P;
     double head = c->num_classes ? 2 * D * c->num_classes : 0;
-    return patch + c->depth * block_forward_flops(T, T, D, Hd) + head;
+    return vit_patch_embed_flops_per_image(c) + c->depth * block_forward_flops(T, T, D, Hd) + head;
 }
 
 double block_forward_flops(double T, double R, double D, double Hd) {

@@ -157,6 +157,8 @@ void vit_set_last_rows(Vit *vit, const RowSet *rows);
 
 // Forward FLOPs per image of the encoder (2 per multiply-add), for MFU figures.
 double vit_forward_flops_per_image(const VitConfig *cfg);
+// Its patch-embedding term alone (2 N D C P^2): a step runs no input gradient for it.
+double vit_patch_embed_flops_per_image(const VitConfig *cfg);
 // Forward FLOPs of one block on T tokens per image of which R are kept rows.
 double block_forward_flops(double T, double R, double D, double hidden);
 
