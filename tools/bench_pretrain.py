@@ -14,6 +14,8 @@ from bench_vit import bench_main  # the same command line, side-by-side runner a
 
 CONFIGS = {
     "fmnist_28": dict(enc=dict(img_size=28, patch_size=4, in_chans=1, embed_dim=192, depth=6, num_heads=3), K=512, batch=256),
+    # the full recipe's batch (configs/fashion_mnist_full.yaml)
+    "fmnist_28_b64": dict(enc=dict(img_size=28, patch_size=4, in_chans=1, embed_dim=192, depth=6, num_heads=3), K=512, batch=64),
     "vit_ti_224": dict(enc=dict(img_size=224, patch_size=16, in_chans=3, embed_dim=192, depth=12, num_heads=3), K=8192, batch=32),
 }
 
@@ -54,7 +56,7 @@ def torch_worker(name, threads, steps, warmup):
 
 
 def main():
-    bench_main(__doc__, "fmnist_28,vit_ti_224", 4, 1, torch_worker, "build/bin/bench_pretrain", __file__, "pretrain_step")
+    bench_main(__doc__, "fmnist_28,fmnist_28_b64,vit_ti_224", 4, 1, torch_worker, "build/bin/bench_pretrain", __file__, "pretrain_step")
 
 if __name__ == "__main__":
     main()

@@ -6,6 +6,7 @@
 # delete the folder to redo it. Run after `make all shards`.
 #
 #   tools/studies.sh full       the full recipe (configs/fashion_mnist_full.yaml: NT-Xent weight 2, 7000 updates, ~92 min)
+#   tools/studies.sh full_w4    the same at NT-Xent weight 4 (7000 updates, ~92 min): the weight alone as the lever
 #   tools/studies.sh full_w1    the same at NT-Xent weight 1 for 3800 updates (its earlier setting, ~50 min)
 #   tools/studies.sh full025    the same with NT-Xent weight 0.25 for 4500 updates (its earlier setting, ~60 min)
 #   tools/studies.sh long       the full recipe as pure CCViT for 10.7 epochs (10000 updates, ~80 min)
@@ -79,6 +80,12 @@ finetune() {
 }
 
 stage_full() { pretrain full_w2_s0 configs/fashion_mnist_full.yaml 125; evaluate_last4 full_w2_s0; }
+
+# The weight alone as the lever: the full recipe's length at NT-Xent weight 4.
+stage_full_w4() {
+  pretrain full_w4_s0 configs/fashion_mnist_full.yaml 125 --w_contrast=4
+  evaluate_last4 full_w4_s0
+}
 
 # Its setting before: NT-Xent weight 1 for 3800 updates (4.05 epochs).
 stage_full_w1() {
@@ -163,6 +170,7 @@ case "${1:-}" in
   long) stage_long ;;
   full025) stage_full025 ;;
   full_w1) stage_full_w1 ;;
+  full_w4) stage_full_w4 ;;
   twin) stage_twin ;;
   ablation) stage_ablation ;;
   seeds) stage_seeds ;;
