@@ -7,6 +7,8 @@
 #
 #   tools/studies.sh full       the full recipe (configs/fashion_mnist_full.yaml: NT-Xent weight 2, 7000 updates, ~92 min)
 #   tools/studies.sh full_w4    the same at NT-Xent weight 4 (7000 updates, ~92 min): the weight alone as the lever
+#   tools/studies.sh full_long  the full recipe planned over 14000 updates (15 epochs, ~3 h): resumable, so it can
+#                               span sessions; rerunning it continues from the run's newest checkpoint
 #   tools/studies.sh full_w1    the same at NT-Xent weight 1 for 3800 updates (its earlier setting, ~50 min)
 #   tools/studies.sh full025    the same with NT-Xent weight 0.25 for 4500 updates (its earlier setting, ~60 min)
 #   tools/studies.sh long       the full recipe as pure CCViT for 10.7 epochs (10000 updates, ~80 min)
@@ -85,6 +87,26 @@ stage_full() { pretrain full_w2_s0 configs/fashion_mnist_full.yaml 125; evaluate
 stage_full_w4() {
   pretrain full_w4_s0 configs/fashion_mnist_full.yaml 125 --w_contrast=4
   evaluate_last4 full_w4_s0
+}
+
+# Length as the lever: 15 epochs (LONG_W sets the NT-Xent weight, default 2). Each call trains at most
+# LONG_MINUTES (default 160) and stops with a checkpoint; the next call resumes it bit-exactly.
+stage_full_long() {
+  local w=${LONG_W:-2} steps=14000
+  local name=full_long_w${w}_s0
+  local dir=$OUT/$name
+  need_tokenizer
+  local done_steps=0
+  [ -f "$dir/metrics.jsonl" ] && done_steps=$(tail -n 1 "$dir/metrics.jsonl" | sed -n 's/^{"step": \([0-9]*\).*/\1/p')
+  if [ "${done_steps:-0}" -lt "$steps" ]; then
+    echo "==== $name: pretraining (at step ${done_steps:-0} of $steps) for at most ${LONG_MINUTES:-160} min"
+    $BIN/train --config configs/fashion_mnist_full.yaml --tokenizer_path="$TOKENIZER" --output_dir="$OUT" \
+      --run_name="$name" --w_contrast="$w" --steps="$steps" --resume=auto --time_limit_minutes="${LONG_MINUTES:-160}"
+    done_steps=$(tail -n 1 "$dir/metrics.jsonl" | sed -n 's/^{"step": \([0-9]*\).*/\1/p')
+    [ "${done_steps:-0}" -ge "$steps" ] || { echo "==== $name: stopped at step $done_steps; run the stage again to resume"; return; }
+  fi
+  evaluate "$name" "$dir/latest"
+  evaluate_last4 "$name"
 }
 
 # Its setting before: NT-Xent weight 1 for 3800 updates (4.05 epochs).
@@ -171,6 +193,7 @@ case "${1:-}" in
   full025) stage_full025 ;;
   full_w1) stage_full_w1 ;;
   full_w4) stage_full_w4 ;;
+  full_long) stage_full_long ;;
   twin) stage_twin ;;
   ablation) stage_ablation ;;
   seeds) stage_seeds ;;

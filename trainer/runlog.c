@@ -3,6 +3,8 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -188,6 +190,39 @@ void runlog_metrics_write(RunLog *rl) {
     json_put(&rl->line, "\n", 1);
     if (fwrite(rl->line.buf, 1, rl->line.len, rl->metrics) != rl->line.len || fflush(rl->metrics) != 0)
         fatal("cannot append to '%s': %s", rl->metrics_path, strerror(errno));
+}
+
+long runlog_resume_at(RunLog *rl, long step) {
+    FILE *f = fopen(rl->metrics_path, "r");
+    if (!f) fatal("cannot read '%s': %s", rl->metrics_path, strerror(errno));
+    char *kept = NULL;  // the lines to keep, as one text
+    size_t kept_size = 0;
+    FILE *out = open_memstream(&kept, &kept_size);
+    if (!out) fatal("open_memstream: %s", strerror(errno));
+    long dropped = 0;
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    while ((n = getline(&line, &cap, f)) > 0) {
+        long line_step;
+        // every metrics line starts with its step; a line a crash cut short has no newline
+        int later = sscanf(line, "{\"step\": %ld", &line_step) == 1 && line_step > step;
+        if (later || line[n - 1] != '\n') dropped++;
+        else fwrite(line, 1, (size_t)n, out);
+    }
+    int read_error = ferror(f);
+    free(line);
+    fclose(f);
+    fclose(out);  // kept is now a NUL-terminated text
+    if (read_error) fatal("cannot read '%s': %s", rl->metrics_path, strerror(errno));
+    if (dropped) {
+        if (fclose(rl->metrics) != 0) fatal("closing '%s': %s", rl->metrics_path, strerror(errno));
+        write_file_atomic(rl->metrics_path, kept);
+        rl->metrics = fopen(rl->metrics_path, "a");
+        if (!rl->metrics) fatal("cannot open '%s' for appending: %s", rl->metrics_path, strerror(errno));
+    }
+    free(kept);
+    return dropped;
 }
 
 void runlog_close(RunLog *rl) {

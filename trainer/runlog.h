@@ -39,6 +39,9 @@ RunLog *runlog_open(const char *output_dir, const char *run_name, const char *co
 const char *runlog_dir(const RunLog *rl);  // "<output_dir>/<run_name>"
 JsonLine *runlog_metrics(RunLog *rl);      // begin the next metrics line
 void runlog_metrics_write(RunLog *rl);     // end it, append it, flush
+// On resume from step `step`: drop the metrics lines of later steps (written after that
+// checkpoint by the run that stopped), so the file holds each step once. Returns how many.
+long runlog_resume_at(RunLog *rl, long step);
 void runlog_close(RunLog *rl);
 
 // A run name for an empty run_name: the UTC time, "20261126-210149".

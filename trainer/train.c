@@ -264,6 +264,10 @@ int main(int argc, char **argv) {
         if (!loader_cursor_restore(loader, cursor)) fatal("resume: the data cursor in %s does not fit this data/config", resume_path);
         start_step = (long)cs.step;
         printf("resume: %s at step %ld (epoch %lld)\n", resume_path, start_step, (long long)cs.epoch);
+        long dropped = rl ? runlog_resume_at(rl, start_step) : 0;
+        if (dropped)
+            printf("resume: dropped %ld metrics lines of steps after %ld (logged after that checkpoint)\n", dropped,
+                   start_step);
     }
 
     // ---- start-up summary
