@@ -36,11 +36,16 @@ static void set_name(TarReader *t, const char *s, size_t n) {
     t->name[n] = 0;
 }
 
-// Octal field, or GNU base-256 when the top bit is set. -1 if malformed.
+// Octal field, or GNU base-256 when the top bit is set. -1 if malformed: a
+// negative base-256 value (bit 6) or one that does not fit an int64.
 static int64_t parse_number(const unsigned char *p, int len) {
     if (p[0] & 0x80) {
+        if (p[0] & 0x40) return -1;
         int64_t v = p[0] & 0x3f;
-        for (int i = 1; i < len; i++) v = (v << 8) | p[i];
+        for (int i = 1; i < len; i++) {
+            if (v > (INT64_MAX >> 8)) return -1;
+            v = (v << 8) | p[i];
+        }
         return v;
     }
     int64_t v = 0;
@@ -91,12 +96,14 @@ static char *read_payload(TarReader *t, int64_t size) {
 }
 
 // PAX records: "<len> <key>=<value>\n". Only path and size matter here.
-static void parse_pax(const char *buf, int64_t size, char **path, int64_t *psize) {
+// Returns -1 if a record is malformed (its length does not cover its key, it
+// does not end in a newline, or a size is not a non-negative number).
+static int parse_pax(const char *buf, int64_t size, char **path, int64_t *psize) {
     const char *p = buf, *end = buf + size;
     while (p < end) {
         char *sp;
         long len = strtol(p, &sp, 10);
-        if (len <= 0 || *sp != ' ' || p + len > end) break;
+        if (len <= 0 || *sp != ' ' || len > end - p || sp + 1 >= p + len || p[len - 1] != '\n') return -1;
         const char *key = sp + 1, *rec_end = p + len - 1;  // points at '\n'
         const char *eq = memchr(key, '=', rec_end - key);
         if (eq) {
@@ -106,11 +113,16 @@ static void parse_pax(const char *buf, int64_t size, char **path, int64_t *psize
                 *path = malloc(vlen + 1);
                 if (*path) { memcpy(*path, eq + 1, vlen); (*path)[vlen] = 0; }
             } else if (klen == 4 && !memcmp(key, "size", 4) && psize) {
-                *psize = strtoll(eq + 1, NULL, 10);
+                char *num_end;
+                errno = 0;
+                long long v = strtoll(eq + 1, &num_end, 10);
+                if (errno || num_end != rec_end || num_end == eq + 1 || v < 0) return -1;
+                *psize = v;
             }
         }
         p += len;
     }
+    return 0;
 }
 
 int tar_next(TarReader *t, const char **why) {
@@ -129,19 +141,22 @@ int tar_next(TarReader *t, const char **why) {
         if (!checksum_ok(h)) { free(long_name); *why = "header checksum mismatch"; return -1; }
 
         int64_t size = parse_number(h + 124, 12);
+        if (size < 0) { free(long_name); *why = "malformed size field in a header"; return -1; }
         char type = h[156];
         int64_t padded = (size + BLOCK - 1) / BLOCK * BLOCK;
         if (type == 'x' || type == 'g' || type == 'L') {
             char *payload = read_payload(t, size);
             if (!payload) { free(long_name); *why = "archive ends inside an extended header"; return -1; }
-            if (type == 'x') parse_pax(payload, size, &long_name, &pax_size);
-            else if (type == 'g') parse_pax(payload, size, &t->global_path, NULL);
+            int bad = 0;
+            if (type == 'x') bad = parse_pax(payload, size, &long_name, &pax_size) != 0;
+            else if (type == 'g') bad = parse_pax(payload, size, &t->global_path, NULL) != 0;
             else {
                 free(long_name);
                 long_name = payload;
                 payload = NULL;
             }
             free(payload);
+            if (bad) { free(long_name); *why = "malformed PAX extended header"; return -1; }
             continue;
         }
         if (pax_size >= 0) {

@@ -156,14 +156,18 @@ int manifest_read(const char *path, Manifest *m) {
         if (lineno == 1) {
             if (strncmp(line, "ccvit-manifest 1", 16)) fatal("%s:1: not a ccvit manifest (expected 'ccvit-manifest 1')", path);
         } else if (sscanf(line, "samples %lld", &a) == 1) {
+            if (a < 0) fatal("%s:%d: negative sample count %lld", path, lineno, a);
             m->samples = a;
         } else if (sscanf(line, "classes %lld", &a) == 1) {
+            if (a < 0 || a > (1 << 24)) fatal("%s:%d: class count %lld outside [0, 2^24]", path, lineno, a);
+            if (m->class_names) fatal("%s:%d: a second 'classes' line", path, lineno);
             m->num_classes = (int)a;
             m->class_names = xcalloc(a ? a : 1, sizeof(char *), "class names");
         } else if (!strncmp(line, "class ", 6)) {
             if (cls >= m->num_classes) fatal("%s:%d: more class lines than 'classes' announced", path, lineno);
             m->class_names[cls++] = xstrdup(line + 6);
         } else if (sscanf(line, "shard %3999s %lld", name, &a) == 2) {
+            if (a < 0) fatal("%s:%d: negative sample count %lld for shard %s", path, lineno, a, name);
             m->shard_names = realloc(m->shard_names, (m->num_shards + 1) * sizeof(char *));
             m->shard_samples = realloc(m->shard_samples, (m->num_shards + 1) * sizeof(int64_t));
             if (!m->shard_names || !m->shard_samples) fatal("out of memory reading %s", path);

@@ -14,7 +14,9 @@
 #include "image_encode.h"
 #include "loader.h"
 #include "shard_list.h"
+#include "tar_reader.h"
 #include "tar_writer.h"
+#include "webdataset.h"
 
 #define DIR "build/test_loader"
 
@@ -351,6 +353,79 @@ static void test_bad_input(void) {
     loader_close(L);
 }
 
+// One raw 512-byte tar header: name, type, the 12-byte size field as given, checksum.
+static void raw_header(uint8_t h[512], const char *name, char type, const uint8_t size_field[12]) {
+    memset(h, 0, 512);
+    memcpy(h, name, strlen(name));
+    memcpy(h + 100, "0000644", 8);
+    memcpy(h + 124, size_field, 12);
+    h[156] = (uint8_t)type;
+    memcpy(h + 257, "ustar", 6);
+    memcpy(h + 263, "00", 2);
+    memset(h + 148, ' ', 8);
+    unsigned sum = 0;
+    for (int i = 0; i < 512; i++) sum += h[i];
+    snprintf((char *)h + 148, 8, "%06o", sum);
+}
+
+// Write header (+ payload padded to 512) + 2 KiB of zeros; return what tar_next says of its first member.
+static int tar_first_member(const char *path, const uint8_t h[512], const char *payload, const char **why) {
+    FILE *f = fopen(path, "wb");
+    if (!f) fatal("cannot write %s", path);
+    fwrite(h, 1, 512, f);
+    uint8_t zero[2048] = {0};
+    if (payload) {
+        size_t n = strlen(payload);
+        fwrite(payload, 1, n, f);
+        fwrite(zero, 1, (512 - n % 512) % 512, f);
+        uint8_t member[512];  // a plain member after the extended header
+        uint8_t size0[12] = "00000000000";
+        raw_header(member, "a.cls", '0', size0);
+        fwrite(member, 1, 512, f);
+    }
+    fwrite(zero, 1, sizeof zero, f);
+    fclose(f);
+    TarReader t;
+    if (tar_open(&t, path) != 0) fatal("cannot open %s", path);
+    int r = tar_next(&t, why);
+    tar_close(&t);
+    return r;
+}
+
+// Headers whose checksums are right but whose sizes or PAX records are not: a corrupt
+// member, reported as such, never a negative or huge size handed to a read.
+static void test_tar_malformed_headers(void) {
+    const char *path = DIR "/headers.tar", *why;
+    uint8_t h[512];
+    uint8_t negative[12] = {0xC0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF};  // base-256 -1
+    raw_header(h, "a.png", '0', negative);
+    int r = tar_first_member(path, h, NULL, &why);
+    CHECK("tar_negative_base256_size_is_corrupt", r == -1 && strstr(why, "size"), "tar_next %d (%s)", r, why);
+    uint8_t huge[12] = {0x80, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF};  // > int64
+    raw_header(h, "a.png", '0', huge);
+    r = tar_first_member(path, h, NULL, &why);
+    CHECK("tar_overflowing_base256_size_is_corrupt", r == -1 && strstr(why, "size"), "tar_next %d (%s)", r, why);
+    uint8_t ok[12] = {0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};  // base-256 0: still accepted
+    raw_header(h, "a.cls", '0', ok);
+    r = tar_first_member(path, h, NULL, &why);
+    CHECK("tar_base256_zero_size_accepted", r == 1, "tar_next %d (%s)", r, why);
+    const char *bad_pax[] = {"1 path=x\n", "13 path=abc\n", "11 size=-5\n", "11 size=7x\n", "9 path=x!"};
+    const char *pax_names[] = {"tar_pax_length_shorter_than_key", "tar_pax_length_past_newline",
+                               "tar_pax_negative_size", "tar_pax_size_not_a_number", "tar_pax_no_newline"};
+    for (int i = 0; i < 5; i++) {
+        char sz[12];
+        snprintf(sz, sizeof sz, "%011o", (unsigned)strlen(bad_pax[i]));
+        raw_header(h, "PaxHeader", 'x', (const uint8_t *)sz);
+        r = tar_first_member(path, h, bad_pax[i], &why);
+        CHECK(pax_names[i], r == -1 && strstr(why, "PAX"), "tar_next %d (%s) for record '%s'", r, why, bad_pax[i]);
+    }
+    char sz[12];
+    snprintf(sz, sizeof sz, "%011o", 12u);
+    raw_header(h, "PaxHeader", 'x', (const uint8_t *)sz);
+    r = tar_first_member(path, h, "12 path=b.x\n", &why);
+    CHECK("tar_pax_good_record_accepted", r == 1, "tar_next %d (%s)", r, why);
+}
+
 // Run fn in a child; it must exit 1 with `want` in its stderr.
 static void expect_fatal(const char *name, void (*fn)(void), const char *want) {
     int fd[2];
@@ -373,6 +448,20 @@ static void expect_fatal(const char *name, void (*fn)(void), const char *want) {
     waitpid(pid, &st, 0);
     CHECK(name, WIFEXITED(st) && WEXITSTATUS(st) == 1 && strstr(buf, want), "status %d, stderr: %.300s", st, buf);
 }
+
+static void read_manifest_text(const char *text) {
+    FILE *f = fopen(DIR "/bad-manifest.txt", "w");
+    fputs(text, f);
+    fclose(f);
+    Manifest m;
+    manifest_read(DIR "/bad-manifest.txt", &m);
+}
+
+static void manifest_negative_shard_count(void) {
+    read_manifest_text("ccvit-manifest 1\nsamples 10\nclasses 0\nshard a-000000.tar 10\nshard a-000001.tar -3\n");
+}
+
+static void manifest_negative_samples(void) { read_manifest_text("ccvit-manifest 1\nsamples -1\n"); }
 
 static void open_missing_folder(void) {
     LoaderConfig c;
@@ -429,9 +518,14 @@ int main(void) {
     test_determinism_and_resume();
     test_rank_split();
     test_bad_input();
+    test_tar_malformed_headers();
     expect_fatal("missing_folder_is_fatal", open_missing_folder, "does not exist");
     expect_fatal("empty_shard_list_is_fatal", open_empty_list, "expands to no shards");
     expect_fatal("all_shards_missing_is_fatal", open_all_missing, "none of the 4 shards");
+    expect_fatal("manifest_negative_shard_count_names_line", manifest_negative_shard_count,
+                 "bad-manifest.txt:5: negative sample count -3 for shard a-000001.tar");
+    expect_fatal("manifest_negative_samples_names_line", manifest_negative_samples,
+                 "bad-manifest.txt:2: negative sample count -1");
     expect_fatal("skip_fraction_stops_run", run_too_many_skips, "max_skip_fraction");
     return check_exit();
 }
