@@ -13,6 +13,14 @@ void tar_writer_open(TarWriter *w, const char *path) {
     if (!w->f) fatal("cannot create %s: %s", path, strerror(errno));
 }
 
+void tar_header_seal(unsigned char h[512]) {
+    memset(h + 148, ' ', 8);  // the checksum counts its own field as spaces
+    unsigned sum = 0;
+    for (int i = 0; i < 512; i++) sum += h[i];
+    snprintf((char *)h + 148, 8, "%06o", sum);
+    h[155] = ' ';
+}
+
 void tar_writer_add(TarWriter *w, const char *name, const void *data, size_t len) {
     unsigned char h[512] = {0};
     size_t nl = strlen(name);
@@ -34,11 +42,7 @@ void tar_writer_add(TarWriter *w, const char *name, const void *data, size_t len
     h[156] = '0';
     memcpy(h + 257, "ustar", 6);
     memcpy(h + 263, "00", 2);
-    memset(h + 148, ' ', 8);
-    unsigned sum = 0;
-    for (int i = 0; i < 512; i++) sum += h[i];
-    snprintf((char *)h + 148, 8, "%06o", sum);
-    h[155] = ' ';
+    tar_header_seal(h);
     static const unsigned char zeros[512];
     size_t pad = (512 - len % 512) % 512;
     if (fwrite(h, 1, 512, w->f) != 512 || (len && fwrite(data, 1, len, w->f) != len) ||

@@ -9,3 +9,4 @@ typedef struct { FILE *f; const char *path; } TarWriter;
 void tar_writer_open(TarWriter *w, const char *path);   // fatal on failure
 void tar_writer_add(TarWriter *w, const char *name, const void *data, size_t len);
 void tar_writer_close(TarWriter *w);                    // writes the two zero blocks
+void tar_header_seal(unsigned char h[512]);            // fill a 512-byte header's checksum field

@@ -362,10 +362,7 @@ static void raw_header(uint8_t h[512], const char *name, char type, const uint8_
     h[156] = (uint8_t)type;
     memcpy(h + 257, "ustar", 6);
     memcpy(h + 263, "00", 2);
-    memset(h + 148, ' ', 8);
-    unsigned sum = 0;
-    for (int i = 0; i < 512; i++) sum += h[i];
-    snprintf((char *)h + 148, 8, "%06o", sum);
+    tar_header_seal(h);
 }
 
 // Write header (+ payload padded to 512) + 2 KiB of zeros; return what tar_next says of its first member.
