@@ -130,6 +130,43 @@ def test_nonfinite_loss_stops_without_update(tmp_path):
     assert attrs["step"] == 2
 
 
+def short_shard(tmp, samples, claimed):
+    """A shard holding the first `samples` samples of the real train shard, and a manifest claiming `claimed`."""
+    import tarfile
+    if not os.path.exists(SHARDS):
+        pytest.fail("Fashion-MNIST shards missing: run `make shards`", pytrace=False)
+    d = tmp / "short"
+    d.mkdir()
+    with tarfile.open(SHARDS) as src, tarfile.open(d / "s-000000.tar", "w", format=tarfile.USTAR_FORMAT) as dst:
+        for m in src.getmembers()[:2 * samples]:  # .png + .cls per sample
+            dst.addfile(m, src.extractfile(m))
+    with open(os.path.join(ROOT, "data", "fashion-mnist", "train-manifest.txt")) as f:
+        classes = [l for l in f if l.startswith("class")]
+    (d / "s-manifest.txt").write_text(f"ccvit-manifest 1\nsamples {claimed}\n" + "".join(classes) +
+                                      f"shard s-000000.tar {claimed}\n")
+    return str(d / "s-000000.tar")
+
+
+def test_shard_shorter_than_manifest_passes_over_empty_batches(tmp_path):
+    # 40 real samples where the manifest plans 160: each epoch's last 7 of 10 batches of 16
+    # hold no image at all; those must be passed over, not averaged into a 0/0 = NaN loss
+    shard = short_shard(tmp_path, 40, 160)
+    p = train(tmp_path, "short", f"--data_train={shard}", "--batch_size=16", "--steps=8", "--log_every=1",
+              "--save_every=0")
+    assert "empty batches passed over:" in p.stdout and "no usable image" in p.stderr, p.stdout[-2000:] + p.stderr[-2000:]
+    losses = [l["loss"] for l in metrics(tmp_path, "short")]
+    assert len(losses) == 8 and all(np.isfinite(losses)), losses
+
+
+def test_no_usable_image_stops_with_a_clear_error(tmp_path):
+    shard = short_shard(tmp_path, 0, 160)
+    # pure NT-Xent: no tokenizer to build, so the trainer's own check is what stops it
+    p = train(tmp_path, "none", f"--data_train={shard}", "--batch_size=16", "--steps=8", "--w_token=0",
+              "--w_pixel=0", "--w_contrast=1", check=False)
+    assert p.returncode != 0 and "no usable image (two epochs)" in p.stderr and "s-000000.tar" in p.stderr, \
+        p.stderr[-2000:]
+
+
 def test_config_errors_name_the_key(tmp_path):
     p = train(tmp_path, "bad", "--lr_min=0.1", check=False)
     assert p.returncode != 0 and "unknown key 'lr_min'" in p.stderr and "min_lr" in p.stderr, p.stderr

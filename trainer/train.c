@@ -310,6 +310,7 @@ int main(int argc, char **argv) {
     int64_t epoch_now = cs.epoch;
     float *first_cls = NULL;
     int last_n = 0;
+    long empty_batches = 0;  // batches whose every image was skipped (e.g. a shard shorter than its manifest says)
 
     for (; step < total_steps; step++) {
         // Stop requests are agreed on by all ranks (the largest code wins).
@@ -334,7 +335,19 @@ int main(int argc, char **argv) {
         for (int micro = 0; micro < cfg.accum_steps; micro++) {
             Batch b;
             double tw = now_seconds();
-            if (!loader_next(loader, &b)) fatal("data: the training loader ended unexpectedly");
+            // An empty batch is passed over: it has no loss to average (0/0). Two epochs'
+            // worth in a row means the data holds no usable image at all.
+            for (long empty_run = 0;; empty_run++) {
+                if (!loader_next(loader, &b)) fatal("data: the training loader ended unexpectedly");
+                if (b.n > 0) break;
+                if (empty_run > 2 * steps_per_epoch * cfg.accum_steps)
+                    fatal("data: %ld batches in a row had no usable image (two epochs); check data_train '%s' "
+                          "and its manifest", empty_run, cfg.data_train);
+                if (empty_batches++ == 0)
+                    warn("data: a batch at epoch %lld, step %lld had no usable image (a shard shorter than its "
+                         "manifest, or every image skipped); such batches are passed over and counted",
+                         (long long)b.epoch, (long long)b.step);
+            }
             double tc = now_seconds();
             wait_window += tc - tw;
             epoch_now = b.epoch;
@@ -471,6 +484,7 @@ int main(int argc, char **argv) {
         if (loader_skipped(loader, (SkipReason)r))
             printf("skipped samples (%s): %lld\n", loader_skip_reason_name((SkipReason)r),
                    (long long)loader_skipped(loader, (SkipReason)r));
+    if (empty_batches) printf("empty batches passed over: %ld\n", empty_batches);
 
     if (finetune && cfg.data_val[0] && rank == 0) {
         double acc = classifier_top1(&vit, &cfg);
