@@ -68,53 +68,6 @@ static void write_tensors(hid_t loc, const ParamTable *t, const float *base, int
     }
 }
 
-static void fsync_folder_of(const char *path) {
-    char dir[PATH_MAX];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (!slash) snprintf(dir, sizeof dir, ".");
-    else if (slash == dir) dir[1] = 0;
-    else *slash = 0;
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-}
-
-static int errno_message(char *err, size_t errlen, const char *what, const char *path, int e) {
-    const char *hint = (e == ENOSPC || e == EDQUOT) ? " (disk full: free space or move output_dir)"
-                       : e == EFBIG                 ? " (file size limit reached)"
-                                                    : "";
-    return ERR("%s '%s': %s%s", what, path, strerror(e), hint);
-}
-
-// buf -> path, atomically: `<path>.tmp.<pid>`, fsync, rename, fsync the folder.
-// On failure the temporary is removed and path is untouched.
-static int write_atomic(const char *path, const void *buf, size_t n, char *err, size_t errlen) {
-    char tmp[PATH_MAX + 32];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return errno_message(err, errlen, "cannot create checkpoint file", tmp, errno);
-    const char *p = buf;
-    size_t left = n;
-    int e = 0;
-    while (left && !e) {
-        ssize_t w = write(fd, p, left);
-        if (w < 0 && errno != EINTR) e = errno;
-        if (w > 0) p += w, left -= (size_t)w;
-    }
-    if (!e && fsync(fd) != 0) e = errno;
-    if (close(fd) != 0 && !e) e = errno;
-    if (!e && rename(tmp, path) != 0) e = errno;
-    if (e) {
-        unlink(tmp);
-        return errno_message(err, errlen, "cannot write checkpoint (partial file removed, previous checkpoints kept)", path, e);
-    }
-    fsync_folder_of(path);
-    return 0;
-}
-
 int checkpoint_save(const char *path, const CheckpointState *s, char *err, size_t errlen) {
     if (!s->params || !s->params->data) return ERR("checkpoint_save '%s': no parameters given", path);
     H5Image img;
@@ -152,7 +105,7 @@ int checkpoint_save(const char *path, const CheckpointState *s, char *err, size_
     h5_attr_write_bytes(f, "rng_states", s->rng, s->rng ? s->rng_size : 0);
     h5_attr_write_bytes(f, "loader_cursor", s->cursor, s->cursor ? s->cursor_size : 0);
     h5_close_in_memory(f, &img);
-    int rc = write_atomic(path, img.data, img.size, err, errlen);
+    int rc = file_write_atomic(path, img.data, img.size, "checkpoint", err, errlen);
     h5_image_free(&img);
     return rc;
 }
@@ -508,7 +461,7 @@ static int point_latest(const char *run_dir, int64_t step, char *err, size_t err
     if (symlink(target, tmp) != 0 || rename(tmp, link) != 0) {
         int e = errno;
         unlink(tmp);
-        return errno_message(err, errlen, "cannot update the 'latest' link", link, e);
+        return file_error(err, errlen, "cannot update the 'latest' link", link, e);
     }
     fsync_folder_of(link);
     return 0;

@@ -24,6 +24,14 @@ double now_seconds(void);          // monotonic clock
 size_t peak_rss_bytes(void);       // VmHWM of this process
 size_t current_rss_bytes(void);    // VmRSS of this process
 
+// ---- files --------------------------------------------------------------
+// buf -> path, atomically: `<path>.tmp.<pid>`, fsync, rename, fsync the folder.
+// On failure the temporary is removed, path is untouched, and err names the file,
+// the errno and (disk full) what to do; `kind` ("checkpoint") goes into the message.
+int file_write_atomic(const char *path, const void *buf, size_t n, const char *kind, char *err, size_t errlen);
+int file_error(char *err, size_t errlen, const char *what, const char *path, int e);  // -1, err filled
+void fsync_folder_of(const char *path);
+
 // ---- random numbers -----------------------------------------------------
 // xoshiro256++ seeded through splitmix64. The state is four words, so it can
 // be saved in a checkpoint and restored bit-exactly. Results are identical on

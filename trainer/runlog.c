@@ -144,19 +144,11 @@ static void make_dirs(const char *path) {
     xfree(p);
 }
 
-// Replace path's content atomically: write a temporary file, fsync, rename.
+// Replace path's content atomically (a temporary file, fsync, rename).
 static void write_file_atomic(const char *path, const char *text) {
-    size_t n = strlen(path) + 8;
-    char *tmp = xmalloc(n, "path");
-    snprintf(tmp, n, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) fatal("cannot write '%s': %s; set output_dir to a writable folder", tmp, strerror(errno));
-    size_t len = strlen(text);
-    if (fwrite(text, 1, len, f) != len || fflush(f) != 0 || fsync(fileno(f)) != 0)
-        fatal("cannot write '%s': %s", tmp, strerror(errno));
-    if (fclose(f) != 0) fatal("cannot write '%s': %s", tmp, strerror(errno));
-    if (rename(tmp, path) != 0) fatal("cannot rename '%s' to '%s': %s", tmp, path, strerror(errno));
-    xfree(tmp);
+    char err[1024];
+    if (file_write_atomic(path, text, strlen(text), "run file", err, sizeof err) != 0)
+        fatal("%s; set output_dir to a writable folder", err);
 }
 
 RunLog *runlog_open(const char *output_dir, const char *run_name, const char *config_yaml) {

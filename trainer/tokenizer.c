@@ -131,11 +131,18 @@ Tokenizer *tokenizer_load_group(hid_t g) {
 }
 
 void tokenizer_save(const Tokenizer *t, const char *path) {
-    hid_t f = h5_create(path);
+    // built in memory, then written atomically: a run killed mid-save must not leave a
+    // truncated file that every later start (and --resume=auto) would reuse and die on
+    H5Image img;
+    hid_t f = h5_create_in_memory(&img);
     hid_t g = h5_group_create(f, "tokenizer");
     tokenizer_save_group(t, g);
     h5_group_close(g);
-    h5_close(f);
+    h5_close_in_memory(f, &img);
+    char err[1024];
+    int rc = file_write_atomic(path, img.data, img.size, "tokenizer", err, sizeof err);
+    h5_image_free(&img);
+    if (rc != 0) fatal("%s", err);
 }
 
 Tokenizer *tokenizer_load(const char *path) {
