@@ -81,8 +81,9 @@ def test_resume_is_bit_exact(tmp_path):
     with open(tmp_path / "resumed" / "metrics.jsonl", "a") as f:
         f.write('{"step": 5, "loss": 123.0}\n{"step": 6, "lo')
     # the resumed run reuses the run's tokenizer file and the checkpoint's cursor
-    p = train(tmp_path, "resumed", *common, "--resume=auto")
+    p = train(tmp_path, "resumed", *common, "--resume=auto", "--time_limit_minutes=30")
     assert "dropped 2 metrics lines of steps after 4" in p.stdout, p.stdout[-2000:]
+    assert "differ from the config" not in p.stderr, p.stderr  # a steering key (time limit) is not a change
     a, aa = all_datasets(tmp_path / "straight" / "ckpt_step00000008.h5")
     b, ba = all_datasets(tmp_path / "resumed" / "ckpt_step00000008.h5")
     assert aa["step"] == ba["step"] == 8
@@ -96,6 +97,10 @@ def test_resume_is_bit_exact(tmp_path):
     assert [l["step"] for l in lb] == list(range(1, 9))
     for s in range(1, 9):
         assert sa[s] == sb[s], f"step {s}: logged values differ: {sa[s]} vs {sb[s]}"
+    # a key that changes the numbers is named when a resume changes it
+    p = train(tmp_path, "resumed", "--steps=9", "--log_every=1", "--save_every=0", "--resume=auto", "--lr=2e-3")
+    assert "resume: 2 keys differ" in p.stderr and "lr: 0.001 vs 0.002" in p.stderr and "steps: 8 vs 9" in p.stderr, \
+        p.stderr
 
 
 def test_sigterm_writes_checkpoint_and_exits_zero(tmp_path):

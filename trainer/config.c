@@ -762,13 +762,24 @@ void config_print_help(FILE *f) {
     }
 }
 
+static bool listed(const char *name, const char *const *list) {
+    for (; list && *list; list++)
+        if (!strcmp(name, *list)) return true;
+    return false;
+}
+
 int config_diff(const Config *a, const Config *b, char *buf, size_t buflen) {
+    return config_diff_except(a, b, NULL, buf, buflen);
+}
+
+int config_diff_except(const Config *a, const Config *b, const char *const *ignore, char *buf, size_t buflen) {
     schema_init();
     int ndiff = 0;
     size_t used = 0;
     if (buf && buflen) buf[0] = 0;
     for (int k = 0; k < CONFIG_NUM_KEYS; k++) {
         const KeyDef *d = KEYS[k];
+        if (listed(d->name, ignore)) continue;
         const void *pa = cfield(a, k), *pb = cfield(b, k);
         bool same;
         switch (d->type) {

@@ -159,6 +159,8 @@ void config_print_help(FILE *f);
 // Number of keys whose values differ; the first ones are described in buf
 // ("lr: 0.001 vs 0.0005; depth: 6 vs 12"), which may be NULL.
 int config_diff(const Config *a, const Config *b, char *buf, size_t buflen);
+// The same over the keys not named in `ignore` (a NULL-terminated list, or NULL).
+int config_diff_except(const Config *a, const Config *b, const char *const *ignore, char *buf, size_t buflen);
 
 // The shortest "%.*g" text that reads back (strtod) to exactly v; "nan"/"inf" as printf.
 void format_double(char *buf, size_t n, double v);

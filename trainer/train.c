@@ -77,6 +77,37 @@ static void print_bytes(const char *what, size_t bytes) {
     printf("  %-28s %9.1f MiB\n", what, bytes / 1048576.0);
 }
 
+// Resume continues bit-exactly only with the config the checkpoint was trained with.
+// Changing a key on purpose (a lower lr after a NaN, more steps) is allowed; say which
+// keys changed, so that nobody takes the result for the uninterrupted run's.
+static void warn_config_changes(const Config *now, const char *resume_path) {
+    // keys that steer the run (where, how often, when to stop), not its numbers; the
+    // tokenizer comes from the checkpoint, so its build keys do not matter either
+    static const char *const steering[] = {"data_val", "num_workers", "output_dir", "run_name", "log_every",
+                                           "save_every", "keep_last", "keep_every", "time_limit_minutes",
+                                           "stop_at_step", "resume", "finetune", "tokenizer_path",
+                                           "tokenizer_images_per_class", "tokenizer_iters",
+                                           "tokenizer_max_patches", NULL};
+    CheckpointInfo info;
+    char err[1024], diff[1536];
+    if (checkpoint_read_info(resume_path, &info, err, sizeof err) != 0) fatal("resume: %s", err);
+    Config then;
+    config_defaults(&then);
+    if (!info.config_yaml || !info.config_yaml[0]) {
+        warn("resume: %s stores no config; cannot check that this run's config matches it", resume_path);
+    } else if (config_load_string(&then, info.config_yaml, resume_path, err, sizeof err) != 0 ||
+               config_finalize(&then, err, sizeof err) != 0) {
+        warn("resume: the config stored in %s does not read back (%s); cannot compare", resume_path, err);
+    } else {
+        int n = config_diff_except(&then, now, steering, diff, sizeof diff);
+        if (n)
+            warn("resume: %d key%s differ from the config %s was trained with (checkpoint vs now: %s); the run "
+                 "continues with the new values and is no longer the same as an uninterrupted run",
+                 n, n == 1 ? "" : "s", resume_path, diff);
+    }
+    checkpoint_info_free(&info);
+}
+
 static Tokenizer *obtain_tokenizer(const Config *cfg, const char *run_dir, const char *resume_path) {
     char err[1024], path[4096];
     if (cfg->tokenizer_path[0]) {
@@ -264,6 +295,7 @@ int main(int argc, char **argv) {
         if (!loader_cursor_restore(loader, cursor)) fatal("resume: the data cursor in %s does not fit this data/config", resume_path);
         start_step = (long)cs.step;
         printf("resume: %s at step %ld (epoch %lld)\n", resume_path, start_step, (long long)cs.epoch);
+        if (rank == 0) warn_config_changes(&cfg, resume_path);
         long dropped = rl ? runlog_resume_at(rl, start_step) : 0;
         if (dropped)
             printf("resume: dropped %ld metrics lines of steps after %ld (logged after that checkpoint)\n", dropped,
