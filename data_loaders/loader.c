@@ -286,6 +286,11 @@ typedef struct {
     Rng rng;
 } ShuffleBuffer;
 
+// What an item weighs in the shuffle buffer. A skipped item weighs nothing: the
+// first pass and a resume's replay (which seeks over image data and learns of a cut
+// member later) know different lengths for it, and the eviction order must not differ.
+static size_t shuffle_weight(const WorkItem *it) { return it->skip >= 0 ? 0 : it->len; }
+
 static void shuffle_push(ReaderState *rs, ShuffleBuffer *sb, WorkItem *it) {
     if (sb->limit == 0) { emit(rs, it); return; }
     if (sb->n == sb->cap) {
@@ -294,12 +299,12 @@ static void shuffle_push(ReaderState *rs, ShuffleBuffer *sb, WorkItem *it) {
         if (!sb->items) fatal("out of memory in the shuffle buffer");
     }
     sb->items[sb->n++] = *it;
-    sb->bytes += it->len;
+    sb->bytes += shuffle_weight(it);
     while (sb->bytes > sb->limit && sb->n > 1) {
         int j = (int)rng_below(&sb->rng, sb->n);
         WorkItem out = sb->items[j];
         sb->items[j] = sb->items[--sb->n];
-        sb->bytes -= out.len;
+        sb->bytes -= shuffle_weight(&out);
         emit(rs, &out);
     }
 }
@@ -309,7 +314,7 @@ static void shuffle_drain(ReaderState *rs, ShuffleBuffer *sb) {
         int j = (int)rng_below(&sb->rng, sb->n);
         WorkItem out = sb->items[j];
         sb->items[j] = sb->items[--sb->n];
-        sb->bytes -= out.len;
+        sb->bytes -= shuffle_weight(&out);
         emit(rs, &out);
     }
 }

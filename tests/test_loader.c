@@ -182,6 +182,33 @@ static void collect(Loader *L, int n, uint64_t *out) {
     for (int i = 0; i < n; i++) out[i] = loader_next(L, &b) ? batch_hash(&b) : 0;
 }
 
+// Stop after each of stops[] batches, save the cursor, restore it into a new loader
+// with another thread count, and require the same n batches as `straight`.
+static void check_resume(const char *name, const char *pat, int n, const uint64_t *straight, const int *stops,
+                         int nstops) {
+    uint64_t h[64];
+    int all_same = 1, restored = 1;
+    size_t cs = loader_cursor_size();
+    LoaderConfig c;
+    for (int si = 0; si < nstops; si++) {
+        int k = stops[si];
+        memset(h, 0, sizeof h);
+        train_config(&c, pat, 2);
+        Loader *L = loader_open(&c);
+        collect(L, k, h);
+        uint8_t cursor[256];
+        loader_cursor_save(L, cursor);
+        loader_close(L);
+        train_config(&c, pat, 1);
+        L = loader_open(&c);
+        restored &= loader_cursor_restore(L, cursor);
+        collect(L, n - k, h + k);
+        loader_close(L);
+        all_same &= !memcmp(straight, h, sizeof(uint64_t) * n);
+    }
+    CHECK(name, cs <= 256 && restored && all_same, "restored %d, same %d, cursor %zu bytes", restored, all_same, cs);
+}
+
 static void test_determinism_and_resume(void) {
     for (int s = 0; s < 3; s++) {
         char p[256];
@@ -208,26 +235,7 @@ static void test_determinism_and_resume(void) {
     // Resume: stop after k batches (mid-epoch, at the epoch boundary, in the
     // second epoch), save, restore into a new loader with another thread count.
     const int stops[] = {0, 5, 7, 9};
-    int all_same = 1, restored = 1;
-    size_t cs = loader_cursor_size();
-    for (int si = 0; si < 4; si++) {
-        int k = stops[si];
-        memset(h3, 0, sizeof h3);
-        train_config(&c, pat, 2);
-        L = loader_open(&c);
-        collect(L, k, h3);
-        uint8_t cursor[256];
-        loader_cursor_save(L, cursor);
-        loader_close(L);
-        train_config(&c, pat, 1);
-        L = loader_open(&c);
-        restored &= loader_cursor_restore(L, cursor);
-        collect(L, N - k, h3 + k);
-        loader_close(L);
-        all_same &= !memcmp(h1, h3, sizeof h1);
-    }
-    CHECK("resume_identical_batches", cs <= 256 && restored && all_same, "restored %d, same %d, cursor %zu bytes",
-          restored, all_same, cs);
+    check_resume("resume_identical_batches", pat, N, h1, stops, 4);
 
     // A different seed gives different batches.
     train_config(&c, pat, 2);
@@ -236,6 +244,34 @@ static void test_determinism_and_resume(void) {
     collect(L, 1, h3);
     loader_close(L);
     CHECK("seed_changes_batches", h3[0] != h1[0], "seed 99 gave the seed-1234 batch");
+}
+
+// Resume through a shard cut inside an image: the replay (which seeks over image
+// data) must account that sample in the shuffle buffer as the first pass did.
+static void test_resume_over_truncated_shard(void) {
+    for (int s = 0; s < 3; s++) {
+        char p[256];
+        snprintf(p, sizeof p, DIR "/cut-%06d.tar", s);
+        write_shard(p, s * 20, 20, 40, 3, 1);
+    }
+    TarReader t;  // cut shard 1 halfway through its 7th sample's image
+    const char *why;
+    if (tar_open(&t, DIR "/cut-000001.tar") != 0) fatal("cannot open cut-000001.tar");
+    for (int m = 0; m < 13; m++)
+        if (tar_next(&t, &why) != 1) fatal("cut-000001.tar: member %d: %s", m, why);
+    off_t cut = (off_t)(t.data_offset + t.size / 2);
+    tar_close(&t);
+    if (truncate(DIR "/cut-000001.tar", cut) != 0) fatal("truncate: %s", strerror(errno));
+    const char *pat = DIR "/cut-{000000..000002}.tar";
+    enum { N = 12 };
+    uint64_t h1[N];
+    LoaderConfig c;
+    train_config(&c, pat, 1);
+    Loader *L = loader_open(&c);
+    collect(L, N, h1);
+    loader_close(L);
+    const int stops[] = {2, 4, 6};
+    check_resume("resume_identical_batches_over_truncated_shard", pat, N, h1, stops, 3);
 }
 
 // Two ranks over shards of unequal size: the same number of steps, and
@@ -513,6 +549,7 @@ int main(void) {
     test_round_trip(1, 3);
     test_round_trip(1, 1);
     test_determinism_and_resume();
+    test_resume_over_truncated_shard();
     test_rank_split();
     test_bad_input();
     test_tar_malformed_headers();
