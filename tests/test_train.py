@@ -103,6 +103,24 @@ def test_resume_is_bit_exact(tmp_path):
         p.stderr
 
 
+def test_resume_from_an_older_checkpoint_sets_the_later_ones_aside(tmp_path):
+    # a run to step 6; then (as after a NaN) a resume from its step-2 file with a lower lr, stopped at 3
+    common = ["--steps=6", "--log_every=1", "--save_every=2", "--keep_last=10"]
+    train(tmp_path, "branch", *common)
+    run = tmp_path / "branch"
+    p = train(tmp_path, "branch", *common, f"--resume={run / 'ckpt_step00000002.h5'}", "--lr=5e-4",
+              "--stop_at_step=3")
+    aside = run / "set_aside_after_step00000002"
+    assert sorted(os.listdir(aside)) == ["ckpt_step00000004.h5", "ckpt_step00000006.h5"], p.stderr
+    assert "2 checkpoints of steps after 2" in p.stderr and str(aside) in p.stderr, p.stderr
+    assert os.path.realpath(run / "latest").endswith("ckpt_step00000003.h5")
+    # auto now continues the new branch (step 3), not the abandoned one (step 6)
+    p = train(tmp_path, "branch", *common, "--resume=auto", "--lr=5e-4")
+    assert "at step 3 " in p.stdout, p.stdout[-2000:]
+    assert os.path.realpath(run / "latest").endswith("ckpt_step00000006.h5")
+    assert [l["step"] for l in metrics(tmp_path, "branch")] == [1, 2, 3, 4, 5, 6]
+
+
 def test_sigterm_writes_checkpoint_and_exits_zero(tmp_path):
     if not os.path.exists(SHARDS):
         pytest.fail("Fashion-MNIST shards missing: run `make shards`", pytrace=False)

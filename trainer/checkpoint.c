@@ -511,6 +511,42 @@ int checkpoint_prune(const char *run_dir, int keep_last, int keep_every) {
     return removed;
 }
 
+int checkpoint_set_aside_after(const char *run_dir, int64_t step, char *folder, size_t folder_len) {
+    int n, moved = 0;
+    int64_t *steps = list_steps(run_dir, &n);
+    if (n == 0 || steps[n - 1] <= step) {
+        xfree(steps);
+        return 0;
+    }
+    // a fresh folder per resume: an earlier set-aside of the same step is not overwritten
+    snprintf(folder, folder_len, "%s/set_aside_after_step%08lld", run_dir, (long long)step);
+    for (int k = 2; mkdir(folder, 0777) != 0; k++) {
+        if (errno != EEXIST) fatal("cannot create '%s': %s", folder, strerror(errno));
+        snprintf(folder, folder_len, "%s/set_aside_after_step%08lld.%d", run_dir, (long long)step, k);
+    }
+    char from[PATH_MAX], to[PATH_MAX + 64];
+    for (int i = 0; i < n; i++) {
+        if (steps[i] <= step) continue;
+        checkpoint_path(from, sizeof from, run_dir, steps[i]);
+        snprintf(to, sizeof to, "%s/%s", folder, strrchr(from, '/') + 1);
+        if (rename(from, to) != 0) fatal("cannot move '%s' to '%s': %s", from, to, strerror(errno));
+        moved++;
+    }
+    // `latest` named one of them: point it at the newest checkpoint left, or remove it
+    char link[PATH_MAX], err[512];
+    snprintf(link, sizeof link, "%s/latest", run_dir);
+    int64_t newest_left = -1;
+    for (int i = 0; i < n; i++)
+        if (steps[i] <= step) newest_left = steps[i];
+    xfree(steps);
+    if (latest_step(run_dir) > step) {
+        if (newest_left >= 0 && point_latest(run_dir, newest_left, err, sizeof err) != 0) fatal("%s", err);
+        if (newest_left < 0) unlink(link);
+    }
+    fsync_folder_of(link);
+    return moved;
+}
+
 int checkpoint_find_resume(const char *run_dir, char *out, size_t n, char *err, size_t errlen) {
     int count;
     int64_t *steps = list_steps(run_dir, &count);

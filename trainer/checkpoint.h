@@ -105,3 +105,10 @@ int checkpoint_prune(const char *run_dir, int keep_last, int keep_every);
 // verification: ...; falling back to the previous one"). Returns 1 with its path
 // in out, 0 when run_dir holds no checkpoint, -1 (err) when none is good.
 int checkpoint_find_resume(const char *run_dir, char *out, size_t n, char *err, size_t errlen);
+
+// On resume from step `step`: the run folder's checkpoints of later steps belong to a
+// branch the resume abandons (an explicit --resume of an older file, or ones that failed
+// verification). Left in place, --resume=auto and pruning (both by step number) would
+// prefer them over the new branch. They are moved, not deleted, into
+// <run_dir>/set_aside_after_stepNNNNNNNN[.k]/ (named in folder). Returns how many.
+int checkpoint_set_aside_after(const char *run_dir, int64_t step, char *folder, size_t folder_len);

@@ -295,7 +295,14 @@ int main(int argc, char **argv) {
         if (!loader_cursor_restore(loader, cursor)) fatal("resume: the data cursor in %s does not fit this data/config", resume_path);
         start_step = (long)cs.step;
         printf("resume: %s at step %ld (epoch %lld)\n", resume_path, start_step, (long long)cs.epoch);
-        if (rank == 0) warn_config_changes(&cfg, resume_path);
+        if (rank == 0) {
+            warn_config_changes(&cfg, resume_path);
+            char aside[PATH_MAX];
+            int moved = checkpoint_set_aside_after(run_dir, start_step, aside, sizeof aside);
+            if (moved)
+                warn("resume: %d checkpoint%s of steps after %ld (a branch this resume abandons) moved into %s", moved,
+                     moved == 1 ? "" : "s", start_step, aside);
+        }
         long dropped = rl ? runlog_resume_at(rl, start_step) : 0;
         if (dropped)
             printf("resume: dropped %ld metrics lines of steps after %ld (logged after that checkpoint)\n", dropped,
