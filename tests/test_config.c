@@ -62,7 +62,7 @@ typedef struct {
 static const ErrorCase FILE_ERRORS[] = {
     {"unknown_key", "lr: 0.001\nlr_min: 1e-6\n", {":2:1:", "'lr_min'", "did you mean 'min_lr'"}},
     {"unknown_key_typo", "# comment\nbatch_sise: 64\n", {":2:1:", "'batch_sise'", "did you mean 'batch_size'"}},
-    {"wrong_type_int", "epochs: 3\nbatch_size: lots\n", {":2:13:", "'batch_size'", "expected an integer in [1, 1048576]"}},
+    {"wrong_type_int", "epochs: 3\nbatch_size: lots\n", {":2:13:", "'batch_size'", "expected an integer in [1, 65536]"}},
     {"wrong_type_float_int", "depth: 2.5\n", {":1:8:", "'depth'", "expected an integer"}},
     {"wrong_type_bool", "\n\nqkv_bias: maybe\n", {":3:11:", "'qkv_bias'", "true or false"}},
     {"quoted_number", "lr: \"0.1\"\n", {":1:5:", "'lr'", "quoted"}},
@@ -205,6 +205,13 @@ static void test_finalize(void) {
     config_set(&cfg, "--in_chans=3", err, sizeof err);
     rc = config_finalize(&cfg, err, sizeof err);
     CHECK("config_rule_mean_per_channel", rc == -1 && has_all(err, "mean", "in_chans is 3", "--in_chans=3"), "%s", err);
+
+    config_defaults(&cfg);
+    config_set(&cfg, "--in_chans=2", err, sizeof err);
+    config_set(&cfg, "--mean=0.5,0.5", err, sizeof err);
+    config_set(&cfg, "--std=0.2,0.2", err, sizeof err);
+    rc = config_finalize(&cfg, err, sizeof err);
+    CHECK("config_rule_grey_or_rgb", rc == -1 && has_all(err, "in_chans", "--in_chans=2", "1 (grey) or 3"), "%s", err);
 
     config_defaults(&cfg);
     config_set(&cfg, "--warmup_steps=10", err, sizeof err);

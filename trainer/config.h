@@ -40,7 +40,7 @@
     X(layer_scale_init, FLOAT,  "0",       "[0, 1]",        "LayerScale initial value; 0: no LayerScale") \
     X(drop_path,        FLOAT,  "0",       "[0, 1)",        "stochastic depth rate of the last block (fine-tune)") \
     G("optimisation")                                                                                   \
-    X(batch_size,       INT,    "256",     "[1, 1048576]",  "images per optimiser micro-step")          \
+    X(batch_size,       INT,    "256",     "[1, 65536]",    "images per optimiser micro-step")          \
     X(accum_steps,      INT,    "1",       "[1, 65536]",    "micro-steps accumulated per update; effective batch = batch_size * accum_steps") \
     X(epochs,           INT,    "10",      "[0, 1000000]",  "epochs to train when steps is 0")          \
     X(steps,            INT,    "0",       "[0, inf)",      "optimiser updates to train; 0: use epochs") \
