@@ -483,11 +483,11 @@ static void expect_fatal(const char *name, void (*fn)(void), const char *want) {
 }
 
 static void read_manifest_text(const char *text) {
-    FILE *f = fopen(DIR "/bad-manifest.txt", "w");
+    FILE *f = fopen(DIR "/malformed_manifest.txt", "w");
     fputs(text, f);
     fclose(f);
     Manifest m;
-    manifest_read(DIR "/bad-manifest.txt", &m);
+    manifest_read(DIR "/malformed_manifest.txt", &m);
 }
 
 static void manifest_negative_shard_count(void) {
@@ -557,9 +557,9 @@ int main(void) {
     expect_fatal("empty_shard_list_is_fatal", open_empty_list, "expands to no shards");
     expect_fatal("all_shards_missing_is_fatal", open_all_missing, "none of the 4 shards");
     expect_fatal("manifest_negative_shard_count_names_line", manifest_negative_shard_count,
-                 "bad-manifest.txt:5: negative sample count -3 for shard a-000001.tar");
+                 "malformed_manifest.txt:5: negative sample count -3 for shard a-000001.tar");
     expect_fatal("manifest_negative_samples_names_line", manifest_negative_samples,
-                 "bad-manifest.txt:2: negative sample count -1");
+                 "malformed_manifest.txt:2: negative sample count -1");
     expect_fatal("skip_fraction_stops_run", run_too_many_skips, "max_skip_fraction");
     return check_exit();
 }
