@@ -1,8 +1,15 @@
 """Shared test setup. A missing dependency is a failure that says what to install."""
-import ctypes, os, pytest
+import ctypes, importlib.util, os, pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIB_PATH = os.path.join(ROOT, "build", "libccvit.so")
+
+
+# Every test module imports these at its top: without them pytest would stop at collection
+# with a bare ModuleNotFoundError, so name the Debian packages here, before collection.
+_MISSING = [pkg for mod, pkg in (("numpy", "python3-numpy"),) if importlib.util.find_spec(mod) is None]
+if _MISSING:
+    pytest.exit(f"missing Python modules: install Debian's {', '.join(_MISSING)} (run `make deps`)", returncode=4)
 
 
 def require(module, package):

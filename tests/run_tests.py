@@ -12,6 +12,7 @@ import os, subprocess, sys, time, xml.etree.ElementTree as ET
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.chdir(ROOT)
 filt = sys.argv[sys.argv.index("-k") + 1] if "-k" in sys.argv else ""
+C_TIMEOUT, PYTEST_TIMEOUT = 600, 1800  # seconds; the whole suite takes ~2 minutes on 2 idle cores
 passed = failed = 0
 failures = []
 
@@ -23,7 +24,12 @@ for name in sorted(os.listdir("build/tests")) if os.path.isdir("build/tests") el
     print(f"== {name}", flush=True)
     # stderr apart: a message from a test's worker thread could otherwise land in
     # the middle of a PASS line and hide it from the count
-    proc = subprocess.run([path], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        proc = subprocess.run([path], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=C_TIMEOUT)
+    except subprocess.TimeoutExpired as e:  # a hang must not eat the CI run's time; counted as a failure below
+        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
+        proc = subprocess.CompletedProcess(e.cmd, f"killed after {C_TIMEOUT} s (hung?)", out, err)
     p = f = 0
     for line in proc.stderr.splitlines():
         print("   stderr: " + line)
@@ -45,9 +51,21 @@ py_tests = sorted(x for x in os.listdir("tests") if x.startswith("test_") and x.
 if py_tests:
     xml = "build/pytest-report.xml"
     os.makedirs("build", exist_ok=True)
+    if os.path.exists(xml):
+        os.remove(xml)  # a report left by an earlier run must not be counted as this one's
     print(f"== pytest {' '.join(py_tests)}", flush=True)
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider",
-                           f"--junitxml={xml}"] + [os.path.join("tests", t) for t in py_tests])
+    returncode = None
+    if subprocess.run([sys.executable, "-c", "import pytest"], stderr=subprocess.DEVNULL).returncode != 0:
+        failures.append(f"pytest is missing for {sys.executable}: install Debian's python3-pytest (run `make deps`)")
+        failed += 1
+    else:
+        try:
+            returncode = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider",
+                                         f"--junitxml={xml}"] + [os.path.join("tests", t) for t in py_tests],
+                                        timeout=PYTEST_TIMEOUT).returncode
+        except subprocess.TimeoutExpired:
+            failures.append(f"pytest killed after {PYTEST_TIMEOUT} s (hung?)")
+            failed += 1
     if os.path.exists(xml):
         root = ET.parse(xml).getroot()
         for case in root.iter("testcase"):
@@ -59,9 +77,9 @@ if py_tests:
                 failures.append(label + ("  (skipped: skips count as failures)" if skipped is not None else ""))
             else:
                 passed += 1
-    if proc.returncode not in (0, 1) and not os.path.exists(xml):
+    elif returncode is not None:  # pytest ran but wrote no report: it stopped before any test (see above)
         failed += 1
-        failures.append(f"pytest exited with {proc.returncode}")
+        failures.append(f"pytest exited with {returncode} and wrote no report")
 
 if failures:
     print("\nfailures:")

@@ -27,9 +27,9 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install_deps: installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+  # env, not export: sudo resets the environment; the lock timeout waits out unattended-upgrades at boot
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends "${missing[@]}"
 else
   echo "install_deps: all ${#PKGS[@]} packages present"
 fi
