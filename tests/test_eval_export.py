@@ -236,3 +236,28 @@ def test_eval_last_blocks_concatenates_normed_blocks(C, tmp_path, shards):
     assert both[0].shape == (200, 4 * D)
     p = subprocess.run([EVAL] + args + ["--block", "0", "--last-blocks", "2"], capture_output=True, text=True)
     assert p.returncode != 0 and "--last-blocks 2: need 1..1" in p.stderr, p.stderr
+
+
+def test_eval_refuses_bad_options_overrides_and_nan_weights(C, tmp_path, shards):
+    """Option values are parsed whole; a --key that changes the checkpoint's encoder, the same data
+    as train and test, and weights that give NaN features are errors that say so."""
+    train, test = shards
+    yaml = config_yaml(tmp_path, **model_keys(MODEL, 3))
+    ckpt = tmp_path / "ckpt.h5"
+    cv = cbind.CVit(C, 2, seed=3, **MODEL)
+    save_checkpoint(C, cv, ckpt, yaml)
+    args = [str(ckpt), "--train", train, "--test", test, "--limit-train", "200", "--limit-test", "50", "--no-probe"]
+
+    def fails(extra, want, base=args):
+        p = subprocess.run([EVAL] + base + extra, capture_output=True, text=True)
+        assert p.returncode != 0 and want in p.stderr, (extra, p.stderr)
+
+    fails(["--block", "x"], "--block: 'x' is not an integer")
+    fails(["--k", "20x"], "--k: '20x' is not an integer")
+    fails(["--lambdas", ",".join(["1e-3"] * 17)], "--lambdas: more than 16 values")
+    fails(["--num_heads=4"], "change the encoder")
+    fails(["--mean=0.5"], "mean: [0.286] vs [0.5]")
+    fails([], "are the same data", base=[str(ckpt), "--train", train, "--test", train])
+    cv.tensor("pos_embed")[...] = np.nan
+    save_checkpoint(C, cv, tmp_path / "nan.h5", yaml)
+    fails([], "NaN or infinite", base=[str(tmp_path / "nan.h5")] + args[1:])

@@ -1,6 +1,7 @@
 // eval: frozen-feature evaluation of a checkpoint's encoder (or of a randomly
 // initialised one, or of raw pixels): weighted kNN (DINO protocol) and a linear
 // probe (L-BFGS logistic regression), on a labelled train and test split.
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -147,9 +148,19 @@ static Split extract(const Config *cfg, const char *source, const char *name, Vi
         }
     }
     progress_end(&pr);
+    int64_t skipped = 0;
+    for (int r = 0; r < SKIP_NUM_REASONS; r++) skipped += loader_skipped(L, (SkipReason)r);
+    if (skipped)
+        warn("%s split '%s': %lld images skipped (unreadable; see the warnings above); the accuracies are over the "
+             "%zu read", name, source, (long long)skipped, s.n);
     loader_close(L);
     xfree(normed), xfree(norm_mean), xfree(norm_rstd);
     if (s.n == 0) fatal("%s split '%s' gave no images", name, source);
+    size_t bad = 0;
+    for (size_t i = 0; i < s.n * s.d; i++) bad += !isfinite(s.x[i]);
+    if (bad)  // a NaN would win every kNN vote it took part in, and poison the probe
+        fatal("%s split '%s': %zu feature values are NaN or infinite; the checkpoint's weights are not usable",
+              name, source, bad);
     for (size_t i = 0; i < s.n; i++)
         if (s.y[i] + 1 > s.classes) s.classes = s.y[i] + 1;
     fprintf(stderr, "  %zu images, %d dims, %.1f s (%.0f img/s)\n", s.n, s.d, now_seconds() - t0, s.n / (now_seconds() - t0 + 1e-9));
@@ -167,10 +178,28 @@ static void save_features(const char *path, const Split *tr, const Split *te) {
     h5_close(f);
 }
 
+// Whole-string numbers: "--block x" or "--k 20x" is an error naming the option, not 0 or 20.
+static long parse_long(const char *opt, const char *v) {
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || end == v || *end) fatal("%s: '%s' is not an integer", opt, v);
+    return x;
+}
+
+static double parse_real(const char *opt, const char *v) {
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || end == v || *end || !isfinite(x)) fatal("%s: '%s' is not a number", opt, v);
+    return x;
+}
+
 static int parse_lambdas(const char *s, double *out, int max) {
     int n = 0;
     char *end;
-    while (*s && n < max) {
+    while (*s) {
+        if (n == max) fatal("--lambdas: more than %d values", max);
         double v = strtod(s, &end);
         if (end == s || !(v > 0)) fatal("--lambdas: '%s' is not a list of positive numbers", s);
         out[n++] = v;
@@ -213,16 +242,16 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--config") || !strcmp(a, "-c")) {
             if (nconf == 16) fatal("at most 16 --config files");
             config_files[nconf++] = VALUE();
-        } else if (!strcmp(a, "--batch")) batch = atoi(VALUE());
-        else if (!strcmp(a, "--k")) k = atoi(VALUE());
-        else if (!strcmp(a, "--knn-t")) knn_t = atof(VALUE());
-        else if (!strcmp(a, "--holdout")) holdout = atof(VALUE());
-        else if (!strcmp(a, "--crop-pct")) crop_pct = atof(VALUE());
-        else if (!strcmp(a, "--max-iter")) max_iter = atoi(VALUE());
-        else if (!strcmp(a, "--limit-train")) limit_train = atol(VALUE());
-        else if (!strcmp(a, "--limit-test")) limit_test = atol(VALUE());
-        else if (!strcmp(a, "--block")) block = atoi(VALUE());
-        else if (!strcmp(a, "--last-blocks")) n_blocks = atoi(VALUE());
+        } else if (!strcmp(a, "--batch")) batch = (int)parse_long(a, VALUE());
+        else if (!strcmp(a, "--k")) k = (int)parse_long(a, VALUE());
+        else if (!strcmp(a, "--knn-t")) knn_t = parse_real(a, VALUE());
+        else if (!strcmp(a, "--holdout")) holdout = parse_real(a, VALUE());
+        else if (!strcmp(a, "--crop-pct")) crop_pct = parse_real(a, VALUE());
+        else if (!strcmp(a, "--max-iter")) max_iter = (int)parse_long(a, VALUE());
+        else if (!strcmp(a, "--limit-train")) limit_train = parse_long(a, VALUE());
+        else if (!strcmp(a, "--limit-test")) limit_test = parse_long(a, VALUE());
+        else if (!strcmp(a, "--block")) block = (int)parse_long(a, VALUE());
+        else if (!strcmp(a, "--last-blocks")) n_blocks = (int)parse_long(a, VALUE());
         else if (!strcmp(a, "--lambdas")) n_lambdas = parse_lambdas(VALUE(), lambdas, 16);
         else if (!strcmp(a, "--features")) {
             const char *f = VALUE();
@@ -239,6 +268,7 @@ int main(int argc, char **argv) {
     if (ckpt && (random_init || raw)) fatal("a checkpoint and --random-init/--raw-pixels exclude each other");
     if (batch < 1 || k < 1 || k > 4096 || !(knn_t > 0) || !(holdout > 0 && holdout < 1) || !(crop_pct > 0 && crop_pct <= 1) || max_iter < 1)
         fatal("bad option value: need --batch >= 1, 1 <= --k <= 4096, --knn-t > 0, 0 < --holdout < 1, 0 < --crop-pct <= 1");
+    if (limit_train < 0 || limit_test < 0) fatal("--limit-train / --limit-test must be >= 0 (0: no limit)");
 
     // The config: the checkpoint's, then files, then --key=value.
     Config cfg;
@@ -253,6 +283,19 @@ int main(int argc, char **argv) {
     for (int i = 0; i < nkeys; i++)
         if (config_set(&cfg, keys[i], err, sizeof err)) fatal("%s", err);
     if (config_finalize(&cfg, err, sizeof err)) fatal("%s", err);
+    if (ckpt) {  // the encoder must be the one the checkpoint holds, fed as it was trained
+        static const char *const model_keys[] = {"model", "img_size", "patch_size", "in_chans", "embed_dim", "depth",
+                                                 "num_heads", "mlp_ratio", "qkv_bias", "layer_scale_init",
+                                                 "mean", "std", NULL};
+        Config stored;
+        config_defaults(&stored);
+        if (!info.config_yaml || !info.config_yaml[0]) fatal("%s stores no config; eval cannot rebuild its encoder", ckpt);
+        if (config_load_string(&stored, info.config_yaml, ckpt, err, sizeof err) || config_finalize(&stored, err, sizeof err))
+            fatal("the config stored in %s does not read back: %s", ckpt, err);
+        char diff[1024];
+        if (config_diff_only(&stored, &cfg, model_keys, diff, sizeof diff))
+            fatal("--config/--key change the encoder %s was trained as (checkpoint vs now: %s); drop them", ckpt, diff);
+    }
     if (block < -1 || block >= cfg.depth) fatal("--block %d: the model has blocks 0..%d", block, cfg.depth - 1);
     if (block >= 0 && raw) fatal("--block needs a model, not --raw-pixels");
     if (n_blocks < 1 || n_blocks > (block >= 0 ? block + 1 : cfg.depth))
@@ -262,6 +305,8 @@ int main(int argc, char **argv) {
     if (!train) train = cfg.data_train;
     if (!test) test = cfg.data_val;
     if (!train[0] || !test[0]) fatal("no data: give --train and --test (or data_train and data_val in the config)");
+    if (!strcmp(train, test))
+        fatal("--train and --test are the same data ('%s'): every test image would be in the kNN's bank", train);
 
     Vit vit;
     ParamTable table = {0};

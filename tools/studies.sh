@@ -54,7 +54,8 @@ pretrain() {
 
 evaluate() {
   local name=$1 ckpt=$2
-  [ -f "$OUT/$name/results.json" ] && { echo "==== $name: reusing $OUT/$name/results.json"; return; }
+  # reuse a result only if it is newer than the checkpoint it scores (a rerun replaces the checkpoint)
+  [ "$OUT/$name/results.json" -nt "$(readlink -f "$ckpt")" ] && { echo "==== $name: reusing $OUT/$name/results.json"; return; }
   echo "==== $name: evaluating $ckpt"
   $BIN/eval "$ckpt" --lambdas "$LAMBDAS" --out "$OUT/$name/results.json"
 }
@@ -62,7 +63,7 @@ evaluate() {
 # The same with DINO's linear-eval features: the last 4 blocks, each through the final norm.
 evaluate_last4() {
   local name=$1
-  [ -f "$OUT/$name/results_last4.json" ] && { echo "==== $name: reusing $OUT/$name/results_last4.json"; return; }
+  [ "$OUT/$name/results_last4.json" -nt "$(readlink -f "$OUT/$name/latest")" ] && { echo "==== $name: reusing $OUT/$name/results_last4.json"; return; }
   echo "==== $name: evaluating the last 4 blocks' features"
   $BIN/eval "$OUT/$name/latest" --lambdas "$LAMBDAS" --last-blocks 4 --out "$OUT/$name/results_last4.json"
 }

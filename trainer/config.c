@@ -771,18 +771,29 @@ static bool listed(const char *name, const char *const *list) {
     return false;
 }
 
+static int diff_keys(const Config *a, const Config *b, const char *const *list, bool only, char *buf, size_t buflen);
+
 int config_diff(const Config *a, const Config *b, char *buf, size_t buflen) {
-    return config_diff_except(a, b, NULL, buf, buflen);
+    return diff_keys(a, b, NULL, false, buf, buflen);
 }
 
 int config_diff_except(const Config *a, const Config *b, const char *const *ignore, char *buf, size_t buflen) {
+    return diff_keys(a, b, ignore, false, buf, buflen);
+}
+
+int config_diff_only(const Config *a, const Config *b, const char *const *only, char *buf, size_t buflen) {
+    return diff_keys(a, b, only, true, buf, buflen);
+}
+
+// The keys compared: those in `list` (only), or those not in it.
+static int diff_keys(const Config *a, const Config *b, const char *const *list, bool only, char *buf, size_t buflen) {
     schema_init();
     int ndiff = 0;
     size_t used = 0;
     if (buf && buflen) buf[0] = 0;
     for (int k = 0; k < CONFIG_NUM_KEYS; k++) {
         const KeyDef *d = KEYS[k];
-        if (listed(d->name, ignore)) continue;
+        if (listed(d->name, list) != only) continue;
         const void *pa = cfield(a, k), *pb = cfield(b, k);
         bool same;
         switch (d->type) {

@@ -161,6 +161,8 @@ void config_print_help(FILE *f);
 int config_diff(const Config *a, const Config *b, char *buf, size_t buflen);
 // The same over the keys not named in `ignore` (a NULL-terminated list, or NULL).
 int config_diff_except(const Config *a, const Config *b, const char *const *ignore, char *buf, size_t buflen);
+// The same over the keys named in `only` alone.
+int config_diff_only(const Config *a, const Config *b, const char *const *only, char *buf, size_t buflen);
 
 // The shortest "%.*g" text that reads back (strtod) to exactly v; "nan"/"inf" as printf.
 void format_double(char *buf, size_t n, double v);

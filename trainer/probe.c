@@ -349,6 +349,9 @@ void linear_probe(const float *train, const int32_t *ytrain, size_t ntrain, cons
 
     // Held-out split of train: a seeded shuffle, the first nval rows are held out.
     size_t nval = (size_t)(holdout * ntrain), nfit = ntrain - nval;
+    if (nval == 0 || nfit == 0)
+        fatal("linear probe: %zu train rows with holdout %g leave an empty %s split; raise --holdout or use more "
+              "train images", ntrain, holdout, nval == 0 ? "held-out" : "fit");
     uint32_t *perm = xmalloc(ntrain * sizeof(uint32_t), "permutation");
     for (size_t i = 0; i < ntrain; i++) perm[i] = (uint32_t)i;
     Rng r;
@@ -383,6 +386,7 @@ void linear_probe(const float *train, const int32_t *ytrain, size_t ntrain, cons
         int it = logreg_fit(Xfit, yfit, ngrid, d, classes, lam, theta, max_iter, 1e-4);
         double acc = nval ? logreg_accuracy(Xval, yval, nval, d, classes, theta) : 0;
         if (verbose) fprintf(stderr, "  L2 %-8g held-out top-1 %6.2f  (%zu rows, %d iterations, %.1f s)\n", lam, acc, ngrid, it, now_seconds() - t0);
+        if (it >= max_iter) warn("linear probe: L2 %g stopped at --max-iter %d before converging", lam, max_iter);
         out->lambdas[q] = lam;
         out->holdout_top1[q] = acc;
         if (acc > best_acc) {
@@ -394,6 +398,8 @@ void linear_probe(const float *train, const int32_t *ytrain, size_t ntrain, cons
     double t0 = now_seconds();
     out->iters = logreg_fit(Xtr, ytrain, ntrain, d, classes, out->lambda, best, 4 * max_iter, 1e-6);
     if (verbose) fprintf(stderr, "  refit on all %zu train rows with L2 %g: %d iterations, %.1f s\n", ntrain, out->lambda, out->iters, now_seconds() - t0);
+    if (out->iters >= 4 * max_iter)
+        warn("linear probe: the refit stopped at %d iterations before converging (raise --max-iter)", out->iters);
     out->train_top1 = logreg_accuracy(Xtr, ytrain, ntrain, d, classes, best);
     out->test_top1 = logreg_accuracy(Xte, ytest, ntest, d, classes, best);
     xfree(mean);
