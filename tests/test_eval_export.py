@@ -261,3 +261,21 @@ def test_eval_refuses_bad_options_overrides_and_nan_weights(C, tmp_path, shards)
     cv.tensor("pos_embed")[...] = np.nan
     save_checkpoint(C, cv, tmp_path / "nan.h5", yaml)
     fails([], "NaN or infinite", base=[str(tmp_path / "nan.h5")] + args[1:])
+
+
+def test_eval_val_from_train_never_reads_the_test_split(tmp_path, shards):
+    """--val-from-train N scores N train images (a seeded draw) against the other train images:
+    the features are the train split's own rows, the test split is not read, and the result is
+    the same whatever --test names."""
+    train, test = shards
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(config_yaml(tmp_path, **model_keys(MODEL, 3)))
+    base = ["--random-init", "--config", str(cfg), "--train", train, "--limit-train", "600", "--no-probe"]
+    r, (Xtr, ytr, Xva, yva), _ = run_eval(base + ["--test", test], tmp_path, "all")   # full train rows for reference
+    rv, (Btr, btr, Bva, bva), _ = run_eval(base + ["--val-from-train", "100", "--test", "/no/such/split"], tmp_path, "val")
+    assert rv["val_from_train"] == 100 and Bva.shape[0] == 100 and Btr.shape[0] == 500
+    rows = {tuple(x) for x in Xtr}
+    assert all(tuple(x) in rows for x in Bva) and all(tuple(x) in rows for x in Btr)   # every row is a train row
+    assert not ({tuple(x) for x in Bva} & {tuple(x) for x in Btr})                     # disjoint
+    top1, _ = dino_knn(Btr, btr, Bva, bva)
+    assert abs(top1 - rv["knn_top1"]) <= 0.2, (top1, rv)

@@ -39,8 +39,8 @@ static void usage(void) {
         "  --block L                the tokens out of blocks.L (0-based, before the final norm) instead of the\n"
         "                           final ones: masked-image models often probe better at mid depth (BEiT)\n"
         "  --last-blocks N          concatenate the features of the last N blocks (ending at --block, default the\n"
-        "                           last), each block's tokens through the final norm (DINO's linear eval, n=4);\n"
-        "                           default 1\n"
+        "                           last), each block's tokens through the final norm (as DINO's linear eval\n"
+        "                           with n=4, which takes the CLS tokens alone: --features cls); default 1\n"
         "  --batch N                images per forward pass (default 128)\n"
         "  --crop-pct F             eval resize = img_size / F, then centre crop (default 1: no crop)\n"
         "  --k N, --knn-t F         kNN neighbours and temperature (default 20, 0.07)\n"
@@ -49,6 +49,9 @@ static void usage(void) {
         "  --lambdas a,b,...        L2 strengths to try (default 1e-6,1e-5,...,1e-1)\n"
         "  --max-iter N             L-BFGS iterations per fit (default 500)\n"
         "  --limit-train N, --limit-test N   use only the first N images of a split\n"
+        "  --val-from-train N       score on N train images (a seeded draw) instead of the test split: kNN bank\n"
+        "                           and probe use the rest of train. For choosing a recipe or a feature without\n"
+        "                           looking at the test set, which is then scored once\n"
         "  --no-knn, --no-probe     skip one protocol\n"
         "  --save-features F.h5     write train/test features and labels (for comparisons)\n"
         "  --out F.json             results (default: beside the checkpoint, <name>.eval.json)\n"
@@ -167,6 +170,31 @@ static Split extract(const Config *cfg, const char *source, const char *name, Vi
     return s;
 }
 
+// Move n rows of train (a seeded draw) into a validation split; train keeps the rest, in order.
+static Split split_off_validation(Split *tr, size_t n, uint64_t seed) {
+    if (n >= tr->n) fatal("--val-from-train %zu: the train split has only %zu images", n, tr->n);
+    uint32_t *perm = xmalloc(tr->n * sizeof(uint32_t), "permutation");
+    for (size_t i = 0; i < tr->n; i++) perm[i] = (uint32_t)i;
+    Rng r;
+    rng_seed(&r, seed, 0x7a1);
+    rng_shuffle_u32(&r, perm, tr->n);
+    uint8_t *is_val = xcalloc(tr->n, 1, "validation rows");
+    for (size_t i = 0; i < n; i++) is_val[perm[i]] = 1;
+    Split va = {.x = xmalloc(n * tr->d * sizeof(float) + 1, "validation features"),
+                .y = xmalloc(n * sizeof(int32_t) + 1, "validation labels"), .d = tr->d, .classes = tr->classes};
+    size_t kept = 0;
+    for (size_t i = 0; i < tr->n; i++) {
+        Split *dst = is_val[i] ? &va : tr;
+        size_t j = is_val[i] ? va.n++ : kept++;
+        memmove(dst->x + j * tr->d, tr->x + i * tr->d, tr->d * sizeof(float));
+        dst->y[j] = tr->y[i];
+    }
+    tr->n = kept;
+    xfree(perm);
+    xfree(is_val);
+    return va;
+}
+
 static void save_features(const char *path, const Split *tr, const Split *te) {
     hid_t f = h5_create(path);
     hsize_t d2[2] = {tr->n, (hsize_t)tr->d}, d1[1] = {tr->n};
@@ -212,7 +240,7 @@ int main(int argc, char **argv) {
     const char *ckpt = NULL, *train = NULL, *test = NULL, *out_json = NULL, *feat_path = NULL;
     int random_init = 0, raw = 0, batch = 128, k = 20, max_iter = 500, do_knn = 1, do_probe = 1;
     double knn_t = 0.07, holdout = 0.1, crop_pct = 1.0;
-    long limit_train = 0, limit_test = 0;
+    long limit_train = 0, limit_test = 0, val_from_train = 0;
     FeatureKind kind = FEAT_BOTH;
     double lambdas[16] = {1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1};
     int n_lambdas = 6;
@@ -250,6 +278,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--max-iter")) max_iter = (int)parse_long(a, VALUE());
         else if (!strcmp(a, "--limit-train")) limit_train = parse_long(a, VALUE());
         else if (!strcmp(a, "--limit-test")) limit_test = parse_long(a, VALUE());
+        else if (!strcmp(a, "--val-from-train")) val_from_train = parse_long(a, VALUE());
         else if (!strcmp(a, "--block")) block = (int)parse_long(a, VALUE());
         else if (!strcmp(a, "--last-blocks")) n_blocks = (int)parse_long(a, VALUE());
         else if (!strcmp(a, "--lambdas")) n_lambdas = parse_lambdas(VALUE(), lambdas, 16);
@@ -268,7 +297,8 @@ int main(int argc, char **argv) {
     if (ckpt && (random_init || raw)) fatal("a checkpoint and --random-init/--raw-pixels exclude each other");
     if (batch < 1 || k < 1 || k > 4096 || !(knn_t > 0) || !(holdout > 0 && holdout < 1) || !(crop_pct > 0 && crop_pct <= 1) || max_iter < 1)
         fatal("bad option value: need --batch >= 1, 1 <= --k <= 4096, --knn-t > 0, 0 < --holdout < 1, 0 < --crop-pct <= 1");
-    if (limit_train < 0 || limit_test < 0) fatal("--limit-train / --limit-test must be >= 0 (0: no limit)");
+    if (limit_train < 0 || limit_test < 0 || val_from_train < 0)
+        fatal("--limit-train / --limit-test / --val-from-train must be >= 0 (0: off)");
 
     // The config: the checkpoint's, then files, then --key=value.
     Config cfg;
@@ -303,9 +333,9 @@ int main(int argc, char **argv) {
               block >= 0 ? "--block" : "the last");
     if (n_blocks > 1 && raw) fatal("--last-blocks needs a model, not --raw-pixels");
     if (!train) train = cfg.data_train;
-    if (!test) test = cfg.data_val;
+    if (!test || val_from_train) test = val_from_train ? "validation split of train" : cfg.data_val;
     if (!train[0] || !test[0]) fatal("no data: give --train and --test (or data_train and data_val in the config)");
-    if (!strcmp(train, test))
+    if (!val_from_train && !strcmp(train, test))
         fatal("--train and --test are the same data ('%s'): every test image would be in the kNN's bank", train);
 
     Vit vit;
@@ -336,7 +366,11 @@ int main(int argc, char **argv) {
 
     double t0 = now_seconds();
     Split tr = extract(&cfg, train, "train", model, kind, block, n_blocks, batch, crop_pct, limit_train);
-    Split te = extract(&cfg, test, "test", model, kind, block, n_blocks, batch, crop_pct, limit_test);
+    Split te = val_from_train ? split_off_validation(&tr, (size_t)val_from_train, (uint64_t)cfg.seed)
+                              : extract(&cfg, test, "test", model, kind, block, n_blocks, batch, crop_pct, limit_test);
+    if (val_from_train)
+        fprintf(stderr, "validation: %zu of the train images (seeded draw); bank and probe use the other %zu\n", te.n,
+                tr.n);
     double t_feat = now_seconds() - t0;
     int classes = tr.classes > te.classes ? tr.classes : te.classes;
     if (feat_path) save_features(feat_path, &tr, &te);
@@ -391,6 +425,7 @@ int main(int argc, char **argv) {
         json_str(&j, "test", test);
         json_int(&j, "n_train", (long long)tr.n);
         json_int(&j, "n_test", (long long)te.n);
+        json_int(&j, "val_from_train", val_from_train);
         json_int(&j, "dim", tr.d);
         json_int(&j, "classes", classes);
         json_int(&j, "knn_k", k);

@@ -68,6 +68,16 @@ evaluate_last4() {
   $BIN/eval "$OUT/$name/latest" --lambdas "$LAMBDAS" --last-blocks 4 --out "$OUT/$name/results_last4.json"
 }
 
+# The same features scored on 10k train images held out from the other 50k (eval --val-from-train):
+# what a recipe or feature choice should be made on, so that the test set is scored once.
+evaluate_val() {
+  local name=$1
+  [ "$OUT/$name/results_val_last4.json" -nt "$(readlink -f "$OUT/$name/latest")" ] && { echo "==== $name: reusing $OUT/$name/results_val_last4.json"; return; }
+  echo "==== $name: the last 4 blocks' features on a validation split of train"
+  $BIN/eval "$OUT/$name/latest" --lambdas "$LAMBDAS" --last-blocks 4 --val-from-train 10000 \
+    --out "$OUT/$name/results_val_last4.json"
+}
+
 finetune() {
   local name=$1; shift
   local dir=$OUT/$name
@@ -106,6 +116,7 @@ stage_full_long() {
     done_steps=$(tail -n 1 "$dir/metrics.jsonl" | sed -n 's/^{"step": \([0-9]*\).*/\1/p')
     [ "${done_steps:-0}" -ge "$steps" ] || { echo "==== $name: stopped at step $done_steps; run the stage again to resume"; return; }
   fi
+  evaluate_val "$name"
   evaluate "$name" "$dir/latest"
   evaluate_last4 "$name"
 }
@@ -172,9 +183,10 @@ stage_table() {
 import glob, json, os, re, sys
 out = sys.argv[1]
 print(f"{'run':<22} {'updates':>8} {'minutes':>8} {'linear probe':>13} {'kNN-20':>8}")
-for f in sorted(glob.glob(os.path.join(out, "*", "results.json")) + glob.glob(os.path.join(out, "*", "results_last4.json"))):
+for f in sorted(glob.glob(os.path.join(out, "*", "results*.json"))):
     r = json.load(open(f))
-    run = os.path.basename(os.path.dirname(f)) + (" last 4" if f.endswith("_last4.json") else "")
+    run = os.path.basename(os.path.dirname(f)) + (" last 4" if f.endswith("_last4.json") else "") + \
+        (" (val)" if "_val" in f else "")
     mins = "-"
     m = os.path.join(os.path.dirname(f), "metrics.jsonl")
     if os.path.exists(m):
