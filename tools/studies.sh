@@ -68,14 +68,22 @@ evaluate_last4() {
   $BIN/eval "$OUT/$name/latest" --lambdas "$LAMBDAS" --last-blocks 4 --out "$OUT/$name/results_last4.json"
 }
 
-# The same features scored on 10k train images held out from the other 50k (eval --val-from-train):
-# what a recipe or feature choice should be made on, so that the test set is scored once.
+# evaluate_variant NAME TAG [eval options]: the run's latest checkpoint into results_TAG.json.
+evaluate_variant() {
+  local name=$1 tag=$2; shift 2
+  local out=$OUT/$name/results_$tag.json
+  [ "$out" -nt "$(readlink -f "$OUT/$name/latest")" ] && { echo "==== $name: reusing $out"; return; }
+  echo "==== $name: $tag ($*)"
+  $BIN/eval "$OUT/$name/latest" --lambdas "$LAMBDAS" "$@" --out "$out"
+}
+
+# The last 4 blocks' features (CLS + mean each, and the CLS tokens alone, DINO's linear-eval
+# feature) scored on 10k train images held out from the other 50k (eval --val-from-train): what a
+# recipe or feature choice is made on, so that the test set is scored once per chosen feature.
+# On the 7000-update weight-2 encoder: CLS + mean 88.95% probe / 85.11% kNN, CLS alone 88.24% / 85.48%.
 evaluate_val() {
-  local name=$1
-  [ "$OUT/$name/results_val_last4.json" -nt "$(readlink -f "$OUT/$name/latest")" ] && { echo "==== $name: reusing $OUT/$name/results_val_last4.json"; return; }
-  echo "==== $name: the last 4 blocks' features on a validation split of train"
-  $BIN/eval "$OUT/$name/latest" --lambdas "$LAMBDAS" --last-blocks 4 --val-from-train 10000 \
-    --out "$OUT/$name/results_val_last4.json"
+  evaluate_variant "$1" val_last4 --last-blocks 4 --val-from-train 10000
+  evaluate_variant "$1" val_last4_cls --last-blocks 4 --features cls --val-from-train 10000
 }
 
 finetune() {
@@ -119,6 +127,7 @@ stage_full_long() {
   evaluate_val "$name"
   evaluate "$name" "$dir/latest"
   evaluate_last4 "$name"
+  evaluate_variant "$name" last4_cls --last-blocks 4 --features cls
 }
 
 # Its setting before: NT-Xent weight 1 for 3800 updates (4.05 epochs).
@@ -185,8 +194,8 @@ out = sys.argv[1]
 print(f"{'run':<22} {'updates':>8} {'minutes':>8} {'linear probe':>13} {'kNN-20':>8}")
 for f in sorted(glob.glob(os.path.join(out, "*", "results*.json"))):
     r = json.load(open(f))
-    run = os.path.basename(os.path.dirname(f)) + (" last 4" if f.endswith("_last4.json") else "") + \
-        (" (val)" if "_val" in f else "")
+    tag = os.path.basename(f)[len("results"):-len(".json")].lstrip("_")
+    run = os.path.basename(os.path.dirname(f)) + (" " + tag if tag else "")
     mins = "-"
     m = os.path.join(os.path.dirname(f), "metrics.jsonl")
     if os.path.exists(m):
