@@ -1,5 +1,6 @@
 // build_tokenizer.c: sample patches through the data loader, run k-means,
 // save the centroid tokenizer (HDF5). See --help.
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -59,18 +60,18 @@ int main(int argc, char **argv) {
         if (!strcmp(a, "--image-folder")) src.image_folder = v;
         else if (!strcmp(a, "--shards")) src.shards = v;
         else if (!strcmp(a, "--manifest")) src.manifest = v;
-        else if (!strcmp(a, "--image-size")) src.image_size = atoi(v);
-        else if (!strcmp(a, "--resize")) src.eval_resize = (float)atof(v);
-        else if (!strcmp(a, "--patch")) so.patch = atoi(v);
-        else if (!strcmp(a, "--channels")) src.channels = atoi(v);
-        else if (!strcmp(a, "--images-per-class")) so.images_per_class = atoi(v);
-        else if (!strcmp(a, "--samples")) so.max_samples = atoll(v);
-        else if (!strcmp(a, "--threads")) src.num_threads = atoi(v);
-        else if (!strcmp(a, "--k")) ko.k = atoi(v);
-        else if (!strcmp(a, "--iters")) ko.max_iter = atoi(v);
-        else if (!strcmp(a, "--tol")) ko.tol = atof(v);
-        else if (!strcmp(a, "--chain")) ko.chain = atoi(v);
-        else if (!strcmp(a, "--seed")) so.seed = ko.seed = strtoull(v, NULL, 10);
+        else if (!strcmp(a, "--image-size")) src.image_size = (int)arg_int(a, v, 1, 4096);
+        else if (!strcmp(a, "--resize")) src.eval_resize = (float)arg_real(a, v, 0, 1e5);
+        else if (!strcmp(a, "--patch")) so.patch = (int)arg_int(a, v, 1, 256);
+        else if (!strcmp(a, "--channels")) src.channels = (int)arg_int(a, v, 1, 3);
+        else if (!strcmp(a, "--images-per-class")) so.images_per_class = (int)arg_int(a, v, 0, INT_MAX);
+        else if (!strcmp(a, "--samples")) so.max_samples = arg_int(a, v, 0, LLONG_MAX);
+        else if (!strcmp(a, "--threads")) src.num_threads = (int)arg_int(a, v, 1, 256);
+        else if (!strcmp(a, "--k")) ko.k = (int)arg_int(a, v, 2, 1 << 20);
+        else if (!strcmp(a, "--iters")) ko.max_iter = (int)arg_int(a, v, 1, 1 << 20);
+        else if (!strcmp(a, "--tol")) ko.tol = arg_real(a, v, 0, 1);
+        else if (!strcmp(a, "--chain")) ko.chain = (int)arg_int(a, v, 1, 1 << 20);
+        else if (!strcmp(a, "--seed")) so.seed = ko.seed = (uint64_t)arg_int(a, v, 0, LLONG_MAX);
         else if (!strcmp(a, "--seeding")) {
             if (!strcmp(v, "auto")) ko.seeding = KMEANS_SEED_AUTO;
             else if (!strcmp(v, "kpp")) ko.seeding = KMEANS_SEED_PLUSPLUS;

@@ -2,6 +2,7 @@
 // initialised one, or of raw pixels): weighted kNN (DINO protocol) and a linear
 // probe (L-BFGS logistic regression), on a labelled train and test split.
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -206,23 +207,6 @@ static void save_features(const char *path, const Split *tr, const Split *te) {
     h5_close(f);
 }
 
-// Whole-string numbers: "--block x" or "--k 20x" is an error naming the option, not 0 or 20.
-static long parse_long(const char *opt, const char *v) {
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (errno || end == v || *end) fatal("%s: '%s' is not an integer", opt, v);
-    return x;
-}
-
-static double parse_real(const char *opt, const char *v) {
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (errno || end == v || *end || !isfinite(x)) fatal("%s: '%s' is not a number", opt, v);
-    return x;
-}
-
 static int parse_lambdas(const char *s, double *out, int max) {
     int n = 0;
     char *end;
@@ -270,17 +254,17 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--config") || !strcmp(a, "-c")) {
             if (nconf == 16) fatal("at most 16 --config files");
             config_files[nconf++] = VALUE();
-        } else if (!strcmp(a, "--batch")) batch = (int)parse_long(a, VALUE());
-        else if (!strcmp(a, "--k")) k = (int)parse_long(a, VALUE());
-        else if (!strcmp(a, "--knn-t")) knn_t = parse_real(a, VALUE());
-        else if (!strcmp(a, "--holdout")) holdout = parse_real(a, VALUE());
-        else if (!strcmp(a, "--crop-pct")) crop_pct = parse_real(a, VALUE());
-        else if (!strcmp(a, "--max-iter")) max_iter = (int)parse_long(a, VALUE());
-        else if (!strcmp(a, "--limit-train")) limit_train = parse_long(a, VALUE());
-        else if (!strcmp(a, "--limit-test")) limit_test = parse_long(a, VALUE());
-        else if (!strcmp(a, "--val-from-train")) val_from_train = parse_long(a, VALUE());
-        else if (!strcmp(a, "--block")) block = (int)parse_long(a, VALUE());
-        else if (!strcmp(a, "--last-blocks")) n_blocks = (int)parse_long(a, VALUE());
+        } else if (!strcmp(a, "--batch")) batch = (int)arg_int(a, VALUE(), INT_MIN, INT_MAX);
+        else if (!strcmp(a, "--k")) k = (int)arg_int(a, VALUE(), INT_MIN, INT_MAX);
+        else if (!strcmp(a, "--knn-t")) knn_t = arg_real(a, VALUE(), -HUGE_VAL, HUGE_VAL);
+        else if (!strcmp(a, "--holdout")) holdout = arg_real(a, VALUE(), -HUGE_VAL, HUGE_VAL);
+        else if (!strcmp(a, "--crop-pct")) crop_pct = arg_real(a, VALUE(), -HUGE_VAL, HUGE_VAL);
+        else if (!strcmp(a, "--max-iter")) max_iter = (int)arg_int(a, VALUE(), INT_MIN, INT_MAX);
+        else if (!strcmp(a, "--limit-train")) limit_train = arg_int(a, VALUE(), 0, LONG_MAX);
+        else if (!strcmp(a, "--limit-test")) limit_test = arg_int(a, VALUE(), 0, LONG_MAX);
+        else if (!strcmp(a, "--val-from-train")) val_from_train = arg_int(a, VALUE(), 0, LONG_MAX);
+        else if (!strcmp(a, "--block")) block = (int)arg_int(a, VALUE(), INT_MIN, INT_MAX);
+        else if (!strcmp(a, "--last-blocks")) n_blocks = (int)arg_int(a, VALUE(), INT_MIN, INT_MAX);
         else if (!strcmp(a, "--lambdas")) n_lambdas = parse_lambdas(VALUE(), lambdas, 16);
         else if (!strcmp(a, "--features")) {
             const char *f = VALUE();

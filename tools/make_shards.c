@@ -125,10 +125,10 @@ int main(int argc, char **argv) {
         case 'i': folder = optarg; break;
         case 'o': out = optarg; break;
         case 'f': format = optarg; break;
-        case 'q': quality = atoi(optarg); break;
-        case 'n': per_shard = atoll(optarg); break;
-        case 'r': seed = strtoull(optarg, NULL, 10), shuffle = 1; break;
-        case 'k': key_digits = atoi(optarg); break;
+        case 'q': quality = (int)arg_int("--quality", optarg, 1, 100); break;
+        case 'n': per_shard = arg_int("--per-shard", optarg, 1, INT64_MAX); break;
+        case 'r': seed = (uint64_t)arg_int("--seed", optarg, 0, INT64_MAX), shuffle = 1; break;
+        case 'k': key_digits = (int)arg_int("--key-digits", optarg, 1, 20); break;
         case 'h': fputs(USAGE, stdout); return 0;
         default: fputs(USAGE, stderr); return 2;
         }

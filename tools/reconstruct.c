@@ -78,7 +78,7 @@ int main(int argc, char **argv) {
             usage();
             return 0;
         } else if (!strcmp(a, "--out")) out = VALUE();
-        else if (!strcmp(a, "--n")) n_images = atoi(VALUE());
+        else if (!strcmp(a, "--n")) n_images = (int)arg_int(a, VALUE(), 1, 4096);
         else if (!strcmp(a, "--test")) test = VALUE();
         else if (!strcmp(a, "--tokenizer")) tok_path = VALUE();
         else if (!strncmp(a, "--", 2)) keys[nkeys++] = argv[i];

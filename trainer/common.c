@@ -231,3 +231,23 @@ int file_write_atomic(const char *path, const void *buf, size_t n, const char *k
     fsync_folder_of(path);
     return 0;
 }
+
+// ---- command-line numbers ---------------------------------------------------------
+
+long long arg_int(const char *opt, const char *v, long long lo, long long hi) {
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (errno || end == v || *end) fatal("%s: '%s' is not an integer", opt, v);
+    if (x < lo || x > hi) fatal("%s: %lld is outside [%lld, %lld]", opt, x, lo, hi);
+    return x;
+}
+
+double arg_real(const char *opt, const char *v, double lo, double hi) {
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || end == v || *end || !isfinite(x)) fatal("%s: '%s' is not a number", opt, v);
+    if (x < lo || x > hi) fatal("%s: %g is outside [%g, %g]", opt, x, lo, hi);
+    return x;
+}

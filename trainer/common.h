@@ -24,6 +24,12 @@ double now_seconds(void);          // monotonic clock
 size_t peak_rss_bytes(void);       // VmHWM of this process
 size_t current_rss_bytes(void);    // VmRSS of this process
 
+// ---- command-line numbers -----------------------------------------------
+// The whole string must be a number in [lo, hi]; otherwise fatal() naming the option
+// ("--k: '512abc' is not an integer"), never atoi's silent 0 or prefix.
+long long arg_int(const char *opt, const char *v, long long lo, long long hi);
+double arg_real(const char *opt, const char *v, double lo, double hi);
+
 // ---- files --------------------------------------------------------------
 // buf -> path, atomically: `<path>.tmp.<pid>`, fsync, rename, fsync the folder.
 // On failure the temporary is removed, path is untouched, and err names the file,

@@ -26,8 +26,9 @@ float *tokenizer_sample_patches(const LoaderConfig *source, const PatchSampleOpt
     cfg.mode = LOADER_EVAL;
     cfg.batch_size = 32;
     cfg.seed = o->seed;
+    if (o->patch < 1 || cfg.image_size % o->patch)
+        fatal("tokenizer sampling: image size %d is not a multiple of patch size %d", cfg.image_size, o->patch);
     const int S = cfg.image_size, P = o->patch, C = cfg.channels, d = C * P * P, g = S / P;
-    if (P < 1 || S % P) fatal("tokenizer sampling: image size %d is not a multiple of patch size %d", S, P);
 
     // Probe the source: sample and class counts pick the stride.
     Loader *probe = loader_open(&cfg);
