@@ -3,6 +3,9 @@
 # main job, `make bench` the side-by-side benchmarks. Overrides: NO_NATIVE=1,
 # NO_OMP=1, DEBUG=1 (-O0 -g, sanitizers off), CC=clang.
 
+# a recipe that fails leaves no half-written target behind for the next make to trust
+.DELETE_ON_ERROR:
+
 CC      ?= gcc
 PYTHON  := /usr/bin/python3
 BUILD   := build

@@ -4,13 +4,17 @@
 
 #include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common.h"
 
 void tar_writer_open(TarWriter *w, const char *path) {
-    w->f = fopen(path, "wb");
+    size_t n = strlen(path) + 32;
+    w->tmp = xmalloc(n, "path");
+    snprintf(w->tmp, n, "%s.tmp.%d", path, (int)getpid());
+    w->f = fopen(w->tmp, "wb");
     w->path = path;
-    if (!w->f) fatal("cannot create %s: %s", path, strerror(errno));
+    if (!w->f) fatal("cannot create %s: %s", w->tmp, strerror(errno));
 }
 
 void tar_header_seal(unsigned char h[512]) {
@@ -52,6 +56,13 @@ void tar_writer_add(TarWriter *w, const char *name, const void *data, size_t len
 
 void tar_writer_close(TarWriter *w) {
     static const unsigned char zeros[1024];
-    if (fwrite(zeros, 1, 1024, w->f) != 1024 || fclose(w->f) != 0) fatal("cannot write %s: %s", w->path, strerror(errno));
+    if (fwrite(zeros, 1, 1024, w->f) != 1024 || fflush(w->f) != 0 || fsync(fileno(w->f)) != 0 || fclose(w->f) != 0) {
+        int e = errno;
+        unlink(w->tmp);
+        fatal("cannot write %s: %s (partial file removed)", w->path, strerror(e));
+    }
+    if (rename(w->tmp, w->path) != 0) fatal("cannot rename %s to %s: %s", w->tmp, w->path, strerror(errno));
     w->f = NULL;
+    xfree(w->tmp);
+    w->tmp = NULL;
 }

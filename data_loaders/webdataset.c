@@ -178,17 +178,28 @@ int manifest_read(const char *path, Manifest *m) {
         }
     }
     fclose(f);
+    if (lineno == 0) fatal("%s is empty: not a ccvit manifest (rebuild the shards)", path);
     if (cls != m->num_classes) fatal("%s: %d class lines for 'classes %d'", path, cls, m->num_classes);
+    int64_t listed = 0;
+    for (int i = 0; i < m->num_shards; i++) listed += m->shard_samples[i];
+    if (m->num_shards && listed != m->samples)
+        fatal("%s: its shards hold %lld samples, but it says 'samples %lld' (rebuild the shards)", path,
+              (long long)listed, (long long)m->samples);
     return 0;
 }
 
 void manifest_write(const char *path, const Manifest *m) {
-    FILE *f = fopen(path, "w");
-    if (!f) fatal("cannot write manifest %s: %s", path, strerror(errno));
+    char *text = NULL, err[1024];
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) fatal("cannot build manifest %s: %s", path, strerror(errno));
     fprintf(f, "ccvit-manifest 1\nsamples %lld\nclasses %d\n", (long long)m->samples, m->num_classes);
     for (int i = 0; i < m->num_classes; i++) fprintf(f, "class %s\n", m->class_names[i]);
     for (int i = 0; i < m->num_shards; i++) fprintf(f, "shard %s %lld\n", m->shard_names[i], (long long)m->shard_samples[i]);
-    if (fclose(f) != 0) fatal("cannot write manifest %s: %s", path, strerror(errno));
+    fclose(f);
+    // atomically: a manifest is what marks the shards complete (make shards, the loader)
+    if (file_write_atomic(path, text, len, "manifest", err, sizeof err) != 0) fatal("%s", err);
+    free(text);
 }
 
 void manifest_free(Manifest *m) {

@@ -168,6 +168,35 @@ def test_fashion_mnist_shards_round_trip(lib, tmp_path):
     assert np.array_equal(np.rint(imgs[:, 0] * 255).astype(np.uint8), images)
 
 
+def test_interrupted_make_shards_leaves_nothing_to_trust(tmp_path):
+    """A make_shards killed mid-way (over an earlier complete run) leaves no manifest, so the next
+    `make shards` rebuilds, and no truncated shard under a final name: each one is complete or
+    still a .tmp file. An empty manifest is refused, naming the file."""
+    import signal, subprocess, tarfile, time
+    src = "/usr/share/datasets/fashion-mnist"
+    out = tmp_path / "fm" / "test"
+    cmd = [os.path.join(ROOT, "build/bin/make_shards"), "--fashion-mnist", src, "--split", "test", "--out", str(out),
+           "--per-shard", "500"]
+    subprocess.run(cmd, check=True, capture_output=True)
+    manifest = tmp_path / "fm" / "test-manifest.txt"
+    assert manifest.exists()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list((tmp_path / "fm").glob("*.tmp.*")):
+        time.sleep(0.01)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert not manifest.exists(), "an interrupted rewrite left the old manifest vouching for its shards"
+    for shard in (tmp_path / "fm").glob("test-*.tar"):
+        with tarfile.open(shard) as tf:
+            assert len(tf.getmembers()) == 1000, f"{shard} is not a complete shard"
+    manifest.write_text("")
+    r = subprocess.run([os.path.join(ROOT, "build/bin/build_tokenizer"), "--shards", f"{out}-000000.tar",
+                        "--image-size", "28", "--patch", "4", "--channels", "1", "--k", "8", "--out",
+                        str(tmp_path / "t.h5")], capture_output=True, text=True)
+    assert r.returncode != 0 and "test-manifest.txt is empty" in r.stderr, r.stderr
+
+
 def pil_rgb_or_l(img, channels):
     return np.asarray(img.convert("RGB" if channels == 3 else "L")).reshape(img.size[1], img.size[0], channels)
 

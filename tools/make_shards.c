@@ -163,6 +163,12 @@ int main(int argc, char **argv) {
         rng_shuffle_u32(&r, order, s.n);
     }
     mkdirs_for(out);
+    // An old manifest would vouch for the shards this run is about to replace: remove it
+    // first; the new one is written (atomically) only after every shard is complete.
+    size_t mlen = strlen(out) + 32;
+    char *manifest_path = xmalloc(mlen, "path");
+    snprintf(manifest_path, mlen, "%s-manifest.txt", out);
+    if (unlink(manifest_path) != 0 && errno != ENOENT) fatal("cannot remove the old %s: %s", manifest_path, strerror(errno));
     Manifest m = {.samples = s.n, .num_classes = s.num_classes, .class_names = s.class_names};
     m.num_shards = (int)((s.n + per_shard - 1) / per_shard);
     m.shard_names = xcalloc(m.num_shards, sizeof(char *), "shard names");
@@ -201,9 +207,8 @@ int main(int argc, char **argv) {
         tar_writer_close(&w);
         m.shard_samples[sh] = hi - lo;
     }
-    snprintf(path, plen, "%s-manifest.txt", out);
-    manifest_write(path, &m);
+    manifest_write(manifest_path, &m);
     printf("make_shards: %lld samples, %d classes -> %d shards %s-NNNNNN.tar + %s\n", (long long)s.n, s.num_classes,
-           m.num_shards, out, path);
+           m.num_shards, out, manifest_path);
     return 0;
 }
