@@ -426,8 +426,13 @@ int main(int argc, char **argv) {
         json_num(&j, "seconds_knn", t_knn);
         json_num(&j, "seconds_probe", t_probe);
         const char *text = json_end(&j);
-        FILE *f = fopen(out_json, "w");
-        if (!f || fprintf(f, "%s\n", text) < 0 || fclose(f) != 0) fatal("cannot write '%s'", out_json);
+        size_t n = strlen(text);
+        char *line = xmalloc(n + 2, "results line");
+        memcpy(line, text, n);
+        line[n] = '\n';
+        // atomically: the main job reuses cached results, so a cut-short file must never exist
+        if (file_write_atomic(out_json, line, n + 1, "results", err, sizeof err) != 0) fatal("%s", err);
+        xfree(line);
         json_free(&j);
         printf("%-28s %s\n", "results", out_json);
     }

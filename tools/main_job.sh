@@ -35,7 +35,10 @@ else
   mkdir -p "$(dirname "$TOKENIZER")"
   $BIN/build_tokenizer --shards "data/fashion-mnist/train-{000000..000005}.tar" --image-size 28 --patch 4 \
     --channels 1 --images-per-class 200 --k 512 --iters 20 --seed 0 --out "$TOKENIZER"
-  /usr/bin/python3 tools/tokenizer_atlas.py "$TOKENIZER" "${TOKENIZER%.h5}_atlas.png"
+fi
+# the atlas whenever it is missing: a run interrupted between the two steps must not lose it for good
+if [ ! -f "${TOKENIZER%.h5}_atlas.png" ]; then
+  /usr/bin/python3 tools/tokenizer_atlas.py "$TOKENIZER" "${TOKENIZER%.h5}_atlas.png" || echo "warning: the centroid atlas failed (see above)"
 fi
 
 stage "3/6 pretraining for $TRAIN_MINUTES minutes ($CONFIG)"
@@ -50,8 +53,15 @@ stage "4/6 evaluation: kNN-20 and linear probe on the 10k test images"
 # eval options, so they are computed once and reused (BASELINES/, keyed by a
 # hash of those). L2 grids: the range each feature kind picks from (raw pixels
 # ~1e-2, ViT features ~1e-5).
-BASE=${BASELINES:-data/baselines}/$( (cat "$CONFIG"; echo "$EXTRA"; echo "$EVAL_ARGS") | sha1sum | cut -c1-12)
+# The eval protocol's sources are part of the key: a changed protocol recomputes them.
+BASE=${BASELINES:-data/baselines}/$( (cat "$CONFIG"; echo "$EXTRA"; echo "$EVAL_ARGS"; cat tools/eval.c trainer/probe.c) | sha1sum | cut -c1-12)
 mkdir -p "$BASE"
+# a cached result is reused only if it reads back (eval writes it atomically; an older one may be cut short)
+valid_json() { /usr/bin/python3 -c 'import json, sys; json.load(open(sys.argv[1]))' "$1" 2>/dev/null; }
+for f in raw_pixels.json random_init.json; do
+  if [ -f "$BASE/$f" ] && ! valid_json "$BASE/$f"; then echo "recomputing $BASE/$f: it does not read back"; rm -f "$BASE/$f"; fi
+done
+[ -f "$BASE/random_init_features.h5" ] || rm -f "$BASE/random_init.json"
 if [ ! -f "$BASE/raw_pixels.json" ]; then
   $BIN/eval --raw-pixels --config "$CONFIG" $EXTRA $EVAL_ARGS --lambdas 1e-3,1e-2,1e-1 --out "$BASE/raw_pixels.json"
 fi
