@@ -207,6 +207,16 @@ static void test_finalize(void) {
     CHECK("config_rule_mean_per_channel", rc == -1 && has_all(err, "mean", "in_chans is 3", "--in_chans=3"), "%s", err);
 
     config_defaults(&cfg);
+    config_set(&cfg, "--epochs=0", err, sizeof err);
+    rc = config_finalize(&cfg, err, sizeof err);
+    CHECK("config_rule_decay_needs_a_length", rc == -1 && has_all(err, "sched cosine", "steps and epochs are 0", NULL),
+          "%s", err);
+    config_set(&cfg, "--sched=constant", err, sizeof err);
+    config_set(&cfg, "--time_limit_minutes=5", err, sizeof err);
+    rc = config_finalize(&cfg, err, sizeof err);
+    CHECK("config_time_limit_only_constant_lr", rc == 0, "%s", err);
+
+    config_defaults(&cfg);
     config_set(&cfg, "--in_chans=2", err, sizeof err);
     config_set(&cfg, "--mean=0.5,0.5", err, sizeof err);
     config_set(&cfg, "--std=0.2,0.2", err, sizeof err);

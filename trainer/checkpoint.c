@@ -231,7 +231,7 @@ static int read_tensor(hid_t f, const char *group, const char *ds, const ParamIn
 static int read_bytes_attr(hid_t f, const char *name, void *out, size_t n, const char *path, char *err, size_t errlen) {
     char why[1024];
     if (h5_try_attr_bytes(f, name, out, n, why, sizeof why) < 0)
-        return ERR("checkpoint '%s': %s (this run expects %zu bytes: a different num_workers or code version?)", path, why, n);
+        return ERR("checkpoint '%s': %s (this run expects %zu bytes: a different number of ranks, or another code version?)", path, why, n);
     return 0;
 }
 

@@ -11,6 +11,10 @@
 #include <time.h>
 #include <unistd.h>
 
+static void (*fatal_exit)(void);
+
+void set_fatal_exit(void (*fn)(void)) { fatal_exit = fn; }
+
 void fatal(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
@@ -19,6 +23,7 @@ void fatal(const char *fmt, ...) {
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
+    if (fatal_exit) fatal_exit();
     exit(1);
 }
 

@@ -9,6 +9,9 @@
 // fatal: print "error: ..." to stderr and exit(1). For start-up and
 // unrecoverable errors; the message must name the file, key or line.
 void fatal(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+// set_fatal_exit: a function fatal() calls before exit(1), e.g. MPI_Abort, so that one
+// rank's error stops its peers instead of leaving them blocked in a collective.
+void set_fatal_exit(void (*fn)(void));
 // warn: print "warning: ..." to stderr and continue.
 void warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

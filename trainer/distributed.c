@@ -10,11 +10,20 @@
 
 static int initialised = 0;
 
+// One rank's fatal error stops every rank: the others would otherwise wait in a collective.
+static void abort_world(void) {
+    fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+}
+
 void dist_init(int *argc, char ***argv) {
     int provided;
     // Only the main thread calls MPI; decode threads and OpenMP never do.
     if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) fatal("MPI_Init_thread failed");
     initialised = 1;
+    int world;
+    MPI_Comm_size(MPI_COMM_WORLD, &world);
+    if (world > 1) set_fatal_exit(abort_world);
 }
 
 void dist_finalize(void) {

@@ -235,7 +235,7 @@ int main(int argc, char **argv) {
     long steps_per_epoch = (long)(loader_steps_per_epoch(loader) / cfg.accum_steps);
     if (steps_per_epoch < 1) steps_per_epoch = 1;
     long total_steps = cfg.steps > 0 ? cfg.steps : (long)cfg.epochs * steps_per_epoch;
-    if (total_steps <= 0) total_steps = 1L << 40;  // time limit only
+    if (total_steps <= 0) total_steps = 1L << 40;  // time limit only (config_finalize: sched constant)
     long warmup = cfg.warmup_steps > 0 ? cfg.warmup_steps : (long)lround(cfg.warmup_epochs * steps_per_epoch);
 
     // ---- model, heads, optimiser
@@ -395,7 +395,8 @@ int main(int argc, char **argv) {
                 for (int i = 0; i < b.n; i++)
                     if (b.labels[i] < 0 || b.labels[i] >= cfg.num_classes)
                         fatal("finetune: label %d of a training image is outside [0, num_classes = %d)", b.labels[i], cfg.num_classes);
-                vit_sample_drop_path(&vit, b.n, (uint64_t)cfg.seed, ts.micro_steps);
+                // each rank its own stochastic depth, as with the masks: the stream is (micro-step, rank)
+                vit_sample_drop_path(&vit, b.n, (uint64_t)cfg.seed, ts.micro_steps * world + rank);
                 vit_forward(&vit, b.view1, NULL, b.n);
                 l.token = l.total = vit_head_forward(&vit, b.labels, b.n, 1);
             } else {
@@ -457,7 +458,8 @@ int main(int argc, char **argv) {
             double ips = images_window / dt;
             double epoch_f = (double)ts.images_seen / (double)loader_num_samples(loader);
             double top5 = spectrum_top_share(&probe, first_cls, views * last_n, vit.T * vit.D);
-            double mfu = step_flops / cfg.batch_size * ips / (peak * 1e9);
+            // step_flops is one rank's update (accum_steps micro-batches); ips counts every rank's images
+            double mfu = step_flops / ((double)cfg.batch_size * cfg.accum_steps) * ips / (peak * 1e9 * world);
             JsonLine *m = runlog_metrics(rl);
             json_int(m, "step", done);
             json_num(m, "epoch", epoch_f);
