@@ -131,3 +131,21 @@ def test_make_figures_writes_every_png(tiny_run):
     assert "; t-SNE" in p.stdout, f"t-SNE of 300 points did not finish in 60 s:\n{p.stdout}"
     _, at = read_recon(os.path.join(figs, "reconstruction.h5"))
     assert at["step"] == 3
+
+
+def test_plot_metrics_reads_what_a_killed_or_fine_tune_run_leaves(tmp_path):
+    """A last line cut short (a killed run) is skipped with a warning; a fine-tune's val_top1 line
+    on the last training step does not hide that step's losses; a file with none of the plotted
+    metrics is an error naming it."""
+    require("matplotlib", "python3-matplotlib")
+    m = tmp_path / "metrics.jsonl"
+    m.write_text('{"step": 1, "loss": 3.0, "lr": 0.1}\n{"step": 2, "loss": 2.0, "lr": 0.1}\n'
+                 '{"step": 2, "val_top1": 80.0}\n{"step": 3, "lo')
+    p = subprocess.run([PY, os.path.join(ROOT, "tools/plot_metrics.py"), str(m), str(tmp_path / "c.png")],
+                       capture_output=True, text=True)
+    assert p.returncode == 0 and "cut short" in p.stdout and "over 2 steps (loss, lr)" in p.stdout, p.stdout + p.stderr
+    assert is_png(tmp_path / "c.png")
+    m.write_text('{"step": 1, "other": 1}\n')
+    p = subprocess.run([PY, os.path.join(ROOT, "tools/plot_metrics.py"), str(m), str(tmp_path / "d.png")],
+                       capture_output=True, text=True)
+    assert p.returncode != 0 and "has none of the metrics" in p.stderr and str(m) in p.stderr, p.stderr

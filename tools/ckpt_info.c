@@ -18,7 +18,7 @@ static herr_t show_dataset(hid_t g, const char *name, const H5L_info_t *info, vo
     H5O_info_t oi;
     if (H5Oget_info_by_name(g, name, &oi, H5P_DEFAULT) < 0 || oi.type != H5O_TYPE_DATASET) return 0;
     hsize_t dims[8];
-    char err[1024], shape[160] = "[";
+    char err[1024], shape[8 * 22 + 4] = "[";  // 8 dims of up to 20 digits, ", " each, brackets
     int rank = h5_try_shape(g, name, dims, 8, err, sizeof err);
     if (rank < 0) {
         printf("  %-52s %s\n", name, err);
@@ -30,7 +30,8 @@ static herr_t show_dataset(hid_t g, const char *name, const H5L_info_t *info, vo
         size_t l = strlen(shape);
         snprintf(shape + l, sizeof shape - l, "%s%llu", i ? ", " : "", (unsigned long long)dims[i]);
     }
-    strcat(shape, "]");
+    size_t l = strlen(shape);
+    snprintf(shape + l, sizeof shape - l, "]");
     w->tensors++;
     w->floats += n;
     if (w->show) printf("  %-52s %-22s %12lld\n", name, shape, n);
@@ -85,6 +86,7 @@ int main(int argc, char **argv) {
         if (rc) return 1;
     }
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) fatal("cannot open '%s' as HDF5 to list its tensors", path);
     walk_group(f, "encoder", "encoder", 1);
     walk_group(f, "pretrain_heads", "pretraining heads", 1);
     walk_group(f, "optimizer", "optimizer", all);

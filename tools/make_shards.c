@@ -79,15 +79,20 @@ static void load_fashion_mnist(Source *s, const char *dir, const char *split) {
     uint8_t *im = gunzip_file(ip, &ilen), *lb = gunzip_file(lp, &llen);
     if (ilen < 16 || be32(im) != 0x803) fatal("%s: not an IDX3 image file (magic %08x)", ip, ilen >= 4 ? be32(im) : 0);
     if (llen < 8 || be32(lb) != 0x801) fatal("%s: not an IDX1 label file", lp);
+    uint32_t rows = be32(im + 8), cols = be32(im + 12);
+    if (rows < 1 || rows > 4096 || cols < 1 || cols > 4096) fatal("%s: image size %u x %u outside 1..4096", ip, rows, cols);
     s->n = be32(im + 4);
-    s->rows = be32(im + 8);
-    s->cols = be32(im + 12);
+    s->rows = (int)rows;
+    s->cols = (int)cols;
     if (be32(lb + 4) != s->n) fatal("%s has %u labels for %lld images in %s", lp, be32(lb + 4), (long long)s->n, ip);
     if (ilen < 16 + (size_t)s->n * s->rows * s->cols || llen < 8 + (size_t)s->n) fatal("%s or %s is truncated", ip, lp);
     s->pixels = xmalloc((size_t)s->n * s->rows * s->cols, "images");
     memcpy(s->pixels, im + 16, (size_t)s->n * s->rows * s->cols);
     s->labels = xmalloc(sizeof(int32_t) * s->n, "labels");
-    for (int64_t i = 0; i < s->n; i++) s->labels[i] = lb[8 + i];
+    for (int64_t i = 0; i < s->n; i++) {
+        s->labels[i] = lb[8 + i];
+        if (s->labels[i] > 9) fatal("%s: label %d of image %lld is not a Fashion-MNIST class (0..9)", lp, s->labels[i], (long long)i);
+    }
     free(im);
     free(lb);
     static const char *names[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",

@@ -29,16 +29,20 @@ PANELS = [  # key, title, log scale
 def read_metrics(path):
     by_step = {}
     with open(path) as f:
-        for n, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
+        lines = f.readlines()
+    for n, line in enumerate(lines, 1):
+        text = line.strip()
+        if not text:
+            continue
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as e:
+            if n == len(lines) and not line.endswith("\n"):  # a last line a killed run cut short
+                print(f"warning: {path}:{n}: the last line is cut short; plotting the lines before it")
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SystemExit(f"error: {path}:{n}: not JSON ({e}); is it a metrics.jsonl?")
-            if "step" in row:
-                by_step[row["step"]] = row
+            raise SystemExit(f"error: {path}:{n}: not JSON ({e}); is it a metrics.jsonl?")
+        if "step" in row:  # merge: a fine-tune's val_top1 line shares the last training step
+            by_step.setdefault(row["step"], {}).update(row)
     if not by_step:
         raise SystemExit(f"error: {path} holds no metrics lines with a 'step'; has the run logged yet?")
     return [by_step[s] for s in sorted(by_step)]
@@ -52,6 +56,8 @@ def main():
     a = ap.parse_args()
     rows = read_metrics(a.metrics)
     panels = [p for p in PANELS if any(isinstance(r.get(p[0]), (int, float)) for r in rows)]
+    if not panels:
+        raise SystemExit(f"error: {a.metrics} has none of the metrics this plots ({', '.join(p[0] for p in PANELS)})")
     cols = 4 if len(panels) > 4 else len(panels)
     nrows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 3 * nrows), squeeze=False)
