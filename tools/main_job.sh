@@ -11,6 +11,10 @@
 # default checkpoints), BASELINES (cached baselines, default data/baselines).
 # tests/test_main_job.py runs the whole chain with a tiny model and budget.
 set -euo pipefail
+# paths given relative to where the job was started, before moving to the repository
+for v in CONFIG OUT BASELINES; do
+  if [ -n "${!v:-}" ]; then printf -v "$v" '%s' "$(realpath -m -- "${!v}")"; fi
+done
 cd "$(dirname "$0")/.."
 
 CONFIG=${CONFIG:-configs/fashion_mnist.yaml}
