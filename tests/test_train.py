@@ -226,3 +226,10 @@ def test_finetune_from_checkpoint_and_from_scratch(tmp_path):
     assert not any(k.startswith("pretrain_heads/") for k in b), "fine-tune checkpoints carry no pretraining heads"
     p = train(tmp_path, "ft_bad", *ft, f"--finetune={tmp_path}/missing.h5", check=False)
     assert p.returncode != 0 and "missing.h5" in p.stderr
+
+
+def test_a_stop_logs_the_update_it_ends_on(tmp_path):
+    # log_every 50, stopped at update 7: the partial window (updates 2-7) is logged, not dropped
+    train(tmp_path, "partial", "--steps=100", "--log_every=50", "--save_every=0", "--stop_at_step=7")
+    assert [l["step"] for l in metrics(tmp_path, "partial")] == [1, 7]
+    assert os.path.realpath(tmp_path / "partial" / "latest").endswith("ckpt_step00000007.h5")

@@ -77,6 +77,17 @@ static void print_bytes(const char *what, size_t bytes) {
     printf("  %-28s %9.1f MiB\n", what, bytes / 1048576.0);
 }
 
+// Whether to stop before the update after `done` updates, agreed on by every rank: a
+// signal, the time limit, or stop_at_step. Fills *reason when it does.
+static int agree_on_stop(const Config *cfg, long done, double t_start, const char **reason) {
+    int stop = stop_signal == SIGTERM ? 4 : stop_signal == SIGUSR1 ? 3 : stop_signal ? 2 : 0;
+    if (!stop && cfg->time_limit_minutes > 0 && now_seconds() - t_start > cfg->time_limit_minutes * 60.0) stop = 1;
+    dist_allreduce_max_int(&stop);
+    if (!stop && cfg->stop_at_step > 0 && done >= cfg->stop_at_step) stop = 5;  // the same on every rank
+    if (stop) *reason = (const char *[]){"", "time limit", "SIGINT", "SIGUSR1", "SIGTERM", "stop_at_step"}[stop];
+    return stop;
+}
+
 // Resume continues bit-exactly only with the config the checkpoint was trained with.
 // Changing a key on purpose (a lower lr after a NaN, more steps) is allowed; say which
 // keys changed, so that nobody takes the result for the uninterrupted run's.
@@ -351,19 +362,10 @@ int main(int argc, char **argv) {
     int last_n = 0;
     long empty_batches = 0;  // batches whose every image was skipped (e.g. a shard shorter than its manifest says)
 
-    for (; step < total_steps; step++) {
-        // Stop requests are agreed on by all ranks (the largest code wins).
-        int stop = stop_signal == SIGTERM ? 4 : stop_signal == SIGUSR1 ? 3 : stop_signal ? 2 : 0;
-        if (!stop && cfg.time_limit_minutes > 0 && now_seconds() - t_start > cfg.time_limit_minutes * 60.0) stop = 1;
-        dist_allreduce_max_int(&stop);
-        if (stop) {
-            stop_reason = stop == 4 ? "SIGTERM" : stop == 3 ? "SIGUSR1" : stop == 2 ? "SIGINT" : "time limit";
-            break;
-        }
-        if (cfg.stop_at_step > 0 && step >= cfg.stop_at_step) {
-            stop_reason = "stop_at_step";
-            break;
-        }
+    // Stop requests are agreed on by all ranks (the largest code wins). Asked before the first
+    // update and after each one, so that the update a stop ends on is logged like the last.
+    int stop = agree_on_stop(&cfg, start_step, t_start, &stop_reason);
+    for (; step < total_steps && !stop; step++) {
         double lr = schedule_lr(&cfg, step, warmup, total_steps);
         float w_con = (float)cfg.w_contrast;
         if (cfg.contrast_warmup_steps > 0 && step < cfg.contrast_warmup_steps)
@@ -452,7 +454,8 @@ int main(int argc, char **argv) {
         window_steps++;
 
         long done = step + 1;
-        int last = done == total_steps;
+        stop = agree_on_stop(&cfg, done, t_start, &stop_reason);
+        int last = done == total_steps || stop;
         if (rank == 0 && (done % cfg.log_every == 0 || last || done == start_step + 1)) {
             double now = now_seconds(), dt = now - t_window;
             double ips = images_window / dt;
