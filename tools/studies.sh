@@ -2,7 +2,7 @@
 # The issue-8 studies on Fashion-MNIST (README "Studies"): each stage trains
 # under a wall-clock budget, evaluates with build/bin/eval (kNN-20 and linear
 # probe, full 60k train / 10k test) and writes <run>/results.json. A stage whose
-# run folder already has a checkpoint (`latest`) or a results file is reused:
+# run folder already has a checkpoint (`latest`) or a results file newer than it is reused:
 # delete the folder to redo it. Run after `make all shards`.
 #
 #   tools/studies.sh full       the full recipe (configs/fashion_mnist_full.yaml: NT-Xent weight 2, 7000 updates, ~92 min)
@@ -10,8 +10,8 @@
 #   tools/studies.sh full_long  the full recipe planned over 14000 updates (15 epochs, ~3 h): resumable, so it can
 #                               span sessions; rerunning it continues from the run's newest checkpoint
 #   tools/studies.sh full_w1    the same at NT-Xent weight 1 for 3800 updates (its earlier setting, ~50 min)
-#   tools/studies.sh full025    the same with NT-Xent weight 0.25 for 4500 updates (its earlier setting, ~60 min)
-#   tools/studies.sh long       the full recipe as pure CCViT for 10.7 epochs (10000 updates, ~80 min)
+#   tools/studies.sh full025    the same with NT-Xent weight 0.25 for 4500 updates (its earlier setting, 74 min at ~68 img/s)
+#   tools/studies.sh long       the full recipe as pure CCViT for 10.7 epochs (10000 updates, 89 min)
 #   tools/studies.sh twin       the default recipe in the PyTorch twin for the same minutes as ours
 #   tools/studies.sh ablation   CCViT only / contrastive only / both, same minutes each
 #   tools/studies.sh seeds      the default recipe with a second seed
