@@ -92,9 +92,15 @@ void image_folder_open(ImageFolder *f, const char *root) {
     for (int i = 0; i < n; i++) {
         char *p = join(root, names[i]);
         if (is_dir(p)) {
+            int64_t before = f->num_files;
             f->class_names[f->num_classes] = names[i];
             names[i] = NULL;
             walk(f, p, f->num_classes++, &cap);
+            // as torchvision's ImageFolder: a class without images (an empty or stray folder,
+            // .ipynb_checkpoints) would shift every later label and is an error
+            if (f->num_files == before)
+                fatal("image folder %s: class folder '%s' holds no .jpg/.jpeg/.png file; remove it or add images",
+                      root, f->class_names[f->num_classes - 1]);
         }
         free(p);
         free(names[i]);

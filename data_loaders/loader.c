@@ -369,6 +369,11 @@ static void read_epoch(ReaderState *rs) {
             w.data = s.image, w.len = s.image_len, w.ext = s.image_ext;
             if (!s.image && s.has_image) w.lazy_shard = shard, w.lazy_offset = s.image_offset;
             s.image = NULL;
+            if (w.skip >= 0) {  // a skipped sample is only counted: do not hold its bytes in the shuffle buffer
+                free(w.data);
+                w.data = NULL;
+                w.lazy_shard = NULL;
+            }
             shuffle_push(rs, &sb, &w);
         }
         wds_sample_clear(&s);
@@ -564,7 +569,7 @@ static void start_pipeline(Loader *L) {
 }
 
 int loader_next(Loader *L, Batch *out) {
-    if (!L->started) start_pipeline(L);
+    if (!L->started && !L->empty_eval) start_pipeline(L);  // nothing to read: no reader spinning over empty epochs
     pthread_mutex_lock(&L->mu);
     if (L->held_seq >= 0) {  // hand the previous batch's slot back
         RingBatch *h = &L->ring[L->held_seq % L->nring];

@@ -78,7 +78,7 @@ typedef struct {
     float *view2;       // [n, C, H, W] normalised, NULL unless two_views
     float *clean1;      // [n, C, H, W] in [0,1], the crop before colour augmentation
     float *clean2;      // like clean1 for view2, NULL unless two_views
-    int32_t *labels;    // [n]; -1 when the source has no label
+    int32_t *labels;    // [n]; a sample without a label (.cls) is skipped and counted, never given here
     int64_t epoch;      // epoch this batch belongs to
     int64_t step;       // step within the epoch
 } Batch;

@@ -11,6 +11,8 @@
 typedef struct { char **v; int n, cap; } StrList;
 
 static void push(StrList *l, char *s) {
+    // products of ranges ({0000..9999}{0000..9999}) are bounded as a whole, not per range
+    if (l->n >= 1000000) fatal("shard pattern expands to more than a million names");
     if (l->n == l->cap) {
         l->cap = l->cap ? 2 * l->cap : 16;
         l->v = realloc(l->v, l->cap * sizeof *l->v);
@@ -37,10 +39,13 @@ static int parse_range(const char *body, size_t len, long *lo, long *hi, int *wi
     for (const char *p = body; p < dots; p++) if (!isdigit((unsigned char)*p)) return 0;
     for (const char *p = dots + 2; p < body + len; p++) if (!isdigit((unsigned char)*p)) return 0;
     if (dots == body || dots + 2 == body + len) return 0;
+    size_t lo_len = (size_t)(dots - body), hi_len = len - lo_len - 2;
+    if (lo_len > 15 || hi_len > 15) return -1;  // far beyond any shard count, and safe from overflow
     *lo = strtol(body, NULL, 10);
     *hi = strtol(dots + 2, NULL, 10);
-    // A leading zero on either bound asks for zero padding to that width.
-    *width = (body[0] == '0' && dots - body > 1) ? (int)(dots - body) : 0;
+    // A leading zero on either bound pads every number to the wider bound (as bash does).
+    int padded = (body[0] == '0' && lo_len > 1) || (dots[2] == '0' && hi_len > 1);
+    *width = padded ? (int)(lo_len > hi_len ? lo_len : hi_len) : 0;
     return 1;
 }
 
@@ -58,8 +63,10 @@ static void expand_one(const char *pat, const char *whole, StrList *out) {
     size_t blen = close - body, plen = open - pat;
     long lo, hi;
     int width;
-    if (parse_range(body, blen, &lo, &hi, &width)) {
-        if (hi < lo || hi - lo > 10000000) fatal("shard pattern '%s': bad range {%.*s}", whole, (int)blen, body);
+    int range = parse_range(body, blen, &lo, &hi, &width);
+    if (range < 0) fatal("shard pattern '%s': range {%.*s} has a bound over 15 digits", whole, (int)blen, body);
+    if (range) {
+        if (hi < lo || hi - lo > 1000000) fatal("shard pattern '%s': bad range {%.*s}", whole, (int)blen, body);
         for (long i = lo; i <= hi; i++) {
             char num[32];
             int nn = snprintf(num, sizeof num, "%0*ld", width, i);

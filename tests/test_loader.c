@@ -4,6 +4,7 @@
 // start-up errors.
 #include <errno.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -89,7 +90,15 @@ static void test_brace_expansion(void) {
     for (int i = 0; ok && i < 8; i++) ok = !strcmp(v[i], want[i]);
     CHECK("brace_expansion", ok, "got %d names, first %s", n, n ? v[0] : "-");
     shard_list_free(v, n);
+    // a zero-padded upper bound pads the lower one too (bash: {1..010} -> 001 ... 010)
+    v = shard_list_expand("s-{8..010}.tar", &n);
+    CHECK("brace_expansion_pads_to_the_wider_bound", n == 3 && !strcmp(v[0], "s-008.tar") && !strcmp(v[2], "s-010.tar"),
+          "got %d names, first %s", n, n ? v[0] : "-");
+    shard_list_free(v, n);
 }
+
+static void expand_huge_bound(void) { int n; shard_list_expand("s-{1..99999999999999999999}.tar", &n); }
+static void expand_huge_product(void) { int n; shard_list_expand("s-{0000..9999}{0000..9999}.tar", &n); }
 
 // RandomResizedCrop: inside the image, area and ratio within range, and
 // torchvision's centre-crop fallback when no attempt fits.
@@ -327,6 +336,25 @@ static void test_rank_split(void) {
     int once = total == 24;
     for (int k = 0; k < 24; k++) once &= seen[k] == 1;
     CHECK("eval_ranks_see_every_sample_once", once, "%d samples over 3 ranks, expected 24 once each", total);
+
+    // An eval rank with no samples (more ranks than samples) ends its epoch at once and
+    // starts no reader: before, the reader spun a core over empty epochs until loader_close.
+    LoaderConfig c;
+    loader_config_defaults(&c);
+    c.shards = DIR "/ranks-{000000..000001}.tar";
+    c.mode = LOADER_EVAL;
+    c.batch_size = 4, c.image_size = 8, c.channels = 1, c.rank = 30, c.world_size = 31;
+    Loader *L = loader_open(&c);
+    Batch b;
+    struct rusage before, after;
+    getrusage(RUSAGE_SELF, &before);
+    int first = loader_next(L, &b), second = loader_next(L, &b);
+    usleep(300000);
+    getrusage(RUSAGE_SELF, &after);
+    loader_close(L);
+    double cpu = (after.ru_utime.tv_sec - before.ru_utime.tv_sec) + 1e-6 * (after.ru_utime.tv_usec - before.ru_utime.tv_usec);
+    CHECK("eval_rank_without_samples_is_idle", first == 0 && second == 0 && cpu < 0.1,
+          "loader_next gave %d, %d; %.2f s of CPU in 0.3 s", first, second, cpu);
 }
 
 // Every bad-input case, one sample each (plus whole-shard cases).
@@ -560,6 +588,8 @@ int main(void) {
                  "malformed_manifest.txt:5: negative sample count -3 for shard a-000001.tar");
     expect_fatal("manifest_negative_samples_names_line", manifest_negative_samples,
                  "malformed_manifest.txt:2: negative sample count -1");
+    expect_fatal("brace_bound_over_15_digits_is_refused", expand_huge_bound, "over 15 digits");
+    expect_fatal("brace_product_over_a_million_is_refused", expand_huge_product, "more than a million names");
     expect_fatal("skip_fraction_stops_run", run_too_many_skips, "max_skip_fraction");
     return check_exit();
 }

@@ -111,6 +111,23 @@ def test_image_folder_class_order_matches_torchvision(lib, tmp_path):
     assert list(labels) == tv.targets
 
 
+def test_image_folder_empty_class_is_an_error_as_in_torchvision(tmp_path):
+    """A class folder without images (here a stray .ipynb_checkpoints) would shift every later
+    label: torchvision refuses it, and so do we, naming the folder."""
+    import subprocess
+    require("torchvision", "python3-torchvision"); import torchvision.datasets as datasets
+    for n in ("cat", "dog"):
+        os.makedirs(tmp_path / n)
+        (tmp_path / n / "a.png").write_bytes(png_bytes(np.zeros((8, 8, 3), np.uint8)))
+    os.makedirs(tmp_path / ".ipynb_checkpoints")
+    with pytest.raises(FileNotFoundError):
+        datasets.ImageFolder(str(tmp_path))
+    p = subprocess.run([os.path.join(ROOT, "build/bin/build_tokenizer"), "--image-folder", str(tmp_path),
+                        "--image-size", "8", "--patch", "4", "--k", "2", "--out", str(tmp_path / "t.h5")],
+                       capture_output=True, text=True)
+    assert p.returncode != 0 and "class folder '.ipynb_checkpoints' holds no" in p.stderr, p.stderr
+
+
 def resample(lib, img, box, size, interp):
     """Our resample_u8 on the crop box of img (H, W, C uint8)."""
     h, w, c = img.shape

@@ -233,3 +233,19 @@ def test_a_stop_logs_the_update_it_ends_on(tmp_path):
     train(tmp_path, "partial", "--steps=100", "--log_every=50", "--save_every=0", "--stop_at_step=7")
     assert [l["step"] for l in metrics(tmp_path, "partial")] == [1, 7]
     assert os.path.realpath(tmp_path / "partial" / "latest").endswith("ckpt_step00000007.h5")
+
+
+def test_tokenizer_with_nan_centroid_is_refused(tmp_path):
+    if not os.path.exists(SHARDS):
+        pytest.fail("Fashion-MNIST shards missing: run `make shards`", pytrace=False)
+    bad = tmp_path / "nan_tokenizer.h5"
+    subprocess.run([os.path.join(ROOT, "build", "bin", "build_tokenizer"), "--shards", SHARDS, "--image-size", "28",
+                    "--patch", "4", "--channels", "1", "--images-per-class", "20", "--k", "32", "--iters", "3",
+                    "--out", str(bad)], check=True, capture_output=True)
+    with h5py.File(bad, "r+") as f:
+        c = f["tokenizer/centroids"]
+        row = c[3]
+        row[0] = np.nan
+        c[3] = row
+    p = train(tmp_path, "nan_tok", f"--tokenizer_path={bad}", "--steps=2", check=False)
+    assert p.returncode != 0 and "centroid 3 holds a NaN" in p.stderr, p.stderr[-2000:]

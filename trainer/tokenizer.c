@@ -1,6 +1,8 @@
 // tokenizer.c: build, assign, check, save and load the centroid tokenizer.
 #include "tokenizer.h"
 
+#include <math.h>
+
 #include <string.h>
 
 #include "common.h"
@@ -115,6 +117,10 @@ Tokenizer *tokenizer_load_group(hid_t g) {
     Tokenizer *t = alloc_tokenizer((int)k, (int)p, (int)c);
     hsize_t cd[2] = {(hsize_t)t->k, (hsize_t)t->d}, kd[1] = {(hsize_t)t->k};
     h5_read_f32(g, "centroids", t->centroids, 2, cd);
+    for (size_t i = 0; i < (size_t)t->k * t->d; i++)  // a NaN centroid would never win, or win every patch
+        if (!isfinite(t->centroids[i]))
+            fatal("tokenizer centroid %zu holds a NaN or infinite value: corrupt file? rebuild it with build_tokenizer",
+                  i / (size_t)t->d);
     h5_read_i32(g, "counts", t->counts, 1, kd);
     t->samples = h5_attr_read_i64(g, "samples");
     t->seed = (uint64_t)h5_attr_read_i64(g, "seed");
