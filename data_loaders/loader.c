@@ -286,10 +286,11 @@ typedef struct {
     Rng rng;
 } ShuffleBuffer;
 
-// What an item weighs in the shuffle buffer. A skipped item weighs nothing: the
-// first pass and a resume's replay (which seeks over image data and learns of a cut
-// member later) know different lengths for it, and the eviction order must not differ.
-static size_t shuffle_weight(const WorkItem *it) { return it->skip >= 0 ? 0 : it->len; }
+// What an item weighs in the shuffle buffer. A skipped item weighs a fixed amount, not
+// its length: the first pass and a resume's replay (which seeks over image data and learns
+// of a cut member later) know different lengths for it, and the eviction order must not
+// differ. Not 0 either: a shard of skipped samples must still be evicted, not held whole.
+static size_t shuffle_weight(const WorkItem *it) { return it->skip >= 0 ? sizeof(WorkItem) : it->len; }
 
 static void shuffle_push(ReaderState *rs, ShuffleBuffer *sb, WorkItem *it) {
     if (sb->limit == 0) { emit(rs, it); return; }

@@ -66,7 +66,7 @@ static void expand_one(const char *pat, const char *whole, StrList *out) {
     int range = parse_range(body, blen, &lo, &hi, &width);
     if (range < 0) fatal("shard pattern '%s': range {%.*s} has a bound over 15 digits", whole, (int)blen, body);
     if (range) {
-        if (hi < lo || hi - lo > 1000000) fatal("shard pattern '%s': bad range {%.*s}", whole, (int)blen, body);
+        if (hi < lo || hi - lo >= 1000000) fatal("shard pattern '%s': bad range {%.*s}", whole, (int)blen, body);
         for (long i = lo; i <= hi; i++) {
             char num[32];
             int nn = snprintf(num, sizeof num, "%0*ld", width, i);

@@ -206,15 +206,13 @@ static void test_finalize(void) {
     rc = config_finalize(&cfg, err, sizeof err);
     CHECK("config_rule_mean_per_channel", rc == -1 && has_all(err, "mean", "in_chans is 3", "--in_chans=3"), "%s", err);
 
+    // a time-limit-only config with a decaying schedule still reads back (eval opens the
+    // checkpoints such runs stored); the trainer refuses to start one (tests/test_train.py)
     config_defaults(&cfg);
     config_set(&cfg, "--epochs=0", err, sizeof err);
-    rc = config_finalize(&cfg, err, sizeof err);
-    CHECK("config_rule_decay_needs_a_length", rc == -1 && has_all(err, "sched cosine", "steps and epochs are 0", NULL),
-          "%s", err);
-    config_set(&cfg, "--sched=constant", err, sizeof err);
     config_set(&cfg, "--time_limit_minutes=5", err, sizeof err);
     rc = config_finalize(&cfg, err, sizeof err);
-    CHECK("config_time_limit_only_constant_lr", rc == 0, "%s", err);
+    CHECK("config_time_limit_only_cosine_reads_back", rc == 0, "%s", err);
 
     config_defaults(&cfg);
     config_set(&cfg, "--in_chans=2", err, sizeof err);

@@ -199,6 +199,8 @@ def test_config_errors_name_the_key(tmp_path):
     assert p.returncode != 0 and "depth" in p.stderr and ":2:" in p.stderr, p.stderr
     p = train(tmp_path, "bad2", "--w_token=0", "--w_pixel=0", "--w_contrast=0", check=False)
     assert p.returncode != 0 and "w_token" in p.stderr, p.stderr
+    p = train(tmp_path, "bad3", "--steps=0", "--epochs=0", "--time_limit_minutes=1", check=False)
+    assert p.returncode != 0 and "sched cosine needs the run's length" in p.stderr, p.stderr
     p = subprocess.run([TRAIN, "--help"], capture_output=True, text=True)
     assert p.returncode == 0 and "batch_size" in p.stdout
 

@@ -302,10 +302,7 @@ int main(int argc, char **argv) {
                                                  "num_heads", "mlp_ratio", "qkv_bias", "layer_scale_init",
                                                  "mean", "std", NULL};
         Config stored;
-        config_defaults(&stored);
-        if (!info.config_yaml || !info.config_yaml[0]) fatal("%s stores no config; eval cannot rebuild its encoder", ckpt);
-        if (config_load_string(&stored, info.config_yaml, ckpt, err, sizeof err) || config_finalize(&stored, err, sizeof err))
-            fatal("the config stored in %s does not read back: %s", ckpt, err);
+        if (checkpoint_config(&info, ckpt, &stored, err, sizeof err)) fatal("%s; eval cannot rebuild its encoder", err);
         char diff[1024];
         if (config_diff_only(&stored, &cfg, model_keys, diff, sizeof diff))
             fatal("--config/--key change the encoder %s was trained as (checkpoint vs now: %s); drop them", ckpt, diff);

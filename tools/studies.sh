@@ -61,12 +61,7 @@ evaluate() {
 }
 
 # The same with DINO's linear-eval features: the last 4 blocks, each through the final norm.
-evaluate_last4() {
-  local name=$1
-  [ "$OUT/$name/results_last4.json" -nt "$(readlink -f "$OUT/$name/latest")" ] && { echo "==== $name: reusing $OUT/$name/results_last4.json"; return; }
-  echo "==== $name: evaluating the last 4 blocks' features"
-  $BIN/eval "$OUT/$name/latest" --lambdas "$LAMBDAS" --last-blocks 4 --out "$OUT/$name/results_last4.json"
-}
+evaluate_last4() { evaluate_variant "$1" last4 --last-blocks 4; }
 
 # evaluate_variant NAME TAG [eval options]: the run's latest checkpoint into results_TAG.json.
 evaluate_variant() {

@@ -511,6 +511,15 @@ int checkpoint_prune(const char *run_dir, int keep_last, int keep_every) {
     return removed;
 }
 
+int checkpoint_config(const CheckpointInfo *info, const char *path, Config *out, char *err, size_t errlen) {
+    config_defaults(out);
+    if (!info->config_yaml || !info->config_yaml[0]) return ERR("%s stores no config", path);
+    char why[1024];
+    if (config_load_string(out, info->config_yaml, path, why, sizeof why) || config_finalize(out, why, sizeof why))
+        return ERR("the config stored in %s does not read back: %s", path, why);
+    return 0;
+}
+
 int checkpoint_set_aside_after(const char *run_dir, int64_t step, char *folder, size_t folder_len) {
     int n, moved = 0;
     int64_t *steps = list_steps(run_dir, &n);

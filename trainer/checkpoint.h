@@ -25,6 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config.h"
 #include "optim.h"
 #include "params.h"
 #include "tokenizer.h"
@@ -79,6 +80,9 @@ typedef struct {
     int has_optimizer, has_tokenizer;
 } CheckpointInfo;
 int checkpoint_read_info(const char *path, CheckpointInfo *info, char *err, size_t errlen);
+// The config a checkpoint was trained with (its config_yaml, read back and finalized), for
+// comparing with the config at hand. -1 (err) when it stores none or it does not read back.
+int checkpoint_config(const CheckpointInfo *info, const char *path, Config *out, char *err, size_t errlen);
 void checkpoint_info_free(CheckpointInfo *info);
 
 // Integrity only: the file opens, the version is known, and every dataset reads

@@ -610,9 +610,6 @@ int config_finalize(Config *cfg, char *err, size_t errlen) {
     if (cfg->embed_dim % cfg->num_heads)
         return fail(&c, "embed_dim %d%s is not a multiple of num_heads %d%s", cfg->embed_dim,
                     from(cfg, CFG_embed_dim, a, sizeof a), cfg->num_heads, from(cfg, CFG_num_heads, b, sizeof b));
-    if (cfg->steps == 0 && cfg->epochs == 0 && strcmp(cfg->sched, "constant"))
-        return fail(&c, "sched %s%s needs the run's length to decay over, but steps and epochs are 0: set one of them "
-                    "(time_limit_minutes then caps it), or use sched: constant", cfg->sched, from(cfg, CFG_sched, a, sizeof a));
     if (cfg->in_chans == 2)
         return fail(&c, "in_chans%s is 2; images are read as 1 (grey) or 3 (RGB) channels",
                     from(cfg, CFG_in_chans, a, sizeof a));

@@ -1,6 +1,7 @@
 // distributed.c: the MPI calls behind distributed.h (Open MPI), or a world of one.
 #include "distributed.h"
 
+#include <pthread.h>
 #include <string.h>
 
 #include "common.h"
@@ -10,10 +11,14 @@
 
 static int initialised = 0;
 
+static pthread_t main_thread;
+
 // One rank's fatal error stops every rank: the others would otherwise wait in a collective.
+// Only the main thread may call MPI (MPI_THREAD_FUNNELED); from a loader thread the process
+// exits, and mpirun ends the job when a rank exits with an error.
 static void abort_world(void) {
     fflush(stderr);
-    MPI_Abort(MPI_COMM_WORLD, 1);
+    if (pthread_equal(pthread_self(), main_thread)) MPI_Abort(MPI_COMM_WORLD, 1);
 }
 
 void dist_init(int *argc, char ***argv) {
@@ -23,6 +28,7 @@ void dist_init(int *argc, char ***argv) {
     initialised = 1;
     int world;
     MPI_Comm_size(MPI_COMM_WORLD, &world);
+    main_thread = pthread_self();
     if (world > 1) set_fatal_exit(abort_world);
 }
 

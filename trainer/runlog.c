@@ -202,11 +202,11 @@ long runlog_resume_at(RunLog *rl, long step) {
         if (later || line[n - 1] != '\n') dropped++;
         else fwrite(line, 1, (size_t)n, out);
     }
-    int read_error = ferror(f);
+    int read_error = ferror(f) ? errno : 0;
     free(line);
     fclose(f);
-    fclose(out);  // kept is now a NUL-terminated text
-    if (read_error) fatal("cannot read '%s': %s", rl->metrics_path, strerror(errno));
+    if (fclose(out) != 0) fatal("out of memory rewriting '%s'", rl->metrics_path);  // kept: a NUL-terminated text
+    if (read_error) fatal("cannot read '%s': %s", rl->metrics_path, strerror(read_error));
     if (dropped) {
         if (fclose(rl->metrics) != 0) fatal("closing '%s': %s", rl->metrics_path, strerror(errno));
         write_file_atomic(rl->metrics_path, kept);

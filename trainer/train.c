@@ -103,12 +103,8 @@ static void warn_config_changes(const Config *now, const char *resume_path) {
     char err[1024], diff[1536];
     if (checkpoint_read_info(resume_path, &info, err, sizeof err) != 0) fatal("resume: %s", err);
     Config then;
-    config_defaults(&then);
-    if (!info.config_yaml || !info.config_yaml[0]) {
-        warn("resume: %s stores no config; cannot check that this run's config matches it", resume_path);
-    } else if (config_load_string(&then, info.config_yaml, resume_path, err, sizeof err) != 0 ||
-               config_finalize(&then, err, sizeof err) != 0) {
-        warn("resume: the config stored in %s does not read back (%s); cannot compare", resume_path, err);
+    if (checkpoint_config(&info, resume_path, &then, err, sizeof err) != 0) {
+        warn("resume: %s; cannot check that this run's config matches it", err);
     } else {
         int n = config_diff_except(&then, now, steering, diff, sizeof diff);
         if (n)
@@ -198,6 +194,11 @@ int main(int argc, char **argv) {
     if (rank != 0 && !freopen("/dev/null", "w", stdout)) fatal("rank %d: cannot silence stdout", rank);
     Config cfg;
     config_from_args(&cfg, argc, argv);
+    // A training rule, not a config one: eval and the tools must still read the configs that
+    // older time-limit-only runs stored.
+    if (cfg.steps == 0 && cfg.epochs == 0 && strcmp(cfg.sched, "constant"))
+        fatal("sched %s needs the run's length to decay over, but steps and epochs are 0: set one of them "
+              "(time_limit_minutes then caps it), or --sched=constant", cfg.sched);
     int finetune = !strcmp(cfg.task, "finetune");
     if (!cfg.run_name[0]) {
         if (!strcmp(cfg.resume, "auto")) fatal("--resume=auto needs a run_name to find the run folder");
@@ -246,7 +247,7 @@ int main(int argc, char **argv) {
     long steps_per_epoch = (long)(loader_steps_per_epoch(loader) / cfg.accum_steps);
     if (steps_per_epoch < 1) steps_per_epoch = 1;
     long total_steps = cfg.steps > 0 ? cfg.steps : (long)cfg.epochs * steps_per_epoch;
-    if (total_steps <= 0) total_steps = 1L << 40;  // time limit only (config_finalize: sched constant)
+    if (total_steps <= 0) total_steps = 1L << 40;  // time limit only (sched constant, checked above)
     long warmup = cfg.warmup_steps > 0 ? cfg.warmup_steps : (long)lround(cfg.warmup_epochs * steps_per_epoch);
 
     // ---- model, heads, optimiser
@@ -454,7 +455,7 @@ int main(int argc, char **argv) {
         window_steps++;
 
         long done = step + 1;
-        stop = agree_on_stop(&cfg, done, t_start, &stop_reason);
+        if (done < total_steps) stop = agree_on_stop(&cfg, done, t_start, &stop_reason);  // a finished run is "done"
         int last = done == total_steps || stop;
         if (rank == 0 && (done % cfg.log_every == 0 || last || done == start_step + 1)) {
             double now = now_seconds(), dt = now - t_window;
