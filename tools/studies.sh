@@ -9,6 +9,7 @@
 #   tools/studies.sh full_w4    the same at NT-Xent weight 4 (7000 updates, ~92 min): the weight alone as the lever
 #   tools/studies.sh full_long  the full recipe planned over 14000 updates (15 epochs, ~3 h): resumable, so it can
 #                               span sessions; rerunning it continues from the run's newest checkpoint
+#   tools/studies.sh full_k1024 the full recipe with K 1024 centroids (7000 updates, ~95 min), validation split only
 #   tools/studies.sh full_w1    the same at NT-Xent weight 1 for 3800 updates (its earlier setting, ~50 min)
 #   tools/studies.sh full025    the same with NT-Xent weight 0.25 for 4500 updates (its earlier setting, 74 min at ~68 img/s)
 #   tools/studies.sh long       the full recipe as pure CCViT for 10.7 epochs (10000 updates, 89 min)
@@ -96,6 +97,19 @@ finetune() {
 }
 
 stage_full() { pretrain full_w2_s0 configs/fashion_mnist_full.yaml 125; evaluate_last4 full_w2_s0; }
+
+# More centroids: the full recipe with a K 1024 tokenizer (same sampling, 20 iterations, seed 0),
+# scored on the validation split first.
+stage_full_k1024() {
+  local tok=data/tokenizers/fashion_mnist_p4_k1024.h5 name=full_k1024_s0
+  [ -f "$tok" ] || $BIN/build_tokenizer --shards "data/fashion-mnist/train-{000000..000005}.tar" --image-size 28 \
+    --patch 4 --channels 1 --images-per-class 200 --k 1024 --iters 20 --seed 0 --out "$tok"
+  if [ ! -e "$OUT/$name/latest" ]; then
+    $BIN/train --config configs/fashion_mnist_full.yaml --tokenizer_path="$tok" --num_centroids=1024 \
+      --output_dir="$OUT" --run_name="$name" --time_limit_minutes=125
+  fi
+  evaluate_val "$name"
+}
 
 # The weight alone as the lever: the full recipe's length at NT-Xent weight 4.
 stage_full_w4() {
@@ -211,6 +225,7 @@ case "${1:-}" in
   full_w1) stage_full_w1 ;;
   full_w4) stage_full_w4 ;;
   full_long) stage_full_long ;;
+  full_k1024) stage_full_k1024 ;;
   twin) stage_twin ;;
   ablation) stage_ablation ;;
   seeds) stage_seeds ;;
