@@ -62,6 +62,7 @@ void tar_writer_close(TarWriter *w) {
         fatal("cannot write %s: %s (partial file removed)", w->path, strerror(e));
     }
     if (rename(w->tmp, w->path) != 0) fatal("cannot rename %s to %s: %s", w->tmp, w->path, strerror(errno));
+    fsync_folder_of(w->path);  // as file_write_atomic: the rename itself survives a crash
     w->f = NULL;
     xfree(w->tmp);
     w->tmp = NULL;

@@ -254,12 +254,12 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--config") || !strcmp(a, "-c")) {
             if (nconf == 16) fatal("at most 16 --config files");
             config_files[nconf++] = VALUE();
-        } else if (!strcmp(a, "--batch")) batch = (int)arg_int(a, VALUE(), INT_MIN, INT_MAX);
-        else if (!strcmp(a, "--k")) k = (int)arg_int(a, VALUE(), INT_MIN, INT_MAX);
+        } else if (!strcmp(a, "--batch")) batch = (int)arg_int(a, VALUE(), 1, INT_MAX);
+        else if (!strcmp(a, "--k")) k = (int)arg_int(a, VALUE(), 1, 4096);
         else if (!strcmp(a, "--knn-t")) knn_t = arg_real(a, VALUE(), -HUGE_VAL, HUGE_VAL);
         else if (!strcmp(a, "--holdout")) holdout = arg_real(a, VALUE(), -HUGE_VAL, HUGE_VAL);
         else if (!strcmp(a, "--crop-pct")) crop_pct = arg_real(a, VALUE(), -HUGE_VAL, HUGE_VAL);
-        else if (!strcmp(a, "--max-iter")) max_iter = (int)arg_int(a, VALUE(), INT_MIN, INT_MAX);
+        else if (!strcmp(a, "--max-iter")) max_iter = (int)arg_int(a, VALUE(), 1, INT_MAX);
         else if (!strcmp(a, "--limit-train")) limit_train = arg_int(a, VALUE(), 0, LONG_MAX);
         else if (!strcmp(a, "--limit-test")) limit_test = arg_int(a, VALUE(), 0, LONG_MAX);
         else if (!strcmp(a, "--val-from-train")) val_from_train = arg_int(a, VALUE(), 0, LONG_MAX);
@@ -279,10 +279,9 @@ int main(int argc, char **argv) {
     }
     if (!ckpt && !random_init && !raw) fatal("give a checkpoint, --random-init or --raw-pixels (see --help)");
     if (ckpt && (random_init || raw)) fatal("a checkpoint and --random-init/--raw-pixels exclude each other");
-    if (batch < 1 || k < 1 || k > 4096 || !(knn_t > 0) || !(holdout > 0 && holdout < 1) || !(crop_pct > 0 && crop_pct <= 1) || max_iter < 1)
-        fatal("bad option value: need --batch >= 1, 1 <= --k <= 4096, --knn-t > 0, 0 < --holdout < 1, 0 < --crop-pct <= 1");
-    if (limit_train < 0 || limit_test < 0 || val_from_train < 0)
-        fatal("--limit-train / --limit-test / --val-from-train must be >= 0 (0: off)");
+    // the integer options are range-checked as they are parsed (arg_int); these bounds are open
+    if (!(knn_t > 0) || !(holdout > 0 && holdout < 1) || !(crop_pct > 0 && crop_pct <= 1))
+        fatal("bad option value: need --knn-t > 0, 0 < --holdout < 1, 0 < --crop-pct <= 1");
 
     // The config: the checkpoint's, then files, then --key=value.
     Config cfg;

@@ -2,7 +2,6 @@
 #include "tokenizer.h"
 
 #include <math.h>
-
 #include <string.h>
 
 #include "common.h"
