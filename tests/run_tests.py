@@ -16,8 +16,16 @@ C_TIMEOUT, PYTEST_TIMEOUT = 600, 1800  # seconds; the whole suite takes ~2 minut
 passed = failed = 0
 failures = []
 
-for name in sorted(os.listdir("build/tests")) if os.path.isdir("build/tests") else []:
-    if filt not in name:
+# Every tests/test_*.c must have its binary: a test that was not built must not
+# pass unnoticed.
+c_tests = sorted(x[:-2] for x in os.listdir("tests") if x.startswith("test_") and x.endswith(".c") and filt in x)
+built = set(os.listdir("build/tests")) if os.path.isdir("build/tests") else set()
+for name in c_tests:
+    if name not in built:
+        failed += 1
+        failures.append(f"{name}: build/tests/{name} is missing (run `make`)")
+for name in c_tests:
+    if name not in built:
         continue
     path = os.path.join("build/tests", name)
     t0 = time.time()
@@ -43,6 +51,9 @@ for name in sorted(os.listdir("build/tests")) if os.path.isdir("build/tests") el
     if proc.returncode != 0 and f == 0:
         f = 1
         failures.append(f"{name}: exited with {proc.returncode} without a FAIL line")
+    elif p == 0 and f == 0:  # a binary that checked nothing is not a pass
+        f = 1
+        failures.append(f"{name}: printed no PASS or FAIL line")
     passed += p
     failed += f
     print(f"   ({p} passed, {f} failed, {time.time() - t0:.1f}s)", flush=True)
@@ -66,6 +77,10 @@ if py_tests:
         except subprocess.TimeoutExpired:
             failures.append(f"pytest killed after {PYTEST_TIMEOUT} s (hung?)")
             failed += 1
+    if returncode not in (None, 0, 1):  # 2 interrupted, 3 internal error, 4 usage error, 5 nothing collected
+        failed += 1
+        failures.append(f"pytest exited with {returncode}: not a clean run, whatever its report says")
+    py_failed = 0
     if os.path.exists(xml):
         root = ET.parse(xml).getroot()
         for case in root.iter("testcase"):
@@ -73,10 +88,14 @@ if py_tests:
             skipped = case.find("skipped")
             label = f"{case.get('classname')}::{case.get('name')}"
             if bad is not None or skipped is not None:
-                failed += 1
+                py_failed += 1
                 failures.append(label + ("  (skipped: skips count as failures)" if skipped is not None else ""))
             else:
                 passed += 1
+        failed += py_failed
+        if returncode == 1 and py_failed == 0:  # pytest saw a failure its report does not show
+            failed += 1
+            failures.append("pytest exited with 1 but its report records no failing test")
     elif returncode is not None:  # pytest ran but wrote no report: it stopped before any test (see above)
         failed += 1
         failures.append(f"pytest exited with {returncode} and wrote no report")
