@@ -5,8 +5,13 @@ centroid ids: the corrupted encoder input, every loss term and every parameter
 gradient (encoder, mask token, token head, pixel head, projector); then 5 AdamW
 steps. Also the mask generator's exact counts and the loss switches.
 
-Reference in float64; observed relative errors: losses <= 4e-8, gradients
-<= 5.3e-6, weights after 5 steps <= 2.7e-5. Tolerances are ~4x those.
+Reference in float64; observed relative errors (max |diff| / max |ref| per
+tensor): losses <= 4e-8, gradients <= 5.3e-6; tolerances ~4x those. After 5
+AdamW steps the updates w - w0 (not the weights, whose initial values would
+hide an error in a small update) agree to 6.2e-4 of each tensor's largest
+update: Adam divides by sqrt(v), so an element whose gradient is at float32
+rounding level moves by ~lr in whichever direction its noise points. The
+tolerance 3e-3 still fails a 1% error in an update.
 """
 import ctypes, os, sys
 import numpy as np
@@ -20,7 +25,7 @@ import cbind
 from cbind import ptr, f32, view
 
 c_int, c_float, c_void = ctypes.c_int, ctypes.c_float, ctypes.c_void_p
-TOL_LOSS, TOL_GRAD, TOL_WEIGHT = 2e-7, 2e-5, 1e-4
+TOL_LOSS, TOL_GRAD, TOL_UPDATE = 2e-7, 2e-5, 3e-3
 
 
 class ObjectiveConfig(ctypes.Structure):
@@ -52,6 +57,9 @@ def C():
     lib.objective_forward.argtypes = [c_void, c_void, c_void, c_void, c_int, ctypes.c_int64, c_float]
     lib.objective_backward.argtypes = [c_void, c_float]
     lib.objective_destroy.argtypes = [c_void]
+    lib.objective_vit.restype = c_void
+    lib.objective_vit.argtypes = [c_void]
+    lib.vit_freeze_patch_embed.argtypes = [c_void]
     for f, t in (("objective_params", c_void), ("objective_mask", ctypes.POINTER(ctypes.c_uint8)),
                  ("objective_replaced", ctypes.POINTER(ctypes.c_uint8)), ("objective_ids", ctypes.POINTER(ctypes.c_int32)),
                  ("objective_images", cbind.FP)):
@@ -83,7 +91,9 @@ class Table:
         return self._view(name, self.lib.params_grad)
 
 
-def make(C, w_token=1.0, w_pixel=1.0, w_contrast=1.0, mask_both=0, seed=3):
+def make(C, w_token=1.0, w_pixel=1.0, w_contrast=1.0, mask_both=0, seed=3, twin_w_contrast=None):
+    """C objective and its float64 twin on the same weights. twin_w_contrast: the
+    twin's NT-Xent weight when C's is overridden per step (the phase-in)."""
     r = np.random.default_rng(seed)
     d = ENC["in_chans"] * ENC["patch_size"] ** 2
     cents = f32(r.random((K, d)))
@@ -95,7 +105,8 @@ def make(C, w_token=1.0, w_pixel=1.0, w_contrast=1.0, mask_both=0, seed=3):
     vc = cbind.VitConfig(**ENC, use_mask_token=1)
     o = C.objective_create(ctypes.byref(vc), ctypes.byref(oc), tok, B, seed)
     table = Table(C, C.objective_params(o))
-    twin = torch_twin.Pretrainer({k: v for k, v in ENC.items()}, K, w_token, w_pixel, w_contrast, 0.2, 40, 16).double()
+    twc = w_contrast if twin_w_contrast is None else twin_w_contrast
+    twin = torch_twin.Pretrainer({k: v for k, v in ENC.items()}, K, w_token, w_pixel, twc, 0.2, 40, 16).double()
     sd = twin.state_dict()
     for n in sd:
         cn = twin.c_name(n)
@@ -114,9 +125,9 @@ def batch(seed):
     return f32((clean1 - MEAN) / STD), clean1, f32((clean2 - MEAN) / STD)
 
 
-def run_c(C, o, v1, c1, v2, step):
-    L = C.objective_forward(o, ptr(v1), ptr(c1), ptr(v2), B, step, -1.0)
-    C.objective_backward(o, 1.0)
+def run_c(C, o, v1, c1, v2, step, w_contrast_now=-1.0, dloss=1.0):
+    L = C.objective_forward(o, ptr(v1), ptr(c1), ptr(v2), B, step, w_contrast_now)
+    C.objective_backward(o, dloss)
     return L
 
 
@@ -154,17 +165,31 @@ def brute_ids(c1, cents):
     return dist.argmin(-1)
 
 
-@pytest.mark.parametrize("weights", [(1, 1, 1), (1, 1, 0), (0, 0, 1), (0, 1, 0)], ids=["all", "ccvit", "contrastive", "pixel"])
-def test_objective_matches_twin(C, weights):
-    wt, wp, wc = weights
-    o, table, twin, cents = make(C, *weights)
+# (w_token, w_pixel, w_contrast, NT-Xent weight this step (-1: w_contrast), dloss, mask_both_views).
+# "weighted" is what real runs set: weights other than 1, the phase-in's per-step NT-Xent
+# weight and dloss = 1/accum_steps; a backward that dropped or squared any of them passes at 1.
+CASES = {
+    "all": (1, 1, 1, -1, 1, 0),
+    "ccvit": (1, 1, 0, -1, 1, 0),
+    "contrastive": (0, 0, 1, -1, 1, 0),
+    "pixel": (0, 1, 0, -1, 1, 0),
+    "weighted": (0.7, 1.3, 0.25, 0.1, 0.5, 0),
+    "mask_both": (1, 1, 1, -1, 1, 1),
+    "contrastive_mask_both": (0, 0, 1, -1, 1, 1),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_objective_matches_twin(C, case):
+    wt, wp, wc, w_now, dloss, mask_both = CASES[case]
+    o, table, twin, cents = make(C, wt, wp, wc, mask_both, twin_w_contrast=w_now if w_now >= 0 else None)
     views = 2 if wc > 0 else 1
     v1, c1, v2 = batch(10)
-    L = run_c(C, o, v1, c1, v2, 0)
+    L = run_c(C, o, v1, c1, v2, 0, w_now, dloss)
     corrupt = wt > 0 or wp > 0
     mask, rep, ids, images = c_state(C, o, views, corrupt)
+    N = mask.shape[1]
     if corrupt:
-        N = mask.shape[1]
         assert (mask[:B].sum(1) == round(0.4 * N)).all(), "mask count is not exact"
         assert (rep.sum(1) == round(0.1 * N)).all(), "replacement count is not exact"
         assert not (mask[:B] & rep).any(), "a replaced patch is also masked"
@@ -173,16 +198,22 @@ def test_objective_matches_twin(C, weights):
         agree = (ids[scored] == brute_ids(c1, cents)[scored]).mean()
         assert agree > 0.999, f"token ids agree with float64 brute force on only {agree:.4f}"
     else:
-        assert not mask.any()
+        assert not mask[:B].any()
+    if views == 2:
+        if mask_both:
+            assert (mask[B:].sum(1) == round(0.4 * N)).all(), "view2's mask count is not exact"
+            assert (mask[B:] != mask[:B]).any(), "view2 reuses view1's mask"
+        else:
+            assert not mask[B:].any(), "view2 is masked without mask_both_views"
     exp = expected_images(v1, v2, rep, ids, cents, views)
     assert rel(images, exp) < 1e-6, "encoder input (centroid replacement) differs"
 
     tot, ce, mse, nce = twin(torch.tensor(images, dtype=torch.float64), torch.tensor(c1, dtype=torch.float64),
                              torch.tensor(mask), torch.tensor(mask[:B] | rep), torch.tensor(ids))
-    tot.backward()
+    (dloss * tot).backward()
     for name, ours, ref in (("token", L.token, ce), ("pixel", L.pixel, mse), ("contrast", L.contrast, nce), ("total", L.total, tot)):
         e = abs(ours - ref.item()) / (abs(ref.item()) + 1e-12)
-        print(f"{weights} {name}: C {ours:.6f} torch {ref.item():.6f} rel {e:.1e}")
+        print(f"{case} {name}: C {ours:.6f} torch {ref.item():.6f} rel {e:.1e}")
         assert e < TOL_LOSS, f"{name} loss differs: {ours} vs {ref.item()}"
     worst, count = 0, 0
     for n, p in twin.named_parameters():
@@ -192,15 +223,26 @@ def test_objective_matches_twin(C, weights):
         e = rel(table.grad(twin.c_name(n)), p.grad)
         worst, count = max(worst, e), count + 1
         assert e < TOL_GRAD, f"gradient of {twin.c_name(n)}: relative error {e:.2e}"
-    print(f"{weights}: worst gradient error over {count} tensors {worst:.2e}")
+    print(f"{case}: worst gradient error over {count} tensors {worst:.2e}")
     C.objective_destroy(o)
 
 
 def test_objective_adamw_steps_match_twin(C):
+    """5 steps with the patch embedding frozen (every config sets
+    freeze_patch_embed) and clipping active: the global norm C clips by matches
+    torch's, the frozen tensors keep their initial values bit for bit and get no
+    gradient, and every other weight follows torch's AdamW."""
     o, table, twin, cents = make(C, seed=5)
+    C.vit_freeze_patch_embed(c_void(C.objective_vit(o)))
+    frozen = ("patch_embed.proj.weight", "patch_embed.proj.bias")
+    initial = {n: table.data(n).copy() for n in table.index}
+    for n, p in twin.named_parameters():
+        if twin.c_name(n) in frozen:
+            p.requires_grad_(False)
     opt = cbind.AdamWState()
     C.adamw_init(ctypes.byref(opt), c_void(C.objective_params(o)), 0.9, 0.999, 1e-8, 0.05)
-    groups = torch_twin.adamw_param_groups(twin.encoder, 0.05)
+    groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]}
+              for g in torch_twin.adamw_param_groups(twin.encoder, 0.05)]
     heads = list(twin.pretrain.named_parameters())
     groups[0]["params"] += [p for n, p in heads if p.ndim >= 2]
     groups[1]["params"] += [p for n, p in heads if p.ndim < 2]
@@ -209,28 +251,40 @@ def test_objective_adamw_steps_match_twin(C):
         v1, c1, v2 = batch(100 + step)
         C.params_zero_grad(c_void(C.objective_params(o)))
         L = run_c(C, o, v1, c1, v2, step)
-        C.clip_grad_norm(ctypes.byref(opt), c_void(C.objective_params(o)), 1.0)
+        norm = C.clip_grad_norm(ctypes.byref(opt), c_void(C.objective_params(o)), 0.5)
+        for n in frozen:
+            assert not table.grad(n).any(), f"{n} is frozen but has a gradient"
         C.adamw_step(ctypes.byref(opt), c_void(C.objective_params(o)), c_float(1e-3))
         mask, rep, ids, images = c_state(C, o, 2)
         topt.zero_grad()
         tot = twin(torch.tensor(images, dtype=torch.float64), torch.tensor(c1, dtype=torch.float64),
                    torch.tensor(mask), torch.tensor(mask[:B] | rep), torch.tensor(ids))[0]
         tot.backward()
-        torch.nn.utils.clip_grad_norm_(twin.parameters(), 1.0)
+        tnorm = torch.nn.utils.clip_grad_norm_([p for p in twin.parameters() if p.requires_grad], 0.5).item()
         topt.step()
         e = abs(L.total - tot.item()) / abs(tot.item())
-        print(f"step {step}: C {L.total:.6f} torch {tot.item():.6f} rel {e:.1e}")
+        en = abs(norm - tnorm) / tnorm
+        print(f"step {step}: C {L.total:.6f} torch {tot.item():.6f} rel {e:.1e}; grad norm C {norm:.6f} torch {tnorm:.6f} rel {en:.1e}")
         assert e < TOL_LOSS * 4
+        assert tnorm > 0.5, "the test means clipping to be active"
+        assert en < TOL_GRAD, f"global gradient norm: C {norm} vs torch {tnorm}"
     D = ENC["embed_dim"]
+    for n in frozen:
+        assert np.array_equal(table.data(n), initial[n]), f"{n} is frozen but moved"
+    # The updates (w - w0) are compared, not the weights: a layer norm's weight
+    # of ~1 moving by ~0.005 would hide a 1% error in its update.
     worst = 0
     for n, p in twin.named_parameters():
-        ours, ref = table.data(twin.c_name(n)), p.detach().numpy()
+        cn = twin.c_name(n)
+        if cn in frozen:
+            continue
+        ours, ref = table.data(cn) - initial[cn], p.detach().numpy() - initial[cn]
         if n.endswith("attn.qkv.bias"):  # key bias: zero true gradient, see test_vit_twin.py
             ours, ref = np.concatenate([ours[:D], ours[2 * D:]]), np.concatenate([ref[:D], ref[2 * D:]])
         e = rel(ours, ref)
         worst = max(worst, e)
-        assert e < TOL_WEIGHT, f"{twin.c_name(n)} after 5 steps: relative error {e:.2e}"
-    print(f"worst weight error after 5 steps: {worst:.2e}")
+        assert e < TOL_UPDATE, f"{cn}: its update over 5 steps has relative error {e:.2e}"
+    print(f"worst update error after 5 steps: {worst:.2e}")
     C.objective_destroy(o)
 
 

@@ -511,6 +511,7 @@ void objective_destroy(Objective *o) {
 }
 
 ParamTable *objective_params(Objective *o) { return o->params; }
+Vit *objective_vit(Objective *o) { return o->vit; }
 uint8_t *objective_mask(Objective *o) { return o->mask; }
 uint8_t *objective_replaced(Objective *o) { return o->replaced; }
 int32_t *objective_ids(Objective *o) { return o->ids; }

@@ -121,6 +121,7 @@ Objective *objective_create(const VitConfig *vcfg, const ObjectiveConfig *ocfg, 
                             uint64_t seed);
 void objective_destroy(Objective *o);
 ParamTable *objective_params(Objective *o);
+Vit *objective_vit(Objective *o);
 uint8_t *objective_mask(Objective *o);       // [V*B,N] of the last forward
 uint8_t *objective_replaced(Objective *o);   // [B,N]
 int32_t *objective_ids(Objective *o);        // [B,N], -1 at positions that are not scored

@@ -276,11 +276,7 @@ int main(int argc, char **argv) {
             printf("finetune: no checkpoint given, training from scratch (the baseline)\n");
         }
     }
-    if (cfg.freeze_patch_embed) {
-        params.info[params_find(&params, "patch_embed.proj.weight")].frozen = 1;
-        params.info[params_find(&params, "patch_embed.proj.bias")].frozen = 1;
-        vit.freeze_patch_embed = 1;
-    }
+    if (cfg.freeze_patch_embed) vit_freeze_patch_embed(&vit);
     vit_allocate_activations(&vit, views * cfg.batch_size);
     if (!finetune) objective_allocate(&obj, cfg.batch_size);
     AdamW opt;

@@ -530,6 +530,13 @@ float *vit_block_output(Vit *vit, int l) { return vit->blocks[l].out; }
 float *vit_logits(Vit *vit) { return vit->logits; }
 float *vit_head_dfinal(Vit *vit) { return vit->dfinal; }
 
+void vit_freeze_patch_embed(Vit *vit) {
+    ParamTable *t = vit->params;
+    t->info[params_find(t, "patch_embed.proj.weight")].frozen = 1;
+    t->info[params_find(t, "patch_embed.proj.bias")].frozen = 1;
+    vit->freeze_patch_embed = 1;
+}
+
 void vit_set_regularisation(Vit *vit, float drop_path_rate, float label_smoothing) {
     vit->drop_path_rate = drop_path_rate;
     vit->label_smoothing = label_smoothing;

@@ -172,6 +172,9 @@ float *vit_final_tokens(Vit *vit);          // [B,T,D]
 float *vit_block_output(Vit *vit, int l);   // [B,T,D]
 float *vit_logits(Vit *vit);                // [B,num_classes]
 float *vit_head_dfinal(Vit *vit);           // [B,T,D] filled by vit_head_backward
+// Keep the random patch embedding fixed (MoCo v3): the optimiser skips its two
+// tensors and vit_backward computes no gradient for them.
+void vit_freeze_patch_embed(Vit *vit);
 // Fine-tuning regularisers: stochastic depth rate and label smoothing.
 void vit_set_regularisation(Vit *vit, float drop_path_rate, float label_smoothing);
 float *vit_drop_scales(Vit *vit);           // [depth][2][max_batch]
