@@ -26,6 +26,7 @@ void dist_init(int *argc, char ***argv) {
     // Only the main thread calls MPI; decode threads and OpenMP never do.
     if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) fatal("MPI_Init_thread failed");
     initialised = 1;
+    if (provided < MPI_THREAD_FUNNELED) fatal("this MPI library does not support MPI_THREAD_FUNNELED (it offers level %d)", provided);
     int world;
     MPI_Comm_size(MPI_COMM_WORLD, &world);
     main_thread = pthread_self();
@@ -94,7 +95,21 @@ void dist_barrier(void) {
 
 #else  // a world of one
 
-void dist_init(int *argc, char ***argv) { (void)argc, (void)argv; }
+#include <stdlib.h>
+
+// Built without MPI but started by mpirun (or an MPICH/PMI launcher): each process would train
+// alone on all the data and overwrite the others' checkpoints in the same run
+// folder. The launchers say the world size in the environment.
+void dist_init(int *argc, char ***argv) {
+    (void)argc, (void)argv;
+    static const char *sizes[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"};
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        const char *v = getenv(sizes[i]);
+        if (v && atoi(v) > 1)
+            fatal("started as one of %s processes (%s), but this build has no MPI: install libopenmpi-dev and "
+                  "rebuild without NO_MPI=1 (`make clean all`), or run a single process", v, sizes[i]);
+    }
+}
 void dist_finalize(void) {}
 int dist_rank(void) { return 0; }
 int dist_world(void) { return 1; }

@@ -1,6 +1,6 @@
 // distributed.h: data parallelism over Open MPI. Each rank reads its own
 // slice of the shards, computes gradients on its batch, and the gradients are
-// summed across ranks before the update, so every rank applies the same step.
+// averaged across ranks (summed, then scaled by 1/world) before the update, so every rank applies the same step.
 // Without MPI (or with one rank) every call is a no-op on a world of one.
 #pragma once
 #include <stddef.h>
