@@ -125,10 +125,10 @@ def dino_knn(tr, ytr, te, yte, k=20, T=0.07, classes=10):
     return 100 * (order[:, 0] == yte).mean(), 100 * (order[:, :5] == yte[:, None]).any(1).mean()
 
 
-def run_eval(args, tmp_path, name):
+def run_eval(args, tmp_path, name, env=None):
     out, feats = tmp_path / f"{name}.json", tmp_path / f"{name}.h5"
     p = subprocess.run([EVAL] + args + ["--out", str(out), "--save-features", str(feats), "--num_workers=1"],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, env=env)
     assert p.returncode == 0, p.stderr
     with h5py.File(feats, "r") as f:
         data = [f[k][()] for k in ("train_features", "train_labels", "test_features", "test_labels")]
@@ -159,6 +159,20 @@ def test_eval_agrees_with_sklearn_and_dino_knn(tmp_path, shards, mode):
     assert abs(top1 - r["knn_top1"]) <= 0.2 and abs(top5 - r["knn_top5"]) <= 0.2, (top1, top5, r)
     sk = sklearn_probe_top1(r, Xtr, ytr, Xte, yte)
     assert abs(sk - r["probe_top1"]) <= 0.3, f"C probe {r['probe_top1']:.2f} vs sklearn {sk:.2f} at C={r['probe_sklearn_C']}"
+    assert r["probe_grad_max"] < 1e-6, f"the refit did not converge: largest gradient entry {r['probe_grad_max']}"
+
+
+def test_probe_is_the_same_on_1_and_2_threads(tmp_path, shards):
+    """The probe's objective sums in a fixed order, so its line searches, its stop,
+    the chosen L2 and the weights do not depend on the thread count."""
+    train, test = shards
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(config_yaml(tmp_path, **model_keys(MODEL, 3)))
+    args = ["--random-init", "--config", str(cfg), "--train", train, "--test", test, "--limit-train", "1500",
+            "--limit-test", "500", "--lambdas", "1e-5,1e-3", "--no-knn"]
+    runs = [run_eval(args, tmp_path, f"t{n}", env=dict(os.environ, OMP_NUM_THREADS=str(n)))[0] for n in (1, 2)]
+    keys = ("probe_top1", "probe_iters", "probe_grad_max", "probe_l2", "probe_train_top1")
+    assert [runs[0][k] for k in keys] == [runs[1][k] for k in keys], [[r[k] for k in keys] for r in runs]
 
 
 def test_eval_checkpoint_uses_its_weights(C, tmp_path, shards):

@@ -137,14 +137,15 @@ static double logreg_value_grad(LogReg *p, const double *theta, double *grad) {
     }
     double loss = 0, reg = 0;
     for (int k = 0; k < p->nblk; k++) loss += p->loss[k];
-#pragma omp parallel for schedule(static) reduction(+ : reg)
+#pragma omp parallel for schedule(static)
     for (long j = 0; j < (long)CD; j++) {
         double g = 0;
         for (int k = 0; k < p->nblk; k++) g += p->gw[(size_t)k * CD + j];
-        double pj = p->pen[j % d];
-        grad[j] = g + p->lambda * pj * W[j];
-        reg += pj * W[j] * W[j];
+        grad[j] = g + p->lambda * p->pen[j % d] * W[j];
     }
+    // In index order, not an OpenMP reduction (whose order follows the threads'
+    // timing): the line search and the stop compare these values.
+    for (size_t j = 0; j < CD; j++) reg += p->pen[j % d] * W[j] * W[j];
     for (int c = 0; c < C; c++) {
         double g = 0;
         for (int k = 0; k < p->nblk; k++) g += p->gb[(size_t)k * C + c];
@@ -165,9 +166,18 @@ static double max_abs(const double *a, size_t n) {
     return m;
 }
 
+// The largest entry of the gradient g mapped by to_W (d x d: g_W = g_V to_W, see
+// logreg_fit); gw is scratch [classes * (d + 1)].
+static double mapped_grad_max(const double *g, const double *to_W, double *gw, int classes, int d) {
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, classes, d, d, 1.0, g, d, to_W, d, 0.0, gw, d);
+    memcpy(gw + (size_t)classes * d, g + (size_t)classes * d, classes * sizeof(double));
+    return max_abs(gw, (size_t)classes * (d + 1));
+}
+
 // L-BFGS on p's objective from theta. Converged when the largest entry of the
-// gradient mapped by to_W (d x d: g_W = g_V to_W, see logreg_fit) is below tol.
-static int lbfgs(LogReg *p_, double *theta, const double *to_W, int max_iter, double tol) {
+// mapped gradient is below tol; *grad_max gets that entry where it stopped
+// (above tol: the iteration cap, or a line search that found no decrease).
+static int lbfgs(LogReg *p_, double *theta, const double *to_W, int max_iter, double tol, double *grad_max) {
     enum { M = 10 };  // L-BFGS memory
     LogReg p = *p_;
     int d = p.d, classes = p.C;
@@ -180,9 +190,7 @@ static int lbfgs(LogReg *p_, double *theta, const double *to_W, int max_iter, do
     int hist = 0, newest = -1, it;
     double f = logreg_value_grad(&p, theta, g);
     for (it = 0; it < max_iter; it++) {
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, classes, d, d, 1.0, g, d, to_W, d, 0.0, gw, d);
-        memcpy(gw + (size_t)classes * d, g + (size_t)classes * d, classes * sizeof(double));
-        if (max_abs(gw, P) < tol) break;
+        if (mapped_grad_max(g, to_W, gw, classes, d) < tol) break;
         // Two-loop recursion: dir = -H g.
         memcpy(dir, g, P * sizeof(double));
         for (int h = 0; h < hist; h++) {
@@ -201,7 +209,8 @@ static int lbfgs(LogReg *p_, double *theta, const double *to_W, int max_iter, do
         double gd = dot(g, dir, P);
         if (!(gd < 0)) {  // not a descent direction: restart from steepest descent
             hist = 0;
-            for (size_t i = 0; i < P; i++) dir[i] = -g[i] / fmax(1.0, sqrt(dot(g, g, P)));
+            double scale = 1.0 / fmax(1.0, sqrt(dot(g, g, P)));
+            for (size_t i = 0; i < P; i++) dir[i] = -g[i] * scale;
             gd = dot(g, dir, P);
         }
         // Backtracking line search (Armijo).
@@ -232,6 +241,7 @@ static int lbfgs(LogReg *p_, double *theta, const double *to_W, int max_iter, do
         f = fn;
         if (drop <= 1e-15 * fmax(1.0, fabs(f))) break;
     }
+    *grad_max = mapped_grad_max(g, to_W, gw, classes, d);  // also covers a fit that converged on its last iteration
     xfree(gw);
     xfree(S);
     xfree(Y);
@@ -253,7 +263,7 @@ extern void dsyev_(const char *jobz, const char *uplo, const int *n, double *a, 
 // direction then has curvature between about min(1, c) and max(1, c) (c: the
 // softmax curvature) instead of spanning the eigenvalues of X^T X / n.
 int logreg_fit(const double *X, const int32_t *y, size_t n, int d, int classes, double lambda, double *theta, int max_iter,
-               double tol) {
+               double tol, double *grad_max) {
     double *E = xmalloc((size_t)d * d * sizeof(double), "second moments"), *e = xmalloc(d * sizeof(double), "eigenvalues");
     cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, d, (int)n, 1.0 / (double)n, X, d, 0.0, E, d);
     int info = 0;
@@ -294,7 +304,7 @@ int logreg_fit(const double *X, const int32_t *y, size_t n, int d, int classes, 
     memcpy(V + CD, theta + CD, classes * sizeof(double));
     LogReg p;
     logreg_init(&p, Z, y, n, d, classes, lambda, pen);
-    int it = lbfgs(&p, V, to_W, max_iter, tol);
+    int it = lbfgs(&p, V, to_W, max_iter, tol, grad_max);
     logreg_release(&p);
     // W = V T^T
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, classes, d, d, 1.0, V, d, T, d, 0.0, theta, d);
@@ -383,10 +393,13 @@ void linear_probe(const float *train, const int32_t *ytrain, size_t ntrain, cons
     size_t ngrid = nfit < PROBE_GRID_ROWS ? nfit : PROBE_GRID_ROWS;
     for (int q = 0; q < nl; q++) {
         double lam = lambdas[order[q]], t0 = now_seconds();
-        int it = logreg_fit(Xfit, yfit, ngrid, d, classes, lam, theta, max_iter, 1e-4);
+        double gmax;
+        int it = logreg_fit(Xfit, yfit, ngrid, d, classes, lam, theta, max_iter, 1e-4, &gmax);
         double acc = nval ? logreg_accuracy(Xval, yval, nval, d, classes, theta) : 0;
         if (verbose) fprintf(stderr, "  L2 %-8g held-out top-1 %6.2f  (%zu rows, %d iterations, %.1f s)\n", lam, acc, ngrid, it, now_seconds() - t0);
-        if (it >= max_iter) warn("linear probe: L2 %g stopped at --max-iter %d before converging", lam, max_iter);
+        if (!(gmax < 1e-4))
+            warn("linear probe: the fit with L2 %g stopped unconverged after %d iterations (largest gradient entry "
+                 "%.2g, tolerance 1e-4; %s)", lam, it, gmax, it >= max_iter ? "raise --max-iter" : "the line search stalled");
         out->lambdas[q] = lam;
         out->holdout_top1[q] = acc;
         if (acc > best_acc) {
@@ -396,10 +409,12 @@ void linear_probe(const float *train, const int32_t *ytrain, size_t ntrain, cons
         }
     }
     double t0 = now_seconds();
-    out->iters = logreg_fit(Xtr, ytrain, ntrain, d, classes, out->lambda, best, 4 * max_iter, 1e-6);
+    out->iters = logreg_fit(Xtr, ytrain, ntrain, d, classes, out->lambda, best, 4 * max_iter, 1e-6, &out->grad_max);
     if (verbose) fprintf(stderr, "  refit on all %zu train rows with L2 %g: %d iterations, %.1f s\n", ntrain, out->lambda, out->iters, now_seconds() - t0);
-    if (out->iters >= 4 * max_iter)
-        warn("linear probe: the refit stopped at %d iterations before converging (raise --max-iter)", out->iters);
+    if (!(out->grad_max < 1e-6))
+        warn("linear probe: the refit stopped unconverged after %d iterations (largest gradient entry %.2g, "
+             "tolerance 1e-6; %s)", out->iters, out->grad_max,
+             out->iters >= 4 * max_iter ? "raise --max-iter" : "the line search stalled");
     out->train_top1 = logreg_accuracy(Xtr, ytrain, ntrain, d, classes, best);
     out->test_top1 = logreg_accuracy(Xte, ytest, ntest, d, classes, best);
     xfree(mean);

@@ -15,9 +15,11 @@ void knn_eval(const float *train, const int32_t *ytrain, size_t ntrain, const fl
 // objective of sklearn's LogisticRegression(C = 1 / (lambda * n)). X [n, d]
 // float64; theta [classes * (d + 1)]: W [classes, d] then b [classes], used as
 // the starting point (warm start) and overwritten. Stops when the largest
-// gradient entry is below tol or after max_iter iterations; returns iterations.
+// gradient entry is below tol, after max_iter iterations, or when a line search
+// finds no decrease; returns iterations, and *grad_max the largest gradient
+// entry where it stopped (converged: below tol).
 int logreg_fit(const double *X, const int32_t *y, size_t n, int d, int classes, double lambda, double *theta, int max_iter,
-               double tol);
+               double tol, double *grad_max);
 // Accuracy in percent of theta on X, y.
 double logreg_accuracy(const double *X, const int32_t *y, size_t n, int d, int classes, const double *theta);
 
@@ -27,6 +29,7 @@ typedef struct {
     double lambda;                           // the chosen one
     double train_top1, test_top1;
     int iters;                               // of the final fit
+    double grad_max;                         // its largest gradient entry at the stop (converged: < 1e-6)
 } ProbeResult;
 
 // The linear-probe protocol: standardise with the train split's mean and std,
