@@ -101,6 +101,9 @@ def test_resume_is_bit_exact(tmp_path):
     p = train(tmp_path, "resumed", "--steps=9", "--log_every=1", "--save_every=0", "--resume=auto", "--lr=2e-3")
     assert "resume: 2 keys differ" in p.stderr and "lr: 0.001 vs 0.002" in p.stderr and "steps: 8 vs 9" in p.stderr, \
         p.stderr
+    # unfreezing the patch embedding on resume would start its AdamW moments mid-run: refused
+    p = train(tmp_path, "resumed", "--steps=10", "--resume=auto", "--freeze_patch_embed=false", check=False)
+    assert p.returncode != 0 and "freeze_patch_embed was true" in p.stderr, p.stderr
 
 
 def test_resume_from_an_older_checkpoint_sets_the_later_ones_aside(tmp_path):
@@ -201,6 +204,9 @@ def test_config_errors_name_the_key(tmp_path):
     assert p.returncode != 0 and "w_token" in p.stderr, p.stderr
     p = train(tmp_path, "bad3", "--steps=0", "--epochs=0", "--time_limit_minutes=1", check=False)
     assert p.returncode != 0 and "sched cosine needs the run's length" in p.stderr, p.stderr
+    # 0.99 of the 49 patches rounds to all 49: the encoder would see nothing
+    p = train(tmp_path, "bad4", "--mask_ratio=0.99", "--replace_ratio=0", check=False)
+    assert p.returncode != 0 and "mask_ratio 0.99" in p.stderr and "no clean patch" in p.stderr, p.stderr
     p = subprocess.run([TRAIN, "--help"], capture_output=True, text=True)
     assert p.returncode == 0 and "batch_size" in p.stdout
 

@@ -37,13 +37,16 @@ void objective_register(Objective *o, Vit *vit, Tokenizer *tok, const ObjectiveC
     if (o->corrupt) {
         if (o->n_mask + o->n_replace == 0)
             fatal("config: mask_ratio and replace_ratio select no patch, so the token/pixel losses are empty");
-        if (o->n_mask + o->n_replace > N)
-            fatal("config: mask_ratio (%g) + replace_ratio (%g) exceed 1", cfg->mask_ratio, cfg->replace_ratio);
+        if (o->n_mask + o->n_replace >= N)  // lround can reach N below a ratio of 1
+            fatal("config: mask_ratio %g and replace_ratio %g corrupt %d + %d of the %d patches: the encoder would "
+                  "see no clean patch; lower them", cfg->mask_ratio, cfg->replace_ratio, o->n_mask, o->n_replace, N);
         if (!vc->use_mask_token) fatal("objective: the encoder was built without a mask_token");
         if (!tok && (o->use_token || o->n_replace > 0))
             fatal("objective: the token loss and centroid replacement need a tokenizer");
     }
     if (cfg->mask_both_views && !vc->use_mask_token) fatal("objective: mask_both_views needs a mask_token");
+    if (cfg->mask_both_views && o->n_mask >= N)
+        fatal("config: mask_ratio %g masks all %d patches of view2 (mask_both_views)", cfg->mask_ratio, N);
     if (tok) tokenizer_check(tok, vc->patch_size, vc->in_chans, "the model (patch_size, in_chans)");
     o->K = tok ? tok->k : 0;
     ParamTable *t = o->params;

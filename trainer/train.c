@@ -106,6 +106,14 @@ static void warn_config_changes(const Config *now, const char *resume_path) {
     if (checkpoint_config(&info, resume_path, &then, err, sizeof err) != 0) {
         warn("resume: %s; cannot check that this run's config matches it", err);
     } else {
+        // AdamW's bias correction counts from the run's first update for every tensor,
+        // so a tensor unfrozen now would start with moments of 0 and a correction of ~1:
+        // first steps ~3x the lr (torch counts per tensor).
+        if (then.freeze_patch_embed != now->freeze_patch_embed)
+            fatal("resume: freeze_patch_embed was %s in %s and is %s now; changing it on resume is not supported "
+                  "(the optimiser's state would be wrong for the patch embedding): keep %s, or start a new run",
+                  then.freeze_patch_embed ? "true" : "false", resume_path,
+                  now->freeze_patch_embed ? "true" : "false", then.freeze_patch_embed ? "true" : "false");
         int n = config_diff_except(&then, now, steering, diff, sizeof diff);
         if (n)
             warn("resume: %d key%s differ from the config %s was trained with (checkpoint vs now: %s); the run "
@@ -249,6 +257,9 @@ int main(int argc, char **argv) {
     long total_steps = cfg.steps > 0 ? cfg.steps : (long)cfg.epochs * steps_per_epoch;
     if (total_steps <= 0) total_steps = 1L << 40;  // time limit only (sched constant, checked above)
     long warmup = cfg.warmup_steps > 0 ? cfg.warmup_steps : (long)lround(cfg.warmup_epochs * steps_per_epoch);
+    if (warmup >= total_steps)
+        warn("the warmup (%ld updates) is not shorter than the run (%ld updates): the lr never reaches its peak %g",
+             warmup, total_steps, cfg.lr);
 
     // ---- model, heads, optimiser
     ParamTable params = {0};
