@@ -110,6 +110,9 @@ def setup_vit_views(lib):
     lib.vit_set_regularisation.argtypes = [c_void, c_float, c_float]
     lib.vit_sample_drop_path.argtypes = [c_void, c_int, ctypes.c_uint64, ctypes.c_int64]
     lib.params_set_lr_scale.argtypes = [c_void, c_int, c_float]
+    lib.params_lr_scale.restype = c_float
+    lib.params_lr_scale.argtypes = [c_void, c_int]
+    lib.vit_set_layer_decay.argtypes = [c_void, ctypes.c_double]
     lib.vit_block_output.restype = FP
     lib.vit_block_output.argtypes = [c_void, c_int]
 

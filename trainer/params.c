@@ -64,6 +64,7 @@ void params_zero_grad(ParamTable *t) { memset(t->grad, 0, sizeof(float) * t->tot
 size_t params_bytes(const ParamTable *t) { return sizeof(float) * t->total; }
 
 void params_set_lr_scale(ParamTable *t, int index, float scale) { t->info[index].lr_scale = scale; }
+float params_lr_scale(const ParamTable *t, int index) { return t->info[index].lr_scale; }
 
 int params_count(const ParamTable *t) { return t->count; }
 const char *params_name(const ParamTable *t, int index) { return t->info[index].name; }

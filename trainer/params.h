@@ -37,6 +37,7 @@ int params_find(const ParamTable *t, const char *name);  // -1 if absent
 void params_zero_grad(ParamTable *t);
 size_t params_bytes(const ParamTable *t);
 void params_set_lr_scale(ParamTable *t, int index, float scale);
+float params_lr_scale(const ParamTable *t, int index);
 
 // Accessors for ctypes (the Python tests) and generic walkers.
 int params_count(const ParamTable *t);

@@ -161,14 +161,6 @@ static Tokenizer *obtain_tokenizer(const Config *cfg, const char *run_dir, const
     return t;
 }
 
-// Layer index for layer-wise lr decay (BEiT): embeddings 0, blocks.i -> i+1,
-// the final norm and the head depth+1.
-static int finetune_layer_id(const char *name, int depth) {
-    if (!strncmp(name, "blocks.", 7)) return atoi(name + 7) + 1;
-    if (!strcmp(name, "cls_token") || !strcmp(name, "pos_embed") || !strncmp(name, "patch_embed", 11)) return 0;
-    return depth + 1;
-}
-
 // Top-1 accuracy of the classification head (mean-pooled features) on data_val.
 static double classifier_top1(Vit *vit, const Config *cfg) {
     LoaderConfig lc = loader_config_from(cfg, cfg->data_val, LOADER_EVAL, 0);
@@ -276,8 +268,7 @@ int main(int argc, char **argv) {
     if (!finetune) objective_init_weights(&obj, (uint64_t)cfg.seed);
     if (finetune) {
         vit_set_regularisation(&vit, (float)cfg.drop_path, (float)cfg.smoothing);
-        for (int i = 0; i < params.count; i++)  // layer-wise lr decay (BEiT): the head gets lr, block i lr * decay^(depth-i)
-            params_set_lr_scale(&params, i, (float)pow(cfg.layer_decay, vc.depth + 1 - finetune_layer_id(params.info[i].name, vc.depth)));
+        vit_set_layer_decay(&vit, cfg.layer_decay);
         if (cfg.finetune[0] && !resume_path) {
             CheckpointState enc = {.params = &params, .mode = CKPT_LOAD_ENCODER};
             if (checkpoint_load(cfg.finetune, &enc, err, sizeof err) != 0) fatal("finetune: %s", err);

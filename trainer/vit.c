@@ -2,6 +2,7 @@
 #include "vit.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -529,6 +530,23 @@ float *vit_final_tokens(Vit *vit) { return vit->final; }
 float *vit_block_output(Vit *vit, int l) { return vit->blocks[l].out; }
 float *vit_logits(Vit *vit) { return vit->logits; }
 float *vit_head_dfinal(Vit *vit) { return vit->dfinal; }
+
+// Layer index for layer-wise lr decay (BEiT): embeddings 0, blocks.i -> i+1,
+// the final norm and the head depth+1.
+static int layer_id(const char *name, int depth) {
+    if (!strncmp(name, "blocks.", 7)) return atoi(name + 7) + 1;
+    if (!strcmp(name, "cls_token") || !strcmp(name, "pos_embed") || !strcmp(name, "mask_token") ||
+        !strncmp(name, "patch_embed", 11))
+        return 0;
+    return depth + 1;
+}
+
+void vit_set_layer_decay(Vit *vit, double decay) {
+    ParamTable *t = vit->params;
+    int depth = vit->cfg.depth;
+    for (int i = 0; i < t->count; i++)
+        params_set_lr_scale(t, i, (float)pow(decay, depth + 1 - layer_id(t->info[i].name, depth)));
+}
 
 void vit_freeze_patch_embed(Vit *vit) {
     ParamTable *t = vit->params;

@@ -175,6 +175,9 @@ float *vit_head_dfinal(Vit *vit);           // [B,T,D] filled by vit_head_backwa
 // Keep the random patch embedding fixed (MoCo v3): the optimiser skips its two
 // tensors and vit_backward computes no gradient for them.
 void vit_freeze_patch_embed(Vit *vit);
+// Layer-wise lr decay (BEiT) on the encoder's table: the final norm and head get
+// lr, blocks.i lr * decay^(depth - i), the embeddings lr * decay^(depth + 1).
+void vit_set_layer_decay(Vit *vit, double decay);
 // Fine-tuning regularisers: stochastic depth rate and label smoothing.
 void vit_set_regularisation(Vit *vit, float drop_path_rate, float label_smoothing);
 float *vit_drop_scales(Vit *vit);           // [depth][2][max_batch]
