@@ -93,11 +93,13 @@ def test_linear(C):
              {"x": dx, "w": dw, "b": db, "__R__": R}, (M, O))
 
 
-def test_linear_long_token_axis(C):
-    """M >= 4096 takes the chunked weight-gradient path, where the bias gradient is summed per chunk
-    next to its product; linear_backward_set_dinp writes dinp (the old contents do not matter) and
-    accumulates the weight and bias gradients like linear_backward."""
-    M, I, O = 4500, 24, 20
+@pytest.mark.parametrize("M", [4500, 9000, 17000])  # 2, 4 and 8 chunks
+def test_linear_long_token_axis(C, M):
+    """M >= 4096 takes the chunked weight-gradient path (2 chunks, 4 from 8192 rows, 8 from 16384:
+    the ViT-Ti step reaches 8), where the bias gradient is summed per chunk next to its product;
+    linear_backward_set_dinp writes dinp (the old contents do not matter) and accumulates the
+    weight and bias gradients like linear_backward."""
+    I, O = 24, 20
     rng = np.random.default_rng(11)  # its own stream: the other tests' inputs stay as they were
     x, w, b = f32(rng.standard_normal((M, I))), f32(rng.standard_normal((O, I)) * 0.1), f32(rng.standard_normal(O))
     R = f32(rng.standard_normal((M, O)))
@@ -105,14 +107,16 @@ def test_linear_long_token_axis(C):
     (torch.nn.functional.linear(tx, tw, tb) * t64(R, False)).sum().backward()
     dx, dw, db = np.zeros_like(x), np.zeros_like(w), np.zeros_like(b)
     C.linear_backward(ptr(dx), ptr(dw), ptr(db), ptr(R), ptr(x), ptr(w), M, I, O)
-    check("linear M=4500 dx", dx, tx.grad)
-    check("linear M=4500 dw", dw, tw.grad)
-    check("linear M=4500 db", db, tb.grad)
+    check(f"linear M={M} dx", dx, tx.grad)
+    check(f"linear M={M} dw", dw, tw.grad)
+    check(f"linear M={M} db", db, tb.grad)
     dx2, dw2, db2 = np.full_like(x, 1e30), np.ones_like(w), np.ones_like(b)
     C.linear_backward_set_dinp(ptr(dx2), ptr(dw2), ptr(db2), ptr(R), ptr(x), ptr(w), M, I, O)
     check("linear_backward_set_dinp dx", dx2, tx.grad)
     check("linear_backward_set_dinp dw accumulates", dw2 - 1, tw.grad)
     check("linear_backward_set_dinp db accumulates", db2 - 1, tb.grad)
+    fd_check("linear_backward_set_dinp", lambda p: c_linear(C, p["x"], p["w"], p["b"]), {"x": x, "w": w, "b": b},
+             {"x": dx2, "w": dw2 - 1, "b": db2 - 1, "__R__": R}, (M, O), trials=1)
     # without a weight gradient the bias gradient still comes (column sums)
     db3 = np.zeros_like(b)
     C.linear_backward(None, None, ptr(db3), ptr(R), ptr(x), ptr(w), M, I, O)
@@ -181,8 +185,8 @@ def c_gelu(C, x):
 
 
 def test_gelu(C):
-    x = f32(rng.standard_normal(1000) * 3)
-    R = f32(rng.standard_normal(1000))
+    x = f32(rng.standard_normal(2500) * 3)  # more than GELU_BLOCK (1024): the kernels' block loop and tail
+    R = f32(rng.standard_normal(2500))
     out = c_gelu(C, x)
     dx = np.zeros_like(x)
     C.gelu_backward(ptr(dx), ptr(R), ptr(x), ctypes.c_long(x.size))
@@ -198,7 +202,8 @@ def test_gelu(C):
     C.gelu_backward_recompute(ptr(out3), ptr(d3), ptr(x), ctypes.c_long(x.size))
     check("gelu recompute out", out3, ref.detach())
     check("gelu recompute dx", d3, tx.grad)
-    fd_check("gelu", lambda p: c_gelu(C, p["x"]), {"x": x}, {"x": dx, "__R__": R}, x.shape)
+    for name, d in (("gelu", dx), ("gelu in place", d2), ("gelu recompute", d3)):
+        fd_check(name, lambda p: c_gelu(C, p["x"]), {"x": x}, {"x": d, "__R__": R}, x.shape)
 
 
 def test_bias_gelu_forward(C):
@@ -226,6 +231,12 @@ def test_residual_and_layerscale(C):
     C.residual_backward(ptr(da), ptr(db), ptr(R), ctypes.c_long(a.size))
     check("residual da", da, R)
     check("residual db", db, R)
+
+    def res(p):
+        o = np.zeros_like(p["a"])
+        C.residual_forward(ptr(o), ptr(p["a"]), ptr(p["b"]), ctypes.c_long(o.size))
+        return o
+    fd_check("residual", res, {"a": a, "b": b}, {"a": da, "b": db, "__R__": R}, a.shape)
 
     def ls(p):
         o = np.zeros_like(p["x"])
@@ -354,6 +365,12 @@ def test_mask_token(C):
     check("mask token demb", demb, te.grad)
     check("mask token dtoken", dtok, tt.grad)
 
+    def fwd(p):
+        o = p["emb"].copy()
+        C.mask_token_forward(ptr(o), ptr(p["tok"]), ptr(mask), B, N, D)
+        return o
+    fd_check("mask token", fwd, {"emb": emb, "tok": tok}, {"emb": demb, "tok": dtok, "__R__": R}, emb.shape)
+
 
 def test_cls_pos(C):
     B, N, D = 3, 9, 16
@@ -371,6 +388,13 @@ def test_cls_pos(C):
     check("cls/pos dcls", dcls, tc.grad)
     check("cls/pos dpos", dpos, tp.grad)
 
+    def fwd(p):
+        o = np.zeros((B, N + 1, D), np.float32)
+        C.cls_pos_forward(ptr(o), ptr(p["emb"]), ptr(p["cls"]), ptr(p["pos"]), B, N, D)
+        return o
+    fd_check("cls/pos", fwd, {"emb": emb, "cls": cls, "pos": pos}, {"emb": demb, "cls": dcls, "pos": dpos, "__R__": R},
+             x.shape)
+
 
 def test_meanpool(C):
     B, T, D = 4, 11, 12
@@ -385,6 +409,12 @@ def test_meanpool(C):
     (ref * t64(R, False)).sum().backward()
     check("meanpool out", out, ref.detach())
     check("meanpool dx", dx, tx.grad)
+
+    def fwd(p):
+        o = np.zeros((B, D), np.float32)
+        C.meanpool_forward(ptr(o), ptr(p["x"]), B, T, D, 1)
+        return o
+    fd_check("meanpool", fwd, {"x": x}, {"x": dx, "__R__": R}, out.shape)
 
 
 # ---- softmax cross-entropy --------------------------------------------------------------

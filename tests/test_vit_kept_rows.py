@@ -75,7 +75,8 @@ def test_kept_rows_match_full_twin(C, name, drop_path):
     assert e < TOL_ACT, f"kept final tokens: relative error {e:.2e}"
     worst = 0
     for n, p in tm.named_parameters():
-        if p.grad is None:
+        if p.grad is None:  # not on the loss's path (the head): C must not write one either
+            assert not np.any(cm.grad(n)), f"{n}: twin has no gradient but C does"
             continue
         e = rel(cm.grad(n), p.grad)
         worst = max(worst, e)
