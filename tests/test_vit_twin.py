@@ -7,8 +7,11 @@ every loss and every final weight.
 
 The reference runs in float64, so the differences are the C model's float32
 rounding. Observed per-tensor relative errors (max |diff| / max |ref|):
-activations and loss <= 4.4e-7, gradients <= 2.8e-6, weights after 10 steps
-<= 1.3e-5; the tolerances are about 4x those.
+activations and loss <= 4.4e-7, gradients <= 2.8e-6, fine-tune weights after
+4 steps <= 1.3e-5; the tolerances are about 4x those. The 10 AdamW steps compare
+the updates w - w0 (relative to each tensor's largest update): <= 1.2e-4,
+tolerance 1e-3 (Adam moves an element whose gradient is float32 noise by ~lr
+either way; see test_objective_twin.py).
 """
 import ctypes, os, sys
 import numpy as np
@@ -28,7 +31,7 @@ CONFIGS = {
                                    mlp_ratio=2.0, qkv_bias=0, layer_scale_init=0.1, num_classes=7, use_mask_token=1),
 }
 B = 8
-TOL_ACT, TOL_GRAD, TOL_WEIGHT = 2e-6, 1e-5, 5e-5
+TOL_ACT, TOL_GRAD, TOL_WEIGHT, TOL_UPDATE = 2e-6, 1e-5, 5e-5, 1e-3
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +112,7 @@ def test_adamw_steps_match_twin(C):
     cfg = CONFIGS["plain"]
     cm = cbind.CVit(C, B, seed=11, **cfg)
     tm = twin_from_c(cm, cfg)
+    initial = {n: cm.tensor(n).copy() for n in cm.names()}
     base_lr, min_lr, warmup, total, clip, wd = 2e-3, 1e-4, 4, 10, 0.5, 0.05
     opt = cbind.AdamWState()
     C.adamw_init(ctypes.byref(opt), ctypes.c_void_p(cm.table), 0.9, 0.999, 1e-8, wd)
@@ -150,7 +154,8 @@ def test_adamw_steps_match_twin(C):
     worst = 0
     D = cfg["embed_dim"]
     for n, p in tm.named_parameters():
-        ours, ref = cm.tensor(n), p.detach().numpy()
+        # the updates, not the weights: a norm's weight of ~1 would hide an error in its small update
+        ours, ref = cm.tensor(n) - initial[n], p.detach().numpy() - initial[n]
         if n.endswith("attn.qkv.bias"):
             # The key bias adds the same constant to every score of a query row,
             # which softmax ignores: its true gradient is 0, and both sides hold
@@ -160,8 +165,8 @@ def test_adamw_steps_match_twin(C):
             ours, ref = np.concatenate([ours[:D], ours[2 * D:]]), np.concatenate([ref[:D], ref[2 * D:]])
         e = rel(ours, ref)
         worst = max(worst, e)
-        assert e < TOL_WEIGHT, f"weight {n} after {total} steps: relative error {e:.2e}"
-    print(f"worst weight error after {total} AdamW steps: {worst:.2e}")
+        assert e < TOL_UPDATE, f"{n}: its update over {total} steps has relative error {e:.2e}"
+    print(f"worst update error after {total} AdamW steps: {worst:.2e}")
 
 
 def test_finetune_step_matches_twin(C):
