@@ -191,27 +191,36 @@ class Pretrainer(nn.Module):
     "pretrain.<head>" (the C side's "pretrain.*" names, and the encoder's timm names)."""
 
     def __init__(self, enc_cfg, K, w_token=1.0, w_pixel=1.0, w_contrast=1.0, temperature=0.2, proj_hidden=1024,
-                 proj_dim=256):
+                 proj_dim=256, teacher=False):
         super().__init__()
         self.encoder = VisionTransformer(**enc_cfg, use_mask_token=True)
         P, C = enc_cfg["patch_size"], enc_cfg["in_chans"]
         self.pretrain = PretrainHeads(enc_cfg, K, C * P * P, w_token, w_pixel, w_contrast, proj_hidden, proj_dim)
+        self.teacher = teacher  # teacher_momentum > 0: view2 through a frozen copy (C: "pretrain.teacher.*")
+        if teacher:
+            self.teacher_encoder = VisionTransformer(**enc_cfg, use_mask_token=True).requires_grad_(False)
+            self.teacher_projector = Projector(enc_cfg["embed_dim"], proj_hidden, proj_dim).requires_grad_(False)
         self.w = (w_token, w_pixel, w_contrast)
         self.tau = temperature
         self.P, self.C = P, C
 
     def c_name(self, torch_name):
-        return torch_name[len("encoder."):] if torch_name.startswith("encoder.") else torch_name
+        for twin, c in (("encoder.", ""), ("teacher_encoder.", "pretrain.teacher."),
+                        ("teacher_projector.", "pretrain.teacher.projector.")):
+            if torch_name.startswith(twin):
+                return c + torch_name[len(twin):]
+        return torch_name
 
     def patchify(self, img):
         B, C, H, W = img.shape
         P = self.P
         return img.reshape(B, C, H // P, P, W // P, P).permute(0, 2, 4, 1, 3, 5).reshape(B, (H // P) * (W // P), C * P * P)
 
-    def forward(self, images, clean1, mask, scored, ids):
-        """images [V*B,C,H,W]: the encoder input (view1 already corrupted, then view2);
+    def forward(self, images, clean1, mask, scored, ids, view2=None):
+        """images [V*B,C,H,W]: the encoder input (view1 already corrupted, then view2;
+        with a teacher view1 alone, and view2 [B,C,H,W] goes to the teacher);
         clean1 [B,C,H,W]; mask [V*B,N] bool; scored [B,N] bool (masked | replaced);
-        ids [B,N] long. Returns (total, token CE, pixel MSE, NT-Xent)."""
+        ids [B,N] long. Returns (total, token CE, pixel MSE, NT-Xent or InfoNCE)."""
         w_tok, w_pix, w_con = self.w
         B = clean1.shape[0]
         feats, outs = self.encoder.forward_features(images, mask, return_blocks=True)
@@ -229,7 +238,12 @@ class Pretrainer(nn.Module):
             tgt = self.patchify(clean1)[scored]
             tgt = (tgt - tgt.mean(-1, keepdim=True)) / (tgt.var(-1, unbiased=True, keepdim=True) + 1e-6).sqrt()
             mse = F.mse_loss(pred, tgt)
-        if w_con > 0:
+        if w_con > 0 and self.teacher:
+            q = self.pretrain.projector(feats[:, 0])
+            with torch.no_grad():
+                k = self.teacher_projector(self.teacher_encoder.forward_features(view2, None)[:, 0])
+            nce = F.cross_entropy(q @ k.t() / self.tau, torch.arange(B))
+        elif w_con > 0:
             z = self.pretrain.projector(feats[:, 0])
             R = z.shape[0]
             sim = z @ z.t() / self.tau

@@ -83,12 +83,13 @@
     X(w_token,          FLOAT,  "1",       "[0, 1000]",     "weight of the centroid-token cross-entropy; 0: branch off") \
     X(w_pixel,          FLOAT,  "1",       "[0, 1000]",     "weight of the pixel MSE; 0: branch off")   \
     X(w_contrast,       FLOAT,  "1",       "[0, 1000]",     "weight of NT-Xent; 0: no second view, no projector") \
-    X(temperature,      FLOAT,  "0.2",     "(0, 100]",      "NT-Xent temperature")                      \
+    X(temperature,      FLOAT,  "0.2",     "(0, 100]",      "NT-Xent / InfoNCE temperature")            \
     X(proj_hidden,      INT,    "1024",    "[1, 65536]",    "projector MLP hidden width")               \
     X(proj_dim,         INT,    "256",     "[1, 65536]",    "projector output width")                   \
     X(mask_both_views,  BOOL,   "false",   "",              "corrupt the contrastive view too")        \
     X(contrast_warmup_steps, INT, "0",     "[0, inf)",      "ramp w_contrast linearly from 0 over these updates") \
     X(freeze_patch_embed, BOOL, "false",   "",              "keep the random patch embedding fixed (MoCo v3)") \
+    X(teacher_momentum, FLOAT,  "0",       "[0, 1)",        "> 0: view2 through an EMA teacher of this momentum, InfoNCE vs view1 (MoCo v3/MSN); 0: NT-Xent over both views") \
     G("fine-tune")                                                                                      \
     X(task,             ENUM,   "pretrain", "pretrain|finetune", "pretrain: CCViT/contrastive; finetune: supervised classification") \
     X(finetune,         STR,    "",        "",              "finetune: pretraining checkpoint to start from; empty: from scratch") \

@@ -11,7 +11,10 @@
 
 #define MASK_STREAM_SALT 0x6d61736b696e6700ULL  // "masking": keeps mask draws apart from init draws
 
-int objective_views(const ObjectiveConfig *cfg) { return cfg->w_contrast > 0 ? 2 : 1; }
+int objective_views(const ObjectiveConfig *cfg) { return cfg->w_contrast > 0 && !(cfg->teacher_momentum > 0) ? 2 : 1; }
+int objective_loader_views(const ObjectiveConfig *cfg) { return cfg->w_contrast > 0 ? 2 : 1; }
+
+#define TEACHER_PREFIX "pretrain.teacher."
 
 // ---- registration ------------------------------------------------------------------
 
@@ -71,6 +74,35 @@ void objective_register(Objective *o, Vit *vit, Tokenizer *tok, const ObjectiveC
         o->idx_pj_fc2_w = params_add(t, "pretrain.projector.fc2.weight", cfg->proj_dim, cfg->proj_hidden, 0, 0);
         params_add(t, "pretrain.projector.fc2.bias", cfg->proj_dim, 0, 0, 0);
     }
+    if (cfg->teacher_momentum > 0 && !o->use_contrast)
+        fatal("config: teacher_momentum %g needs the contrastive term (w_contrast > 0)", cfg->teacher_momentum);
+    o->use_teacher = o->use_contrast && cfg->teacher_momentum > 0;
+    if (o->use_teacher) {
+        if (!(cfg->teacher_momentum < 1)) fatal("config: teacher_momentum must be below 1 (got %g)", cfg->teacher_momentum);
+        if (cfg->mask_both_views)
+            fatal("config: mask_both_views masks the student's view2, which teacher_momentum > 0 does not have "
+                  "(the teacher sees view2 whole); set one of them");
+        // The same layout as the student's encoder and projector, so each teacher
+        // tensor has one student tensor to follow.
+        o->teacher = xcalloc(1, sizeof(Vit), "teacher");
+        o->teacher_first = t->count;
+        vit_register_prefixed(o->teacher, t, vc, TEACHER_PREFIX);
+        o->idx_tpj_fc1_w = params_add(t, TEACHER_PREFIX "projector.fc1.weight", cfg->proj_hidden, D, 0, 0);
+        params_add(t, TEACHER_PREFIX "projector.fc1.bias", cfg->proj_hidden, 0, 0, 0);
+        o->idx_tpj_fc2_w = params_add(t, TEACHER_PREFIX "projector.fc2.weight", cfg->proj_dim, cfg->proj_hidden, 0, 0);
+        params_add(t, TEACHER_PREFIX "projector.fc2.bias", cfg->proj_dim, 0, 0, 0);
+        o->teacher_last = t->count;
+        o->teacher_src = xcalloc(o->teacher_last - o->teacher_first, sizeof(int), "teacher map");
+        for (int i = o->teacher_first; i < o->teacher_last; i++) {
+            t->info[i].frozen = 1;
+            const char *own = t->info[i].name + strlen(TEACHER_PREFIX);
+            char student[160];
+            snprintf(student, sizeof student, "%s%s", strncmp(own, "projector.", 10) ? "" : "pretrain.", own);
+            int src = params_find(t, student);
+            if (src < 0) fatal("objective: the teacher's %s has no student tensor %s", t->info[i].name, student);
+            o->teacher_src[i - o->teacher_first] = src;
+        }
+    }
 }
 
 void objective_bind(Objective *o) {
@@ -92,6 +124,23 @@ void objective_bind(Objective *o) {
         o->pj_fc2_w = params_data(t, o->idx_pj_fc2_w), o->pj_fc2_b = params_data(t, o->idx_pj_fc2_w + 1);
         o->gpj_fc2_w = params_grad(t, o->idx_pj_fc2_w), o->gpj_fc2_b = params_grad(t, o->idx_pj_fc2_w + 1);
     }
+    if (o->use_teacher) {
+        vit_bind(o->teacher);
+        o->tpj_fc1_w = params_data(t, o->idx_tpj_fc1_w), o->tpj_fc1_b = params_data(t, o->idx_tpj_fc1_w + 1);
+        o->tpj_fc2_w = params_data(t, o->idx_tpj_fc2_w), o->tpj_fc2_b = params_data(t, o->idx_tpj_fc2_w + 1);
+    }
+}
+
+void objective_teacher_update(Objective *o, float momentum) {
+    if (!o->use_teacher) return;
+    const ParamTable *t = o->params;
+    for (int i = o->teacher_first; i < o->teacher_last; i++) {
+        float *dst = params_data(t, i);
+        const float *src = params_data(t, o->teacher_src[i - o->teacher_first]);
+        long n = (long)params_numel(t, i);
+#pragma omp parallel for schedule(static) if (n > 65536)
+        for (long j = 0; j < n; j++) dst[j] = momentum * dst[j] + (1.0f - momentum) * src[j];
+    }
 }
 
 void objective_init_weights(Objective *o, uint64_t seed) {
@@ -107,6 +156,7 @@ void objective_init_weights(Objective *o, uint64_t seed) {
         params_init_trunc_normal(o->pj_fc1_w, t, o->idx_pj_fc1_w, seed, 0.02);
         params_init_trunc_normal(o->pj_fc2_w, t, o->idx_pj_fc2_w, seed, 0.02);
     }
+    objective_teacher_update(o, 0.0f);  // the teacher starts as the student (call after vit_init_weights)
 }
 
 // ---- memory ---------------------------------------------------------------------------
@@ -151,7 +201,7 @@ static void objective_layout(Objective *o, int B) {
         o->d_mid = arena_floats(g, (long)V * B * T * D);
     }
     if (o->use_contrast) {
-        long R = 2L * B;
+        long R = o->use_teacher ? B : 2L * B;
         o->pj_in = arena_floats(a, R * D);
         o->pj_h = arena_floats(a, R * H);
         o->pj_g = arena_floats(a, R * H);
@@ -163,6 +213,16 @@ static void objective_layout(Objective *o, int B) {
         o->d_pj_h = arena_floats(g, R * H);
         o->d_pj_u = arena_floats(g, R * O);
         o->d_pj_z = arena_floats(g, R * O);
+    }
+    if (o->use_teacher) {
+        o->tpj_in = arena_floats(a, (long)B * D);
+        o->tpj_h = arena_floats(a, (long)B * H);
+        o->tpj_g = arena_floats(a, (long)B * H);
+        o->tpj_u = arena_floats(a, (long)B * O);
+        o->tpj_z = arena_floats(a, (long)B * O);
+        o->tpj_norm = arena_floats(a, B);
+        o->teacher_row_start = arena_bytes(a, sizeof(int) * ((size_t)B + 1));
+        o->teacher_row_index = arena_bytes(a, sizeof(int32_t) * (size_t)B);
     }
     o->row_loss = arena_floats(a, (M > 2L * B ? M : 2L * B) + 1);
     o->enc_row_start = arena_bytes(a, sizeof(int) * ((size_t)V * B + 1));
@@ -177,6 +237,7 @@ void objective_allocate(Objective *o, int max_batch) {
         fatal("objective_allocate: the encoder holds %d images, the objective needs %d x %d", o->vit->max_batch,
               o->views, max_batch);
     o->max_batch = max_batch;
+    if (o->use_teacher) vit_allocate_activations(o->teacher, max_batch);
     objective_layout(o, max_batch);
     arena_commit(&o->acts, "objective activations");
     arena_commit(&o->grads, "objective gradients");
@@ -287,6 +348,43 @@ static void scatter_add_scored(float *dst, const float *rows, const int32_t *sco
     }
 }
 
+// The projector: z = normalise(fc2(GELU(fc1(in)))) over R rows; h keeps fc1's
+// biased pre-activation (the backward recomputes GELU from it), nrm the norms.
+static void project(float *h, float *g, float *u, float *z, float *nrm, const float *in, const float *w1,
+                    const float *b1, const float *w2, const float *b2, int R, int D, int H, int O) {
+    linear_forward(h, in, w1, NULL, R, D, H);
+    bias_gelu_forward(g, h, b1, R, H);
+    linear_forward(u, g, w2, b2, R, H, O);
+    for (int i = 0; i < R; i++) {  // z = u / max(|u|, 1e-12), as F.normalize
+        const float *ui = u + (long)i * O;
+        double ss = 0;
+        for (int j = 0; j < O; j++) ss += (double)ui[j] * ui[j];
+        float n = (float)fmax(sqrt(ss), 1e-12);
+        nrm[i] = n;
+        for (int j = 0; j < O; j++) z[(long)i * O + j] = ui[j] / n;
+    }
+}
+
+// InfoNCE of queries q [B,O] against keys k [B,O] (rows L2-normalised): row i's
+// positive is key i, the other keys its negatives. Leaves the softmax in
+// probs [B,B] and returns the mean loss.
+static double infonce_forward(float *probs, float *row_loss, const float *q, const float *k, int B, int O, float tau) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, B, O, 1.0f / tau, q, O, k, O, 0.0f, probs, B);
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < B; i++) {
+        float *s = probs + (long)i * B;
+        float mx = -INFINITY;
+        for (int j = 0; j < B; j++) mx = fmaxf(mx, s[j]);
+        double sum = 0;
+        for (int j = 0; j < B; j++) sum += exp((double)s[j] - mx);
+        row_loss[i] = (float)(log(sum) + mx - s[i]);
+        for (int j = 0; j < B; j++) s[j] = (float)(exp((double)s[j] - mx) / sum);
+    }
+    double total = 0;
+    for (int i = 0; i < B; i++) total += row_loss[i];
+    return total / B;
+}
+
 // NT-Xent over z [R,O] (rows L2-normalised), positives i <-> i +- R/2.
 // Leaves the softmax over j != i in probs [R,R] and returns the mean loss.
 static double ntxent_forward(float *probs, float *row_loss, const float *z, int R, int O, float tau) {
@@ -318,7 +416,7 @@ ObjectiveLosses objective_forward(Objective *o, const float *view1, const float 
     int N = v->N, T = v->T, D = v->D, d = o->patch_dim, V = o->views;
     long img = (long)vc->in_chans * vc->img_size * vc->img_size;
     if (B > o->max_batch) fatal("objective_forward: batch %d exceeds the allocated %d", B, o->max_batch);
-    if (V == 2 && !view2) fatal("objective_forward: the contrastive loss needs a second view");
+    if (o->use_contrast && !view2) fatal("objective_forward: the contrastive loss needs a second view");
     ObjectiveLosses L = {0};
     o->last_batch = B;
     o->w_contrast_step = o->use_contrast ? (w_contrast_now >= 0 ? w_contrast_now : o->cfg.w_contrast) : 0;
@@ -367,20 +465,25 @@ ObjectiveLosses objective_forward(Objective *o, const float *view1, const float 
         L.pixel = se / ((double)M * d);
     }
     if (o->use_contrast) {
-        int R = 2 * B, H = o->cfg.proj_hidden, O = o->cfg.proj_dim;
+        int R = V * B, H = o->cfg.proj_hidden, O = o->cfg.proj_dim;
         for (int i = 0; i < R; i++) memcpy(o->pj_in + (long)i * D, v->final + (long)i * T * D, sizeof(float) * D);
-        linear_forward(o->pj_h, o->pj_in, o->pj_fc1_w, NULL, R, D, H);
-        bias_gelu_forward(o->pj_g, o->pj_h, o->pj_fc1_b, R, H);  // pj_h keeps the biased pre-activation
-        linear_forward(o->pj_u, o->pj_g, o->pj_fc2_w, o->pj_fc2_b, R, H, O);
-        for (int i = 0; i < R; i++) {  // z = u / max(|u|, 1e-12), as F.normalize
-            const float *u = o->pj_u + (long)i * O;
-            double s = 0;
-            for (int j = 0; j < O; j++) s += (double)u[j] * u[j];
-            float nrm = (float)fmax(sqrt(s), 1e-12);
-            o->pj_norm[i] = nrm;
-            for (int j = 0; j < O; j++) o->pj_z[(long)i * O + j] = u[j] / nrm;
+        project(o->pj_h, o->pj_g, o->pj_u, o->pj_z, o->pj_norm, o->pj_in, o->pj_fc1_w, o->pj_fc1_b, o->pj_fc2_w,
+                o->pj_fc2_b, R, D, H, O);
+        if (o->use_teacher) {
+            Vit *tv = o->teacher;
+            for (int b = 0; b <= B; b++) o->teacher_row_start[b] = b;  // CLS only: all the keys need
+            for (int b = 0; b < B; b++) o->teacher_row_index[b] = 0;
+            o->teacher_rows = (RowSet){o->teacher_row_start, o->teacher_row_index, B};
+            vit_set_last_rows(tv, &o->teacher_rows);
+            vit_forward(tv, view2, NULL, B);
+            vit_set_last_rows(tv, NULL);
+            for (int b = 0; b < B; b++) memcpy(o->tpj_in + (long)b * D, tv->final + (long)b * T * D, sizeof(float) * D);
+            project(o->tpj_h, o->tpj_g, o->tpj_u, o->tpj_z, o->tpj_norm, o->tpj_in, o->tpj_fc1_w, o->tpj_fc1_b,
+                    o->tpj_fc2_w, o->tpj_fc2_b, B, D, H, O);
+            L.contrast = infonce_forward(o->sim, o->row_loss, o->pj_z, o->tpj_z, B, O, o->cfg.temperature);
+        } else {
+            L.contrast = ntxent_forward(o->sim, o->row_loss, o->pj_z, R, O, o->cfg.temperature);
         }
-        L.contrast = ntxent_forward(o->sim, o->row_loss, o->pj_z, R, O, o->cfg.temperature);
     }
     L.total = o->cfg.w_token * L.token + o->cfg.w_pixel * L.pixel + o->w_contrast_step * L.contrast;
     o->last = L;
@@ -426,19 +529,23 @@ void objective_backward(Objective *o, float dloss) {
         dblock[o->mid_block] = o->d_mid;
     }
     if (o->use_contrast && o->w_contrast_step > 0) {
-        int R = 2 * B, H = o->cfg.proj_hidden, O = o->cfg.proj_dim, half = B;
+        int R = V * B, H = o->cfg.proj_hidden, O = o->cfg.proj_dim, half = B;
         float tau = o->cfg.temperature, scale = dloss * o->w_contrast_step / (float)R;
         // d sim[i,j] = (p_ij - [j = pos(i)]) / R, in place over the probabilities.
         for (int i = 0; i < R; i++) {
             float *s = o->sim + (long)i * R;
             for (int j = 0; j < R; j++) s[j] *= scale;
-            s[i < half ? i + half : i - half] -= scale;
+            s[o->use_teacher ? i : i < half ? i + half : i - half] -= scale;
         }
-        // sim = z z^T / tau, so dz = (dS + dS^T) z / tau
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, O, R, 1.0f / tau, o->sim, R, o->pj_z, O, 0.0f,
-                    o->d_pj_z, O);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, R, O, R, 1.0f / tau, o->sim, R, o->pj_z, O, 1.0f,
-                    o->d_pj_z, O);
+        if (o->use_teacher) {  // sim = q k^T / tau with k constant: dq = dS k / tau
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, O, R, 1.0f / tau, o->sim, R, o->tpj_z, O, 0.0f,
+                        o->d_pj_z, O);
+        } else {  // sim = z z^T / tau, so dz = (dS + dS^T) z / tau
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, O, R, 1.0f / tau, o->sim, R, o->pj_z, O, 0.0f,
+                        o->d_pj_z, O);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, R, O, R, 1.0f / tau, o->sim, R, o->pj_z, O, 1.0f,
+                        o->d_pj_z, O);
+        }
         for (int i = 0; i < R; i++) {  // through the L2 normalisation
             const float *z = o->pj_z + (long)i * O, *dz = o->d_pj_z + (long)i * O;
             float *du = o->d_pj_u + (long)i * O;
@@ -474,10 +581,18 @@ double objective_forward_flops(const Objective *o, int B) {
         f += B * (block_forward_flops(T, T, D, Hp) + block_forward_flops(T, S, D, Hp)) + 2 * M * D * o->patch_dim;
     }
     if (o->use_contrast) {
-        double R = 2.0 * B, H = o->cfg.proj_hidden, O = o->cfg.proj_dim;
+        double R = (double)o->views * B, H = o->cfg.proj_hidden, O = o->cfg.proj_dim;
         f += 2 * R * (D * H + H * O) + 2 * R * R * O;
     }
     return f;
+}
+
+double objective_teacher_flops(const Objective *o, int B) {
+    if (!o->use_teacher) return 0;
+    const Vit *v = o->vit;
+    double D = v->D, T = v->T, Hd = v->bdims.hidden, H = o->cfg.proj_hidden, O = o->cfg.proj_dim;
+    return B * (vit_forward_flops_per_image(&v->cfg) - block_forward_flops(T, T, D, Hd) + block_forward_flops(T, 1, D, Hd)) +
+           2.0 * B * (D * H + H * O);
 }
 
 double objective_step_flops(const Objective *o, int B) {
@@ -485,7 +600,9 @@ double objective_step_flops(const Objective *o, int B) {
     double patch = vit_patch_embed_flops_per_image(&v->cfg);  // per image and pass
     double f = 3 * objective_forward_flops(o, B) - o->views * B * patch * (v->freeze_patch_embed ? 2 : 1);
     if (o->corrupt && o->tok) f += 2.0 * B * (o->n_mask + o->n_replace) * o->K * o->patch_dim;
-    return f;
+    // InfoNCE against constant keys: its backward is one product (dq), not NT-Xent's two
+    if (o->use_teacher) f -= 2.0 * B * B * o->cfg.proj_dim;
+    return f + objective_teacher_flops(o, B);
 }
 
 Objective *objective_create(const VitConfig *vcfg, const ObjectiveConfig *ocfg, Tokenizer *tok, int max_batch,
@@ -509,6 +626,11 @@ void objective_destroy(Objective *o) {
     if (!o) return;
     arena_free(&o->acts);
     arena_free(&o->grads);
+    if (o->teacher) {
+        vit_release(o->teacher);  // its tensors live in the student's table, freed below
+        xfree(o->teacher);
+        xfree(o->teacher_src);
+    }
     vit_destroy(o->vit);
     xfree(o);
 }

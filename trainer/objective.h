@@ -10,6 +10,12 @@
 // Both views run through the encoder as one batch of 2B. The token and pixel
 // losses are taken over masked U replaced positions. A loss weight of 0 removes
 // its head, its parameters and its compute (w_contrast 0: no second view).
+//
+// With teacher_momentum > 0 (MoCo v3 / MSN style) view2 goes instead through a
+// frozen copy of the encoder and projector ("pretrain.teacher.*", an EMA of the
+// student updated after each step, objective_teacher_update), forward only, and
+// the contrastive term is InfoNCE of view1's projection (query) against the B
+// teacher keys: the student encoder runs on view1 alone.
 #pragma once
 #include <stdint.h>
 
@@ -27,6 +33,7 @@ typedef struct {
     int mask_both_views;       // corrupt view2 as well (its own mask)
     float mean[3], std[3];     // the loader's normalisation, to normalise centroid pixels
     uint64_t seed;             // masking draws come from (seed, step, image)
+    float teacher_momentum;    // > 0: view2 through the EMA teacher (see above); 0: NT-Xent over both views
 } ObjectiveConfig;
 
 typedef struct {
@@ -88,6 +95,19 @@ typedef struct {
     float *d_ph_sel, *d_ph_norm, *d_ph_pred;  // [M,D], [M,D], [M,d]
     float *d_pj_in, *d_pj_h, *d_pj_u, *d_pj_z;  // [2B,D] [2B,H] [2B,O] [2B,O]
 
+    // EMA teacher (teacher_momentum > 0): its encoder and projector are the table's
+    // tensors [teacher_first, teacher_last), frozen; teacher_src[i] is the student
+    // tensor tensor teacher_first + i follows.
+    int use_teacher;
+    Vit *teacher;
+    int teacher_first, teacher_last, idx_tpj_fc1_w, idx_tpj_fc2_w;
+    int *teacher_src;
+    float *tpj_fc1_w, *tpj_fc1_b, *tpj_fc2_w, *tpj_fc2_b;
+    float *tpj_in, *tpj_h, *tpj_g, *tpj_u, *tpj_z, *tpj_norm;  // [B,D] [B,H] [B,H] [B,O] [B,O] [B]
+    int *teacher_row_start;                 // [B+1]: the teacher's last block keeps CLS only
+    int32_t *teacher_row_index;             // [B]
+    RowSet teacher_rows;
+
     ObjectiveLosses last;
     int last_batch;
     float w_contrast_step;     // the contrastive weight of the last forward (phase-in)
@@ -98,7 +118,12 @@ void objective_register(Objective *o, Vit *vit, Tokenizer *tok, const ObjectiveC
 void objective_bind(Objective *o);                    // after params_allocate
 void objective_init_weights(Objective *o, uint64_t seed);
 void objective_allocate(Objective *o, int max_batch);  // arenas; the Vit needs views*max_batch
-int objective_views(const ObjectiveConfig *cfg);       // 2 with the contrastive term, else 1
+int objective_views(const ObjectiveConfig *cfg);       // images per sample through the student encoder: 2 with
+                                                       // NT-Xent, else 1 (the teacher takes view2)
+int objective_loader_views(const ObjectiveConfig *cfg);  // views the loader makes: 2 with any contrastive term
+// After each optimiser step: teacher = momentum * teacher + (1 - momentum) * student
+// (momentum 0 copies the student). No-op without a teacher.
+void objective_teacher_update(Objective *o, float momentum);
 
 // Forward and loss for one batch: view1 [B,C,H,W] normalised, clean1 [B,C,H,W]
 // in [0,1], view2 [B,C,H,W] (contrastive only). step picks the masking draws.
@@ -109,8 +134,11 @@ ObjectiveLosses objective_forward(Objective *o, const float *view1, const float 
 void objective_backward(Objective *o, float dloss);
 
 // Forward FLOPs of one step's encoder passes and heads, for MFU figures
-// (model FLOPs: a training step counts 3x these).
+// (model FLOPs: a training step counts 3x these, plus the teacher's forward).
 double objective_forward_flops(const Objective *o, int B);
+// The EMA teacher's forward (encoder on view2, CLS only in its last block, and
+// projector); 0 without a teacher. It has no backward.
+double objective_teacher_flops(const Objective *o, int B);
 // The FLOPs one training step executes: forward and backward (the patch
 // embedding has no input gradient, nor a weight gradient when frozen) plus
 // the tokenizer's nearest-centroid product over the scored patches.

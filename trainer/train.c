@@ -233,9 +233,9 @@ int main(int argc, char **argv) {
     }
 
     // ---- data
-    int views = finetune || cfg.w_contrast <= 0 ? 1 : 2;
-    LoaderConfig lc = loader_config_from(&cfg, cfg.data_train, LOADER_TRAIN, views == 2);
+    LoaderConfig lc = loader_config_from(&cfg, cfg.data_train, LOADER_TRAIN, !finetune && cfg.w_contrast > 0);
     ObjectiveConfig oc = objective_config_from(&cfg, &lc);
+    int views = finetune ? 1 : objective_views(&oc);  // images per sample through the encoder
     int corrupt = !finetune && (cfg.w_token > 0 || cfg.w_pixel > 0);
     Tokenizer *tok = NULL;
     if (corrupt && rank == 0) tok = obtain_tokenizer(&cfg, run_dir, resume_path);
@@ -321,16 +321,18 @@ int main(int argc, char **argv) {
 
     // ---- start-up summary
     double peak = sgemm_peak_gflops(1536, 3);
-    double step_flops = 3.0 * cfg.accum_steps *
-                        (finetune ? cfg.batch_size * vit_forward_flops_per_image(&vc) : objective_forward_flops(&obj, cfg.batch_size));
+    double step_flops = cfg.accum_steps * (finetune ? 3.0 * cfg.batch_size * vit_forward_flops_per_image(&vc)
+                                                    : 3.0 * objective_forward_flops(&obj, cfg.batch_size) +
+                                                          objective_teacher_flops(&obj, cfg.batch_size));
     printf("model: ViT D=%d depth=%d heads=%d patch=%d img=%d chans=%d, %zu parameters (%d tensors)\n", vit.D,
            vc.depth, vc.num_heads, vc.patch_size, vc.img_size, vc.in_chans, params.total, params.count);
     if (finetune)
         printf("objective: supervised fine-tuning, %d classes, label smoothing %g, drop path %g, layer decay %g\n",
                cfg.num_classes, cfg.smoothing, cfg.drop_path, cfg.layer_decay);
     else
-        printf("objective: w_token=%g w_pixel=%g w_contrast=%g, %d masked + %d replaced of %d patches, K=%d, views=%d\n",
-               cfg.w_token, cfg.w_pixel, cfg.w_contrast, obj.n_mask, obj.n_replace, vit.N, obj.K, views);
+        printf("objective: w_token=%g w_pixel=%g w_contrast=%g, %d masked + %d replaced of %d patches, K=%d, views=%d%s\n",
+               cfg.w_token, cfg.w_pixel, cfg.w_contrast, obj.n_mask, obj.n_replace, vit.N, obj.K, views,
+               obj.use_teacher ? "; view2 through the EMA teacher (InfoNCE)" : "");
     printf("data: %lld samples, %ld updates/epoch (batch %d x accum %d), %d decode threads; %d compute threads\n",
            (long long)loader_num_samples(loader), steps_per_epoch, cfg.batch_size, cfg.accum_steps, cfg.num_workers,
            kernel_max_threads());
@@ -338,6 +340,7 @@ int main(int argc, char **argv) {
     print_bytes("parameters + gradients", 2 * params_bytes(&params));
     print_bytes("AdamW m + v", 2 * params_bytes(&params));
     print_bytes("encoder activations", vit_activation_bytes(&vit));
+    if (!finetune && obj.use_teacher) print_bytes("teacher activations", vit_activation_bytes(obj.teacher));
     print_bytes("objective activations", obj.acts.capacity + obj.grads.capacity);
     printf("  sgemm peak %.0f GFLOP/s; a step is %.1f GFLOP\n", peak, step_flops * 1e-9);
     printf("run folder: %s; %ld updates, warmup %ld\n", run_dir, total_steps, warmup);
@@ -448,6 +451,7 @@ int main(int argc, char **argv) {
         }
         clipped += cfg.clip_grad > 0 && gnorm > cfg.clip_grad;
         adamw_step(&opt, &params, (float)lr);
+        if (!finetune) objective_teacher_update(&obj, (float)cfg.teacher_momentum);
         loss_sum[0] += L.total, loss_sum[1] += L.token, loss_sum[2] += L.pixel, loss_sum[3] += L.contrast;
         grad_norm_sum += gnorm;
         window_steps++;

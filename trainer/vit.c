@@ -282,12 +282,29 @@ const char *vit_config_error(const VitConfig *c) {
     return msg;
 }
 
-void vit_register(Vit *vit, ParamTable *t, const VitConfig *cfg) {
+// The table index of "<prefix><name>" (-1 if absent).
+static int vit_find(const Vit *vit, const char *name) {
+    char full[160];
+    snprintf(full, sizeof full, "%s%s", vit->prefix, name);
+    return params_find(vit->params, full);
+}
+
+static int vit_add(Vit *vit, const char *name, int d0, int d1, int d2, int d3) {
+    char full[160];
+    snprintf(full, sizeof full, "%s%s", vit->prefix, name);
+    return params_add(vit->params, full, d0, d1, d2, d3);
+}
+
+void vit_register(Vit *vit, ParamTable *t, const VitConfig *cfg) { vit_register_prefixed(vit, t, cfg, ""); }
+
+void vit_register_prefixed(Vit *vit, ParamTable *t, const VitConfig *cfg, const char *prefix) {
     const char *err = vit_config_error(cfg);
     if (err) fatal("model config: %s", err);
     memset(vit, 0, sizeof *vit);
     vit->cfg = *cfg;
     vit->params = t;
+    if (strlen(prefix) >= sizeof vit->prefix) fatal("vit_register: prefix '%s' is too long", prefix);
+    strcpy(vit->prefix, prefix);
     vit->grid = cfg->img_size / cfg->patch_size;
     vit->N = vit->grid * vit->grid;
     vit->T = vit->N + 1;
@@ -295,37 +312,37 @@ void vit_register(Vit *vit, ParamTable *t, const VitConfig *cfg) {
     vit->patch_dim = cfg->in_chans * cfg->patch_size * cfg->patch_size;
     vit->bdims = block_dims(cfg->embed_dim, cfg->num_heads, cfg->mlp_ratio, cfg->qkv_bias, cfg->layer_scale_init);
     int D = vit->D, P = cfg->patch_size;
-    vit->first_index = params_add(t, "cls_token", 1, 1, D, 0);
-    params_add(t, "pos_embed", 1, vit->T, D, 0);
-    params_add(t, "patch_embed.proj.weight", D, cfg->in_chans, P, P);
-    params_add(t, "patch_embed.proj.bias", D, 0, 0, 0);
-    if (cfg->use_mask_token) params_add(t, "mask_token", 1, 1, D, 0);
+    vit->first_index = vit_add(vit, "cls_token", 1, 1, D, 0);
+    vit_add(vit, "pos_embed", 1, vit->T, D, 0);
+    vit_add(vit, "patch_embed.proj.weight", D, cfg->in_chans, P, P);
+    vit_add(vit, "patch_embed.proj.bias", D, 0, 0, 0);
+    if (cfg->use_mask_token) vit_add(vit, "mask_token", 1, 1, D, 0);
     vit->block_first = xcalloc(cfg->depth, sizeof(int), "block index");
-    char prefix[64];
+    char block_prefix[160];
     for (int l = 0; l < cfg->depth; l++) {
-        snprintf(prefix, sizeof prefix, "blocks.%d.", l);
-        vit->block_first[l] = block_register(t, prefix, &vit->bdims);
+        snprintf(block_prefix, sizeof block_prefix, "%sblocks.%d.", vit->prefix, l);
+        vit->block_first[l] = block_register(t, block_prefix, &vit->bdims);
     }
-    params_add(t, "norm.weight", D, 0, 0, 0);
-    params_add(t, "norm.bias", D, 0, 0, 0);
+    vit_add(vit, "norm.weight", D, 0, 0, 0);
+    vit_add(vit, "norm.bias", D, 0, 0, 0);
     if (cfg->num_classes > 0) {
-        params_add(t, "head.weight", cfg->num_classes, D, 0, 0);
-        params_add(t, "head.bias", cfg->num_classes, 0, 0, 0);
+        vit_add(vit, "head.weight", cfg->num_classes, D, 0, 0);
+        vit_add(vit, "head.bias", cfg->num_classes, 0, 0, 0);
     }
     vit->last_index = t->count;
 }
 
 static void vit_bind_one(VitWeights *w, float *(*get)(const ParamTable *, int), const Vit *vit) {
     const ParamTable *t = vit->params;
-    w->cls_token = get(t, params_find(t, "cls_token"));
-    w->pos_embed = get(t, params_find(t, "pos_embed"));
-    w->patch_w = get(t, params_find(t, "patch_embed.proj.weight"));
-    w->patch_b = get(t, params_find(t, "patch_embed.proj.bias"));
-    w->mask_token = vit->cfg.use_mask_token ? get(t, params_find(t, "mask_token")) : NULL;
-    w->norm_w = get(t, params_find(t, "norm.weight"));
-    w->norm_b = get(t, params_find(t, "norm.bias"));
-    w->head_w = vit->cfg.num_classes ? get(t, params_find(t, "head.weight")) : NULL;
-    w->head_b = vit->cfg.num_classes ? get(t, params_find(t, "head.bias")) : NULL;
+    w->cls_token = get(t, vit_find(vit, "cls_token"));
+    w->pos_embed = get(t, vit_find(vit, "pos_embed"));
+    w->patch_w = get(t, vit_find(vit, "patch_embed.proj.weight"));
+    w->patch_b = get(t, vit_find(vit, "patch_embed.proj.bias"));
+    w->mask_token = vit->cfg.use_mask_token ? get(t, vit_find(vit, "mask_token")) : NULL;
+    w->norm_w = get(t, vit_find(vit, "norm.weight"));
+    w->norm_b = get(t, vit_find(vit, "norm.bias"));
+    w->head_w = vit->cfg.num_classes ? get(t, vit_find(vit, "head.weight")) : NULL;
+    w->head_b = vit->cfg.num_classes ? get(t, vit_find(vit, "head.bias")) : NULL;
 }
 
 void vit_bind(Vit *vit) {
@@ -344,16 +361,16 @@ void vit_init_weights(Vit *vit, uint64_t seed) {
     Rng r;
     rng_seed(&r, seed, params_name_hash("cls_token"));
     for (int c = 0; c < D; c++) vit->w.cls_token[c] = (float)(1e-6 * rng_normal(&r));
-    params_init_trunc_normal(vit->w.pos_embed, t, params_find(t, "pos_embed"), seed, 0.02);
-    params_init_trunc_normal(vit->w.patch_w, t, params_find(t, "patch_embed.proj.weight"), seed, 0.02);
+    params_init_trunc_normal(vit->w.pos_embed, t, vit_find(vit, "pos_embed"), seed, 0.02);
+    params_init_trunc_normal(vit->w.patch_w, t, vit_find(vit, "patch_embed.proj.weight"), seed, 0.02);
     params_fill_floats(vit->w.patch_b, D, 0.0f);
-    if (vit->w.mask_token) params_init_trunc_normal(vit->w.mask_token, t, params_find(t, "mask_token"), seed, 0.02);
+    if (vit->w.mask_token) params_init_trunc_normal(vit->w.mask_token, t, vit_find(vit, "mask_token"), seed, 0.02);
     for (int l = 0; l < vit->cfg.depth; l++)
         block_init(&vit->w.blocks[l], t, vit->block_first[l], &vit->bdims, seed, vit->cfg.layer_scale_init);
     params_fill_floats(vit->w.norm_w, D, 1.0f);
     params_fill_floats(vit->w.norm_b, D, 0.0f);
     if (vit->w.head_w) {
-        params_init_trunc_normal(vit->w.head_w, t, params_find(t, "head.weight"), seed, 0.02);
+        params_init_trunc_normal(vit->w.head_w, t, vit_find(vit, "head.weight"), seed, 0.02);
         params_fill_floats(vit->w.head_b, vit->cfg.num_classes, 0.0f);
     }
 }
@@ -511,14 +528,18 @@ Vit *vit_create(const VitConfig *cfg, int max_batch, uint64_t seed) {
     return vit;
 }
 
-void vit_destroy(Vit *vit) {
-    if (!vit) return;
+void vit_release(Vit *vit) {
     arena_free(&vit->acts);
     arena_free(&vit->grads);
     xfree(vit->blocks);
     xfree(vit->w.blocks);
     xfree(vit->g.blocks);
     xfree(vit->block_first);
+}
+
+void vit_destroy(Vit *vit) {
+    if (!vit) return;
+    vit_release(vit);
     params_free(vit->params);
     xfree(vit->params);
     xfree(vit);
@@ -550,8 +571,8 @@ void vit_set_layer_decay(Vit *vit, double decay) {
 
 void vit_freeze_patch_embed(Vit *vit) {
     ParamTable *t = vit->params;
-    t->info[params_find(t, "patch_embed.proj.weight")].frozen = 1;
-    t->info[params_find(t, "patch_embed.proj.bias")].frozen = 1;
+    t->info[vit_find(vit, "patch_embed.proj.weight")].frozen = 1;
+    t->info[vit_find(vit, "patch_embed.proj.bias")].frozen = 1;
     vit->freeze_patch_embed = 1;
 }
 

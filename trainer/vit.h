@@ -91,6 +91,7 @@ typedef struct {
     BlockDims bdims;
     ParamTable *params;
     int first_index, last_index;   // this model's tensors in the table: [first, last)
+    char prefix[32];               // before every tensor name ("" for the encoder; the teacher's copy has one)
     int *block_first;              // per block, its first tensor index
     VitWeights w, g;               // values and gradients
 
@@ -126,6 +127,8 @@ typedef struct {
 const char *vit_config_error(const VitConfig *cfg);
 // Registers the encoder's tensors in t under timm's names (prefix "" ).
 void vit_register(Vit *vit, ParamTable *t, const VitConfig *cfg);
+// The same under "<prefix><timm name>": a second encoder in one table (the EMA teacher).
+void vit_register_prefixed(Vit *vit, ParamTable *t, const VitConfig *cfg, const char *prefix);
 // After params_allocate: resolve pointers, then initialise (timm: trunc normal 0.02
 // for weights and pos_embed, zeros for biases, ones for norms, cls_token N(0, 1e-6)).
 void vit_bind(Vit *vit);
@@ -165,6 +168,8 @@ double block_forward_flops(double T, double R, double D, double hidden);
 // Convenience for tests and benchmarks: a standalone model with its own table.
 Vit *vit_create(const VitConfig *cfg, int max_batch, uint64_t seed);
 void vit_destroy(Vit *vit);
+// Its activations and bookkeeping, not the table (a model registered in another's table).
+void vit_release(Vit *vit);
 ParamTable *vit_params(Vit *vit);
 
 // Views of the forward's results (for tests and the objective).
