@@ -74,7 +74,9 @@ int main(int argc, char **argv) {
     const char *perf_ctl = getenv("CCVIT_PERF_CTL");
     FILE *ctl = perf_ctl ? fopen(perf_ctl, "w") : NULL;
     if (perf_ctl && !ctl) fatal("CCVIT_PERF_CTL: cannot open '%s' for writing", perf_ctl);
+    long switches_before = 0;  // over the timed steps only
     for (int s = 0; s < warmup + steps; s++) {
+        if (s == warmup) switches_before = involuntary_switches();
         if (ctl && s == warmup) fputs("enable\n", ctl), fflush(ctl);
         double t0 = now_seconds();
         params_zero_grad(t);
@@ -85,6 +87,8 @@ int main(int argc, char **argv) {
         if (s >= warmup) times[s - warmup] = now_seconds() - t0;
     }
     if (ctl) fputs("disable\n", ctl), fclose(ctl);
+    double total = 0;
+    for (int i = 0; i < steps; i++) total += times[i];
     qsort(times, steps, sizeof(double), cmp_double);
     double step = times[steps / 2];
     double flops = 3.0 * objective_forward_flops(o, batch);  // model FLOPs (MFU)
@@ -94,6 +98,8 @@ int main(int argc, char **argv) {
     printf("step_ms=%.1f images_per_s=%.2f gflops=%.1f sgemm_peak_gflops=%.1f mfu=%.3f loss=%.4f\n", step * 1e3,
            batch / step, flops / step * 1e-9, peak, flops / step * 1e-9 / peak, L.total);
     printf("executed_gflops=%.1f flop_util=%.3f\n", executed / step * 1e-9, executed / step * 1e-9 / peak);
+    printf("images_per_s_mean=%.2f\n", batch * steps / total);  // every timed step counted, as a trainer's throughput
     printf("peak_rss_bytes=%zu\n", peak_rss_bytes());
+    print_thread_report(switches_before, steps);
     return 0;
 }

@@ -59,7 +59,9 @@ int main(int argc, char **argv) {
 
     double *times = xcalloc(steps, sizeof(double), "times");
     float loss = 0;
+    long switches_before = 0;  // over the timed steps only
     for (int s = 0; s < warmup + steps; s++) {
+        if (s == warmup) switches_before = involuntary_switches();
         double t0 = now_seconds();
         params_zero_grad(t);
         vit_forward(vit, img, NULL, batch);
@@ -79,18 +81,6 @@ int main(int argc, char **argv) {
     printf("step_ms=%.1f images_per_s=%.2f gflops=%.1f sgemm_peak_gflops=%.1f mfu=%.3f loss=%.4f\n", step * 1e3,
            batch / step, flops / step * 1e-9, peak, flops / step * 1e-9 / peak, loss);
     printf("peak_rss_bytes=%zu\n", peak_rss_bytes());
-    // Oversubscription check: an OpenMP-built OpenBLAS adds no threads of its
-    // own, so the process holds exactly the OpenMP team, and the involuntary
-    // context switches per step stay near zero.
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    FILE *f = fopen("/proc/self/status", "r");
-    int os_threads = 0;
-    char line[256];
-    while (f && fgets(line, sizeof line, f))
-        if (!strncmp(line, "Threads:", 8)) os_threads = atoi(line + 8);
-    if (f) fclose(f);
-    printf("os_threads=%d involuntary_switches_per_step=%.1f\n", os_threads, (double)ru.ru_nivcsw / (warmup + steps));
-    printf("openblas_config=%s\n", openblas_get_config());
+    print_thread_report(switches_before, steps);
     return 0;
 }

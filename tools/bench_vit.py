@@ -64,6 +64,8 @@ def run(cmd, env=None):
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     if p.returncode != 0:
         sys.exit(f"bench_vit: {' '.join(cmd)} failed:\n{p.stderr}")
+    if p.stderr.strip():  # e.g. the sgemm peak moved during the run: the machine is busy
+        print(p.stderr.strip(), file=sys.stderr, flush=True)
     return parse(p.stdout)
 
 
@@ -107,15 +109,16 @@ def compare(configs, ours_binary, worker_script, prefix, steps, warmup, rounds):
         tt, ob = best[0], best[1]
         ours_runs, twin_runs = [], []
         for k in range(rounds):
-            o = run([os.path.join(ROOT, ours_binary), "--config", name, "--steps", str(steps), "--warmup", str(warmup)])
+            # the label says 2 threads: an OMP_NUM_THREADS left in the caller's environment must not change that
+            o = run([os.path.join(ROOT, ours_binary), "--config", name, "--steps", str(steps), "--warmup", str(warmup)],
+                    env=dict(os.environ, OMP_NUM_THREADS=str(os.cpu_count() or 2)))
             ours_runs.append(o)
             print(f"{name:<12} {f'ours (C, 2 threads) #{k+1}':<28} {float(o['images_per_s']):>8.1f} "
                   f"{float(o['step_ms']):>9.1f} {int(o['peak_rss_bytes'])/2**20:>12.0f} {float(o['mfu'])*100:>5.1f}%   "
                   f"(sgemm peak {float(o['sgemm_peak_gflops']):.0f} GFLOP/s, ours {float(o['gflops']):.0f})", flush=True)
-            if k == 0 and "os_threads" in o:
-                print(f"{'':<12} threads: {o['os_threads']} OS threads in our process for {o['threads']} OpenMP threads; "
-                      f"{o['involuntary_switches_per_step']} involuntary context switches per step; "
-                      f"OpenBLAS: {o['openblas_config']}")
+            print(f"{'':<12} threads: {o['os_threads']} OS threads in our process for {o['threads']} OpenMP threads "
+                  f"(OpenBLAS reports {o['openblas_threads']}); {o['involuntary_switches_per_step']} involuntary "
+                  f"context switches per timed step; OpenBLAS: {o['openblas_config']}")
             r = run_twin(worker_script, name, tt, ob, steps, warmup)
             twin_runs.append(r)
             print(f"{name:<12} {twin_label(tt, ob, f'#{k+1}'):<28} {float(r['images_per_s']):>8.1f} "
@@ -131,6 +134,9 @@ def compare(configs, ours_binary, worker_script, prefix, steps, warmup, rounds):
         orss = max(int(x["peak_rss_bytes"]) for x in ours_runs)
         prss = min(int(x["peak_rss_bytes"]) for x in twin_runs)
         lines.append(f"bench: {prefix}_{name}_peak_rss ours={orss/2**20:.0f} peer={prss/2**20:.0f} ratio={prss/orss:.3f} unit=MB")
+        # one pool: the process holds exactly the OpenMP team (ratio 1), no OpenBLAS pool beside it
+        ost, omp = max(int(x["os_threads"]) for x in ours_runs), int(ours["threads"])
+        lines.append(f"bench: {prefix}_{name}_one_thread_pool ours={ost} peer={omp} ratio={omp/ost:.3f} unit=os_threads")
         lines.append(f"bench: {prefix}_{name}_mfu ours={float(ours['mfu']):.3f} peer=1 ratio={float(ours['mfu']):.3f} unit=fraction_of_sgemm_peak")
         if "flop_util" in ours:
             u = float(ours["flop_util"])

@@ -287,13 +287,18 @@ def corrupt_batch(model, clean, cents, n_mask, n_replace, rng, mean, std):
     P = model.P
     g, N = S // P, (S // P) ** 2
     patches = model.patchify(clean)
-    d2 = (patches ** 2).sum(-1, keepdim=True) - 2 * patches @ cents.t() + (cents ** 2).sum(-1)
-    ids = d2.argmin(-1)
     mask = torch.tensor(np.stack([block_mask(g, n_mask, rng) for _ in range(B)]))
     rep = torch.zeros(B, N, dtype=torch.bool)
     for b in range(B):
         free = torch.nonzero(~mask[b]).flatten()
         rep[b, free[torch.randperm(len(free))[:n_replace]]] = True
-    cp = torch.where(rep[..., None], cents[ids], patches)
+    # Only the scored (masked or replaced) patches are tokenised, as in the C
+    # objective: the others' ids are never read (-1 there).
+    scored = mask | rep
+    sel = patches[scored]
+    d2 = (sel ** 2).sum(-1, keepdim=True) - 2 * sel @ cents.t() + (cents ** 2).sum(-1)
+    ids = torch.full((B, N), -1, dtype=torch.long)
+    ids[scored] = d2.argmin(-1)
+    cp = torch.where(rep[..., None], cents[ids.clamp(min=0)], patches)
     view1 = (cp.reshape(B, g, g, C, P, P).permute(0, 3, 1, 4, 2, 5).reshape(B, C, S, S) - mean) / std
     return view1, mask, rep, ids

@@ -3,6 +3,9 @@
 
 #include <cblas.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
 
 #include "common.h"
 
@@ -27,5 +30,27 @@ double sgemm_peak_gflops(int n, int reps) {
 double sgemm_peak_recheck(double before, int n, int reps) {
     double after = sgemm_peak_gflops(n, reps);
     printf("sgemm_peak_before_gflops=%.1f sgemm_peak_after_gflops=%.1f\n", before, after);
-    return before > after ? before : after;
+    double hi = before > after ? before : after, lo = before > after ? after : before;
+    if (lo < 0.85 * hi)  // the machine's load changed during the run: its ratios are suspect
+        fprintf(stderr, "warning: the sgemm peak moved from %.0f to %.0f GFLOP/s during the run; the machine is "
+                "busy (another benchmark, training run or neighbour), so this run's figures are suspect\n", before, after);
+    return hi;
+}
+
+long involuntary_switches(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_nivcsw;
+}
+
+void print_thread_report(long switches_before, int steps) {
+    FILE *f = fopen("/proc/self/status", "r");
+    int os_threads = 0;
+    char line[256];
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "Threads:", 8)) os_threads = atoi(line + 8);
+    if (f) fclose(f);
+    printf("os_threads=%d involuntary_switches_per_step=%.1f openblas_threads=%d\n", os_threads,
+           (double)(involuntary_switches() - switches_before) / (steps > 0 ? steps : 1), openblas_get_num_threads());
+    printf("openblas_config=%s\n", openblas_get_config());
 }

@@ -243,6 +243,8 @@ int main(int argc, char **argv) {
     if (corrupt && rank != 0) tok = obtain_tokenizer(&cfg, run_dir, resume_path);
     lc.rank = rank;
     lc.world_size = world;
+    // the MFU yardstick, measured before the decode threads start competing for the cores
+    double peak = sgemm_peak_gflops(1536, 3);
     Loader *loader = loader_open(&lc);
     long steps_per_epoch = (long)(loader_steps_per_epoch(loader) / cfg.accum_steps);
     if (steps_per_epoch < 1) steps_per_epoch = 1;
@@ -320,7 +322,6 @@ int main(int argc, char **argv) {
     }
 
     // ---- start-up summary
-    double peak = sgemm_peak_gflops(1536, 3);
     double step_flops = cfg.accum_steps * (finetune ? 3.0 * cfg.batch_size * vit_forward_flops_per_image(&vc)
                                                     : 3.0 * objective_forward_flops(&obj, cfg.batch_size) +
                                                           objective_teacher_flops(&obj, cfg.batch_size));
