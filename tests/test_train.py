@@ -278,3 +278,22 @@ def test_teacher_run_trains_checkpoints_and_resumes_bit_exact(tmp_path):
     assert any(not np.array_equal(a[k], early[k]) for k in teacher), "the teacher did not move between steps 3 and 6"
     diff = [k for k in a if not np.array_equal(a[k], b[k])]
     assert not diff, f"{len(diff)} datasets differ after a resume with a teacher, e.g. {diff[:5]}"
+    # eval --teacher reads the teacher's copies: other features than the student's
+    ck = str(tmp_path / "straight" / "ckpt_step00000006.h5")
+    test_split = os.path.join(ROOT, "data", "fashion-mnist", "test-000000.tar")
+    feats = {}
+    for who in ("student", "teacher"):
+        out = tmp_path / f"{who}.h5"
+        p = subprocess.run([os.path.join(ROOT, "build", "bin", "eval"), ck, "--train", test_split, "--test", SHARDS,
+                            "--limit-train", "200", "--limit-test", "50", "--no-probe", "--num_workers=1",
+                            "--save-features", str(out), "--out", str(tmp_path / f"{who}.json")]
+                           + (["--teacher"] if who == "teacher" else []), capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        with h5py.File(out, "r") as f:
+            feats[who] = f["train_features"][()]
+    assert not np.array_equal(feats["student"], feats["teacher"])
+    # a checkpoint without a teacher says so
+    train(tmp_path, "plain", "--steps=1", "--save_every=0")
+    p = subprocess.run([os.path.join(ROOT, "build", "bin", "eval"), str(tmp_path / "plain" / "ckpt_step00000001.h5"),
+                        "--teacher", "--limit-train", "10", "--limit-test", "10"], capture_output=True, text=True)
+    assert p.returncode != 0 and "teacher_momentum" in p.stderr, p.stderr

@@ -54,6 +54,7 @@ static void usage(void) {
         "                           and probe use the rest of train. For choosing a recipe or a feature without\n"
         "                           looking at the test set, which is then scored once\n"
         "  --no-knn, --no-probe     skip one protocol\n"
+        "  --teacher                the checkpoint's EMA teacher encoder (teacher_momentum > 0) instead of the student\n"
         "  --save-features F.h5     write train/test features and labels (for comparisons)\n"
         "  --out F.json             results (default: beside the checkpoint, <name>.eval.json)\n"
         "  --key=value              any config key, e.g. --num_workers=2 --data_format=imagefolder\n");
@@ -222,7 +223,7 @@ static int parse_lambdas(const char *s, double *out, int max) {
 
 int main(int argc, char **argv) {
     const char *ckpt = NULL, *train = NULL, *test = NULL, *out_json = NULL, *feat_path = NULL;
-    int random_init = 0, raw = 0, batch = 128, k = 20, max_iter = 500, do_knn = 1, do_probe = 1;
+    int teacher = 0, random_init = 0, raw = 0, batch = 128, k = 20, max_iter = 500, do_knn = 1, do_probe = 1;
     double knn_t = 0.07, holdout = 0.1, crop_pct = 1.0;
     long limit_train = 0, limit_test = 0, val_from_train = 0;
     FeatureKind kind = FEAT_BOTH;
@@ -246,6 +247,7 @@ int main(int argc, char **argv) {
         } else if (!strcmp(a, "--random-init")) random_init = 1;
         else if (!strcmp(a, "--raw-pixels")) raw = 1;
         else if (!strcmp(a, "--no-knn")) do_knn = 0;
+        else if (!strcmp(a, "--teacher")) teacher = 1;
         else if (!strcmp(a, "--no-probe")) do_probe = 0;
         else if (!strcmp(a, "--train")) train = VALUE();
         else if (!strcmp(a, "--test")) test = VALUE();
@@ -279,6 +281,7 @@ int main(int argc, char **argv) {
     }
     if (!ckpt && !random_init && !raw) fatal("give a checkpoint, --random-init or --raw-pixels (see --help)");
     if (ckpt && (random_init || raw)) fatal("a checkpoint and --random-init/--raw-pixels exclude each other");
+    if (teacher && !ckpt) fatal("--teacher reads a checkpoint's EMA teacher: give the checkpoint");
     // the integer options are range-checked as they are parsed (arg_int); these bounds are open
     if (!(knn_t > 0) || !(holdout > 0 && holdout < 1) || !(crop_pct > 0 && crop_pct <= 1))
         fatal("bad option value: need --knn-t > 0, 0 < --holdout < 1, 0 < --crop-pct <= 1");
@@ -328,7 +331,7 @@ int main(int argc, char **argv) {
         vit_bind(&vit);
         vit_init_weights(&vit, (uint64_t)cfg.seed);
         if (ckpt) {
-            CheckpointState st = {.params = &table, .mode = CKPT_LOAD_ENCODER};
+            CheckpointState st = {.params = &table, .mode = teacher ? CKPT_LOAD_TEACHER : CKPT_LOAD_ENCODER};
             if (checkpoint_load(ckpt, &st, err, sizeof err)) fatal("%s", err);
         }
         vit_allocate_activations(&vit, batch);
@@ -336,7 +339,8 @@ int main(int argc, char **argv) {
     }
     const char *what = raw ? "raw pixels" : random_init ? "random init" : ckpt;
     fprintf(stderr, "eval: %s", what);
-    if (ckpt) fprintf(stderr, " (step %lld, code %s)", (long long)info.step, info.code_version);
+    if (ckpt) fprintf(stderr, " (%sstep %lld, code %s)", teacher ? "its EMA teacher, " : "", (long long)info.step,
+                      info.code_version);
     if (model) fprintf(stderr, ", ViT %dpx/%d D=%d depth %d, features %s", cfg.img_size, cfg.patch_size, cfg.embed_dim, cfg.depth,
                        kind == FEAT_CLS ? "cls" : kind == FEAT_MEAN ? "mean" : "cls+mean");
     if (model && n_blocks > 1) fprintf(stderr, " of the %d blocks up to blocks.%d, each through the final norm", n_blocks,
@@ -398,6 +402,7 @@ int main(int argc, char **argv) {
         json_begin(&j);
         json_str(&j, "model", what);
         if (ckpt) json_int(&j, "step", info.step);
+        json_int(&j, "teacher", teacher);
         json_str(&j, "features", raw ? "pixels" : kind == FEAT_CLS ? "cls" : kind == FEAT_MEAN ? "mean" : "both");
         json_int(&j, "block", block);
         json_int(&j, "last_blocks", n_blocks);

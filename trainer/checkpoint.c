@@ -33,6 +33,17 @@ static int is_head(const char *name) { return !strcmp(name, "mask_token") || !st
 static const char *group_of(const char *name) { return is_head(name) ? "pretrain_heads" : "encoder"; }
 static const char *dataset_of(const char *name) { return !strncmp(name, "pretrain.", 9) ? name + 9 : name; }
 
+// Where a load in this mode reads a table tensor from: CKPT_LOAD_TEACHER reads
+// the encoder tensors from the EMA teacher's copies, /pretrain_heads/teacher.<name>.
+static const char *source_group(const char *name, CheckpointLoadMode mode) {
+    return mode == CKPT_LOAD_TEACHER ? "pretrain_heads" : group_of(name);
+}
+static const char *source_dataset(const char *name, CheckpointLoadMode mode, char *buf, size_t n) {
+    if (mode != CKPT_LOAD_TEACHER) return dataset_of(name);
+    snprintf(buf, n, "teacher.%s", name);
+    return buf;
+}
+
 static int loaded_in_mode(const char *name, CheckpointLoadMode mode) {
     return mode == CKPT_LOAD_FULL || (!is_head(name) && strncmp(name, "head.", 5) != 0);
 }
@@ -175,15 +186,18 @@ static int check_tensors(hid_t f, const char *path, const CheckpointState *s, ch
     for (int i = 0; i < t->count; i++) {
         const ParamInfo *p = &t->info[i];
         if (!loaded_in_mode(p->name, s->mode)) continue;
-        hid_t g = h5_exists(f, group_of(p->name)) ? H5Gopen2(f, group_of(p->name), H5P_DEFAULT) : -1;
+        char dsbuf[192];
+        const char *group = source_group(p->name, s->mode), *ds = source_dataset(p->name, s->mode, dsbuf, sizeof dsbuf);
+        hid_t g = h5_exists(f, group) ? H5Gopen2(f, group, H5P_DEFAULT) : -1;
         hsize_t got[8], want[PARAM_MAX_DIMS];
         char why[512];
-        int rank = g >= 0 && h5_exists(g, dataset_of(p->name)) ? h5_try_shape(g, dataset_of(p->name), got, 8, why, sizeof why) : -2;
+        int rank = g >= 0 && h5_exists(g, ds) ? h5_try_shape(g, ds, got, 8, why, sizeof why) : -2;
         if (g >= 0) H5Gclose(g);
         if (rank == -2) {
             config_hint(f, s->config_yaml, hint, sizeof hint);
-            return ERR("checkpoint '%s' lacks tensor '%s' (/%s/%s) that this model has%s", path, p->name, group_of(p->name),
-                       dataset_of(p->name), hint);
+            return ERR("checkpoint '%s' lacks tensor '%s' (/%s/%s) that this model has%s%s", path, p->name, group, ds,
+                       s->mode == CKPT_LOAD_TEACHER ? " (an EMA teacher: was it trained with teacher_momentum > 0?)" : "",
+                       hint);
         }
         if (rank < 0) return ERR("checkpoint '%s': %s", path, why);
         dims_of(p, want);
@@ -254,7 +268,9 @@ static int load_from(hid_t f, const char *path, CheckpointState *s, char *err, s
     for (int i = 0; i < t->count && rc == 0; i++) {
         const ParamInfo *p = &t->info[i];
         if (!loaded_in_mode(p->name, s->mode)) continue;
-        rc = read_tensor(f, group_of(p->name), dataset_of(p->name), p, stage + p->offset, path, err, errlen);
+        char dsbuf[192];
+        rc = read_tensor(f, source_group(p->name, s->mode), source_dataset(p->name, s->mode, dsbuf, sizeof dsbuf), p,
+                         stage + p->offset, path, err, errlen);
         if (rc == 0 && with_opt) rc = read_tensor(f, "optimizer/m", p->name, p, stage + t->total + p->offset, path, err, errlen);
         if (rc == 0 && with_opt) rc = read_tensor(f, "optimizer/v", p->name, p, stage + 2 * t->total + p->offset, path, err, errlen);
     }

@@ -36,6 +36,7 @@ typedef enum {
     CKPT_LOAD_FULL = 0,     // every tensor of the table and of the file must match one to one (resume)
     CKPT_LOAD_ENCODER = 1,  // only the table's encoder tensors except head.* (eval, fine-tune); the
                             // file's heads / optimizer are ignored, the table's head keeps its values
+    CKPT_LOAD_TEACHER = 2,  // as ENCODER, from the EMA teacher's copies (/pretrain_heads/teacher.<name>)
 } CheckpointLoadMode;
 
 // What a checkpoint holds. The trainer fills the pointers for a save, and points
