@@ -6,8 +6,9 @@ gradient (encoder, mask token, token head, pixel head, projector), also with
 the EMA teacher taking view2 (teacher_momentum > 0); then 5 AdamW steps. Also the mask generator's exact counts and the loss switches.
 
 Reference in float64; observed relative errors (max |diff| / max |ref| per
-tensor): losses <= 4e-8, gradients <= 1.6e-5 (the teacher case's first block;
-5.3e-6 without a teacher); tolerances ~3-5x those. After 5
+tensor): losses <= 4e-8, gradients <= 5.3e-6 without a teacher (tolerance
+2e-5) and <= 1.6e-5 with one (the first block's; one view of B rows instead of
+2B: tolerance 5e-5). After 5
 AdamW steps the updates w - w0 (not the weights, whose initial values would
 hide an error in a small update) agree to 6.2e-4 of each tensor's largest
 update: Adam divides by sqrt(v), so an element whose gradient is at float32
@@ -26,7 +27,7 @@ import cbind
 from cbind import ptr, f32, view
 
 c_int, c_float, c_void = ctypes.c_int, ctypes.c_float, ctypes.c_void_p
-TOL_LOSS, TOL_GRAD, TOL_UPDATE = 2e-7, 5e-5, 3e-3
+TOL_LOSS, TOL_GRAD, TOL_GRAD_TEACHER, TOL_UPDATE = 2e-7, 2e-5, 5e-5, 3e-3
 
 
 class ObjectiveConfig(ctypes.Structure):
@@ -94,7 +95,8 @@ class Table:
         return self._view(name, self.lib.params_grad)
 
 
-def make(C, w_token=1.0, w_pixel=1.0, w_contrast=1.0, mask_both=0, seed=3, twin_w_contrast=None, teacher=0.0):
+def make(C, w_token=1.0, w_pixel=1.0, w_contrast=1.0, mask_both=0, seed=3, twin_w_contrast=None, teacher=0.0,
+         perturb_teacher=True):
     """C objective and its float64 twin on the same weights. twin_w_contrast: the
     twin's NT-Xent weight when C's is overridden per step (the phase-in). teacher:
     C's teacher_momentum; the teacher's weights are then moved off the student's
@@ -111,7 +113,7 @@ def make(C, w_token=1.0, w_pixel=1.0, w_contrast=1.0, mask_both=0, seed=3, twin_
     o = C.objective_create(ctypes.byref(vc), ctypes.byref(oc), tok, B, seed)
     table = Table(C, C.objective_params(o))
     twc = w_contrast if twin_w_contrast is None else twin_w_contrast
-    if teacher:
+    if teacher and perturb_teacher:
         r2 = np.random.default_rng(seed + 100)
         for n in table.index:
             if n.startswith("pretrain.teacher."):
@@ -245,7 +247,8 @@ def test_objective_matches_twin(C, case):
             continue
         e = rel(table.grad(twin.c_name(n)), p.grad)
         worst, count = max(worst, e), count + 1
-        assert e < TOL_GRAD, f"gradient of {twin.c_name(n)}: relative error {e:.2e}"
+        tol = TOL_GRAD_TEACHER if teacher else TOL_GRAD
+        assert e < tol, f"gradient of {twin.c_name(n)}: relative error {e:.2e}"
     print(f"{case}: worst gradient error over {count} tensors {worst:.2e}")
     C.objective_destroy(o)
 
@@ -381,15 +384,14 @@ def test_teacher_starts_as_the_student_and_follows_it_by_ema(C):
     """teacher_momentum > 0: every "pretrain.teacher.*" tensor starts equal to its
     student tensor, is frozen (AdamW leaves it alone, it gets no gradient), and
     objective_teacher_update(m) moves it to m * teacher + (1 - m) * student."""
-    o, table, _, _ = make(C, teacher=0.99, seed=9)  # make() moved the teacher off the student
+    o, table, _, _ = make(C, teacher=0.99, seed=9, perturb_teacher=False)
     tp = c_void(C.objective_params(o))
     teacher = [n for n in table.index if n.startswith("pretrain.teacher.")]
     student = {n: ("pretrain." if n.startswith("pretrain.teacher.projector.") else "") + n[len("pretrain.teacher."):]
                for n in teacher}
     enc = [n for n in table.index if not n.startswith("pretrain.")]
     assert len(teacher) == len(enc) + 4, "the teacher is the encoder plus the projector's 4 tensors"
-    C.objective_teacher_update(o, 0.0)  # what objective_init_weights does
-    for n in teacher:
+    for n in teacher:  # as objective_create left it
         assert np.array_equal(table.data(n), table.data(student[n])), f"{n} does not start as {student[n]}"
     r = np.random.default_rng(4)
     for n in teacher:

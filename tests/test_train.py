@@ -292,6 +292,25 @@ def test_teacher_run_trains_checkpoints_and_resumes_bit_exact(tmp_path):
         with h5py.File(out, "r") as f:
             feats[who] = f["train_features"][()]
     assert not np.array_equal(feats["student"], feats["teacher"])
+    # ... and exactly the teacher's: a copy whose encoder tensors are the teacher's gives, without
+    # --teacher, the same features bit for bit
+    import shutil
+    swapped = tmp_path / "swapped.h5"
+    shutil.copy(ck, swapped)
+    with h5py.File(swapped, "r+") as f:
+        for name in list(f["encoder"].keys()):
+            f["encoder"][name][...] = f["pretrain_heads"]["teacher." + name][()]
+    out = tmp_path / "swapped_feats.h5"
+    p = subprocess.run([os.path.join(ROOT, "build", "bin", "eval"), str(swapped), "--train", test_split, "--test", SHARDS,
+                        "--limit-train", "200", "--limit-test", "50", "--no-probe", "--num_workers=1",
+                        "--save-features", str(out), "--out", str(tmp_path / "swapped.json")], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    with h5py.File(out, "r") as f:
+        assert np.array_equal(f["train_features"][()], feats["teacher"]), "eval --teacher did not read the teacher's tensors"
+    # the reconstruction figure works on a teacher run (its second view goes to the teacher)
+    p = subprocess.run([os.path.join(ROOT, "build", "bin", "reconstruct"), ck, "--out", str(tmp_path / "rec.h5"), "--n", "4",
+                        "--test", test_split], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
     # a checkpoint without a teacher says so
     train(tmp_path, "plain", "--steps=1", "--save_every=0")
     p = subprocess.run([os.path.join(ROOT, "build", "bin", "eval"), str(tmp_path / "plain" / "ckpt_step00000001.h5"),

@@ -423,7 +423,7 @@ int main(int argc, char **argv) {
         json_num(&j, "probe_sklearn_C", do_probe ? 1.0 / (pr.lambda * tr.n) : NAN);
         json_num(&j, "probe_holdout", holdout);
         json_int(&j, "probe_iters", pr.iters);
-        json_num(&j, "probe_grad_max", pr.grad_max);
+        json_num(&j, "probe_grad_max", do_probe ? pr.grad_max : NAN);
         json_num(&j, "seconds_features", t_feat);
         json_num(&j, "seconds_knn", t_knn);
         json_num(&j, "seconds_probe", t_probe);

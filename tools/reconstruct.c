@@ -139,7 +139,10 @@ int main(int argc, char **argv) {
     int n = b.n;
     if (n < n_images) fprintf(stderr, "reconstruct: the split '%s' gave %d images, fewer than --n %d\n", test, n, n_images);
 
-    ObjectiveLosses loss = objective_forward(&obj, b.view1, b.clean1, views == 2 ? b.view1 : NULL, n, 0, -1);
+    // the contrastive term wants a second view (the same image here), whether the
+    // encoder or the EMA teacher takes it
+    ObjectiveLosses loss = objective_forward(&obj, b.view1, b.clean1, objective_loader_views(&oc) == 2 ? b.view1 : NULL,
+                                             n, 0, -1);
 
     // Every panel is built as patches [n,N,d] from the clean ones, then unpatchified.
     int C = vc.in_chans, S = vc.img_size, P = vc.patch_size, N = vit.N, d = obj.patch_dim, M = loss.scored;

@@ -93,6 +93,9 @@ def main():
         cents = torch.from_numpy(f["tokenizer/centroids"][()].astype(np.float32))
     K = cents.shape[0]
     w_tok, w_pix, w_con = cfg["w_token"], cfg["w_pixel"], cfg["w_contrast"]
+    if float(cfg.get("teacher_momentum", 0)) > 0:
+        sys.exit("twin_pretrain: the config sets teacher_momentum > 0 (an EMA teacher); this twin trains NT-Xent "
+                 "over two views only, so it would not be the same recipe")
     model = torch_twin.Pretrainer(enc, K, w_tok, w_pix, w_con, cfg["temperature"], cfg["proj_hidden"], cfg["proj_dim"])
     if cfg["freeze_patch_embed"]:
         for p in model.encoder.patch_embed.parameters():

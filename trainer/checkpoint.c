@@ -196,7 +196,9 @@ static int check_tensors(hid_t f, const char *path, const CheckpointState *s, ch
         if (rank == -2) {
             config_hint(f, s->config_yaml, hint, sizeof hint);
             return ERR("checkpoint '%s' lacks tensor '%s' (/%s/%s) that this model has%s%s", path, p->name, group, ds,
-                       s->mode == CKPT_LOAD_TEACHER ? " (an EMA teacher: was it trained with teacher_momentum > 0?)" : "",
+                       s->mode == CKPT_LOAD_TEACHER || !strncmp(p->name, "pretrain.teacher.", 17)
+                           ? " (an EMA teacher: was it trained with teacher_momentum > 0?)"
+                           : "",
                        hint);
         }
         if (rank < 0) return ERR("checkpoint '%s': %s", path, why);

@@ -287,7 +287,15 @@ int main(int argc, char **argv) {
     adamw_init(&opt, &params, (float)cfg.opt_betas.v[0], (float)cfg.opt_betas.v[1], (float)cfg.opt_eps,
                (float)cfg.weight_decay);
     SpectrumProbe probe;
-    spectrum_probe_init(&probe, views * cfg.batch_size, vit.D, 5);
+    // The collapse probe reads 2B CLS rows with any contrastive term: the student's
+    // two views, or (EMA teacher) the student's view1 and the teacher's view2, so
+    // that its share means the same in both modes (fewer rows would bias it up).
+    int probe_rows = !finetune && obj.use_teacher ? 2 : views;
+    spectrum_probe_init(&probe, probe_rows * cfg.batch_size, vit.D, 5);
+    float *probe_cls = !finetune && obj.use_teacher ? xmalloc(sizeof(float) * 2 * cfg.batch_size * vit.D, "probe rows") : NULL;
+    // Under MPI only the trained tensors' gradients are summed: the teacher's (the
+    // table's tail, frozen) stay zero.
+    size_t reduced_floats = !finetune && obj.use_teacher ? params.info[obj.teacher_first].offset : params.total;
 
     TrainerState ts = {TRAINER_STATE_MAGIC, (uint64_t)cfg.seed, 0, 0};
     // The checkpoint holds every rank's data cursor, in rank order.
@@ -411,7 +419,7 @@ int main(int argc, char **argv) {
             if (step == fault_step) l.token = NAN;
             const char *bad = !isfinite(l.token) ? (finetune ? "classification cross-entropy" : "token cross-entropy")
                               : !isfinite(l.pixel) ? "pixel MSE"
-                              : !isfinite(l.contrast) ? "NT-Xent" : NULL;
+                              : !isfinite(l.contrast) ? (obj.use_teacher ? "InfoNCE" : "NT-Xent") : NULL;
             if (bad) {
                 progress_end(&prog);
                 fatal("step %ld: the %s loss is %g; no update was applied. The last checkpoint in %s is intact. "
@@ -435,7 +443,7 @@ int main(int argc, char **argv) {
             first_cls = vit.final;  // CLS rows of the last micro-batch, for the collapse probe
         }
         if (world > 1) {  // sum the ranks' gradients, average their losses
-            dist_allreduce_sum_floats(params.grad, params.total);
+            dist_allreduce_sum_floats(params.grad, reduced_floats);
             grad_scale(&params, 1.0f / world);
             double agg[5] = {L.token, L.pixel, L.contrast, L.total, (double)step_images};
             dist_allreduce_sum_doubles(agg, 5);
@@ -464,7 +472,17 @@ int main(int argc, char **argv) {
             double now = now_seconds(), dt = now - t_window;
             double ips = images_window / dt;
             double epoch_f = (double)ts.images_seen / (double)loader_num_samples(loader);
-            double top5 = spectrum_top_share(&probe, first_cls, views * last_n, vit.T * vit.D);
+            double top5;
+            if (probe_cls) {  // student view1 CLS rows, then the teacher's view2 CLS rows
+                for (int i = 0; i < last_n; i++) {
+                    memcpy(probe_cls + (long)i * vit.D, first_cls + (long)i * vit.T * vit.D, sizeof(float) * vit.D);
+                    memcpy(probe_cls + (long)(last_n + i) * vit.D, obj.teacher->final + (long)i * vit.T * vit.D,
+                           sizeof(float) * vit.D);
+                }
+                top5 = spectrum_top_share(&probe, probe_cls, 2 * last_n, vit.D);
+            } else {
+                top5 = spectrum_top_share(&probe, first_cls, views * last_n, vit.T * vit.D);
+            }
             // step_flops is one rank's update (accum_steps micro-batches); ips counts every rank's images
             double mfu = step_flops / ((double)cfg.batch_size * cfg.accum_steps) * ips / (peak * 1e9 * world);
             JsonLine *m = runlog_metrics(rl);
@@ -543,6 +561,7 @@ int main(int argc, char **argv) {
         printf("finetune: top-1 on %s: %.2f%%\n", cfg.data_val, 100 * acc);
     }
     spectrum_probe_free(&probe);
+    xfree(probe_cls);
     xfree(cursor);
     xfree(cursors);
     adamw_free(&opt);
