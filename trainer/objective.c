@@ -237,7 +237,7 @@ void objective_allocate(Objective *o, int max_batch) {
         fatal("objective_allocate: the encoder holds %d images, the objective needs %d x %d", o->vit->max_batch,
               o->views, max_batch);
     o->max_batch = max_batch;
-    if (o->use_teacher) vit_allocate_activations(o->teacher, max_batch);
+    if (o->use_teacher) vit_allocate_forward_activations(o->teacher, max_batch);
     objective_layout(o, max_batch);
     arena_commit(&o->acts, "objective activations");
     arena_commit(&o->grads, "objective gradients");

@@ -383,7 +383,11 @@ static void vit_layout(Vit *vit, int B) {
     vit->emb = arena_floats(a, (long)B * vit->N * D);
     vit->mask = arena_bytes(a, (size_t)B * vit->N);
     vit->x0 = arena_floats(a, BT * D);
-    for (int l = 0; l < vit->cfg.depth; l++) block_layout(&vit->blocks[l], a, &vit->bdims, B, vit->T);
+    for (int l = 0; l < vit->cfg.depth; l++) {
+        // forward only: block l reads block l-1's output (the other set) and writes its own set
+        if (vit->forward_only && l >= 2) vit->blocks[l] = vit->blocks[l % 2];
+        else block_layout(&vit->blocks[l], a, &vit->bdims, B, vit->T);
+    }
     vit->final = arena_floats(a, BT * D);
     vit->final_mean = arena_floats(a, BT);
     vit->final_rstd = arena_floats(a, BT);
@@ -407,6 +411,11 @@ void vit_allocate_activations(Vit *vit, int max_batch) {
     arena_commit(&vit->acts, "activations");
     arena_commit(&vit->grads, "activation gradients");
     vit_layout(vit, max_batch);  // hand out the memory
+}
+
+void vit_allocate_forward_activations(Vit *vit, int max_batch) {
+    vit->forward_only = 1;
+    vit_allocate_activations(vit, max_batch);
 }
 
 size_t vit_activation_bytes(const Vit *vit) { return vit->acts.capacity + vit->grads.capacity; }
@@ -435,6 +444,7 @@ void vit_forward(Vit *vit, const float *images, const uint8_t *mask, int B) {
 }
 
 void vit_backward(Vit *vit, const float *dfinal, float *const *dblock, int B) {
+    if (vit->forward_only) fatal("vit_backward: this model was allocated for forward passes only");
     const VitConfig *c = &vit->cfg;
     int N = vit->N, T = vit->T, D = vit->D, L = c->depth;
     long BTD = (long)B * T * D;

@@ -117,6 +117,7 @@ typedef struct {
     float drop_path_rate;          // stochastic depth of the last block (timm: linear from 0)
     float *drop_scale;             // [depth][2][max_batch] this step's branch scales
     int drop_active;               // 1: vit_forward applies drop_scale (training steps only)
+    int forward_only;              // 1: two blocks' activations, reused in turn (no vit_backward)
     // The last block's rows the caller will read (NULL: all; see block_forward):
     // the pretraining objective reads CLS and the scored patches only. Set for
     // one vit_forward / vit_backward pair; other rows of final are then stale.
@@ -136,6 +137,10 @@ void vit_init_weights(Vit *vit, uint64_t seed);
 // Size and allocate the activation arenas for up to max_batch images.
 void vit_allocate_activations(Vit *vit, int max_batch);
 size_t vit_activation_bytes(const Vit *vit);
+// The same for a model that only runs forward (the EMA teacher): blocks reuse two
+// sets of buffers in turn, so the memory does not grow with depth; vit_backward
+// refuses it. Only the final tokens and the last two blocks' outputs survive.
+void vit_allocate_forward_activations(Vit *vit, int max_batch);
 
 // images [B,C,H,W] normalised; mask [B,N] (nonzero: replace by mask_token) or NULL.
 // Results: vit->final [B,T,D], and every block's output vit->blocks[l].out.
