@@ -413,3 +413,17 @@ def test_teacher_starts_as_the_student_and_follows_it_by_ema(C):
         want = f32(np.float32(0.9) * before[n] + np.float32(0.1) * table.data(student[n]))
         assert np.allclose(table.data(n), want, rtol=1e-6, atol=1e-7), f"{n}: EMA differs"
     C.objective_destroy(o)
+
+
+def test_teacher_momentum_schedules(C):
+    """constant: m0 at every update; cosine (BYOL/DINO): 1 - (1 - m0)(cos(pi t/T) + 1)/2,
+    m0 at the start, (1 + m0)/2 halfway, 1 at the end and after it."""
+    C.ema_momentum_at.restype = ctypes.c_double
+    C.ema_momentum_at.argtypes = [ctypes.c_long, ctypes.c_double, ctypes.c_long, c_int]
+    m0, T = 0.99, 1000
+    for t in (0, 1, 250, 999, 1000, 5000):
+        assert C.ema_momentum_at(t, m0, T, 0) == m0
+        want = 1 - (1 - m0) * (np.cos(np.pi * min(t, T) / T) + 1) / 2
+        assert abs(C.ema_momentum_at(t, m0, T, 1) - want) < 1e-15, t
+    assert abs(C.ema_momentum_at(500, m0, T, 1) - (1 + m0) / 2) < 1e-15
+    assert C.ema_momentum_at(T, m0, T, 1) == 1.0

@@ -90,6 +90,7 @@
     X(contrast_warmup_steps, INT, "0",     "[0, inf)",      "ramp w_contrast linearly from 0 over these updates") \
     X(freeze_patch_embed, BOOL, "false",   "",              "keep the random patch embedding fixed (MoCo v3)") \
     X(teacher_momentum, FLOAT,  "0",       "[0, 1)",        "> 0: view2 through an EMA teacher of this momentum, InfoNCE vs view1 (MoCo v3/MSN); 0: NT-Xent over both views") \
+    X(teacher_momentum_schedule, ENUM, "constant", "constant|cosine", "cosine: the teacher's momentum rises from teacher_momentum to 1 over the run (BYOL, DINO)") \
     G("fine-tune")                                                                                      \
     X(task,             ENUM,   "pretrain", "pretrain|finetune", "pretrain: CCViT/contrastive; finetune: supervised classification") \
     X(finetune,         STR,    "",        "",              "finetune: pretraining checkpoint to start from; empty: from scratch") \

@@ -82,6 +82,12 @@ double clip_grad_norm(AdamW *opt, ParamTable *t, double max_norm) {
     return norm;
 }
 
+double ema_momentum_at(long step, double m0, long total, int cosine) {
+    if (!cosine || total <= 0) return m0;
+    double progress = step >= total ? 1.0 : (double)step / (double)total;
+    return 1.0 - (1.0 - m0) * (cos(M_PI * progress) + 1.0) / 2.0;
+}
+
 double lr_at_step(long step, double base_lr, double min_lr, long warmup, long total) {
     if (step < warmup) return base_lr * (double)(step + 1) / (double)warmup;
     if (total <= warmup) return base_lr;

@@ -28,3 +28,7 @@ void grad_scale(ParamTable *t, float s);
 
 // Linear warmup from base/warmup to base over `warmup` steps, then cosine to min_lr at `total`.
 double lr_at_step(long step, double base_lr, double min_lr, long warmup, long total);
+// The EMA teacher's momentum after update `step` of `total`: m0 throughout, or
+// (cosine) from m0 up to 1 along a half cosine (BYOL, DINO):
+// 1 - (1 - m0) (cos(pi step / total) + 1) / 2.
+double ema_momentum_at(long step, double m0, long total, int cosine);

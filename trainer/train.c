@@ -460,7 +460,9 @@ int main(int argc, char **argv) {
         }
         clipped += cfg.clip_grad > 0 && gnorm > cfg.clip_grad;
         adamw_step(&opt, &params, (float)lr);
-        if (!finetune) objective_teacher_update(&obj, (float)cfg.teacher_momentum);
+        if (!finetune)
+            objective_teacher_update(&obj, (float)ema_momentum_at(step, cfg.teacher_momentum, total_steps,
+                                                                 !strcmp(cfg.teacher_momentum_schedule, "cosine")));
         loss_sum[0] += L.total, loss_sum[1] += L.token, loss_sum[2] += L.pixel, loss_sum[3] += L.contrast;
         grad_norm_sum += gnorm;
         window_steps++;
