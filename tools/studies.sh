@@ -5,11 +5,13 @@
 # run folder already has a checkpoint (`latest`) or a results file newer than it is reused:
 # delete the folder to redo it. Run after `make all shards`.
 #
-#   tools/studies.sh full       the full recipe (configs/fashion_mnist_full.yaml: NT-Xent weight 2, 7000 updates, ~92 min)
+#   tools/studies.sh full       the full recipe at its first length (NT-Xent weight 2, 7000 updates, ~92 min)
 #   tools/studies.sh full_w4    the same at NT-Xent weight 4 (7000 updates, ~92 min): the weight alone as the lever
-#   tools/studies.sh full_long  the full recipe planned over 14000 updates (15 epochs, ~3 h): resumable, so it can
+#   tools/studies.sh full_long  the full recipe as configured: 14000 updates (15 epochs, ~3 h): resumable, so it can
 #                               span sessions; rerunning it continues from the run's newest checkpoint
 #   tools/studies.sh full_k1024 the full recipe with K 1024 centroids (7000 updates, ~95 min), validation split only
+#   tools/studies.sh full_teacher  the EMA teacher (teacher_momentum 0.99, InfoNCE T 0.2) to update 2000 of the
+#                               7000-update cosine, against full's update-2000 checkpoint, validation split (~35 min)
 #   tools/studies.sh full_w1    the same at NT-Xent weight 1 for 3800 updates (its earlier setting, ~50 min)
 #   tools/studies.sh full025    the same with NT-Xent weight 0.25 for 4500 updates (its earlier setting, 74 min at ~68 img/s)
 #   tools/studies.sh long       the full recipe as pure CCViT for 10.7 epochs (10000 updates, 89 min)
@@ -96,7 +98,8 @@ finetune() {
   fi
 }
 
-stage_full() { pretrain full_w2_s0 configs/fashion_mnist_full.yaml 125; evaluate_last4 full_w2_s0; }
+# The full recipe's first length: 7000 updates (7.47 epochs); the config now plans 14000 (full_long).
+stage_full() { pretrain full_w2_s0 configs/fashion_mnist_full.yaml 125 --steps=7000; evaluate_last4 full_w2_s0; }
 
 # More centroids: the full recipe with a K 1024 tokenizer (same sampling, 20 iterations, seed 0),
 # scored on the validation split first.
@@ -106,14 +109,14 @@ stage_full_k1024() {
     --patch 4 --channels 1 --images-per-class 200 --k 1024 --iters 20 --seed 0 --out "$tok"
   if [ ! -e "$OUT/$name/latest" ]; then
     $BIN/train --config configs/fashion_mnist_full.yaml --tokenizer_path="$tok" --num_centroids=1024 \
-      --output_dir="$OUT" --run_name="$name" --time_limit_minutes=125
+      --output_dir="$OUT" --run_name="$name" --steps=7000 --time_limit_minutes=125
   fi
   evaluate_val "$name"
 }
 
 # The weight alone as the lever: the full recipe's length at NT-Xent weight 4.
 stage_full_w4() {
-  pretrain full_w4_s0 configs/fashion_mnist_full.yaml 125 --w_contrast=4
+  pretrain full_w4_s0 configs/fashion_mnist_full.yaml 125 --w_contrast=4 --steps=7000
   evaluate_last4 full_w4_s0
 }
 
@@ -137,6 +140,31 @@ stage_full_long() {
   evaluate "$name" "$dir/latest"
   evaluate_last4 "$name"
   evaluate_variant "$name" last4_cls --last-blocks 4 --features cls
+}
+
+# The EMA teacher as the contrastive lever (teacher_momentum 0.99, InfoNCE at T 0.2; the student runs
+# view1 alone): trained to update 2000 of the full recipe's 7000-update cosine and compared there with
+# full_w2_s0's update-2000 checkpoint, on the validation split (kNN on the last 4 CLS tokens, the
+# student's and the teacher's; the probe on CLS + mean).
+stage_full_teacher() {
+  local name=full_teacher_s0
+  need_tokenizer
+  [ -e "$OUT/full_w2_s0/ckpt_step00002000.h5" ] || { echo "error: run '$0 full' first (its update-2000 checkpoint)" >&2; exit 1; }
+  if [ ! -e "$OUT/$name/ckpt_step00002000.h5" ]; then
+    $BIN/train --config configs/fashion_mnist_full.yaml --tokenizer_path="$TOKENIZER" --output_dir="$OUT" \
+      --run_name="$name" --steps=7000 --teacher_momentum=0.99 --temperature=0.2 --stop_at_step=2000 --resume=auto
+  fi
+  at2000() {  # run tag [eval options]
+    local run=$1 tag=$2; shift 2
+    local out=$OUT/$run/results_${tag}_step2000.json
+    [ -f "$out" ] || $BIN/eval "$OUT/$run/ckpt_step00002000.h5" --lambdas "$LAMBDAS" --last-blocks 4 \
+      --val-from-train 10000 "$@" --out "$out"
+  }
+  at2000 "$name" val_last4_cls --features cls --no-probe
+  at2000 full_w2_s0 val_last4_cls --features cls --no-probe
+  at2000 "$name" val_last4_cls_teacher --features cls --no-probe --teacher
+  at2000 "$name" val_last4
+  at2000 full_w2_s0 val_last4
 }
 
 # Its setting before: NT-Xent weight 1 for 3800 updates (4.05 epochs).
@@ -226,6 +254,7 @@ case "${1:-}" in
   full_w4) stage_full_w4 ;;
   full_long) stage_full_long ;;
   full_k1024) stage_full_k1024 ;;
+  full_teacher) stage_full_teacher ;;
   twin) stage_twin ;;
   ablation) stage_ablation ;;
   seeds) stage_seeds ;;
