@@ -242,6 +242,11 @@ void objective_allocate(Objective *o, int max_batch) {
     arena_commit(&o->acts, "objective activations");
     arena_commit(&o->grads, "objective gradients");
     objective_layout(o, max_batch);
+    if (o->use_teacher)  // the teacher's last block keeps each image's CLS row; a batch of B reads the first B
+        for (int b = 0; b <= max_batch; b++) {
+            o->teacher_row_start[b] = b;
+            if (b < max_batch) o->teacher_row_index[b] = 0;
+        }
 }
 
 // ---- pieces -------------------------------------------------------------------------
@@ -365,46 +370,41 @@ static void project(float *h, float *g, float *u, float *z, float *nrm, const fl
     }
 }
 
+// Row-wise softmax cross-entropy over the logits in probs [R,R], in place: row
+// i's target is its positive, column i + R/2 (mod R) with self_excluded (NT-Xent,
+// where column i takes no part), else column i (InfoNCE). Returns the mean loss.
+static double contrastive_rows(float *probs, float *row_loss, int R, int self_excluded) {
+    int half = R / 2;
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < R; i++) {
+        float *s = probs + (long)i * R;
+        int skip = self_excluded ? i : -1, pos = self_excluded ? (i < half ? i + half : i - half) : i;
+        float mx = -INFINITY;
+        for (int j = 0; j < R; j++)
+            if (j != skip && s[j] > mx) mx = s[j];
+        double sum = 0;
+        for (int j = 0; j < R; j++) sum += j == skip ? 0.0 : exp((double)s[j] - mx);
+        row_loss[i] = (float)(log(sum) + mx - s[pos]);
+        for (int j = 0; j < R; j++) s[j] = j == skip ? 0.0f : (float)(exp((double)s[j] - mx) / sum);
+    }
+    double total = 0;
+    for (int i = 0; i < R; i++) total += row_loss[i];
+    return total / R;
+}
+
 // InfoNCE of queries q [B,O] against keys k [B,O] (rows L2-normalised): row i's
 // positive is key i, the other keys its negatives. Leaves the softmax in
 // probs [B,B] and returns the mean loss.
 static double infonce_forward(float *probs, float *row_loss, const float *q, const float *k, int B, int O, float tau) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, B, O, 1.0f / tau, q, O, k, O, 0.0f, probs, B);
-#pragma omp parallel for schedule(static)
-    for (int i = 0; i < B; i++) {
-        float *s = probs + (long)i * B;
-        float mx = -INFINITY;
-        for (int j = 0; j < B; j++) mx = fmaxf(mx, s[j]);
-        double sum = 0;
-        for (int j = 0; j < B; j++) sum += exp((double)s[j] - mx);
-        row_loss[i] = (float)(log(sum) + mx - s[i]);
-        for (int j = 0; j < B; j++) s[j] = (float)(exp((double)s[j] - mx) / sum);
-    }
-    double total = 0;
-    for (int i = 0; i < B; i++) total += row_loss[i];
-    return total / B;
+    return contrastive_rows(probs, row_loss, B, 0);
 }
 
 // NT-Xent over z [R,O] (rows L2-normalised), positives i <-> i +- R/2.
 // Leaves the softmax over j != i in probs [R,R] and returns the mean loss.
 static double ntxent_forward(float *probs, float *row_loss, const float *z, int R, int O, float tau) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, R, O, 1.0f / tau, z, O, z, O, 0.0f, probs, R);
-    int half = R / 2;
-#pragma omp parallel for schedule(static)
-    for (int i = 0; i < R; i++) {
-        float *s = probs + (long)i * R;
-        int pos = i < half ? i + half : i - half;
-        float mx = -INFINITY;
-        for (int j = 0; j < R; j++)
-            if (j != i && s[j] > mx) mx = s[j];
-        double sum = 0;
-        for (int j = 0; j < R; j++) sum += j == i ? 0.0 : exp((double)s[j] - mx);
-        row_loss[i] = (float)(log(sum) + mx - s[pos]);
-        for (int j = 0; j < R; j++) s[j] = j == i ? 0.0f : (float)(exp((double)s[j] - mx) / sum);
-    }
-    double total = 0;
-    for (int i = 0; i < R; i++) total += row_loss[i];
-    return total / R;
+    return contrastive_rows(probs, row_loss, R, 1);
 }
 
 // ---- forward / backward ---------------------------------------------------------------
@@ -471,9 +471,7 @@ ObjectiveLosses objective_forward(Objective *o, const float *view1, const float 
                 o->pj_fc2_b, R, D, H, O);
         if (o->use_teacher) {
             Vit *tv = o->teacher;
-            for (int b = 0; b <= B; b++) o->teacher_row_start[b] = b;  // CLS only: all the keys need
-            for (int b = 0; b < B; b++) o->teacher_row_index[b] = 0;
-            o->teacher_rows = (RowSet){o->teacher_row_start, o->teacher_row_index, B};
+            o->teacher_rows = (RowSet){o->teacher_row_start, o->teacher_row_index, B};  // CLS rows of B images
             vit_set_last_rows(tv, &o->teacher_rows);
             vit_forward(tv, view2, NULL, B);
             vit_set_last_rows(tv, NULL);
