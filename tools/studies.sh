@@ -9,9 +9,10 @@
 #   tools/studies.sh full_w4    the same at NT-Xent weight 4 (7000 updates, ~92 min): the weight alone as the lever
 #   tools/studies.sh full_long  the full recipe as configured: 14000 updates (15 epochs, ~3 h): resumable, so it can
 #                               span sessions; rerunning it continues from the run's newest checkpoint
-#   tools/studies.sh full_k1024 the full recipe with K 1024 centroids (7000 updates, ~95 min), validation split only
-#   tools/studies.sh full_teacher  the EMA teacher (teacher_momentum 0.99, InfoNCE T 0.2) to update 2000 of the
-#                               7000-update cosine, against full's update-2000 checkpoint, validation split (~35 min)
+#   tools/studies.sh full_k1024 the full recipe with K 1024 centroids: to update 2000 against full's (~30 min),
+#                               then 7000 (~95 min in all, resumable), validation split only
+#   tools/studies.sh full_teacher  the EMA teacher (teacher_momentum 0.99, InfoNCE T 0.2 and 0.5) to update 2000 of
+#                               the 7000-update cosine, against full's checkpoints, validation split (~70 min)
 #   tools/studies.sh full_w1    the same at NT-Xent weight 1 for 3800 updates (its earlier setting, ~50 min)
 #   tools/studies.sh full025    the same with NT-Xent weight 0.25 for 4500 updates (its earlier setting, 74 min at ~68 img/s)
 #   tools/studies.sh long       the full recipe as pure CCViT for 10.7 epochs (10000 updates, 89 min)
@@ -98,19 +99,34 @@ finetune() {
   fi
 }
 
+# Validation-split evaluation of one run's checkpoint at update `step`: step run tag [eval options]
+at_step() {
+  local step=$1 run=$2 tag=$3; shift 3
+  local out=$OUT/$run/results_${tag}_step${step}.json
+  [ -f "$out" ] || $BIN/eval "$OUT/$run/ckpt_step$(printf %08d "$step").h5" --lambdas "$LAMBDAS" --last-blocks 4 \
+    --val-from-train 10000 "$@" --out "$out"
+}
+need_full2000() {
+  [ -e "$OUT/full_w2_s0/ckpt_step00002000.h5" ] || { echo "error: run '$0 full' first (its update-2000 checkpoint)" >&2; exit 1; }
+}
+
 # The full recipe's first length: 7000 updates (7.47 epochs); the config now plans 14000 (full_long).
 stage_full() { pretrain full_w2_s0 configs/fashion_mnist_full.yaml 125 --steps=7000; evaluate_last4 full_w2_s0; }
 
-# More centroids: the full recipe with a K 1024 tokenizer (same sampling, 20 iterations, seed 0),
-# scored on the validation split first.
+# More centroids: the full recipe with a K 1024 tokenizer (same sampling, 20 iterations, seed 0), scored on
+# the validation split only. First to update 2000 against full's update-2000 checkpoint (~30 min), then on to
+# 7000 (resumable: rerunning the stage continues from the run's newest checkpoint).
 stage_full_k1024() {
   local tok=data/tokenizers/fashion_mnist_p4_k1024.h5 name=full_k1024_s0
+  need_full2000
   [ -f "$tok" ] || $BIN/build_tokenizer --shards "data/fashion-mnist/train-{000000..000005}.tar" --image-size 28 \
     --patch 4 --channels 1 --images-per-class 200 --k 1024 --iters 20 --seed 0 --out "$tok"
-  if [ ! -e "$OUT/$name/latest" ]; then
-    $BIN/train --config configs/fashion_mnist_full.yaml --tokenizer_path="$tok" --num_centroids=1024 \
-      --output_dir="$OUT" --run_name="$name" --steps=7000 --time_limit_minutes=125
-  fi
+  local train=($BIN/train --config configs/fashion_mnist_full.yaml --tokenizer_path="$tok" --num_centroids=1024
+               --output_dir="$OUT" --run_name="$name" --steps=7000 --resume=auto)
+  [ -e "$OUT/$name/ckpt_step00002000.h5" ] || "${train[@]}" --stop_at_step=2000
+  at_step 2000 "$name" val_last4_cls --features cls --no-probe
+  at_step 2000 full_w2_s0 val_last4_cls --features cls --no-probe
+  [ -e "$OUT/$name/ckpt_step00007000.h5" ] || "${train[@]}"
   evaluate_val "$name"
 }
 
@@ -147,24 +163,22 @@ stage_full_long() {
 # full_w2_s0's update-2000 checkpoint, on the validation split (kNN on the last 4 CLS tokens, the
 # student's and the teacher's; the probe on CLS + mean).
 stage_full_teacher() {
-  local name=full_teacher_s0
+  need_full2000
   need_tokenizer
-  [ -e "$OUT/full_w2_s0/ckpt_step00002000.h5" ] || { echo "error: run '$0 full' first (its update-2000 checkpoint)" >&2; exit 1; }
-  if [ ! -e "$OUT/$name/ckpt_step00002000.h5" ]; then
-    $BIN/train --config configs/fashion_mnist_full.yaml --tokenizer_path="$TOKENIZER" --output_dir="$OUT" \
-      --run_name="$name" --steps=7000 --teacher_momentum=0.99 --temperature=0.2 --stop_at_step=2000 --resume=auto
-  fi
-  at2000() {  # run tag [eval options]
-    local run=$1 tag=$2; shift 2
-    local out=$OUT/$run/results_${tag}_step2000.json
-    [ -f "$out" ] || $BIN/eval "$OUT/$run/ckpt_step00002000.h5" --lambdas "$LAMBDAS" --last-blocks 4 \
-      --val-from-train 10000 "$@" --out "$out"
-  }
-  at2000 "$name" val_last4_cls --features cls --no-probe
-  at2000 full_w2_s0 val_last4_cls --features cls --no-probe
-  at2000 "$name" val_last4_cls_teacher --features cls --no-probe --teacher
-  at2000 "$name" val_last4
-  at2000 full_w2_s0 val_last4
+  local T name
+  for T in 0.2 0.5; do  # T 0.5 is NT-Xent's: at 0.2 both the pairing and T differed from full_w2_s0
+    name=full_teacher_s0; [ "$T" = 0.2 ] || name=full_teacher_t05_s0
+    [ -e "$OUT/$name/ckpt_step00002000.h5" ] ||
+      $BIN/train --config configs/fashion_mnist_full.yaml --tokenizer_path="$TOKENIZER" --output_dir="$OUT" \
+        --run_name="$name" --steps=7000 --teacher_momentum=0.99 --temperature=$T --stop_at_step=2000 --resume=auto
+    at_step 2000 "$name" val_last4_cls --features cls --no-probe
+    at_step 2000 "$name" val_last4_cls_teacher --features cls --no-probe --teacher
+  done
+  # equal wall-clock: the teacher's step is ~1.42x faster per image, so its update 2000 ~ NT-Xent's 1400
+  at_step 1000 full_teacher_t05_s0 val_last4_cls --features cls --no-probe
+  for s in 1000 2000; do at_step $s full_w2_s0 val_last4_cls --features cls --no-probe; done
+  at_step 2000 full_teacher_s0 val_last4
+  at_step 2000 full_w2_s0 val_last4
 }
 
 # Its setting before: NT-Xent weight 1 for 3800 updates (4.05 epochs).
