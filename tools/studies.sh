@@ -9,6 +9,8 @@
 #   tools/studies.sh full_w4    the same at NT-Xent weight 4 (7000 updates, ~92 min): the weight alone as the lever
 #   tools/studies.sh full_long  the full recipe as configured: 14000 updates (15 epochs, ~3 h): resumable, so it can
 #                               span sessions; rerunning it continues from the run's newest checkpoint
+#   tools/studies.sh full_30ep  the same for 28000 updates (29.9 epochs, ~6 h; the length lever for kNN),
+#                               resumable in LONG_MINUTES (default 160) slices like full_long
 #   tools/studies.sh full_k1024 the full recipe with K 1024 centroids: to update 2000 against full's (~30 min),
 #                               then 7000 (~95 min in all, resumable), validation split only
 #   tools/studies.sh full_teacher  the EMA teacher (teacher_momentum 0.99, InfoNCE T 0.2 and 0.5) to update 2000 of
@@ -139,8 +141,9 @@ stage_full_w4() {
 # Length as the lever: 15 epochs (LONG_W sets the NT-Xent weight, default 2). Each call trains at most
 # LONG_MINUTES (default 160) and stops with a checkpoint; the next call resumes it bit-exactly.
 stage_full_long() {
-  local w=${LONG_W:-2} steps=14000
+  local w=${LONG_W:-2} steps=${1:-14000}
   local name=full_long_w${w}_s0
+  [ "$steps" = 14000 ] || name=full_long$((steps / 1000))k_w${w}_s0
   local dir=$OUT/$name
   need_tokenizer
   local done_steps=0
@@ -267,6 +270,7 @@ case "${1:-}" in
   full_w1) stage_full_w1 ;;
   full_w4) stage_full_w4 ;;
   full_long) stage_full_long ;;
+  full_30ep) stage_full_long 28000 ;;
   full_k1024) stage_full_k1024 ;;
   full_teacher) stage_full_teacher ;;
   twin) stage_twin ;;
