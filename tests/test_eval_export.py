@@ -293,3 +293,20 @@ def test_eval_val_from_train_never_reads_the_test_split(tmp_path, shards):
     assert not ({tuple(x) for x in Bva} & {tuple(x) for x in Btr})                     # disjoint
     top1, _ = dino_knn(Btr, btr, Bva, bva)
     assert abs(top1 - rv["knn_top1"]) <= 0.2, (top1, rv)
+
+
+def test_knn_variants_plain_row_repeats_eval(tmp_path, shards):
+    """tools/knn_variants.py's plain row is eval's kNN on the same saved features (the README's whitening
+    table rests on that); every variant prints a top-1 in [0, 100]."""
+    train, test = shards
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(config_yaml(tmp_path, **model_keys(MODEL, 3)))
+    r, _, _ = run_eval(["--random-init", "--config", str(cfg), "--train", train, "--test", test,
+                        "--limit-train", "1500", "--limit-test", "500", "--no-probe"], tmp_path, "variants")
+    p = subprocess.run(["/usr/bin/python3", os.path.join(ROOT, "tools", "knn_variants.py"), str(tmp_path / "variants.h5")],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    rows = {line.split("kNN top-1")[0].strip(): float(line.split()[-1]) for line in p.stdout.splitlines()
+            if "kNN top-1" in line}
+    assert len(rows) == 7 and all(0 <= v <= 100 for v in rows.values()), p.stdout
+    assert abs(rows["plain (eval's protocol)"] - r["knn_top1"]) <= 0.2, (rows, r["knn_top1"])  # one image of 500
