@@ -138,21 +138,23 @@ stage_full_w4() {
   evaluate_last4 full_w4_s0
 }
 
-# Length as the lever: 15 epochs (LONG_W sets the NT-Xent weight, default 2). Each call trains at most
-# LONG_MINUTES (default 160) and stops with a checkpoint; the next call resumes it bit-exactly.
+# Length as the lever: the full recipe for $1 updates (default 14000, 15 epochs; full_30ep: 28000). LONG_W
+# sets the NT-Xent weight (default 2). Each call trains at most LONG_MINUTES (default 160) and stops with a
+# checkpoint; the next call resumes it bit-exactly.
 stage_full_long() {
   local w=${LONG_W:-2} steps=${1:-14000}
   local name=full_long_w${w}_s0
   [ "$steps" = 14000 ] || name=full_long$((steps / 1000))k_w${w}_s0
   local dir=$OUT/$name
   need_tokenizer
-  local done_steps=0
-  [ -f "$dir/metrics.jsonl" ] && done_steps=$(tail -n 1 "$dir/metrics.jsonl" | sed -n 's/^{"step": \([0-9]*\).*/\1/p')
+  last_step() { if [ -f "$dir/metrics.jsonl" ]; then tail -n 1 "$dir/metrics.jsonl" | sed -n 's/^{"step": \([0-9]*\).*/\1/p'; fi; }
+  local done_steps
+  done_steps=$(last_step)
   if [ "${done_steps:-0}" -lt "$steps" ]; then
     echo "==== $name: pretraining (at step ${done_steps:-0} of $steps) for at most ${LONG_MINUTES:-160} min"
     $BIN/train --config configs/fashion_mnist_full.yaml --tokenizer_path="$TOKENIZER" --output_dir="$OUT" \
       --run_name="$name" --w_contrast="$w" --steps="$steps" --resume=auto --time_limit_minutes="${LONG_MINUTES:-160}"
-    done_steps=$(tail -n 1 "$dir/metrics.jsonl" | sed -n 's/^{"step": \([0-9]*\).*/\1/p')
+    done_steps=$(last_step)
     [ "${done_steps:-0}" -ge "$steps" ] || { echo "==== $name: stopped at step $done_steps; run the stage again to resume"; return; }
   fi
   evaluate_val "$name"
@@ -161,8 +163,8 @@ stage_full_long() {
   evaluate_variant "$name" last4_cls --last-blocks 4 --features cls
 }
 
-# The EMA teacher as the contrastive lever (teacher_momentum 0.99, InfoNCE at T 0.2; the student runs
-# view1 alone): trained to update 2000 of the full recipe's 7000-update cosine and compared there with
+# The EMA teacher as the contrastive lever (teacher_momentum 0.99, InfoNCE at T 0.2 and at NT-Xent's 0.5;
+# the student runs view1 alone): trained to update 2000 of the full recipe's 7000-update cosine and compared there with
 # full_w2_s0's update-2000 checkpoint, on the validation split (kNN on the last 4 CLS tokens, the
 # student's and the teacher's; the probe on CLS + mean).
 stage_full_teacher() {
