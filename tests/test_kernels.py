@@ -123,6 +123,49 @@ def test_linear_long_token_axis(C, M):
     check("linear db alone", db3, tb.grad)
 
 
+def test_linear_tiles_are_on_with_avx512(C):
+    """The build uses -march=native, so on an AVX-512 machine the linear layers must run on our own
+    tiles (trainer/gemm_tiles.c), not silently on the OpenBLAS fallback."""
+    has_avx512 = " avx512f" in open("/proc/cpuinfo").read()
+    assert C.gemm_tiles_enabled() == int(has_avx512), f"tiles enabled {C.gemm_tiles_enabled()}, avx512f {has_avx512}"
+
+
+# (M, IN, OUT): ragged tiles in every direction. M not a multiple of the 8-row strip; OUT and IN
+# past a 32-column panel by < 16 and > 16 columns; IN and OUT > 384 (the row products' k chunk)
+# and M > 128 (the weight gradient's m chunk), so partial sums are carried across chunks.
+TILE_SHAPES = [(1, 5, 3), (37, 48, 29), (70, 400, 45), (9, 800, 70), (130, 192, 576), (300, 61, 17)]
+
+
+@pytest.mark.parametrize("path", ["tiles", "openblas"])
+@pytest.mark.parametrize("M,I,O", TILE_SHAPES)
+def test_linear_tile_edges(C, path, M, I, O):
+    """Both implementations of the three linear products, on the same inputs, against torch: the
+    forward with its bias, dinp written and accumulated, and dW / db accumulated."""
+    if path == "tiles" and not C.gemm_tiles_enabled():
+        pytest.fail("the tiles need AVX-512 (this CPU or build lacks it); the openblas rows still run")
+    C.gemm_tiles_set_enabled(int(path == "tiles"))
+    try:
+        r = np.random.default_rng(M * 1000 + I)
+        x, w, b = f32(r.standard_normal((M, I))), f32(r.standard_normal((O, I)) * 0.1), f32(r.standard_normal(O))
+        R = f32(r.standard_normal((M, O)))
+        tx, tw, tb = t64(x), t64(w), t64(b)
+        ref = torch.nn.functional.linear(tx, tw, tb)
+        (ref * t64(R, False)).sum().backward()
+        check(f"{path} {M}x{I}x{O} out", c_linear(C, x, w, b), ref.detach())
+        out_nobias = np.zeros((M, O), np.float32)
+        C.linear_forward(ptr(out_nobias), ptr(x), ptr(w), None, M, I, O)
+        check(f"{path} out without bias", out_nobias, (ref - tb).detach())
+        dx, dw, db = np.full_like(x, 1e30), np.ones_like(w), np.ones_like(b)
+        C.linear_backward_set_dinp(ptr(dx), ptr(dw), ptr(db), ptr(R), ptr(x), ptr(w), M, I, O)
+        check(f"{path} dx written", dx, tx.grad)
+        check(f"{path} dw accumulated", dw - 1, tw.grad)
+        check(f"{path} db accumulated", db - 1, tb.grad)
+        C.linear_backward(ptr(dx), None, None, ptr(R), ptr(x), ptr(w), M, I, O)
+        check(f"{path} dx accumulated", dx, 2 * tx.grad)
+    finally:
+        C.gemm_tiles_set_enabled(1)
+
+
 # ---- layernorm ----------------------------------------------------------------------
 
 def c_layernorm(C, x, w, b):

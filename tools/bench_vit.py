@@ -107,7 +107,7 @@ def compare(configs, ours_binary, worker_script, prefix, steps, warmup, rounds):
                 if best is None or float(r["images_per_s"]) > float(best[2]["images_per_s"]):
                     best = (tt, ob, r)
         tt, ob = best[0], best[1]
-        ours_runs, twin_runs = [], []
+        ours_runs, twin_runs, blas_runs = [], [], []
         for k in range(rounds):
             # the label says 2 threads: an OMP_NUM_THREADS left in the caller's environment must not change that
             o = run([os.path.join(ROOT, ours_binary), "--config", name, "--steps", str(steps), "--warmup", str(warmup)],
@@ -118,7 +118,14 @@ def compare(configs, ours_binary, worker_script, prefix, steps, warmup, rounds):
                   f"(sgemm peak {float(o['sgemm_peak_gflops']):.0f} GFLOP/s, ours {float(o['gflops']):.0f})", flush=True)
             print(f"{'':<12} threads: {o['os_threads']} OS threads in our process for {o['threads']} OpenMP threads "
                   f"(OpenBLAS reports {o['openblas_threads']}); {o['involuntary_switches_per_step']} involuntary "
-                  f"context switches per timed step; OpenBLAS: {o['openblas_config']}")
+                  f"context switches per timed step; OpenBLAS: {o['openblas_config']}; "
+                  f"linear layers on our GEMM tiles: {'yes' if o.get('gemm_tiles') == '1' else 'no'}")
+            # the same binary with every product on OpenBLAS: what our own GEMM tiles (trainer/gemm_tiles.c) buy
+            b = run([os.path.join(ROOT, ours_binary), "--config", name, "--steps", str(steps), "--warmup", str(warmup)],
+                    env=dict(os.environ, OMP_NUM_THREADS=str(os.cpu_count() or 2), CCVIT_GEMM="blas"))
+            blas_runs.append(b)
+            print(f"{name:<12} {f'ours, OpenBLAS only #{k+1}':<28} {float(b['images_per_s']):>8.1f} "
+                  f"{float(b['step_ms']):>9.1f} {int(b['peak_rss_bytes'])/2**20:>12.0f} {float(b['mfu'])*100:>5.1f}%", flush=True)
             r = run_twin(worker_script, name, tt, ob, steps, warmup)
             twin_runs.append(r)
             print(f"{name:<12} {twin_label(tt, ob, f'#{k+1}'):<28} {float(r['images_per_s']):>8.1f} "
@@ -131,6 +138,10 @@ def compare(configs, ours_binary, worker_script, prefix, steps, warmup, rounds):
         print(f"{name:<12} median of {rounds} rounds: ours {o:.2f} img/s (runs {spread(ours_runs)}), "
               f"twin {p:.2f} (runs {spread(twin_runs)}), ratio {o/p:.3f}; MFU {float(ours['mfu'])*100:.1f}%{util}")
         lines.append(f"bench: {prefix}_{name} ours={o:.2f} peer={p:.2f} ratio={o/p:.3f} unit=images/s")
+        ob_ = float(median_run(blas_runs)["images_per_s"])
+        print(f"{name:<12} our GEMM tiles vs OpenBLAS for the same products: {o:.2f} vs {ob_:.2f} img/s "
+              f"(OpenBLAS-only runs {spread(blas_runs)}), ratio {o/ob_:.3f}")
+        lines.append(f"bench: {prefix}_{name}_gemm_tiles_vs_openblas ours={o:.2f} peer={ob_:.2f} ratio={o/ob_:.3f} unit=images/s")
         orss = max(int(x["peak_rss_bytes"]) for x in ours_runs)
         prss = min(int(x["peak_rss_bytes"]) for x in twin_runs)
         lines.append(f"bench: {prefix}_{name}_peak_rss ours={orss/2**20:.0f} peer={prss/2**20:.0f} ratio={prss/orss:.3f} unit=MB")

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "gemm_tiles.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -86,6 +87,15 @@ static void column_sums_accumulate(float *dst, const float *src, int N, int C) {
     }
 }
 
+// Our own tiles (gemm_tiles.c) take the linear layers' products when built
+// with AVX-512; inside a parallel region the OpenBLAS path below stays.
+static int use_tiles(void) {
+#ifdef _OPENMP
+    if (omp_in_parallel()) return 0;
+#endif
+    return gemm_tiles_enabled();
+}
+
 // ---- deterministic sgemm ---------------------------------------------------------
 // OpenBLAS picks different kernels (and summation orders) for the same product
 // depending on its thread count, e.g. 144x48x390 differs in 80% of its outputs
@@ -131,6 +141,11 @@ static float *ksplit_partials = NULL;  // grown on the first step, then reused
 static size_t ksplit_capacity = 0;
 
 static void gemm_weight_grad(int O, int IN, int M, const float *dout, const float *inp, float *dweight, float *dbias) {
+    if (use_tiles()) {
+        gemm_tiles_weight_grad(O, IN, M, dout, inp, dweight);
+        if (dbias) column_sums_accumulate(dbias, dout, M, O);
+        return;
+    }
     // 1, 2, 4 or 8 chunks: a power of two splits evenly over 2, 4 or 8 threads (3 chunks on 2 threads
     // left one idle for a third of the product: the pixel head's M = 6304 on ViT-Ti)
     int chunks = 1;
@@ -183,7 +198,12 @@ static void gemm_weight_grad(int O, int IN, int M, const float *dout, const floa
 // ---- linear -------------------------------------------------------------------
 
 void linear_forward(float *out, const float *inp, const float *weight, const float *bias, int M, int IN, int OUT) {
-    // out[M,OUT] = inp[M,IN] @ weight[OUT,IN]^T (+ bias): fill with the bias, then sgemm with beta = 1.
+    // out[M,OUT] = inp[M,IN] @ weight[OUT,IN]^T (+ bias)
+    if (use_tiles()) {  // the bias starts the accumulators
+        gemm_tiles_rows(M, OUT, IN, inp, IN, weight, IN, 1, bias, 0, out, OUT);
+        return;
+    }
+    // OpenBLAS: fill with the bias, then sgemm with beta = 1
     float beta = 0.0f;
     if (bias) {
 #pragma omp parallel for schedule(static)
@@ -195,7 +215,9 @@ void linear_forward(float *out, const float *inp, const float *weight, const flo
 
 static void linear_backward_beta(float dinp_beta, float *dinp, float *dweight, float *dbias, const float *dout,
                                  const float *inp, const float *weight, int M, int IN, int OUT) {
-    if (dinp)  // dinp[M,IN] = dinp_beta * dinp + dout[M,OUT] @ weight[OUT,IN]
+    if (dinp && use_tiles())  // dinp[M,IN] = dinp_beta * dinp + dout[M,OUT] @ weight[OUT,IN], dinp_beta 0 or 1
+        gemm_tiles_rows(M, IN, OUT, dout, OUT, weight, IN, 0, NULL, dinp_beta != 0.0f, dinp, IN);
+    else if (dinp)
         gemm(CblasNoTrans, CblasNoTrans, M, IN, OUT, 1.0f, dout, OUT, weight, IN, dinp_beta, dinp, IN);
     if (dweight)  // dweight[OUT,IN] += dout^T[OUT,M] @ inp[M,IN]; dbias[OUT] += sum_m dout
         gemm_weight_grad(OUT, IN, M, dout, inp, dweight, dbias);

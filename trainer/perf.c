@@ -8,6 +8,7 @@
 #include <sys/resource.h>
 
 #include "common.h"
+#include "gemm_tiles.h"
 
 double sgemm_peak_gflops(int n, int reps) {
     float *a = xmalloc((size_t)n * n * 4, "sgemm A"), *b = xmalloc((size_t)n * n * 4, "sgemm B");
@@ -53,4 +54,5 @@ void print_thread_report(long switches_before, int steps) {
     printf("os_threads=%d involuntary_switches_per_step=%.1f openblas_threads=%d\n", os_threads,
            (double)(involuntary_switches() - switches_before) / (steps > 0 ? steps : 1), openblas_get_num_threads());
     printf("openblas_config=%s\n", openblas_get_config());
+    printf("gemm_tiles=%d\n", gemm_tiles_enabled());  // 0: the linear layers' products ran on OpenBLAS too
 }

@@ -1,0 +1,33 @@
+// gemm_tiles.h: our own sgemm for the linear layers' three products (AVX-512).
+//
+// Why not OpenBLAS here: it packs both operands of every call, and the long
+// operand is the token activations (M = batch x tokens rows), so each product
+// re-copies M x K floats before computing; that packing was ~12% of a
+// pretraining step's CPU samples. These kernels read the activations in place,
+// pack only the weight (N x K floats, 1/M of the product's work), and start
+// the accumulators from the bias instead of a separate fill pass.
+//
+// Each output element is summed by one thread in a fixed order of k (in
+// GEMM_TILES_KC chunks), so the bits depend on the shapes only, never on the
+// thread count. Call from outside OpenMP parallel regions (the weight pack
+// buffer is shared by the team).
+#pragma once
+
+// 1 when built with AVX-512 and not switched off with CCVIT_GEMM=blas in the
+// environment (benchmarks use that to run OpenBLAS and these side by side).
+int gemm_tiles_enabled(void);
+// Tests and benchmarks: 0 sends the products to OpenBLAS, 1 back to the tiles (if built with AVX-512).
+void gemm_tiles_set_enabled(int on);
+
+// 2*M*N*K summed over every product the tiles computed since start-up: the FLOP-count
+// test adds it to the OpenBLAS calls it intercepts.
+double gemm_tiles_flops_issued(void);
+
+// C[M,N] = A[M,K] @ op(B) (+ C if accumulate) (+ bias[N] if bias), A rows at lda.
+// op(B) = B^T for B stored [N,K] (b_is_nk = 1: a weight in a forward product),
+// op(B) = B   for B stored [K,N] (b_is_nk = 0: a weight in the input-gradient product).
+void gemm_tiles_rows(int M, int N, int K, const float *A, int lda, const float *B, int ldb, int b_is_nk,
+                     const float *bias, int accumulate, float *C, int ldc);
+
+// dW[O,IN] += dY[M,O]^T @ X[M,IN]: the weight gradient, summed over the M rows in order.
+void gemm_tiles_weight_grad(int O, int IN, int M, const float *dY, const float *X, float *dW);
