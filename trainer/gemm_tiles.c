@@ -73,18 +73,24 @@ static inline __attribute__((always_inline)) void tile_rows(int mr, int kc, cons
 }
 
 // C[mr,32] += A[kc,mr]^T @ B[kc,32]: A and B rows at lda and ldb, read in place (no packing).
+// With col_sums, also col_sums[0..mr) += sum_k A[k, 0..mr): the bias gradient, while A is in L1.
 static inline __attribute__((always_inline)) void tile_grad(int mr, int kc, const float *A, long lda, const float *B,
-                                                            long ldb, float *C, long ldc, __mmask16 m0, __mmask16 m1) {
+                                                            long ldb, float *C, long ldc, int sum_cols,
+                                                            float *col_sums, __mmask16 m0, __mmask16 m1) {
     __m512 c0[MR], c1[MR];
     for (int i = 0; i < mr; i++) c0[i] = c1[i] = _mm512_setzero_ps();
+    __mmask16 rows = (__mmask16)((1u << mr) - 1);
+    __m512 sums = _mm512_setzero_ps();
     for (int k = 0; k < kc; k++) {
         __m512 b0 = _mm512_maskz_loadu_ps(m0, B + k * ldb), b1 = _mm512_maskz_loadu_ps(m1, B + k * ldb + 16);
+        if (sum_cols) sums = _mm512_add_ps(sums, _mm512_maskz_loadu_ps(rows, A + k * lda));
         for (int i = 0; i < mr; i++) {
             __m512 a = _mm512_set1_ps(A[k * lda + i]);
             c0[i] = _mm512_fmadd_ps(a, b0, c0[i]);
             c1[i] = _mm512_fmadd_ps(a, b1, c1[i]);
         }
     }
+    if (sum_cols) _mm512_mask_storeu_ps(col_sums, rows, _mm512_add_ps(sums, _mm512_maskz_loadu_ps(rows, col_sums)));
     for (int i = 0; i < mr; i++) {
         _mm512_mask_storeu_ps(C + i * ldc, m0, _mm512_add_ps(c0[i], _mm512_maskz_loadu_ps(m0, C + i * ldc)));
         _mm512_mask_storeu_ps(C + i * ldc + 16, m1, _mm512_add_ps(c1[i], _mm512_maskz_loadu_ps(m1, C + i * ldc + 16)));
@@ -105,13 +111,20 @@ static void tile_rows_any(int mr, int kc, const float *A, long lda, const float 
 }
 
 static void tile_grad_any(int mr, int kc, const float *A, long lda, const float *B, long ldb, float *C, long ldc,
-                          __mmask16 m0, __mmask16 m1) {
-    switch (mr) {
+                          float *col_sums, __mmask16 m0, __mmask16 m1) {
+    // sum_cols is a constant in each copy too: a run-time test inside the k loop halved its speed
+    if (col_sums) switch (mr) {
 #define GRAD_CASE(r) \
-    case r: tile_grad(r, kc, A, lda, B, ldb, C, ldc, m0, m1); break;
-        MR_CASES(GRAD_CASE)
+    case r: tile_grad(r, kc, A, lda, B, ldb, C, ldc, 1, col_sums, m0, m1); break;
+            MR_CASES(GRAD_CASE)
 #undef GRAD_CASE
-    }
+        }
+    else switch (mr) {
+#define GRAD_CASE(r) \
+    case r: tile_grad(r, kc, A, lda, B, ldb, C, ldc, 0, NULL, m0, m1); break;
+            MR_CASES(GRAD_CASE)
+#undef GRAD_CASE
+        }
 }
 
 void gemm_tiles_rows(int M, int N, int K, const float *A, int lda, const float *B, int ldb, int b_is_nk,
@@ -172,7 +185,7 @@ void gemm_tiles_rows(int M, int N, int K, const float *A, int lda, const float *
     }
 }
 
-void gemm_tiles_weight_grad(int O, int IN, int M, const float *dY, const float *X, float *dW) {
+void gemm_tiles_weight_grad(int O, int IN, int M, const float *dY, const float *X, float *dW, float *dbias) {
     if (O <= 0 || IN <= 0 || M <= 0) return;
     flops_issued += 2.0 * O * IN * M;
     int strips = (O + MR - 1) / MR;
@@ -191,8 +204,8 @@ void gemm_tiles_weight_grad(int O, int IN, int M, const float *dY, const float *
             for (int s = s0; s < s1; s++) {
                 int o0 = s * MR, mr = O - o0 < MR ? O - o0 : MR;
                 for (int n0 = 0; n0 < IN; n0 += NR)
-                    tile_grad_any(mr, kc, dY + (long)m0 * O + o0, O, X + (long)m0 * IN + n0, IN,
-                                  dW + (long)o0 * IN + n0, IN, low_mask(IN - n0), low_mask(IN - n0 - 16));
+                    tile_grad_any(mr, kc, dY + (long)m0 * O + o0, O, X + (long)m0 * IN + n0, IN, dW + (long)o0 * IN + n0,
+                                  IN, n0 == 0 && dbias ? dbias + o0 : NULL, low_mask(IN - n0), low_mask(IN - n0 - 16));
             }
         }
     }
@@ -211,7 +224,7 @@ void gemm_tiles_rows(int M, int N, int K, const float *A, int lda, const float *
     fatal("gemm_tiles_rows: built without AVX-512 (check gemm_tiles_enabled() first)");
 }
 
-void gemm_tiles_weight_grad(int O, int IN, int M, const float *dY, const float *X, float *dW) {
+void gemm_tiles_weight_grad(int O, int IN, int M, const float *dY, const float *X, float *dW, float *dbias) {
     fatal("gemm_tiles_weight_grad: built without AVX-512 (check gemm_tiles_enabled() first)");
 }
 #endif

@@ -29,5 +29,6 @@ double gemm_tiles_flops_issued(void);
 void gemm_tiles_rows(int M, int N, int K, const float *A, int lda, const float *B, int ldb, int b_is_nk,
                      const float *bias, int accumulate, float *C, int ldc);
 
-// dW[O,IN] += dY[M,O]^T @ X[M,IN]: the weight gradient, summed over the M rows in order.
-void gemm_tiles_weight_grad(int O, int IN, int M, const float *dY, const float *X, float *dW);
+// dW[O,IN] += dY[M,O]^T @ X[M,IN] and dbias[O] += sum_m dY[m,:] (dbias may be NULL): the weight and
+// bias gradients, summed over the M rows in order; the bias sums ride along in the first column panel.
+void gemm_tiles_weight_grad(int O, int IN, int M, const float *dY, const float *X, float *dW, float *dbias);

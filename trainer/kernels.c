@@ -142,8 +142,7 @@ static size_t ksplit_capacity = 0;
 
 static void gemm_weight_grad(int O, int IN, int M, const float *dout, const float *inp, float *dweight, float *dbias) {
     if (use_tiles()) {
-        gemm_tiles_weight_grad(O, IN, M, dout, inp, dweight);
-        if (dbias) column_sums_accumulate(dbias, dout, M, O);
+        gemm_tiles_weight_grad(O, IN, M, dout, inp, dweight, dbias);
         return;
     }
     // 1, 2, 4 or 8 chunks: a power of two splits evenly over 2, 4 or 8 threads (3 chunks on 2 threads
