@@ -123,11 +123,23 @@ def test_linear_long_token_axis(C, M):
     check("linear db alone", db3, tb.grad)
 
 
-def test_linear_tiles_are_on_with_avx512(C):
-    """The build uses -march=native, so on an AVX-512 machine the linear layers must run on our own
-    tiles (trainer/gemm_tiles.c), not silently on the OpenBLAS fallback."""
-    has_avx512 = " avx512f" in open("/proc/cpuinfo").read()
-    assert C.gemm_tiles_enabled() == int(has_avx512), f"tiles enabled {C.gemm_tiles_enabled()}, avx512f {has_avx512}"
+AVX512 = " avx512f" in open("/proc/cpuinfo").read()
+
+
+def test_gemm_tiles_are_on_with_avx512(C):
+    """The build uses -march=native, so on an AVX-512 machine the linear layers and attention must
+    run on our own tiles (trainer/gemm_tiles.c), not silently on the OpenBLAS fallback."""
+    assert C.gemm_tiles_enabled() == int(AVX512), f"tiles enabled {C.gemm_tiles_enabled()}, avx512f {AVX512}"
+
+
+@pytest.fixture(params=["tiles", "openblas"])
+def gemm_path(C, request):
+    """Runs a test on each implementation of the products: our tiles and OpenBLAS. Without AVX-512
+    there are no tiles, and asking for them must leave every product on OpenBLAS."""
+    C.gemm_tiles_set_enabled(int(request.param == "tiles"))
+    assert C.gemm_tiles_enabled() == int(request.param == "tiles" and AVX512)
+    yield request.param
+    C.gemm_tiles_set_enabled(1)
 
 
 # (M, IN, OUT): ragged tiles in every direction. M not a multiple of the 8-row strip; OUT and IN
@@ -136,34 +148,28 @@ def test_linear_tiles_are_on_with_avx512(C):
 TILE_SHAPES = [(1, 5, 3), (37, 48, 29), (70, 400, 45), (9, 800, 70), (130, 192, 576), (300, 61, 17)]
 
 
-@pytest.mark.parametrize("path", ["tiles", "openblas"])
 @pytest.mark.parametrize("M,I,O", TILE_SHAPES)
-def test_linear_tile_edges(C, path, M, I, O):
+def test_linear_tile_edges(C, gemm_path, M, I, O):
     """Both implementations of the three linear products, on the same inputs, against torch: the
     forward with its bias, dinp written and accumulated, and dW / db accumulated."""
-    C.gemm_tiles_set_enabled(int(path == "tiles"))
-    # without AVX-512 there are no tiles: asking for them must leave every product on OpenBLAS
-    assert C.gemm_tiles_enabled() == int(path == "tiles" and " avx512f" in open("/proc/cpuinfo").read())
-    try:
-        r = np.random.default_rng(M * 1000 + I)
-        x, w, b = f32(r.standard_normal((M, I))), f32(r.standard_normal((O, I)) * 0.1), f32(r.standard_normal(O))
-        R = f32(r.standard_normal((M, O)))
-        tx, tw, tb = t64(x), t64(w), t64(b)
-        ref = torch.nn.functional.linear(tx, tw, tb)
-        (ref * t64(R, False)).sum().backward()
-        check(f"{path} {M}x{I}x{O} out", c_linear(C, x, w, b), ref.detach())
-        out_nobias = np.zeros((M, O), np.float32)
-        C.linear_forward(ptr(out_nobias), ptr(x), ptr(w), None, M, I, O)
-        check(f"{path} out without bias", out_nobias, (ref - tb).detach())
-        dx, dw, db = np.full_like(x, 1e30), np.ones_like(w), np.ones_like(b)
-        C.linear_backward_set_dinp(ptr(dx), ptr(dw), ptr(db), ptr(R), ptr(x), ptr(w), M, I, O)
-        check(f"{path} dx written", dx, tx.grad)
-        check(f"{path} dw accumulated", dw - 1, tw.grad)
-        check(f"{path} db accumulated", db - 1, tb.grad)
-        C.linear_backward(ptr(dx), None, None, ptr(R), ptr(x), ptr(w), M, I, O)
-        check(f"{path} dx accumulated", dx, 2 * tx.grad)
-    finally:
-        C.gemm_tiles_set_enabled(1)
+    path = gemm_path
+    r = np.random.default_rng(M * 1000 + I)
+    x, w, b = f32(r.standard_normal((M, I))), f32(r.standard_normal((O, I)) * 0.1), f32(r.standard_normal(O))
+    R = f32(r.standard_normal((M, O)))
+    tx, tw, tb = t64(x), t64(w), t64(b)
+    ref = torch.nn.functional.linear(tx, tw, tb)
+    (ref * t64(R, False)).sum().backward()
+    check(f"{path} {M}x{I}x{O} out", c_linear(C, x, w, b), ref.detach())
+    out_nobias = np.zeros((M, O), np.float32)
+    C.linear_forward(ptr(out_nobias), ptr(x), ptr(w), None, M, I, O)
+    check(f"{path} out without bias", out_nobias, (ref - tb).detach())
+    dx, dw, db = np.full_like(x, 1e30), np.ones_like(w), np.ones_like(b)
+    C.linear_backward_set_dinp(ptr(dx), ptr(dw), ptr(db), ptr(R), ptr(x), ptr(w), M, I, O)
+    check(f"{path} dx written", dx, tx.grad)
+    check(f"{path} dw accumulated", dw - 1, tw.grad)
+    check(f"{path} db accumulated", db - 1, tb.grad)
+    C.linear_backward(ptr(dx), None, None, ptr(R), ptr(x), ptr(w), M, I, O)
+    check(f"{path} dx accumulated", dx, 2 * tx.grad)
 
 
 # ---- layernorm ----------------------------------------------------------------------
@@ -331,7 +337,7 @@ def torch_attention(qkv, B, T, D, H):
 
 # shapes include the ViT-Ti one (T=197, head 64) and odd T and head widths
 @pytest.mark.parametrize("B,T,D,H", [(3, 17, 24, 3), (2, 50, 32, 2), (2, 197, 192, 3), (1, 66, 160, 2)])
-def test_attention(C, B, T, D, H):
+def test_attention(C, gemm_path, B, T, D, H):
     qkv = f32(rng.standard_normal((B, T, 3 * D)))
     R = f32(rng.standard_normal((B, T, D)))
     out, probs = c_attention(C, qkv, B, T, D, H)
@@ -351,7 +357,7 @@ def test_attention(C, B, T, D, H):
 # different count, including none and all; out, probs and dqkv against torch's
 # full attention read at those rows.
 @pytest.mark.parametrize("B,T,D,H", [(4, 17, 24, 3), (3, 50, 32, 2)])
-def test_attention_kept_rows(C, B, T, D, H):
+def test_attention_kept_rows(C, gemm_path, B, T, D, H):
     kept = [[0, 3, 4, 9], [], list(range(T)), [0]][:B] if B == 4 else [[0, 5, 6, 7, 20, 49], [0], [1, 2]]
     rows, keep_alive = row_set(kept)
     qkv = f32(rng.standard_normal((B, T, 3 * D)))

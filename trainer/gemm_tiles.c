@@ -54,18 +54,21 @@ static inline __attribute__((always_inline)) void tile_rows(int mr, int kc, cons
     __m512 c0[MR], c1[MR];
     __m512 init0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
     __m512 init1 = bias ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
+#pragma GCC unroll 8
     for (int i = 0; i < mr; i++) {
         c0[i] = load_c ? _mm512_maskz_loadu_ps(m0, C + i * ldc) : init0;
         c1[i] = load_c ? _mm512_maskz_loadu_ps(m1, C + i * ldc + 16) : init1;
     }
     for (int k = 0; k < kc; k++) {
         __m512 b0 = _mm512_load_ps(P + k * NR), b1 = _mm512_load_ps(P + k * NR + 16);
+#pragma GCC unroll 8
         for (int i = 0; i < mr; i++) {
             __m512 a = _mm512_set1_ps(A[i * lda + k]);
             c0[i] = _mm512_fmadd_ps(a, b0, c0[i]);
             c1[i] = _mm512_fmadd_ps(a, b1, c1[i]);
         }
     }
+#pragma GCC unroll 8
     for (int i = 0; i < mr; i++) {
         _mm512_mask_storeu_ps(C + i * ldc, m0, c0[i]);
         _mm512_mask_storeu_ps(C + i * ldc + 16, m1, c1[i]);
@@ -78,12 +81,14 @@ static inline __attribute__((always_inline)) void tile_grad(int mr, int kc, cons
                                                             long ldb, float *C, long ldc, int sum_cols,
                                                             float *col_sums, __mmask16 m0, __mmask16 m1) {
     __m512 c0[MR], c1[MR];
+#pragma GCC unroll 8
     for (int i = 0; i < mr; i++) c0[i] = c1[i] = _mm512_setzero_ps();
     __mmask16 rows = (__mmask16)((1u << mr) - 1);
     __m512 sums = _mm512_setzero_ps();
     for (int k = 0; k < kc; k++) {
         __m512 b0 = _mm512_maskz_loadu_ps(m0, B + k * ldb), b1 = _mm512_maskz_loadu_ps(m1, B + k * ldb + 16);
         if (sum_cols) sums = _mm512_add_ps(sums, _mm512_maskz_loadu_ps(rows, A + k * lda));
+#pragma GCC unroll 8
         for (int i = 0; i < mr; i++) {
             __m512 a = _mm512_set1_ps(A[k * lda + i]);
             c0[i] = _mm512_fmadd_ps(a, b0, c0[i]);
@@ -91,6 +96,7 @@ static inline __attribute__((always_inline)) void tile_grad(int mr, int kc, cons
         }
     }
     if (sum_cols) _mm512_mask_storeu_ps(col_sums, rows, _mm512_add_ps(sums, _mm512_maskz_loadu_ps(rows, col_sums)));
+#pragma GCC unroll 8
     for (int i = 0; i < mr; i++) {
         _mm512_mask_storeu_ps(C + i * ldc, m0, _mm512_add_ps(c0[i], _mm512_maskz_loadu_ps(m0, C + i * ldc)));
         _mm512_mask_storeu_ps(C + i * ldc + 16, m1, _mm512_add_ps(c1[i], _mm512_maskz_loadu_ps(m1, C + i * ldc + 16)));
@@ -127,6 +133,19 @@ static void tile_grad_any(int mr, int kc, const float *A, long lda, const float 
         }
 }
 
+// One 32-column panel of alpha * op(B): dst[k][j] = alpha * op(B)[k][n0 + j] for j < w, 0 past it.
+// op(B) = B^T for B stored [N,K] (b_trans), else B stored [K,N]; rows at ldb.
+static void pack_panel(float *dst, const float *B, int ldb, int b_trans, float alpha, int n0, int w, int K) {
+    for (int k = 0; k < K; k++) {
+        float *row = dst + (size_t)k * NR;
+        if (b_trans)
+            for (int j = 0; j < w; j++) row[j] = alpha * B[(long)(n0 + j) * ldb + k];
+        else
+            for (int j = 0; j < w; j++) row[j] = alpha * B[(long)k * ldb + n0 + j];
+        for (int j = w; j < NR; j++) row[j] = 0.0f;
+    }
+}
+
 void gemm_tiles_rows(int M, int N, int K, const float *A, int lda, const float *B, int ldb, int b_is_nk,
                      const float *bias, int accumulate, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
@@ -143,18 +162,8 @@ void gemm_tiles_rows(int M, int N, int K, const float *A, int lda, const float *
     {
         // P[p][k][j] = op(B)[k][32p + j], zero past column N
 #pragma omp for schedule(static)
-        for (int p = 0; p < panels; p++) {
-            float *dst = packed_b + (size_t)p * K * NR;
-            int n0 = p * NR, w = N - n0 < NR ? N - n0 : NR;
-            for (int k = 0; k < K; k++) {
-                float *row = dst + (size_t)k * NR;
-                if (b_is_nk)
-                    for (int j = 0; j < w; j++) row[j] = B[(long)(n0 + j) * ldb + k];
-                else
-                    memcpy(row, B + (long)k * ldb + n0, sizeof(float) * w);
-                for (int j = w; j < NR; j++) row[j] = 0.0f;
-            }
-        }
+        for (int p = 0; p < panels; p++)
+            pack_panel(packed_b + (size_t)p * K * NR, B, ldb, b_is_nk, 1.0f, p * NR, N - p * NR < NR ? N - p * NR : NR, K);
         // An A strip of MR rows stays in L1 while the packed panels stream from L2.
 #pragma omp for schedule(static)
         for (int s = 0; s < strips; s++) {
@@ -174,6 +183,7 @@ void gemm_tiles_rows(int M, int N, int K, const float *A, int lda, const float *
                     const float *pb = add_bias ? add_bias + n0 : NULL;
                     float *c = C + (long)i0 * ldc + n0;
                     if (accumulate && bias && k0 == 0) {  // C += bias as well as the product
+#pragma GCC unroll 8
                         for (int i = 0; i < mr; i++)
                             for (int j = 0; j < N - n0 && j < NR; j++) c[(long)i * ldc + j] += bias[n0 + j];
                     }
@@ -211,6 +221,49 @@ void gemm_tiles_weight_grad(int O, int IN, int M, const float *dY, const float *
     }
 }
 
+// Per thread: op(B) of one small product in 32-column panels, grown then reused.
+static __thread float *small_panels = NULL;
+static __thread size_t small_capacity = 0;
+
+void gemm_tiles_small(int a_trans, int b_trans, int M, int N, int K, float alpha, const float *A, int lda,
+                      const float *B, int ldb, float *C, int ldc) {
+    if (M <= 0 || N <= 0) return;
+#pragma omp atomic
+    flops_issued += 2.0 * M * N * K;
+    if (K <= 0) {
+        for (int i = 0; i < M; i++) memset(C + (long)i * ldc, 0, sizeof(float) * N);
+        return;
+    }
+    int panels = (N + NR - 1) / NR;
+    size_t need = (size_t)panels * NR * K;
+    if (need > small_capacity) {
+        xfree(small_panels);
+        small_panels = xmalloc(need * sizeof(float), "small-product panels");
+        small_capacity = need;
+    }
+    // alpha goes into the packed B: C = A @ (alpha op(B))
+    for (int p = 0; p < panels; p++)
+        pack_panel(small_panels + (size_t)p * K * NR, B, ldb, b_trans, alpha, p * NR, N - p * NR < NR ? N - p * NR : NR, K);
+    if (a_trans)  // the transposed-A tile accumulates, so C starts at 0
+        for (int i = 0; i < M; i++) memset(C + (long)i * ldc, 0, sizeof(float) * N);
+    for (int i0 = 0; i0 < M; i0 += MR) {
+        int mr = M - i0 < MR ? M - i0 : MR;
+        for (int p = 0; p < panels; p++) {
+            int n0 = p * NR;
+            const float *P = small_panels + (size_t)p * K * NR;
+            float *c = C + (long)i0 * ldc + n0;
+            if (a_trans)  // A(i, k) = A[k * lda + i]: whole K in one pass (K is a head's token count)
+                tile_grad_any(mr, K, A + i0, lda, P, NR, c, ldc, NULL, low_mask(N - n0), low_mask(N - n0 - 16));
+            else
+                for (int k0 = 0; k0 < K; k0 += KC_ROWS) {
+                    int kc = K - k0 < KC_ROWS ? K - k0 : KC_ROWS;
+                    tile_rows_any(mr, kc, A + (long)i0 * lda + k0, lda, P + (size_t)k0 * NR, c, ldc, k0 > 0, NULL,
+                                  low_mask(N - n0), low_mask(N - n0 - 16));
+                }
+        }
+    }
+}
+
 #else  // no AVX-512: the callers keep using OpenBLAS
 
 int gemm_tiles_enabled(void) { return 0; }
@@ -226,5 +279,10 @@ void gemm_tiles_rows(int M, int N, int K, const float *A, int lda, const float *
 
 void gemm_tiles_weight_grad(int O, int IN, int M, const float *dY, const float *X, float *dW, float *dbias) {
     fatal("gemm_tiles_weight_grad: built without AVX-512 (check gemm_tiles_enabled() first)");
+}
+
+void gemm_tiles_small(int a_trans, int b_trans, int M, int N, int K, float alpha, const float *A, int lda,
+                      const float *B, int ldb, float *C, int ldc) {
+    fatal("gemm_tiles_small: built without AVX-512 (check gemm_tiles_enabled() first)");
 }
 #endif

@@ -32,3 +32,10 @@ void gemm_tiles_rows(int M, int N, int K, const float *A, int lda, const float *
 // dW[O,IN] += dY[M,O]^T @ X[M,IN] and dbias[O] += sum_m dY[m,:] (dbias may be NULL): the weight and
 // bias gradients, summed over the M rows in order; the bias sums ride along in the first column panel.
 void gemm_tiles_weight_grad(int O, int IN, int M, const float *dY, const float *X, float *dW, float *dbias);
+
+// One small product on the calling thread, for use INSIDE parallel loops (attention's per
+// (image, head) products): C[M,N] = alpha * op(A)[M,K] @ op(B)[K,N], C written (beta 0).
+// op(A) = A [M,K] rows at lda, or A^T for A stored [K,M] (a_trans); op(B) = B [K,N], or B^T
+// for B stored [N,K] (b_trans). op(B) is packed per call into a per-thread buffer.
+void gemm_tiles_small(int a_trans, int b_trans, int M, int N, int K, float alpha, const float *A, int lda,
+                      const float *B, int ldb, float *C, int ldc);

@@ -499,8 +499,18 @@ void layerscale_backward(float *dinp, float *dgamma, const float *dout, const fl
 }
 
 // ---- attention --------------------------------------------------------------------
-// One (image, head) pair per loop iteration; the BLAS calls inside run on one
-// thread because OpenMP-built OpenBLAS does not spawn inside a parallel region.
+// One (image, head) pair per loop iteration; the products inside run on one
+// thread: our tiles' serial entry, or OpenBLAS, which being OpenMP-built does
+// not spawn inside a parallel region.
+
+// C[M,N] = alpha * op(A) @ op(B) on the calling thread (row-major, beta 0)
+static void head_gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha, const float *A,
+                      int lda, const float *B, int ldb, float *C, int ldc) {
+    if (gemm_tiles_enabled())
+        gemm_tiles_small(ta == CblasTrans, tb == CblasTrans, M, N, K, alpha, A, lda, B, ldb, C, ldc);
+    else
+        cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, 0.0f, C, ldc);
+}
 
 static void softmax_rows_inplace(float *s, int rows, int cols) {
     for (int r = 0; r < rows; r++) softmax_row(s + (long)r * cols, s + (long)r * cols, cols);
@@ -541,11 +551,10 @@ void attention_forward(float *out, float *probs, float *scratch, const float *qk
         }
         float *p = probs + (first * H + (long)h * R) * T;
         // p[R,T] = scale * q[R,hd] @ k[T,hd]^T, then softmax over keys
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, T, hd, scale, q, ldq, k, ld, 0.0f, p, T);
+        head_gemm(CblasNoTrans, CblasTrans, R, T, hd, scale, q, ldq, k, ld, p, T);
         softmax_rows_inplace(p, R, T);
         // out[R,hd] (row stride D) = p[R,T] @ v[T,hd]
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, hd, T, 1.0f, p, T, v, ld, 0.0f,
-                    out + first * D + h * hd, D);
+        head_gemm(CblasNoTrans, CblasNoTrans, R, hd, T, 1.0f, p, T, v, ld, out + first * D + h * hd, D);
     }
 }
 
@@ -574,8 +583,8 @@ void attention_backward(float *dqkv, float *scratch, const float *dout, const fl
         const float *p = probs + (first * H + (long)h * R) * T;
         const float *dO = dout + first * D + h * hd;
         // dP[R,T] = dO[R,hd] @ v^T ; dv = p^T @ dO
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, T, hd, 1.0f, dO, D, v, ld, 0.0f, ds, T);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, R, 1.0f, p, T, dO, D, 0.0f, dv, ld);
+        head_gemm(CblasNoTrans, CblasTrans, R, T, hd, 1.0f, dO, D, v, ld, ds, T);
+        head_gemm(CblasTrans, CblasNoTrans, T, hd, R, 1.0f, p, T, dO, D, dv, ld);
         // softmax backward: dS = p * (dP - rowsum(dP * p))
         for (int i = 0; i < R; i++) {
             float *dsr = ds + (long)i * T;
@@ -585,15 +594,15 @@ void attention_backward(float *dqkv, float *scratch, const float *dout, const fl
         }
         if (!rows) {
             // dq = scale * dS @ k ; dk = scale * dS^T @ q
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, scale, ds, T, k, ld, 0.0f, dq, ld);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, scale, ds, T, q, ld, 0.0f, dk, ld);
+            head_gemm(CblasNoTrans, CblasNoTrans, T, hd, T, scale, ds, T, k, ld, dq, ld);
+            head_gemm(CblasTrans, CblasNoTrans, T, hd, T, scale, ds, T, q, ld, dk, ld);
             continue;
         }
         float *qs = ds + (long)T * T, *dqs = qs + (long)T * hd;
         const int32_t *idx = rows->index + first;
         for (int i = 0; i < R; i++) memcpy(qs + (long)i * hd, q + (long)idx[i] * ld, sizeof(float) * hd);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, hd, T, scale, ds, T, k, ld, 0.0f, dqs, hd);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, R, scale, ds, T, qs, hd, 0.0f, dk, ld);
+        head_gemm(CblasNoTrans, CblasNoTrans, R, hd, T, scale, ds, T, k, ld, dqs, hd);
+        head_gemm(CblasTrans, CblasNoTrans, T, hd, R, scale, ds, T, qs, hd, dk, ld);
         for (int i = 0; i < R; i++) memcpy(dq + (long)idx[i] * ld, dqs + (long)i * hd, sizeof(float) * hd);
     }
 }
