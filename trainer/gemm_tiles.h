@@ -1,4 +1,4 @@
-// gemm_tiles.h: our own sgemm for the linear layers' three products (AVX-512).
+// gemm_tiles.h: our own sgemm (AVX-512) for the linear layers' three products and attention's.
 //
 // Why not OpenBLAS here: it packs both operands of every call, and the long
 // operand is the token activations (M = batch x tokens rows), so each product
@@ -8,9 +8,10 @@
 // the accumulators from the bias instead of a separate fill pass.
 //
 // Each output element is summed by one thread in a fixed order of k (in
-// GEMM_TILES_KC chunks), so the bits depend on the shapes only, never on the
-// thread count. Call from outside OpenMP parallel regions (the weight pack
-// buffer is shared by the team).
+// fixed-size chunks), so the bits depend on the shapes only, never on the
+// thread count. gemm_tiles_rows and gemm_tiles_weight_grad run on the OpenMP
+// team: call them from outside parallel regions (the weight pack buffer is
+// shared by the team); gemm_tiles_small is the one-thread entry for inside them.
 #pragma once
 
 // 1 when built with AVX-512 and not switched off with CCVIT_GEMM=blas in the
@@ -23,7 +24,7 @@ void gemm_tiles_set_enabled(int on);
 // test adds it to the OpenBLAS calls it intercepts.
 double gemm_tiles_flops_issued(void);
 
-// C[M,N] = A[M,K] @ op(B) (+ C if accumulate) (+ bias[N] if bias), A rows at lda.
+// C[M,N] = A[M,K] @ op(B) (+ C if accumulate, or + bias[N] if bias; not both), A rows at lda.
 // op(B) = B^T for B stored [N,K] (b_is_nk = 1: a weight in a forward product),
 // op(B) = B   for B stored [K,N] (b_is_nk = 0: a weight in the input-gradient product).
 void gemm_tiles_rows(int M, int N, int K, const float *A, int lda, const float *B, int ldb, int b_is_nk,
