@@ -119,7 +119,7 @@ def compare(configs, ours_binary, worker_script, prefix, steps, warmup, rounds):
             print(f"{'':<12} threads: {o['os_threads']} OS threads in our process for {o['threads']} OpenMP threads "
                   f"(OpenBLAS reports {o['openblas_threads']}); {o['involuntary_switches_per_step']} involuntary "
                   f"context switches per timed step; OpenBLAS: {o['openblas_config']}; "
-                  f"linear layers on our GEMM tiles: {'yes' if o.get('gemm_tiles') == '1' else 'no'}")
+                  f"linear layers and attention on our GEMM tiles: {'yes' if o.get('gemm_tiles') == '1' else 'no'}")
             # the same binary with every product on OpenBLAS: what our own GEMM tiles (trainer/gemm_tiles.c) buy
             b = run([os.path.join(ROOT, ours_binary), "--config", name, "--steps", str(steps), "--warmup", str(warmup)],
                     env=dict(os.environ, OMP_NUM_THREADS=str(os.cpu_count() or 2), CCVIT_GEMM="blas"))

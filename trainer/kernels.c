@@ -87,8 +87,9 @@ static void column_sums_accumulate(float *dst, const float *src, int N, int C) {
     }
 }
 
-// Our own tiles (gemm_tiles.c) take the linear layers' products when built
-// with AVX-512; inside a parallel region the OpenBLAS path below stays.
+// Our own tiles (gemm_tiles.c) take the linear layers' products when built with
+// AVX-512 (attention's go through head_gemm below); inside a parallel region
+// the OpenBLAS path below stays.
 static int use_tiles(void) {
 #ifdef _OPENMP
     if (omp_in_parallel()) return 0;
