@@ -25,15 +25,16 @@
 #define KC_ROWS 384
 #define KC_GRAD 128
 
-static int tiles_switched_off = -1;  // read once from CCVIT_GEMM
+static int tiles_switched_off = 0;
 
-int gemm_tiles_enabled(void) {
-    if (tiles_switched_off < 0) {
-        const char *v = getenv("CCVIT_GEMM");
-        tiles_switched_off = v && strcmp(v, "blas") == 0;
-    }
-    return !tiles_switched_off;
+// CCVIT_GEMM is read once, at load time: a lazy read on the first call could
+// come from several threads of attention's parallel loop at once.
+__attribute__((constructor)) static void read_gemm_switch(void) {
+    const char *v = getenv("CCVIT_GEMM");
+    tiles_switched_off = v && strcmp(v, "blas") == 0;
 }
+
+int gemm_tiles_enabled(void) { return !tiles_switched_off; }
 
 void gemm_tiles_set_enabled(int on) { tiles_switched_off = !on; }
 
@@ -148,7 +149,7 @@ static void pack_panel(float *dst, const float *B, int ldb, int b_trans, float a
 
 void gemm_tiles_rows(int M, int N, int K, const float *A, int lda, const float *B, int ldb, int b_is_nk,
                      const float *bias, int accumulate, float *C, int ldc) {
-    if (M <= 0 || N <= 0) return;
+    if (M <= 0 || N <= 0 || K < 0) return;
     if (bias && accumulate) fatal("gemm_tiles_rows: a bias is only added to a written C (accumulate = 0)");
     flops_issued += 2.0 * M * N * K;
     int panels = (N + NR - 1) / NR;
@@ -223,7 +224,7 @@ static __thread size_t small_capacity = 0;
 
 void gemm_tiles_small(int a_trans, int b_trans, int M, int N, int K, float alpha, const float *A, int lda,
                       const float *B, int ldb, float *C, int ldc) {
-    if (M <= 0 || N <= 0) return;
+    if (M <= 0 || N <= 0 || K < 0) return;
 #pragma omp atomic
     flops_issued += 2.0 * M * N * K;
     if (K <= 0) {
