@@ -62,6 +62,15 @@ char *xstrdup(const char *s) {
 
 void xfree(void *p) { free(p); }
 
+float *xreserve_floats(float **buf, size_t *capacity, size_t count, const char *what) {
+    if (count > *capacity) {
+        xfree(*buf);
+        *buf = xmalloc(count * sizeof(float), what);
+        *capacity = count;
+    }
+    return *buf;
+}
+
 double now_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

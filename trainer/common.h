@@ -21,6 +21,8 @@ void *xcalloc(size_t count, size_t size, const char *what);
 void *xmalloc(size_t size, const char *what);
 char *xstrdup(const char *s);
 void xfree(void *p);
+// Scratch of at least `count` floats in *buf, grown (contents dropped) only when *capacity is short.
+float *xreserve_floats(float **buf, size_t *capacity, size_t count, const char *what);
 
 // ---- time and memory ----------------------------------------------------
 double now_seconds(void);          // monotonic clock

@@ -147,18 +147,26 @@ static void pack_panel(float *dst, const float *B, int ldb, int b_trans, float a
     }
 }
 
+// C[mr,N] (= or +=) A[mr,K] @ the packed panels (+ bias on the first k chunk): one strip of rows.
+static void strip_times_panels(int mr, int N, int K, const float *A, int lda, const float *panels, float *C, int ldc,
+                               int accumulate, const float *bias) {
+    for (int k0 = 0; k0 < K; k0 += KC_ROWS) {
+        int kc = K - k0 < KC_ROWS ? K - k0 : KC_ROWS;
+        int load_c = k0 > 0 || accumulate;
+        const float *add_bias = k0 == 0 ? bias : NULL;  // the first chunk starts from the bias
+        for (int n0 = 0; n0 < N; n0 += NR)
+            tile_rows_any(mr, kc, A + k0, lda, panels + (size_t)n0 * K + (size_t)k0 * NR, C + n0, ldc, load_c,
+                          add_bias ? add_bias + n0 : NULL, low_mask(N - n0), low_mask(N - n0 - 16));
+    }
+}
+
 void gemm_tiles_rows(int M, int N, int K, const float *A, int lda, const float *B, int ldb, int b_is_nk,
                      const float *bias, int accumulate, float *C, int ldc) {
     if (M <= 0 || N <= 0 || K < 0) return;
     if (bias && accumulate) fatal("gemm_tiles_rows: a bias is only added to a written C (accumulate = 0)");
     flops_issued += 2.0 * M * N * K;
     int panels = (N + NR - 1) / NR;
-    size_t need = (size_t)panels * NR * (K > 0 ? K : 1);
-    if (need > packed_capacity) {
-        xfree(packed_b);
-        packed_b = xmalloc(need * sizeof(float), "packed weight panels");
-        packed_capacity = need;
-    }
+    xreserve_floats(&packed_b, &packed_capacity, (size_t)panels * NR * (K > 0 ? K : 1), "packed weight panels");
     int strips = (M + MR - 1) / MR;
 #pragma omp parallel
     {
@@ -176,18 +184,7 @@ void gemm_tiles_rows(int M, int N, int K, const float *A, int lda, const float *
                         for (int j = 0; j < N; j++) C[(long)i * ldc + j] = bias ? bias[j] : 0.0f;
                 continue;
             }
-            for (int k0 = 0; k0 < K; k0 += KC_ROWS) {
-                int kc = K - k0 < KC_ROWS ? K - k0 : KC_ROWS;
-                int load_c = k0 > 0 || accumulate;
-                const float *add_bias = k0 == 0 ? bias : NULL;  // the first chunk starts from the bias
-                for (int p = 0; p < panels; p++) {
-                    int n0 = p * NR;
-                    const float *pb = add_bias ? add_bias + n0 : NULL;
-                    float *c = C + (long)i0 * ldc + n0;
-                    tile_rows_any(mr, kc, A + (long)i0 * lda + k0, lda, packed_b + (size_t)p * K * NR + (size_t)k0 * NR,
-                                  c, ldc, load_c, pb, low_mask(N - n0), low_mask(N - n0 - 16));
-                }
-            }
+            strip_times_panels(mr, N, K, A + (long)i0 * lda, lda, packed_b, C + (long)i0 * ldc, ldc, accumulate, bias);
         }
     }
 }
@@ -232,12 +229,7 @@ void gemm_tiles_small(int a_trans, int b_trans, int M, int N, int K, float alpha
         return;
     }
     int panels = (N + NR - 1) / NR;
-    size_t need = (size_t)panels * NR * K;
-    if (need > small_capacity) {
-        xfree(small_panels);
-        small_panels = xmalloc(need * sizeof(float), "small-product panels");
-        small_capacity = need;
-    }
+    xreserve_floats(&small_panels, &small_capacity, (size_t)panels * NR * K, "small-product panels");
     // alpha goes into the packed B: C = A @ (alpha op(B))
     for (int p = 0; p < panels; p++)
         pack_panel(small_panels + (size_t)p * K * NR, B, ldb, b_trans, alpha, p * NR, N - p * NR < NR ? N - p * NR : NR, K);
@@ -245,19 +237,13 @@ void gemm_tiles_small(int a_trans, int b_trans, int M, int N, int K, float alpha
         for (int i = 0; i < M; i++) memset(C + (long)i * ldc, 0, sizeof(float) * N);
     for (int i0 = 0; i0 < M; i0 += MR) {
         int mr = M - i0 < MR ? M - i0 : MR;
-        for (int p = 0; p < panels; p++) {
-            int n0 = p * NR;
-            const float *P = small_panels + (size_t)p * K * NR;
-            float *c = C + (long)i0 * ldc + n0;
-            if (a_trans)  // A(i, k) = A[k * lda + i]: whole K in one pass (K is a head's token count)
-                tile_grad_any(mr, K, A + i0, lda, P, NR, c, ldc, NULL, low_mask(N - n0), low_mask(N - n0 - 16));
-            else
-                for (int k0 = 0; k0 < K; k0 += KC_ROWS) {
-                    int kc = K - k0 < KC_ROWS ? K - k0 : KC_ROWS;
-                    tile_rows_any(mr, kc, A + (long)i0 * lda + k0, lda, P + (size_t)k0 * NR, c, ldc, k0 > 0, NULL,
-                                  low_mask(N - n0), low_mask(N - n0 - 16));
-                }
+        if (!a_trans) {
+            strip_times_panels(mr, N, K, A + (long)i0 * lda, lda, small_panels, C + (long)i0 * ldc, ldc, 0, NULL);
+            continue;
         }
+        for (int n0 = 0; n0 < N; n0 += NR)  // A(i, k) = A[k * lda + i]: whole K in one pass (a head's token count)
+            tile_grad_any(mr, K, A + i0, lda, small_panels + (size_t)n0 * K, NR, C + (long)i0 * ldc + n0, ldc, NULL,
+                          low_mask(N - n0), low_mask(N - n0 - 16));
     }
 }
 

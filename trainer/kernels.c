@@ -158,12 +158,7 @@ static void gemm_weight_grad(int O, int IN, int M, const float *dout, const floa
         if (dbias) column_sums_accumulate(dbias, dout, M, O);
         return;
     }
-    size_t need = (size_t)chunks * (O * IN + O);
-    if (need > ksplit_capacity) {
-        xfree(ksplit_partials);
-        ksplit_partials = xmalloc(need * sizeof(float), "weight-gradient partials");
-        ksplit_capacity = need;
-    }
+    xreserve_floats(&ksplit_partials, &ksplit_capacity, (size_t)chunks * (O * IN + O), "weight-gradient partials");
     int rows = (M + chunks - 1) / chunks;
     float *bias_partials = ksplit_partials + (size_t)chunks * O * IN;  // [chunks][O]
 #pragma omp parallel for schedule(static)
