@@ -172,6 +172,52 @@ def test_linear_tile_edges(C, gemm_path, M, I, O):
     check(f"{path} dx accumulated", dx, 2 * tx.grad)
 
 
+@pytest.mark.parametrize("M,I,O", TILE_SHAPES)
+def test_linear_gelu_fused(C, gemm_path, M, I, O):
+    """fc1 with bias and GELU in the product's epilogue, and the input gradient into it with GELU's
+    backward (and GELU recomputed) in the epilogue, on both implementations, against torch."""
+    path = gemm_path
+    r = np.random.default_rng(M * 7 + O)
+    x, w, b = f32(r.standard_normal((M, I))), f32(r.standard_normal((O, I)) * 0.2), f32(r.standard_normal(O))
+    pre, out = np.full((M, O), 1e30, np.float32), np.full((M, O), 1e30, np.float32)
+    C.linear_bias_gelu_forward(ptr(out), ptr(pre), ptr(x), ptr(w), ptr(b), M, I, O)
+    ref_pre = torch.nn.functional.linear(t64(x, False), t64(w, False), t64(b, False))
+    check(f"{path} {M}x{I}x{O} pre", pre, ref_pre)
+    check(f"{path} {M}x{I}x{O} gelu out", out, torch.nn.functional.gelu(ref_pre))
+    # backward: the hidden layer (width O) feeds a linear O -> I whose output gradient is dy [M, I]
+    w2, dy = f32(r.standard_normal((I, O)) * 0.2), f32(r.standard_normal((M, I)))
+    tp = t64(pre)
+    y = torch.nn.functional.linear(torch.nn.functional.gelu(tp), t64(w2, False))
+    (y * t64(dy, False)).sum().backward()
+    dh, g = np.full((M, O), 1e30, np.float32), np.full((M, O), 1e30, np.float32)
+    C.linear_gelu_backward_dinp(ptr(dh), ptr(g), ptr(dy), ptr(w2), ptr(pre), M, O, I)
+    check(f"{path} {M}x{I}x{O} d(pre)", dh, tp.grad)
+    check(f"{path} {M}x{I}x{O} gelu recomputed", g, torch.nn.functional.gelu(tp).detach())
+
+
+@pytest.mark.parametrize("N,C_", [(1, 7), (63, 48), (64, 192), (200, 37)])
+def test_layernorm_param_grads_chunked(C, N, C_):
+    """layernorm's weight and bias gradients are summed per 64-row chunk in the dinp pass: row
+    counts below, at and past a chunk, with and without dinp, against torch."""
+    r = np.random.default_rng(N + C_)
+    x, w, b = f32(r.standard_normal((N, C_)) * 2 + 1), f32(r.standard_normal(C_)), f32(r.standard_normal(C_))
+    R = f32(r.standard_normal((N, C_)))
+    out, mean, rstd = np.zeros_like(x), np.zeros(N, np.float32), np.zeros(N, np.float32)
+    C.layernorm_forward(ptr(out), ptr(mean), ptr(rstd), ptr(x), ptr(w), ptr(b), N, C_)
+    tx, tw, tb = t64(x), t64(w), t64(b)
+    ref = torch.nn.functional.layer_norm(tx, (C_,), tw, tb, eps=1e-6)
+    (ref * t64(R, False)).sum().backward()
+    dx, dw, db = np.ones_like(x), np.ones_like(w), np.ones_like(b)
+    C.layernorm_backward(ptr(dx), ptr(dw), ptr(db), ptr(R), ptr(x), ptr(w), ptr(mean), ptr(rstd), N, C_)
+    check(f"layernorm {N}x{C_} dx", dx - 1, tx.grad)
+    check(f"layernorm {N}x{C_} dw", dw - 1, tw.grad)
+    check(f"layernorm {N}x{C_} db", db - 1, tb.grad)
+    dw2, db2 = np.zeros_like(w), np.zeros_like(b)
+    C.layernorm_backward(None, ptr(dw2), ptr(db2), ptr(R), ptr(x), ptr(w), ptr(mean), ptr(rstd), N, C_)
+    check(f"layernorm {N}x{C_} dw without dx", dw2, tw.grad)
+    check(f"layernorm {N}x{C_} db without dx", db2, tb.grad)
+
+
 # ---- layernorm ----------------------------------------------------------------------
 
 def c_layernorm(C, x, w, b):

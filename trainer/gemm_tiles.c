@@ -134,16 +134,55 @@ static void tile_grad_any(int mr, int kc, const float *A, long lda, const float 
         }
 }
 
+// r[i][j] -> r[j][i] for a 16 x 16 block in 16 registers: 2x2 blocks of floats, then of float pairs
+// (within 128-bit lanes), then 128-bit lanes across registers in two rounds.
+static inline __attribute__((always_inline)) void transpose16(__m512 r[16]) {
+    __m512 t[16], u[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    // u[4g + c], lane L: column c + 4L of rows 4g .. 4g+3
+    for (int g = 0; g < 16; g += 4) {
+        u[g] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[g]), _mm512_castps_pd(t[g + 2])));
+        u[g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[g]), _mm512_castps_pd(t[g + 2])));
+        u[g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[g + 1]), _mm512_castps_pd(t[g + 3])));
+        u[g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[g + 1]), _mm512_castps_pd(t[g + 3])));
+    }
+    for (int c = 0; c < 4; c++) {
+        __m512 v02 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x88), v13 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xDD);
+        __m512 w02 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x88), w13 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xDD);
+        r[c] = _mm512_shuffle_f32x4(v02, w02, 0x88);
+        r[c + 8] = _mm512_shuffle_f32x4(v02, w02, 0xDD);
+        r[c + 4] = _mm512_shuffle_f32x4(v13, w13, 0x88);
+        r[c + 12] = _mm512_shuffle_f32x4(v13, w13, 0xDD);
+    }
+}
+
 // One 32-column panel of alpha * op(B): dst[k][j] = alpha * op(B)[k][n0 + j] for j < w, 0 past it.
-// op(B) = B^T for B stored [N,K] (b_trans), else B stored [K,N]; rows at ldb.
+// op(B) = B^T for B stored [N,K] (b_trans), else B stored [K,N]; rows at ldb. The transposed
+// operand (a forward product's weight, attention's k and v) goes through 16 x 16 register
+// transposes: element by element, its strided reads made packing ~2% of a step.
 static void pack_panel(float *dst, const float *B, int ldb, int b_trans, float alpha, int n0, int w, int K) {
-    for (int k = 0; k < K; k++) {
-        float *row = dst + (size_t)k * NR;
-        if (b_trans)
-            for (int j = 0; j < w; j++) row[j] = alpha * B[(long)(n0 + j) * ldb + k];
-        else
+    if (!b_trans) {
+        for (int k = 0; k < K; k++) {
+            float *row = dst + (size_t)k * NR;
             for (int j = 0; j < w; j++) row[j] = alpha * B[(long)k * ldb + n0 + j];
-        for (int j = w; j < NR; j++) row[j] = 0.0f;
+            for (int j = w; j < NR; j++) row[j] = 0.0f;
+        }
+        return;
+    }
+    __m512 scale = _mm512_set1_ps(alpha);
+    for (int k0 = 0; k0 < K; k0 += 16) {
+        int kw = K - k0 < 16 ? K - k0 : 16;
+        __mmask16 kmask = low_mask(kw);
+        for (int j0 = 0; j0 < NR; j0 += 16) {
+            __m512 r[16];
+            for (int j = 0; j < 16; j++)  // rows of B past w are the panel's zero columns
+                r[j] = j0 + j < w ? _mm512_maskz_loadu_ps(kmask, B + (long)(n0 + j0 + j) * ldb + k0) : _mm512_setzero_ps();
+            transpose16(r);
+            for (int k = 0; k < kw; k++) _mm512_store_ps(dst + (size_t)(k0 + k) * NR + j0, _mm512_mul_ps(scale, r[k]));
+        }
     }
 }
 
@@ -162,6 +201,12 @@ static void strip_times_panels(int mr, int N, int K, const float *A, int lda, co
 
 void gemm_tiles_rows(int M, int N, int K, const float *A, int lda, const float *B, int ldb, int b_is_nk,
                      const float *bias, int accumulate, float *C, int ldc) {
+    gemm_tiles_rows_epilogue(M, N, K, A, lda, B, ldb, b_is_nk, bias, accumulate, C, ldc, NULL, NULL);
+}
+
+void gemm_tiles_rows_epilogue(int M, int N, int K, const float *A, int lda, const float *B, int ldb, int b_is_nk,
+                              const float *bias, int accumulate, float *C, int ldc, gemm_rows_epilogue epilogue,
+                              void *ctx) {
     if (M <= 0 || N <= 0 || K < 0) return;
     if (bias && accumulate) fatal("gemm_tiles_rows: a bias is only added to a written C (accumulate = 0)");
     flops_issued += 2.0 * M * N * K;
@@ -182,9 +227,11 @@ void gemm_tiles_rows(int M, int N, int K, const float *A, int lda, const float *
                 if (!accumulate)
                     for (int i = i0; i < i0 + mr; i++)
                         for (int j = 0; j < N; j++) C[(long)i * ldc + j] = bias ? bias[j] : 0.0f;
-                continue;
+            } else {
+                strip_times_panels(mr, N, K, A + (long)i0 * lda, lda, packed_b, C + (long)i0 * ldc, ldc, accumulate,
+                                   bias);
             }
-            strip_times_panels(mr, N, K, A + (long)i0 * lda, lda, packed_b, C + (long)i0 * ldc, ldc, accumulate, bias);
+            if (epilogue) epilogue(ctx, i0, mr);
         }
     }
 }
@@ -258,6 +305,12 @@ double gemm_tiles_flops_issued(void) { return 0; }
 void gemm_tiles_rows(int M, int N, int K, const float *A, int lda, const float *B, int ldb, int b_is_nk,
                      const float *bias, int accumulate, float *C, int ldc) {
     fatal("gemm_tiles_rows: built without AVX-512 (check gemm_tiles_enabled() first)");
+}
+
+void gemm_tiles_rows_epilogue(int M, int N, int K, const float *A, int lda, const float *B, int ldb, int b_is_nk,
+                              const float *bias, int accumulate, float *C, int ldc, gemm_rows_epilogue epilogue,
+                              void *ctx) {
+    fatal("gemm_tiles_rows_epilogue: built without AVX-512 (check gemm_tiles_enabled() first)");
 }
 
 void gemm_tiles_weight_grad(int O, int IN, int M, const float *dY, const float *X, float *dW, float *dbias) {

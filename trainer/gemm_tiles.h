@@ -30,6 +30,13 @@ double gemm_tiles_flops_issued(void);
 void gemm_tiles_rows(int M, int N, int K, const float *A, int lda, const float *B, int ldb, int b_is_nk,
                      const float *bias, int accumulate, float *C, int ldc);
 
+// The same, then epilogue(ctx, row0, rows) on each finished strip of C's rows while they are still
+// in cache (rows 0..M in strips whose bounds depend on M only); the bias+GELU fusions use it.
+typedef void (*gemm_rows_epilogue)(void *ctx, int row0, int rows);
+void gemm_tiles_rows_epilogue(int M, int N, int K, const float *A, int lda, const float *B, int ldb, int b_is_nk,
+                              const float *bias, int accumulate, float *C, int ldc, gemm_rows_epilogue epilogue,
+                              void *ctx);
+
 // dW[O,IN] += dY[M,O]^T @ X[M,IN] and dbias[O] += sum_m dY[m,:] (dbias may be NULL): the weight and
 // bias gradients, summed over the M rows in order; the bias sums ride along in the first column panel.
 void gemm_tiles_weight_grad(int O, int IN, int M, const float *dY, const float *X, float *dW, float *dbias);

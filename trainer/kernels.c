@@ -260,14 +260,40 @@ void residual_layernorm_forward(float *x, float *out, float *mean, float *rstd, 
     }
 }
 
+// The weight and bias gradients are summed per chunk of LN_ROW_CHUNK rows in the same
+// pass as dinp (x and dy are read once), then the chunks' partials are added in chunk
+// order: the chunks do not depend on the thread count, so neither do the bits.
+// Called from outside parallel regions (the partials buffer is shared).
+#define LN_ROW_CHUNK 64
+static float *ln_partials = NULL;
+static size_t ln_partials_capacity = 0;
+
 void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                         const float *weight, const float *mean, const float *rstd, int N, int C) {
-    if (dinp) {
+    int nchunks = (N + LN_ROW_CHUNK - 1) / LN_ROW_CHUNK;
+    float *part_w = NULL, *part_b = NULL;  // [nchunks, C] each
+    if (dweight || dbias) {
+        part_w = xreserve_floats(&ln_partials, &ln_partials_capacity, (size_t)nchunks * 2 * C, "layernorm partials");
+        part_b = part_w + (size_t)nchunks * C;
+    }
 #pragma omp parallel for schedule(static)
-        for (int n = 0; n < N; n++) {
+    for (int chunk = 0; chunk < nchunks; chunk++) {
+        float *pw = part_w ? part_w + (size_t)chunk * C : NULL, *pb = part_w ? part_b + (size_t)chunk * C : NULL;
+        if (pw) {
+            memset(pw, 0, sizeof(float) * C);
+            memset(pb, 0, sizeof(float) * C);
+        }
+        int n1 = (chunk + 1) * LN_ROW_CHUNK < N ? (chunk + 1) * LN_ROW_CHUNK : N;
+        for (int n = chunk * LN_ROW_CHUNK; n < n1; n++) {
             const float *x = inp + (long)n * C, *dy = dout + (long)n * C;
-            float *dx = dinp + (long)n * C;
             float m = mean[n], s = rstd[n];
+            if (pw)
+                for (int c = 0; c < C; c++) {
+                    pw[c] += dy[c] * (x[c] - m) * s;
+                    pb[c] += dy[c];
+                }
+            if (!dinp) continue;
+            float *dx = dinp + (long)n * C;
             // sum_c dn_c and sum_c dn_c * xhat_c, with dn = dy * weight, in fixed lanes
             float lane_dn[LANES] = {0}, lane_dx[LANES] = {0};
             int full = C / LANES * LANES;
@@ -292,26 +318,8 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
             }
         }
     }
-    if (dweight || dbias) {
-        int nblocks = (C + COL_BLOCK - 1) / COL_BLOCK;
-#pragma omp parallel for schedule(static)
-        for (int cb = 0; cb < nblocks; cb++) {
-            int c0 = cb * COL_BLOCK, c1 = c0 + COL_BLOCK < C ? c0 + COL_BLOCK : C;
-            float dw[COL_BLOCK] = {0}, db[COL_BLOCK] = {0};
-            for (int n = 0; n < N; n++) {
-                const float *x = inp + (long)n * C, *dy = dout + (long)n * C;
-                float m = mean[n], s = rstd[n];
-                for (int c = c0; c < c1; c++) {
-                    dw[c - c0] += dy[c] * (x[c] - m) * s;
-                    db[c - c0] += dy[c];
-                }
-            }
-            for (int c = c0; c < c1; c++) {
-                if (dweight) dweight[c] += dw[c - c0];
-                if (dbias) dbias[c] += db[c - c0];
-            }
-        }
-    }
+    if (dweight) column_sums_accumulate(dweight, part_w, nchunks, C);
+    if (dbias) column_sums_accumulate(dbias, part_b, nchunks, C);
 }
 
 // ---- GELU -----------------------------------------------------------------------
@@ -451,6 +459,52 @@ void gelu_backward_recompute(float *out, float *d, const float *inp, long n) {
         long lo = blk * GELU_BLOCK;
         gelu_backward_recompute_block(out + lo, d + lo, inp + lo, (int)(lo + GELU_BLOCK < n ? GELU_BLOCK : n - lo));
     }
+}
+
+// ---- linear + GELU: the MLP's fc1 forward and fc2 input-gradient with GELU in the GEMM's epilogue
+// On the tiles, each finished strip of rows goes through GELU while it is in cache instead of in
+// a separate pass over M x N floats; elsewhere, the two passes as before.
+
+typedef struct {
+    float *out;
+    float *d;
+    const float *pre;
+    int N;
+} GeluRows;
+
+static void gelu_forward_rows(void *ctx, int row0, int rows) {
+    GeluRows *g = ctx;
+    long lo = (long)row0 * g->N;
+    gelu_forward_block(g->out + lo, g->pre + lo, rows * g->N);
+}
+
+static void gelu_backward_recompute_rows(void *ctx, int row0, int rows) {
+    GeluRows *g = ctx;
+    long lo = (long)row0 * g->N;
+    gelu_backward_recompute_block(g->out + lo, g->d + lo, g->pre + lo, rows * g->N);
+}
+
+void linear_bias_gelu_forward(float *out, float *pre, const float *inp, const float *weight, const float *bias, int M,
+                              int IN, int OUT) {
+    if (use_tiles()) {
+        GeluRows g = {out, NULL, pre, OUT};
+        gemm_tiles_rows_epilogue(M, OUT, IN, inp, IN, weight, IN, 1, bias, 0, pre, OUT, gelu_forward_rows, &g);
+        return;
+    }
+    linear_forward(pre, inp, weight, NULL, M, IN, OUT);
+    bias_gelu_forward(out, pre, bias, M, OUT);
+}
+
+void linear_gelu_backward_dinp(float *dhidden, float *gelu_out, const float *dout, const float *weight,
+                               const float *pre, int M, int IN, int OUT) {
+    if (use_tiles()) {
+        GeluRows g = {gelu_out, dhidden, pre, IN};
+        gemm_tiles_rows_epilogue(M, IN, OUT, dout, OUT, weight, IN, 0, NULL, 0, dhidden, IN,
+                                 gelu_backward_recompute_rows, &g);
+        return;
+    }
+    linear_backward_set_dinp(dhidden, NULL, NULL, dout, NULL, weight, M, IN, OUT);
+    gelu_backward_recompute(gelu_out, dhidden, pre, (long)M * IN);
 }
 
 // ---- residual and layer scale -----------------------------------------------------

@@ -44,6 +44,15 @@ void gelu_backward_inplace(float *d, const float *inp, long n);
 // output, recomputed for the next layer's weight gradient); d[n] *= GELU'(inp[n])
 void gelu_backward_recompute(float *out, float *d, const float *inp, long n);
 
+// ---- linear + GELU (the MLP's fc1 and the input gradient into it), with GELU in the product's epilogue:
+// pre[M,OUT] = inp[M,IN] @ weight[OUT,IN]^T + bias; out = GELU(pre)
+void linear_bias_gelu_forward(float *out, float *pre, const float *inp, const float *weight, const float *bias, int M,
+                              int IN, int OUT);
+// dhidden[M,IN] = (dout[M,OUT] @ weight[OUT,IN]) * GELU'(pre) (written); gelu_out = GELU(pre), recomputed
+// for the weight gradient of the layer that consumed it
+void linear_gelu_backward_dinp(float *dhidden, float *gelu_out, const float *dout, const float *weight,
+                               const float *pre, int M, int IN, int OUT);
+
 // ---- residual: out[n] = a[n] + b[n]; backward da += dout, db += dout
 void residual_forward(float *out, const float *a, const float *b, long n);
 void residual_backward(float *da, float *db, const float *dout, long n);

@@ -357,8 +357,7 @@ static void scatter_add_scored(float *dst, const float *rows, const int32_t *sco
 // biased pre-activation (the backward recomputes GELU from it), nrm the norms.
 static void project(float *h, float *g, float *u, float *z, float *nrm, const float *in, const float *w1,
                     const float *b1, const float *w2, const float *b2, int R, int D, int H, int O) {
-    linear_forward(h, in, w1, NULL, R, D, H);
-    bias_gelu_forward(g, h, b1, R, H);
+    linear_bias_gelu_forward(g, h, in, w1, b1, R, D, H);
     linear_forward(u, g, w2, b2, R, H, O);
     for (int i = 0; i < R; i++) {  // z = u / max(|u|, 1e-12), as F.normalize
         const float *ui = u + (long)i * O;

@@ -191,8 +191,7 @@ void block_forward(BlockActs *a, const BlockWeights *w, const BlockScratch *s, c
                                    w->norm2_b, BT, D);
     }
     float *mlp_dst = rows ? s->kept : a->out;  // compact rows are scattered into out at the end
-    linear_forward(a->fc1, s->ln, w->fc1_w, NULL, R, D, Hd);
-    bias_gelu_forward(s->gelu, a->fc1, w->fc1_b, R, Hd);  // a->fc1 keeps the biased pre-activation
+    linear_bias_gelu_forward(s->gelu, a->fc1, s->ln, w->fc1_w, w->fc1_b, R, D, Hd);  // a->fc1: the pre-activation
     if (d->layer_scale) {
         linear_forward(a->mlp_out, s->gelu, w->fc2_w, w->fc2_b, R, Hd, D);
         layerscale_forward(mlp_dst, a->mlp_out, w->ls2, R, D);
@@ -233,8 +232,7 @@ void block_backward(float *dres, const BlockWeights *g, const BlockScratch *s, c
     }
     // d(hidden) first, so that recomputing GELU(fc1) (the forward did not keep it)
     // and the GELU backward share one pass; then fc2's weight gradient from it.
-    linear_backward_set_dinp(s->d_hidden, NULL, NULL, d_mlp_out, NULL, w->fc2_w, R, Hd, D);
-    gelu_backward_recompute(s->gelu, s->d_hidden, a->fc1, (long)R * Hd);
+    linear_gelu_backward_dinp(s->d_hidden, s->gelu, d_mlp_out, w->fc2_w, a->fc1, R, Hd, D);
     linear_backward(NULL, g->fc2_w, g->fc2_b, d_mlp_out, s->gelu, w->fc2_w, R, Hd, D);
     layernorm_forward(s->ln, a->ln2_mean, a->ln2_rstd, a->x_mid, w->norm2_w, w->norm2_b, R, D);  // recompute
     linear_backward_set_dinp(s->d_norm, g->fc1_w, g->fc1_b, s->d_hidden, s->ln, w->fc1_w, R, D, Hd);
