@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -37,11 +38,19 @@ void warn(const char *fmt, ...) {
     va_end(ap);
 }
 
+// Buffers of 2 MiB or more (arenas, scratch) sit on 2 MiB boundaries and ask for transparent huge
+// pages: the GEMM tiles read activations in place, row by row, across hundreds of 4 KiB pages.
+#define HUGE_PAGE_BYTES ((size_t)2 << 20)
+
 void *xmalloc(size_t size, const char *what) {
     if (size == 0) size = 64;
+    size_t align = size >= HUGE_PAGE_BYTES ? HUGE_PAGE_BYTES : 64;
     void *p = NULL;
-    if (posix_memalign(&p, 64, align_up(size, 64)) != 0 || !p)
+    if (posix_memalign(&p, align, align_up(size, align)) != 0 || !p)
         fatal("out of memory allocating %zu bytes for %s", size, what);
+#ifdef MADV_HUGEPAGE
+    if (align == HUGE_PAGE_BYTES) madvise(p, align_up(size, align), MADV_HUGEPAGE);  // a hint: no error if refused
+#endif
     return p;
 }
 
