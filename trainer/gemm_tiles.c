@@ -219,8 +219,10 @@ void gemm_tiles_rows_epilogue(int M, int N, int K, const float *A, int lda, cons
 #pragma omp for schedule(static)
         for (int p = 0; p < panels; p++)
             pack_panel(packed_b + (size_t)p * K * NR, B, ldb, b_is_nk, 1.0f, p * NR, N - p * NR < NR ? N - p * NR : NR, K);
-        // An A strip of MR rows stays in L1 while the packed panels stream from L2.
-#pragma omp for schedule(static)
+        // An A strip of MR rows stays in L1 while the packed panels stream from L2. Strips are handed
+        // out dynamically: each is summed by one thread in the same order whichever thread takes it,
+        // and on a shared VM a core the host preempts no longer holds up the other at the barrier.
+#pragma omp for schedule(dynamic, 8)
         for (int s = 0; s < strips; s++) {
             int i0 = s * MR, mr = M - i0 < MR ? M - i0 : MR;
             if (K <= 0) {  // an empty sum: C stays (accumulate) or becomes the bias or 0

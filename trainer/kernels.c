@@ -583,8 +583,8 @@ void attention_forward(float *out, float *probs, float *scratch, const float *qk
                        int D, int H) {
     int hd = D / H, ld = 3 * D;
     float scale = 1.0f / sqrtf((float)hd);
-    // schedule(static, 1): with rows, images differ in cost; each (b, h) writes its own slice either way
-#pragma omp parallel for schedule(static, 1)
+    // dynamic: with rows, images differ in cost; each (b, h) writes its own slice whichever thread runs it
+#pragma omp parallel for schedule(dynamic, 1)
     for (int bh = 0; bh < B * H; bh++) {
         int b = bh / H, h = bh % H;
         long first;
@@ -612,7 +612,7 @@ void attention_backward(float *dqkv, float *scratch, const float *dout, const fl
                         const RowSet *rows, int B, int T, int D, int H) {
     int hd = D / H, ld = 3 * D;
     float scale = 1.0f / sqrtf((float)hd);
-#pragma omp parallel for schedule(static, 1)
+#pragma omp parallel for schedule(dynamic, 1)
     for (int bh = 0; bh < B * H; bh++) {
         int b = bh / H, h = bh % H;
         long first;
