@@ -54,6 +54,7 @@
     X(opt_betas,        FLOATS, "[0.9, 0.999]", "2 of [0, 1)", "AdamW beta1, beta2")                   \
     X(opt_eps,          FLOAT,  "1e-8",    "(0, 1]",        "AdamW epsilon")                            \
     X(seed,             INT,    "0",       "[0, inf)",      "seeds init, masking and data order")       \
+    X(precision,        ENUM,   "fp32",    "fp32|bf16",     "bf16: the linear layers' and attention's products take bf16 operands with fp32 sums (vdpbf16ps; emulated, slower, without AVX512_BF16); weights, optimiser, norms, softmax and losses stay fp32") \
     G("data")                                                                                           \
     X(data_train,       STR,    "",        "",              "training shards (brace patterns, space/comma separated) or an ImageFolder root") \
     X(data_val,         STR,    "",        "",              "validation data, same forms as data_train; empty: none") \

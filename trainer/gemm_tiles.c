@@ -13,40 +13,22 @@
 #include <string.h>
 
 #include "common.h"
+#include "gemm_bf16.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
 #ifdef __AVX512F__
-#include <immintrin.h>
+#include "gemm_simd.h"
 
 #define MR 8
 #define NR 32
 #define KC_ROWS 384
 #define KC_GRAD 128
 
-static int tiles_switched_off = 0;
-
-// CCVIT_GEMM is read once, at load time: a lazy read on the first call could
-// come from several threads of attention's parallel loop at once.
-__attribute__((constructor)) static void read_gemm_switch(void) {
-    const char *v = getenv("CCVIT_GEMM");
-    tiles_switched_off = v && strcmp(v, "blas") == 0;
-}
-
-int gemm_tiles_enabled(void) { return !tiles_switched_off; }
-
-void gemm_tiles_set_enabled(int on) { tiles_switched_off = !on; }
-
-static double flops_issued = 0;  // atomic where gemm_tiles_small adds to it from inside parallel loops
-
-double gemm_tiles_flops_issued(void) { return flops_issued; }
 
 static float *packed_b = NULL;  // the weight in 32-column panels, grown on first use then reused
 static size_t packed_capacity = 0;
-
-// Masks for a 32-column panel that has w valid columns (the last panel of an N that is not a multiple of 32).
-static inline __mmask16 low_mask(int w) { return w >= 16 ? (__mmask16)0xFFFF : w <= 0 ? 0 : (__mmask16)((1u << w) - 1); }
 
 // C[mr,32] = (C or bias or 0) + A[mr,kc] @ P[kc,32]: A rows at lda, P a packed panel (32 floats per k).
 static inline __attribute__((always_inline)) void tile_rows(int mr, int kc, const float *A, long lda, const float *P,
@@ -134,31 +116,6 @@ static void tile_grad_any(int mr, int kc, const float *A, long lda, const float 
         }
 }
 
-// r[i][j] -> r[j][i] for a 16 x 16 block in 16 registers: 2x2 blocks of floats, then of float pairs
-// (within 128-bit lanes), then 128-bit lanes across registers in two rounds.
-static inline __attribute__((always_inline)) void transpose16(__m512 r[16]) {
-    __m512 t[16], u[16];
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-    }
-    // u[4g + c], lane L: column c + 4L of rows 4g .. 4g+3
-    for (int g = 0; g < 16; g += 4) {
-        u[g] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[g]), _mm512_castps_pd(t[g + 2])));
-        u[g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[g]), _mm512_castps_pd(t[g + 2])));
-        u[g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[g + 1]), _mm512_castps_pd(t[g + 3])));
-        u[g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[g + 1]), _mm512_castps_pd(t[g + 3])));
-    }
-    for (int c = 0; c < 4; c++) {
-        __m512 v02 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x88), v13 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xDD);
-        __m512 w02 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x88), w13 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xDD);
-        r[c] = _mm512_shuffle_f32x4(v02, w02, 0x88);
-        r[c + 8] = _mm512_shuffle_f32x4(v02, w02, 0xDD);
-        r[c + 4] = _mm512_shuffle_f32x4(v13, w13, 0x88);
-        r[c + 12] = _mm512_shuffle_f32x4(v13, w13, 0xDD);
-    }
-}
-
 // One 32-column panel of alpha * op(B): dst[k][j] = alpha * op(B)[k][n0 + j] for j < w, 0 past it.
 // op(B) = B^T for B stored [N,K] (b_trans), else B stored [K,N]; rows at ldb. The transposed
 // operand (a forward product's weight, attention's k and v) goes through 16 x 16 register
@@ -199,17 +156,8 @@ static void strip_times_panels(int mr, int N, int K, const float *A, int lda, co
     }
 }
 
-void gemm_tiles_rows(int M, int N, int K, const float *A, int lda, const float *B, int ldb, int b_is_nk,
-                     const float *bias, int accumulate, float *C, int ldc) {
-    gemm_tiles_rows_epilogue(M, N, K, A, lda, B, ldb, b_is_nk, bias, accumulate, C, ldc, NULL, NULL);
-}
-
-void gemm_tiles_rows_epilogue(int M, int N, int K, const float *A, int lda, const float *B, int ldb, int b_is_nk,
-                              const float *bias, int accumulate, float *C, int ldc, gemm_rows_epilogue epilogue,
-                              void *ctx) {
-    if (M <= 0 || N <= 0 || K < 0) return;
-    if (bias && accumulate) fatal("gemm_tiles_rows: a bias is only added to a written C (accumulate = 0)");
-    flops_issued += 2.0 * M * N * K;
+static void rows_fp32(int M, int N, int K, const float *A, int lda, const float *B, int ldb, int b_is_nk,
+                      const float *bias, int accumulate, float *C, int ldc, gemm_rows_epilogue epilogue, void *ctx) {
     int panels = (N + NR - 1) / NR;
     xreserve_floats(&packed_b, &packed_capacity, (size_t)panels * NR * (K > 0 ? K : 1), "packed weight panels");
     int strips = (M + MR - 1) / MR;
@@ -238,9 +186,7 @@ void gemm_tiles_rows_epilogue(int M, int N, int K, const float *A, int lda, cons
     }
 }
 
-void gemm_tiles_weight_grad(int O, int IN, int M, const float *dY, const float *X, float *dW, float *dbias) {
-    if (O <= 0 || IN <= 0 || M <= 0) return;
-    flops_issued += 2.0 * O * IN * M;
+static void weight_grad_fp32(int O, int IN, int M, const float *dY, const float *X, float *dW, float *dbias) {
     int strips = (O + MR - 1) / MR;
 #pragma omp parallel
     {
@@ -268,11 +214,8 @@ void gemm_tiles_weight_grad(int O, int IN, int M, const float *dY, const float *
 static __thread float *small_panels = NULL;
 static __thread size_t small_capacity = 0;
 
-void gemm_tiles_small(int a_trans, int b_trans, int M, int N, int K, float alpha, const float *A, int lda,
-                      const float *B, int ldb, float *C, int ldc) {
-    if (M <= 0 || N <= 0 || K < 0) return;
-#pragma omp atomic
-    flops_issued += 2.0 * M * N * K;
+static void small_fp32(int a_trans, int b_trans, int M, int N, int K, float alpha, const float *A, int lda,
+                       const float *B, int ldb, float *C, int ldc) {
     if (K <= 0) {
         for (int i = 0; i < M; i++) memset(C + (long)i * ldc, 0, sizeof(float) * N);
         return;
@@ -296,31 +239,98 @@ void gemm_tiles_small(int a_trans, int b_trans, int M, int N, int K, float alpha
     }
 }
 
-#else  // no AVX-512: the callers keep using OpenBLAS
+#define FP32_TILES_BUILT 1
+#else  // no AVX-512: fp32 products stay on OpenBLAS (the callers ask gemm_tiles_enabled)
+#define FP32_TILES_BUILT 0
+#define NO_FP32_TILES(what) fatal("%s: built without AVX-512 (check gemm_tiles_enabled() first)", what)
+static void rows_fp32(int M, int N, int K, const float *A, int lda, const float *B, int ldb, int b_is_nk,
+                      const float *bias, int accumulate, float *C, int ldc, gemm_rows_epilogue epilogue, void *ctx) {
+    NO_FP32_TILES("gemm_tiles_rows");
+}
+static void weight_grad_fp32(int O, int IN, int M, const float *dY, const float *X, float *dW, float *dbias) {
+    NO_FP32_TILES("gemm_tiles_weight_grad");
+}
+static void small_fp32(int a_trans, int b_trans, int M, int N, int K, float alpha, const float *A, int lda,
+                       const float *B, int ldb, float *C, int ldc) {
+    NO_FP32_TILES("gemm_tiles_small");
+}
+#endif
 
-int gemm_tiles_enabled(void) { return 0; }
+// ---- the switches and the entry points: fp32 on the tiles above, bf16 in gemm_bf16.c -----------
 
-void gemm_tiles_set_enabled(int on) {}
+static int tiles_switched_off = 0;
+static int precision = GEMM_FP32;
 
-double gemm_tiles_flops_issued(void) { return 0; }
+// CCVIT_GEMM is read once, at load time: a lazy read on the first call could
+// come from several threads of attention's parallel loop at once.
+__attribute__((constructor)) static void read_gemm_switch(void) {
+    const char *v = getenv("CCVIT_GEMM");
+    tiles_switched_off = v && strcmp(v, "blas") == 0;
+}
+
+// bf16 products exist only here, so in bf16 every product comes here whatever CCVIT_GEMM says.
+int gemm_tiles_enabled(void) { return precision != GEMM_FP32 || (FP32_TILES_BUILT && !tiles_switched_off); }
+
+void gemm_tiles_set_enabled(int on) { tiles_switched_off = !on; }
+
+int gemm_bf16_native(void) {
+#ifdef __AVX512BF16__
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+void gemm_set_precision(int p) {
+    if (p != GEMM_FP32 && p != GEMM_BF16 && p != GEMM_BF16_EMULATED) fatal("gemm_set_precision: unknown precision %d", p);
+    precision = p == GEMM_BF16 && !gemm_bf16_native() ? GEMM_BF16_EMULATED : p;
+}
+
+int gemm_precision(void) { return precision; }
+
+const char *gemm_precision_summary(void) {
+    if (precision == GEMM_BF16)
+        return "bf16 products (vdpbf16ps, fp32 sums); weights, AdamW, norms, softmax and losses in fp32";
+    if (precision == GEMM_BF16_EMULATED)
+        return "bf16 products EMULATED: this build has no vdpbf16ps (AVX512_BF16), so each pair is two fp32 FMAs in "
+               "portable C, the same bits but many times slower than fp32 (use precision: fp32 on this machine)";
+    return gemm_tiles_enabled() ? "fp32 (products on our AVX-512 tiles)" : "fp32 (products on OpenBLAS)";
+}
+
+static double flops_issued = 0;  // atomic where gemm_tiles_small adds to it from inside parallel loops
+
+double gemm_tiles_flops_issued(void) { return flops_issued; }
 
 void gemm_tiles_rows(int M, int N, int K, const float *A, int lda, const float *B, int ldb, int b_is_nk,
                      const float *bias, int accumulate, float *C, int ldc) {
-    fatal("gemm_tiles_rows: built without AVX-512 (check gemm_tiles_enabled() first)");
+    gemm_tiles_rows_epilogue(M, N, K, A, lda, B, ldb, b_is_nk, bias, accumulate, C, ldc, NULL, NULL);
 }
 
 void gemm_tiles_rows_epilogue(int M, int N, int K, const float *A, int lda, const float *B, int ldb, int b_is_nk,
                               const float *bias, int accumulate, float *C, int ldc, gemm_rows_epilogue epilogue,
                               void *ctx) {
-    fatal("gemm_tiles_rows_epilogue: built without AVX-512 (check gemm_tiles_enabled() first)");
+    if (M <= 0 || N <= 0 || K < 0) return;
+    if (bias && accumulate) fatal("gemm_tiles_rows: a bias is only added to a written C (accumulate = 0)");
+    flops_issued += 2.0 * M * N * K;
+    if (precision == GEMM_FP32)
+        rows_fp32(M, N, K, A, lda, B, ldb, b_is_nk, bias, accumulate, C, ldc, epilogue, ctx);
+    else
+        bf16_gemm_rows(precision == GEMM_BF16_EMULATED, M, N, K, A, lda, B, ldb, b_is_nk, bias, accumulate, C, ldc,
+                       epilogue, ctx);
 }
 
 void gemm_tiles_weight_grad(int O, int IN, int M, const float *dY, const float *X, float *dW, float *dbias) {
-    fatal("gemm_tiles_weight_grad: built without AVX-512 (check gemm_tiles_enabled() first)");
+    if (O <= 0 || IN <= 0 || M <= 0) return;
+    flops_issued += 2.0 * O * IN * M;
+    if (precision == GEMM_FP32) weight_grad_fp32(O, IN, M, dY, X, dW, dbias);
+    else bf16_gemm_weight_grad(precision == GEMM_BF16_EMULATED, O, IN, M, dY, X, dW, dbias);
 }
 
 void gemm_tiles_small(int a_trans, int b_trans, int M, int N, int K, float alpha, const float *A, int lda,
                       const float *B, int ldb, float *C, int ldc) {
-    fatal("gemm_tiles_small: built without AVX-512 (check gemm_tiles_enabled() first)");
+    if (M <= 0 || N <= 0 || K < 0) return;
+#pragma omp atomic
+    flops_issued += 2.0 * M * N * K;
+    if (precision == GEMM_FP32) small_fp32(a_trans, b_trans, M, N, K, alpha, A, lda, B, ldb, C, ldc);
+    else bf16_gemm_small(precision == GEMM_BF16_EMULATED, a_trans, b_trans, M, N, K, alpha, A, lda, B, ldb, C, ldc);
 }
-#endif

@@ -20,6 +20,18 @@ int gemm_tiles_enabled(void);
 // Tests and benchmarks: 0 sends the products to OpenBLAS, 1 back to the tiles (if built with AVX-512).
 void gemm_tiles_set_enabled(int on);
 
+// Precision of the products: GEMM_FP32, or GEMM_BF16 (operands rounded to bf16, products summed in
+// fp32 with vdpbf16ps; trainer/gemm_bf16.c). GEMM_BF16_EMULATED forces the portable path that gives
+// the same bits without the instruction (tests; a CPU without AVX512_BF16 gets it anyway).
+enum { GEMM_FP32 = 0, GEMM_BF16 = 1, GEMM_BF16_EMULATED = 2 };
+void gemm_set_precision(int precision);
+// What runs now: GEMM_FP32, GEMM_BF16 (vdpbf16ps) or GEMM_BF16_EMULATED.
+int gemm_precision(void);
+// One line for a start-up summary: the precision, and where the products run (says when bf16 is emulated).
+const char *gemm_precision_summary(void);
+// 1 when this build has vdpbf16ps (-march=native on a CPU with AVX512_BF16).
+int gemm_bf16_native(void);
+
 // 2*M*N*K summed over every product the tiles computed since start-up: the FLOP-count
 // test adds it to the OpenBLAS calls it intercepts.
 double gemm_tiles_flops_issued(void);

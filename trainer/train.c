@@ -17,6 +17,7 @@
 #include "config.h"
 #include "diagnostics.h"
 #include "distributed.h"
+#include "gemm_tiles.h"
 #include "kernels.h"
 #include "loader.h"
 #include "objective.h"
@@ -200,6 +201,7 @@ int main(int argc, char **argv) {
         fatal("sched %s needs the run's length to decay over, but steps and epochs are 0: set one of them "
               "(time_limit_minutes then caps it), or --sched=constant", cfg.sched);
     int finetune = !strcmp(cfg.task, "finetune");
+    gemm_set_precision(strcmp(cfg.precision, "bf16") ? GEMM_FP32 : GEMM_BF16);
     if (!cfg.run_name[0]) {
         if (!strcmp(cfg.resume, "auto")) fatal("--resume=auto needs a run_name to find the run folder");
         runlog_timestamp_name(cfg.run_name, sizeof cfg.run_name);
@@ -342,6 +344,7 @@ int main(int argc, char **argv) {
         printf("objective: w_token=%g w_pixel=%g w_contrast=%g, %d masked + %d replaced of %d patches, K=%d, views=%d%s\n",
                cfg.w_token, cfg.w_pixel, cfg.w_contrast, obj.n_mask, obj.n_replace, vit.N, obj.K, views,
                obj.use_teacher ? "; view2 through the EMA teacher (InfoNCE)" : "");
+    printf("precision: %s\n", gemm_precision_summary());
     printf("data: %lld samples, %ld updates/epoch (batch %d x accum %d), %d decode threads; %d compute threads\n",
            (long long)loader_num_samples(loader), steps_per_epoch, cfg.batch_size, cfg.accum_steps, cfg.num_workers,
            kernel_max_threads());

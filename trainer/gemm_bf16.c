@@ -1,0 +1,353 @@
+// gemm_bf16.c: bf16 products with fp32 sums (see gemm_bf16.h).
+//
+// Layouts. A k pair is one dword: two bf16, element 2i in the low half, which
+// is what vdpbf16ps multiplies lane by lane. The packed B panel holds 32
+// columns of pairs, [k/2][32] dwords (two zmm per pair of k); A is read as
+// dwords at A[i * a_row + kp * a_pair], so row-major bf16 rows (a_row = K/2,
+// a_pair = 1) and column-interleaved packs (a_row = 1) share one tile.
+#include "gemm_bf16.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "common.h"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define MR 8
+#define NR 32
+#define KC_ROWS 384  // k per chunk of the row products, even: a chunk ends on a pair
+#define KC_GRAD 128  // m per chunk of the weight gradient, even
+
+// ---- the scalar definitions (portable path and tests) ------------------------------
+
+uint16_t bf16_round(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7F800000u) == 0) return (uint16_t)((u >> 16) & 0x8000u);           // zero or denormal
+    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)((u >> 16) | 0x0040u);  // NaN, quieted
+    u += 0x7FFFu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+float bf16_to_float(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static inline float flush_denormal(float x) { return fpclassify(x) == FP_SUBNORMAL ? copysignf(0.0f, x) : x; }
+
+float bf16_dot_pair(float acc, uint32_t a, uint32_t b) {
+    float a_hi = flush_denormal(bf16_to_float((uint16_t)(a >> 16))), b_hi = flush_denormal(bf16_to_float((uint16_t)(b >> 16)));
+    float a_lo = flush_denormal(bf16_to_float((uint16_t)a)), b_lo = flush_denormal(bf16_to_float((uint16_t)b));
+    acc = flush_denormal(fmaf(a_hi, b_hi, flush_denormal(acc)));
+    return flush_denormal(fmaf(a_lo, b_lo, acc));
+}
+
+static uint32_t *reserve_dwords(float **buf, size_t *capacity, size_t count, const char *what) {
+    return (uint32_t *)xreserve_floats(buf, capacity, count ? count : 1, what);
+}
+
+// ---- the portable path: operands rounded to bf16 once, then one lane of vdpbf16ps at a time ----
+
+// dst[r][kp] = (x(r, 2kp), x(r, 2kp+1)) for r < R, kp < K/2 rounded up, with x(r, k) = alpha * src[r * rs + k * ks].
+static uint32_t *pairs_of(int R, int K, const float *src, long rs, long ks, float alpha) {
+    int kp_n = (K + 1) / 2;
+    uint32_t *dst = xmalloc(sizeof(uint32_t) * ((size_t)R * kp_n + 1), "bf16 pairs");
+    for (int r = 0; r < R; r++)
+        for (int kp = 0; kp < kp_n; kp++) {
+            uint32_t lo = bf16_round(alpha * src[r * rs + 2L * kp * ks]);
+            uint32_t hi = 2 * kp + 1 < K ? bf16_round(alpha * src[r * rs + (2L * kp + 1) * ks]) : 0;
+            dst[(size_t)r * kp_n + kp] = lo | hi << 16;
+        }
+    return dst;
+}
+
+// C[i][j] = init + sum over pairs of Ap[i] . Bp[j], in the tiles' order of k.
+static void dot_rows_emulated(int M, int N, int kp_n, const uint32_t *Ap, const uint32_t *Bp, const float *bias,
+                              int load_c, float *C, int ldc, int parallel) {
+#pragma omp parallel for schedule(static) if (parallel)
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            float acc = load_c ? C[(long)i * ldc + j] : bias ? bias[j] : 0.0f;
+            for (int kp = 0; kp < kp_n; kp++)
+                acc = bf16_dot_pair(acc, Ap[(size_t)i * kp_n + kp], Bp[(size_t)j * kp_n + kp]);
+            C[(long)i * ldc + j] = acc;
+        }
+}
+
+static void rows_emulated(int M, int N, int K, const float *A, int lda, const float *B, int ldb, int b_is_nk,
+                          const float *bias, int accumulate, float *C, int ldc, gemm_rows_epilogue epilogue, void *ctx) {
+    uint32_t *Ap = pairs_of(M, K, A, lda, 1, 1.0f);
+    uint32_t *Bp = b_is_nk ? pairs_of(N, K, B, ldb, 1, 1.0f) : pairs_of(N, K, B, 1, ldb, 1.0f);
+    dot_rows_emulated(M, N, (K + 1) / 2, Ap, Bp, bias, accumulate, C, ldc, 1);
+    if (epilogue)
+        for (int i0 = 0; i0 < M; i0 += MR) epilogue(ctx, i0, M - i0 < MR ? M - i0 : MR);
+    xfree(Ap);
+    xfree(Bp);
+}
+
+// dW[o][n] += sum_m dY[m][o] X[m][n], in m pairs; dbias[o] += its KC_GRAD-row chunk sums, as the tiles add them.
+static void weight_grad_emulated(int O, int IN, int M, const float *dY, const float *X, float *dW, float *dbias) {
+    uint32_t *Ap = pairs_of(O, M, dY, 1, O, 1.0f), *Bp = pairs_of(IN, M, X, 1, IN, 1.0f);
+    dot_rows_emulated(O, IN, (M + 1) / 2, Ap, Bp, NULL, 1, dW, IN, 1);
+    for (int o = 0; dbias && o < O; o++)
+        for (int m0 = 0; m0 < M; m0 += KC_GRAD) {
+            float sum = 0.0f;
+            for (int m = m0; m < M && m < m0 + KC_GRAD; m++) sum += dY[(long)m * O + o];
+            dbias[o] += sum;
+        }
+    xfree(Ap);
+    xfree(Bp);
+}
+
+static void small_emulated(int a_trans, int b_trans, int M, int N, int K, float alpha, const float *A, int lda,
+                           const float *B, int ldb, float *C, int ldc) {
+    uint32_t *Ap = a_trans ? pairs_of(M, K, A, 1, lda, 1.0f) : pairs_of(M, K, A, lda, 1, 1.0f);
+    uint32_t *Bp = b_trans ? pairs_of(N, K, B, ldb, 1, alpha) : pairs_of(N, K, B, 1, ldb, alpha);
+    dot_rows_emulated(M, N, (K + 1) / 2, Ap, Bp, NULL, 0, C, ldc, 0);
+    xfree(Ap);
+    xfree(Bp);
+}
+
+#ifdef __AVX512BF16__
+#include "gemm_simd.h"
+
+// words 2j, 2j+1 of the result = words j, 16 + j of the input: two rows' bf16 into pairs
+static const uint16_t interleave_index[32] __attribute__((aligned(64))) = {
+    0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+
+// 32 floats (lo: elements 0..15, hi: 16..31) -> 32 bf16 in order
+static inline __m512i bf16x32(__m512 lo, __m512 hi) { return (__m512i)_mm512_cvtne2ps_pbh(hi, lo); }
+
+// dst[kp * stride + j] = (x(2kp, n0 + j), x(2kp + 1, n0 + j)) for j < width (a multiple of 16; 0 past w),
+// x(k, n) = alpha * B[k * ldb + n]: pairs across two rows of a [K, N] operand.
+static void pack_pairs_across_rows(uint32_t *dst, long stride, const float *B, long ldb, float alpha, int K, int n0,
+                                   int w, int width) {
+    const __m512i idx = _mm512_load_si512(interleave_index);
+    const __m512 scale = _mm512_set1_ps(alpha);
+    for (int kp = 0; kp < (K + 1) / 2; kp++) {
+        const float *r0 = B + 2L * kp * ldb + n0, *r1 = r0 + ldb;
+        for (int j0 = 0; j0 < width; j0 += 16) {
+            __mmask16 m = low_mask(w - j0);
+            __m512 lo = _mm512_mul_ps(scale, _mm512_maskz_loadu_ps(m, r0 + j0));
+            __m512 hi = 2 * kp + 1 < K ? _mm512_mul_ps(scale, _mm512_maskz_loadu_ps(m, r1 + j0)) : _mm512_setzero_ps();
+            _mm512_store_si512(dst + (long)kp * stride + j0, _mm512_permutexvar_epi16(idx, bf16x32(lo, hi)));
+        }
+    }
+}
+
+// One 32-column panel of pairs from an [N, K] operand (a forward product's weight, attention's k):
+// the pairs lie along each row, so 16 rows are converted to dwords and transposed in registers.
+static void pack_pairs_along_rows(uint32_t *dst, const float *B, long ldb, float alpha, int K, int n0, int w) {
+    const __m512 scale = _mm512_set1_ps(alpha);
+    int kp_n = (K + 1) / 2;
+    for (int j0 = 0; j0 < NR; j0 += 16)
+        for (int kp0 = 0; kp0 < kp_n; kp0 += 16) {
+            int k0 = 2 * kp0;
+            __mmask16 m_lo = low_mask(K - k0), m_hi = low_mask(K - k0 - 16);
+            __m512 r[16];
+            for (int j = 0; j < 16; j++) {
+                const float *row = B + (long)(n0 + j0 + j) * ldb + k0;
+                r[j] = j0 + j < w ? _mm512_castsi512_ps(bf16x32(_mm512_mul_ps(scale, _mm512_maskz_loadu_ps(m_lo, row)),
+                                                              _mm512_mul_ps(scale, _mm512_maskz_loadu_ps(m_hi, row + 16))))
+                                  : _mm512_setzero_ps();
+            }
+            transpose16(r);  // r[kp][j]: pair kp0 + kp of column j0 + j
+            for (int kp = 0; kp < 16 && kp0 + kp < kp_n; kp++)
+                _mm512_store_si512(dst + (long)(kp0 + kp) * NR + j0, _mm512_castps_si512(r[kp]));
+        }
+}
+
+// rows [R, K] of A (rows at lda) -> bf16 rows [R, K rounded up to even] (the pairs are the row's dwords)
+static void rows_to_bf16(uint16_t *dst, const float *A, long lda, int R, int K) {
+    int kp2 = (K + 1) / 2 * 2;
+    for (int r = 0; r < R; r++)
+        for (int k0 = 0; k0 < kp2; k0 += 32) {
+            const float *src = A + r * lda + k0;
+            __m512i h = bf16x32(_mm512_maskz_loadu_ps(low_mask(K - k0), src), _mm512_maskz_loadu_ps(low_mask(K - k0 - 16), src + 16));
+            int n = kp2 - k0 < 32 ? kp2 - k0 : 32;
+            _mm512_mask_storeu_epi16(dst + (long)r * kp2 + k0, (__mmask32)(n == 32 ? 0xFFFFFFFFu : (1u << n) - 1), h);
+        }
+}
+
+// C[mr,32] = (C or bias or 0) + sum over kp_n pairs of A(i, kp) . P[kp][0..32)
+static inline __attribute__((always_inline)) void tile_pairs(int mr, int kp_n, const uint32_t *A, long a_row,
+                                                             long a_pair, const uint32_t *P, float *C, long ldc,
+                                                             int load_c, const float *bias, __mmask16 m0, __mmask16 m1) {
+    __m512 c0[MR], c1[MR];
+    __m512 init0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
+    __m512 init1 = bias ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
+#pragma GCC unroll 8
+    for (int i = 0; i < mr; i++) {
+        c0[i] = load_c ? _mm512_maskz_loadu_ps(m0, C + i * ldc) : init0;
+        c1[i] = load_c ? _mm512_maskz_loadu_ps(m1, C + i * ldc + 16) : init1;
+    }
+    for (int kp = 0; kp < kp_n; kp++) {
+        __m512bh b0 = (__m512bh)_mm512_load_si512(P + kp * NR), b1 = (__m512bh)_mm512_load_si512(P + kp * NR + 16);
+#pragma GCC unroll 8
+        for (int i = 0; i < mr; i++) {
+            __m512bh a = (__m512bh)_mm512_set1_epi32((int)A[i * a_row + kp * a_pair]);
+            c0[i] = _mm512_dpbf16_ps(c0[i], a, b0);
+            c1[i] = _mm512_dpbf16_ps(c1[i], a, b1);
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < mr; i++) {
+        _mm512_mask_storeu_ps(C + i * ldc, m0, c0[i]);
+        _mm512_mask_storeu_ps(C + i * ldc + 16, m1, c1[i]);
+    }
+}
+
+#define MR_CASES(X) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8)
+
+// a constant mr per copy keeps the accumulators in registers
+static void tile_pairs_any(int mr, int kp_n, const uint32_t *A, long a_row, long a_pair, const uint32_t *P, float *C,
+                           long ldc, int load_c, const float *bias, int w) {
+    __mmask16 m0 = low_mask(w), m1 = low_mask(w - 16);
+    switch (mr) {
+#define PAIRS_CASE(r) \
+    case r: tile_pairs(r, kp_n, A, a_row, a_pair, P, C, ldc, load_c, bias, m0, m1); break;
+        MR_CASES(PAIRS_CASE)
+#undef PAIRS_CASE
+    }
+}
+
+static float *panels_buf = NULL;  // the rows products' packed op(B), shared by the team
+static size_t panels_capacity = 0;
+static __thread float *strip_buf = NULL, *grad_x_buf = NULL, *small_a_buf = NULL, *small_b_buf = NULL;
+static __thread size_t strip_capacity = 0, grad_x_capacity = 0, small_a_capacity = 0, small_b_capacity = 0;
+
+// C[mr, N] = (C or bias) + A rows (bf16, kp_n pairs each) @ the panels, in k chunks of KC_ROWS
+static void strip_times_panels(int mr, int N, int kp_n, const uint32_t *A, const uint32_t *panels, float *C, int ldc,
+                               int accumulate, const float *bias) {
+    for (int kp0 = 0; kp0 < kp_n || kp0 == 0; kp0 += KC_ROWS / 2) {  // K = 0: one empty sum writes the bias or 0
+        int kc = kp_n - kp0 < KC_ROWS / 2 ? kp_n - kp0 : KC_ROWS / 2;
+        for (int n0 = 0; n0 < N; n0 += NR)
+            tile_pairs_any(mr, kc, A + kp0, kp_n, 1, panels + (size_t)n0 * kp_n + (size_t)kp0 * NR, C + n0, ldc,
+                           kp0 > 0 || accumulate, kp0 == 0 && bias ? bias + n0 : NULL, N - n0);
+    }
+}
+
+static void pack_panel(uint32_t *dst, const float *B, int ldb, int b_nk, float alpha, int K, int n0, int N) {
+    int w = N - n0 < NR ? N - n0 : NR;
+    if (b_nk) pack_pairs_along_rows(dst, B, ldb, alpha, K, n0, w);
+    else pack_pairs_across_rows(dst, NR, B, ldb, alpha, K, n0, w, NR);
+}
+
+static void rows_native(int M, int N, int K, const float *A, int lda, const float *B, int ldb, int b_is_nk,
+                        const float *bias, int accumulate, float *C, int ldc, gemm_rows_epilogue epilogue, void *ctx) {
+    int kp_n = (K + 1) / 2, panels = (N + NR - 1) / NR, strips = (M + MR - 1) / MR;
+    uint32_t *P = reserve_dwords(&panels_buf, &panels_capacity, (size_t)panels * NR * kp_n, "bf16 weight panels");
+#pragma omp parallel
+    {
+#pragma omp for schedule(static)
+        for (int p = 0; p < panels; p++) pack_panel(P + (size_t)p * NR * kp_n, B, ldb, b_is_nk, 1.0f, K, p * NR, N);
+        uint32_t *Ab = reserve_dwords(&strip_buf, &strip_capacity, (size_t)MR * kp_n, "bf16 activation strip");
+#pragma omp for schedule(dynamic, 8)
+        for (int s = 0; s < strips; s++) {
+            int i0 = s * MR, mr = M - i0 < MR ? M - i0 : MR;
+            // the strip's rows in bf16, once, while they are read for every panel
+            rows_to_bf16((uint16_t *)Ab, A + (long)i0 * lda, lda, mr, K);
+            strip_times_panels(mr, N, kp_n, Ab, P, C + (long)i0 * ldc, ldc, accumulate, bias);
+            if (epilogue) epilogue(ctx, i0, mr);
+        }
+    }
+}
+
+// dW[O,IN] += dY^T X: each thread owns a range of O strips and walks M in KC_GRAD chunks; per chunk it
+// packs X's pairs once, and per strip dY's columns as [kp][16] dwords.
+static void weight_grad_native(int O, int IN, int M, const float *dY, const float *X, float *dW, float *dbias) {
+    int strips = (O + MR - 1) / MR, panels = (IN + NR - 1) / NR;
+#pragma omp parallel
+    {
+        int nt = 1, t = 0;
+#ifdef _OPENMP
+        nt = omp_get_num_threads();
+        t = omp_get_thread_num();
+#endif
+        int s0 = (int)((long)strips * t / nt), s1 = (int)((long)strips * (t + 1) / nt);
+        uint32_t *Xp = reserve_dwords(&grad_x_buf, &grad_x_capacity, (size_t)panels * NR * KC_GRAD / 2 + 16 * KC_GRAD / 2,
+                                      "bf16 weight-gradient panels");
+        uint32_t *Ap = Xp + (size_t)panels * NR * KC_GRAD / 2;
+        for (int m0 = 0; m0 < M && s0 < s1; m0 += KC_GRAD) {
+            int kc = M - m0 < KC_GRAD ? M - m0 : KC_GRAD, kp_n = (kc + 1) / 2;
+            for (int p = 0; p < panels; p++)
+                pack_pairs_across_rows(Xp + (size_t)p * NR * kp_n, NR, X + (long)m0 * IN, IN, 1.0f, kc, p * NR,
+                                       IN - p * NR < NR ? IN - p * NR : NR, NR);
+            for (int s = s0; s < s1; s++) {
+                int o0 = s * MR, mr = O - o0 < MR ? O - o0 : MR;
+                pack_pairs_across_rows(Ap, 16, dY + (long)m0 * O, O, 1.0f, kc, o0, mr, 16);
+                if (dbias) {  // fp32 column sums of the chunk, in the order of m
+                    __mmask16 rows = low_mask(mr);
+                    __m512 sum = _mm512_setzero_ps();
+                    for (int m = 0; m < kc; m++) sum = _mm512_add_ps(sum, _mm512_maskz_loadu_ps(rows, dY + (long)(m0 + m) * O + o0));
+                    _mm512_mask_storeu_ps(dbias + o0, rows, _mm512_add_ps(sum, _mm512_maskz_loadu_ps(rows, dbias + o0)));
+                }
+                for (int p = 0; p < panels; p++)
+                    tile_pairs_any(mr, kp_n, Ap, 1, 16, Xp + (size_t)p * NR * kp_n, dW + (long)o0 * IN + p * NR, IN, 1,
+                                   NULL, IN - p * NR);
+            }
+        }
+    }
+}
+
+static void small_native(int a_trans, int b_trans, int M, int N, int K, float alpha, const float *A, int lda,
+                         const float *B, int ldb, float *C, int ldc) {
+    int kp_n = (K + 1) / 2, panels = (N + NR - 1) / NR, m16 = (M + 15) / 16 * 16;
+    uint32_t *P = reserve_dwords(&small_b_buf, &small_b_capacity, (size_t)panels * NR * kp_n, "bf16 small panels");
+    for (int p = 0; p < panels; p++) pack_panel(P + (size_t)p * NR * kp_n, B, ldb, b_trans, alpha, K, p * NR, N);
+    uint32_t *Ap = reserve_dwords(&small_a_buf, &small_a_capacity, (size_t)m16 * kp_n, "bf16 small rows");
+    long a_row = kp_n, a_pair = 1;
+    if (a_trans) {  // op(A)(i, k) = A[k * lda + i]: pairs across rows, [kp][m16]
+        pack_pairs_across_rows(Ap, m16, A, lda, 1.0f, K, 0, M, m16);
+        a_row = 1, a_pair = m16;
+    } else {
+        rows_to_bf16((uint16_t *)Ap, A, lda, M, K);
+    }
+    for (int i0 = 0; i0 < M; i0 += MR) {
+        int mr = M - i0 < MR ? M - i0 : MR;
+        for (int n0 = 0; n0 < N; n0 += NR)
+            tile_pairs_any(mr, kp_n, Ap + i0 * a_row, a_row, a_pair, P + (size_t)n0 * kp_n, C + (long)i0 * ldc + n0,
+                           ldc, 0, NULL, N - n0);
+    }
+}
+#endif
+
+// ---- entry points -------------------------------------------------------------------
+
+void bf16_gemm_rows(int emulated, int M, int N, int K, const float *A, int lda, const float *B, int ldb, int b_is_nk,
+                    const float *bias, int accumulate, float *C, int ldc, gemm_rows_epilogue epilogue, void *ctx) {
+#ifdef __AVX512BF16__
+    if (!emulated) {
+        rows_native(M, N, K, A, lda, B, ldb, b_is_nk, bias, accumulate, C, ldc, epilogue, ctx);
+        return;
+    }
+#endif
+    rows_emulated(M, N, K, A, lda, B, ldb, b_is_nk, bias, accumulate, C, ldc, epilogue, ctx);
+}
+
+void bf16_gemm_weight_grad(int emulated, int O, int IN, int M, const float *dY, const float *X, float *dW,
+                           float *dbias) {
+#ifdef __AVX512BF16__
+    if (!emulated) {
+        weight_grad_native(O, IN, M, dY, X, dW, dbias);
+        return;
+    }
+#endif
+    weight_grad_emulated(O, IN, M, dY, X, dW, dbias);
+}
+
+void bf16_gemm_small(int emulated, int a_trans, int b_trans, int M, int N, int K, float alpha, const float *A, int lda,
+                     const float *B, int ldb, float *C, int ldc) {
+#ifdef __AVX512BF16__
+    if (!emulated) {
+        small_native(a_trans, b_trans, M, N, K, alpha, A, lda, B, ldb, C, ldc);
+        return;
+    }
+#endif
+    small_emulated(a_trans, b_trans, M, N, K, alpha, A, lda, B, ldb, C, ldc);
+}
