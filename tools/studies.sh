@@ -22,6 +22,9 @@
 #   tools/studies.sh ablation   CCViT only / contrastive only / both, same minutes each
 #   tools/studies.sh seeds      the default recipe with a second seed
 #   tools/studies.sh finetune   fine-tune the full recipe's encoder vs the same ViT from scratch (needs 'full')
+#   tools/studies.sh bf16       the default recipe for 1000 updates in fp32 and in bf16, seeds 0 and 1 (~25 min);
+#                               tools/compare_precision.py compares the loss curves and the features, and
+#                               writes docs/studies/bf16_vs_fp32.json
 #   tools/studies.sh table      print every result found
 #   tools/studies.sh all        every stage, then the table
 #
@@ -40,6 +43,7 @@ LAMBDAS=1e-7,1e-6,1e-5,1e-4,1e-3,1e-2   # wider than the main job's: longer-trai
 mkdir -p "$OUT"
 
 need_tokenizer() {
+  mkdir -p "$(dirname "$TOKENIZER")"
   [ -f "$TOKENIZER" ] && return
   $BIN/build_tokenizer --shards "data/fashion-mnist/train-{000000..000005}.tar" --image-size 28 --patch 4 \
     --channels 1 --images-per-class 200 --k 512 --iters 20 --seed 0 --out "$TOKENIZER"
@@ -218,6 +222,16 @@ stage_seeds() {
   pretrain both_s1 configs/fashion_mnist.yaml "$MINUTES" --seed=1
 }
 
+# Precision as the only difference: equal updates (no time limit), each run scored once on the test split.
+stage_bf16() {
+  for seed in 0 1; do
+    for p in fp32 bf16; do
+      pretrain "prec_${p}_s$seed" configs/fashion_mnist.yaml 0 --steps=1000 --seed=$seed --precision=$p
+    done
+  done
+  /usr/bin/python3 tools/compare_precision.py "$OUT" docs/studies/bf16_vs_fp32.json
+}
+
 stage_twin() {
   pretrain both_s0 configs/fashion_mnist.yaml "$MINUTES"   # ours, and the layout the twin's weights go into
   local dir=$OUT/twin_s0
@@ -278,6 +292,7 @@ case "${1:-}" in
   twin) stage_twin ;;
   ablation) stage_ablation ;;
   seeds) stage_seeds ;;
+  bf16) stage_bf16 ;;
   finetune) stage_finetune ;;
   table) stage_table ;;
   all) stage_full; stage_full_w1; stage_full025; stage_long; stage_twin; stage_ablation; stage_finetune; stage_seeds; stage_table ;;
