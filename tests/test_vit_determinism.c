@@ -1,4 +1,4 @@
-// Determinism of the ViT step: two runs with the same seed give identical
+// Determinism of the ViT step, in fp32 and in bf16: two runs with the same seed give identical
 // bits, and so do runs on 1 and on 2 threads (every parallel loop writes a
 // disjoint slice and reduces in a fixed order; OpenBLAS's sgemm splits the
 // output, never the reduction dimension).
@@ -7,6 +7,7 @@
 
 #include "check.h"
 #include "common.h"
+#include "gemm_tiles.h"
 #include "optim.h"
 #include "vit.h"
 
@@ -17,7 +18,7 @@ enum { MAX_BATCH = 64, STEPS = 3 };
 // batch 64 makes 64*65 = 4160 tokens: the weight gradients take the chunked
 // (split-token) path; batch 6 takes the row-block path.
 static float *run(int threads, uint64_t seed, int BATCH, float *last_loss, size_t *count) {
-    omp_set_num_threads(threads);
+    omp_set_num_threads(threads);  // the precision is the caller's (gemm_set_precision)
     VitConfig cfg = {.img_size = 32, .patch_size = 4, .in_chans = 3, .embed_dim = 48, .depth = 2,
                      .num_heads = 3, .mlp_ratio = 4.0f, .qkv_bias = 1, .layer_scale_init = 0.1f,
                      .num_classes = 5, .use_mask_token = 1};
@@ -56,22 +57,24 @@ int main(void) {
     float l1, l2, l3, l4;
     size_t n1, n2, n3, n4;
     const int batches[2] = {6, MAX_BATCH};
-    for (int k = 0; k < 2; k++) {
-        int B = batches[k];
+    for (int k = 0; k < 4; k++) {
+        int B = batches[k % 2], bf16 = k >= 2;
+        gemm_set_precision(bf16 ? GEMM_BF16 : GEMM_FP32);
+        const char *prec = bf16 ? "bf16" : "fp32";
         char name[96];
         float *a = run(2, 42, B, &l1, &n1);
         float *b = run(2, 42, B, &l2, &n2);
-        snprintf(name, sizeof name, "vit batch %d same seed same bits", B);
+        snprintf(name, sizeof name, "vit %s batch %d same seed same bits", prec, B);
         CHECK(name, n1 == n2 && memcmp(a, b, n1 * sizeof(float)) == 0 && l1 == l2,
               "two runs with seed 42 differ (loss %.9g vs %.9g)", l1, l2);
         float *c = run(1, 42, B, &l3, &n3);
         size_t diff = 0;
         for (size_t i = 0; i < n1; i++) diff += a[i] != c[i];
-        snprintf(name, sizeof name, "vit batch %d 1 vs 2 threads same bits", B);
+        snprintf(name, sizeof name, "vit %s batch %d 1 vs 2 threads same bits", prec, B);
         CHECK(name, n1 == n3 && diff == 0 && l1 == l3,
               "%zu of %zu parameters differ between 1 and 2 threads (loss %.9g vs %.9g)", diff, n1, l1, l3);
         float *d = run(2, 43, B, &l4, &n4);
-        snprintf(name, sizeof name, "vit batch %d different seed differs", B);
+        snprintf(name, sizeof name, "vit %s batch %d different seed differs", prec, B);
         CHECK(name, memcmp(a, d, n1 * sizeof(float)) != 0, "seeds 42 and 43 gave identical weights");
         xfree(a); xfree(b); xfree(c); xfree(d);
     }
