@@ -53,36 +53,48 @@ static uint32_t *reserve_dwords(float **buf, size_t *capacity, size_t count, con
 
 // ---- the portable path: operands rounded to bf16 once, then one lane of vdpbf16ps at a time ----
 
-// dst[r][kp] = (x(r, 2kp), x(r, 2kp+1)) for r < R, kp < K/2 rounded up, with x(r, k) = alpha * src[r * rs + k * ks].
-static uint32_t *pairs_of(int R, int K, const float *src, long rs, long ks, float alpha) {
+// Pairs of k of an operand: pair (r, kp) = (x(r, 2kp), x(r, 2kp+1)) at dst[r * r_step + kp * kp_step], zero past K,
+// with x(r, k) = alpha * src[r * rs + k * ks].
+static uint32_t *pairs_of(int R, int K, const float *src, long rs, long ks, float alpha, int pair_major) {
     int kp_n = (K + 1) / 2;
+    long r_step = pair_major ? 1 : kp_n, kp_step = pair_major ? R : 1;
     uint32_t *dst = xmalloc(sizeof(uint32_t) * ((size_t)R * kp_n + 1), "bf16 pairs");
     for (int r = 0; r < R; r++)
         for (int kp = 0; kp < kp_n; kp++) {
             uint32_t lo = bf16_round(alpha * src[r * rs + 2L * kp * ks]);
             uint32_t hi = 2 * kp + 1 < K ? bf16_round(alpha * src[r * rs + (2L * kp + 1) * ks]) : 0;
-            dst[(size_t)r * kp_n + kp] = lo | hi << 16;
+            dst[r * r_step + kp * kp_step] = lo | hi << 16;
         }
     return dst;
 }
 
-// C[i][j] = init + sum over pairs of Ap[i] . Bp[j], in the tiles' order of k.
+// bf16_dot_pair for operands from bf16_round, which are never denormal: only the sums need the flush.
+static inline float flush_sum(float x) { return fabsf(x) < 0x1p-126f ? copysignf(0.0f, x) : x; }
+static inline float dot_pair_normal(float acc, uint32_t a, uint32_t b) {
+    acc = flush_sum(fmaf(bf16_to_float((uint16_t)(a >> 16)), bf16_to_float((uint16_t)(b >> 16)), flush_sum(acc)));
+    return flush_sum(fmaf(bf16_to_float((uint16_t)a), bf16_to_float((uint16_t)b), acc));
+}
+
+// C[i][j] = init + sum over pairs of A(i, kp) . B(kp, j), in the tiles' order of k; Ap is [M][kp],
+// Bp is [kp][N], so the inner loop runs along a row of C (and vectorises where the CPU has FMA).
 static void dot_rows_emulated(int M, int N, int kp_n, const uint32_t *Ap, const uint32_t *Bp, const float *bias,
                               int load_c, float *C, int ldc, int parallel) {
 #pragma omp parallel for schedule(static) if (parallel)
-    for (int i = 0; i < M; i++)
-        for (int j = 0; j < N; j++) {
-            float acc = load_c ? C[(long)i * ldc + j] : bias ? bias[j] : 0.0f;
-            for (int kp = 0; kp < kp_n; kp++)
-                acc = bf16_dot_pair(acc, Ap[(size_t)i * kp_n + kp], Bp[(size_t)j * kp_n + kp]);
-            C[(long)i * ldc + j] = acc;
+    for (int i = 0; i < M; i++) {
+        float *c = C + (long)i * ldc;
+        for (int j = 0; j < N; j++) c[j] = load_c ? c[j] : bias ? bias[j] : 0.0f;
+        for (int kp = 0; kp < kp_n; kp++) {
+            uint32_t a = Ap[(size_t)i * kp_n + kp];
+            const uint32_t *b = Bp + (size_t)kp * N;
+            for (int j = 0; j < N; j++) c[j] = dot_pair_normal(c[j], a, b[j]);
         }
+    }
 }
 
 static void rows_emulated(int M, int N, int K, const float *A, int lda, const float *B, int ldb, int b_is_nk,
                           const float *bias, int accumulate, float *C, int ldc, gemm_rows_epilogue epilogue, void *ctx) {
-    uint32_t *Ap = pairs_of(M, K, A, lda, 1, 1.0f);
-    uint32_t *Bp = b_is_nk ? pairs_of(N, K, B, ldb, 1, 1.0f) : pairs_of(N, K, B, 1, ldb, 1.0f);
+    uint32_t *Ap = pairs_of(M, K, A, lda, 1, 1.0f, 0);
+    uint32_t *Bp = b_is_nk ? pairs_of(N, K, B, ldb, 1, 1.0f, 1) : pairs_of(N, K, B, 1, ldb, 1.0f, 1);
     dot_rows_emulated(M, N, (K + 1) / 2, Ap, Bp, bias, accumulate, C, ldc, 1);
     if (epilogue)
         for (int i0 = 0; i0 < M; i0 += MR) epilogue(ctx, i0, M - i0 < MR ? M - i0 : MR);
@@ -92,7 +104,7 @@ static void rows_emulated(int M, int N, int K, const float *A, int lda, const fl
 
 // dW[o][n] += sum_m dY[m][o] X[m][n], in m pairs; dbias[o] += its KC_GRAD-row chunk sums, as the tiles add them.
 static void weight_grad_emulated(int O, int IN, int M, const float *dY, const float *X, float *dW, float *dbias) {
-    uint32_t *Ap = pairs_of(O, M, dY, 1, O, 1.0f), *Bp = pairs_of(IN, M, X, 1, IN, 1.0f);
+    uint32_t *Ap = pairs_of(O, M, dY, 1, O, 1.0f, 0), *Bp = pairs_of(IN, M, X, 1, IN, 1.0f, 1);
     dot_rows_emulated(O, IN, (M + 1) / 2, Ap, Bp, NULL, 1, dW, IN, 1);
     for (int o = 0; dbias && o < O; o++)
         for (int m0 = 0; m0 < M; m0 += KC_GRAD) {
@@ -106,8 +118,8 @@ static void weight_grad_emulated(int O, int IN, int M, const float *dY, const fl
 
 static void small_emulated(int a_trans, int b_trans, int M, int N, int K, float alpha, const float *A, int lda,
                            const float *B, int ldb, float *C, int ldc) {
-    uint32_t *Ap = a_trans ? pairs_of(M, K, A, 1, lda, 1.0f) : pairs_of(M, K, A, lda, 1, 1.0f);
-    uint32_t *Bp = b_trans ? pairs_of(N, K, B, ldb, 1, alpha) : pairs_of(N, K, B, 1, ldb, alpha);
+    uint32_t *Ap = a_trans ? pairs_of(M, K, A, 1, lda, 1.0f, 0) : pairs_of(M, K, A, lda, 1, 1.0f, 0);
+    uint32_t *Bp = b_trans ? pairs_of(N, K, B, ldb, 1, alpha, 1) : pairs_of(N, K, B, 1, ldb, alpha, 1);
     dot_rows_emulated(M, N, (K + 1) / 2, Ap, Bp, NULL, 0, C, ldc, 0);
     xfree(Ap);
     xfree(Bp);
