@@ -10,10 +10,16 @@ make -s all shards-imagenet >/dev/null
 SHARDS="data/imagenet-sample/train-{000000..000003}.tar"
 PHOTOS=../shared/data/imagenet-sample
 N=${BENCH_IMAGES:-2000}
+# Runs a command, shows its output on stderr and keeps it in $out for parsing. Not
+# `tee /dev/stderr`: that opens the file behind stderr anew, from offset 0 and truncating,
+# so `make bench > log 2>&1` lost every line written before it. A failure stops the script.
+run_shown() { out=$("$@"); printf '%s\n' "$out" >&2; }
 lines=()
 for t in 1 2; do
-    ours=$(./build/bin/bench_loader "$SHARDS" $t $N | tee /dev/stderr | sed -n 's/.*s with .* threads: \([0-9.]*\) images\/s.*/\1/p')
-    peer=$(/usr/bin/python3 tools/bench_loader_peer.py $PHOTOS $t $N | tee /dev/stderr | sed -n 's/.*workers: \([0-9.]*\) images\/s.*/\1/p')
+    run_shown ./build/bin/bench_loader "$SHARDS" $t $N
+    ours=$(sed -n 's/.*s with .* threads: \([0-9.]*\) images\/s.*/\1/p' <<<"$out")
+    run_shown /usr/bin/python3 tools/bench_loader_peer.py $PHOTOS $t $N
+    peer=$(sed -n 's/.*workers: \([0-9.]*\) images\/s.*/\1/p' <<<"$out")
     ratio=$(/usr/bin/python3 -c "print(f'{$ours/$peer:.2f}')")
     echo "threads=$t: ours $ours images/s, peer $peer images/s, ratio $ratio"
     lines+=("bench: loader_rrc224_bicubic_${t}thread ours=$ours peer=$peer ratio=$ratio unit=images/s")

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "gemm_tiles.h"
 #include "kernels.h"
 #include "objective.h"
 #include "optim.h"
@@ -16,9 +17,25 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+// Fashion-MNIST at 256: the batch of the PyTorch measurement; at 64: what
+// configs/fashion_mnist_full.yaml trains with. ViT-S/16 and ViT-B/16: how the step scales with
+// the model, at batches that leave ours and the PyTorch twin well inside 24 GiB.
+static const struct {
+    const char *name;
+    VitConfig vc;
+    int K, batch;
+} CONFIGS[] = {
+    {"fmnist_28", {28, 4, 1, 192, 6, 3, 4.0f, 1, 0.0f, 0, 1}, 512, 256},
+    {"fmnist_28_b64", {28, 4, 1, 192, 6, 3, 4.0f, 1, 0.0f, 0, 1}, 512, 64},
+    {"vit_ti_224", {224, 16, 3, 192, 12, 3, 4.0f, 1, 0.0f, 0, 1}, 8192, 32},
+    {"vit_s_224", {224, 16, 3, 384, 12, 6, 4.0f, 1, 0.0f, 0, 1}, 8192, 32},
+    {"vit_b_224", {224, 16, 3, 768, 12, 12, 4.0f, 1, 0.0f, 0, 1}, 8192, 16},
+};
+#define CONFIG_NAMES "fmnist_28|fmnist_28_b64|vit_ti_224|vit_s_224|vit_b_224"
+
 int main(int argc, char **argv) {
     const char *name = NULL;
-    int steps = 5, warmup = 2, batch = 0;
+    int steps = 5, warmup = 2, batch = 0, precision = GEMM_FP32;
     float w_tok = 1, w_pix = 1, w_con = 1;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--config") && i + 1 < argc) name = argv[++i];
@@ -26,26 +43,22 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--warmup") && i + 1 < argc) warmup = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--weights") && i + 1 < argc) sscanf(argv[++i], "%f,%f,%f", &w_tok, &w_pix, &w_con);
+        else if (!strcmp(argv[i], "--precision") && i + 1 < argc) precision = precision_from_name(argv[++i]);
         else {
-            printf("usage: bench_pretrain --config fmnist_28|fmnist_28_b64|vit_ti_224 [--steps N] [--warmup N] [--batch N] [--weights tok,pix,con]\n");
+            printf("usage: bench_pretrain --config " CONFIG_NAMES " [--steps N] [--warmup N] [--batch N]\n"
+                   "                      [--weights tok,pix,con] [--precision fp32|bf16|bf16_emulated]\n");
             return strcmp(argv[i], "--help") ? 2 : 0;
         }
     }
-    if (!name) fatal("--config is required (fmnist_28, fmnist_28_b64 or vit_ti_224)");
-    VitConfig vc;
-    int K;
-    if (!strcmp(name, "fmnist_28") || !strcmp(name, "fmnist_28_b64")) {
-        vc = (VitConfig){28, 4, 1, 192, 6, 3, 4.0f, 1, 0.0f, 0, 1};
-        K = 512;
-        // 256: the batch of the PyTorch measurement; 64: what configs/fashion_mnist_full.yaml trains with
-        if (!batch) batch = strcmp(name, "fmnist_28") ? 64 : 256;
-    } else if (!strcmp(name, "vit_ti_224")) {
-        vc = (VitConfig){224, 16, 3, 192, 12, 3, 4.0f, 1, 0.0f, 0, 1};
-        K = 8192;
-        if (!batch) batch = 32;
-    } else {
-        fatal("--config: unknown '%s' (allowed: fmnist_28, fmnist_28_b64, vit_ti_224)", name);
-    }
+    if (!name) fatal("--config is required (" CONFIG_NAMES ")");
+    int c = 0, n_configs = sizeof CONFIGS / sizeof CONFIGS[0];
+    while (c < n_configs && strcmp(name, CONFIGS[c].name)) c++;
+    if (c == n_configs) fatal("--config: unknown '%s' (allowed: " CONFIG_NAMES ")", name);
+    VitConfig vc = CONFIGS[c].vc;
+    int K = CONFIGS[c].K;
+    if (!batch) batch = CONFIGS[c].batch;
+    gemm_set_precision(precision);  // before the objective is built, in case its buffers follow it
+    HwPeaks hw = hw_peaks_measure();
     double peak_before = sgemm_peak_gflops(2048, 3);  // and again after the timed steps: sgemm_peak_recheck
     int d = vc.in_chans * vc.patch_size * vc.patch_size;
     Rng r;
@@ -99,6 +112,7 @@ int main(int argc, char **argv) {
            batch / step, flops / step * 1e-9, peak, flops / step * 1e-9 / peak, L.total);
     printf("executed_gflops=%.1f flop_util=%.3f\n", executed / step * 1e-9, executed / step * 1e-9 / peak);
     printf("images_per_s_mean=%.2f\n", batch * steps / total);  // every timed step counted, as a trainer's throughput
+    print_hw_report(hw, flops / step * 1e-9);
     printf("peak_rss_bytes=%zu\n", peak_rss_bytes());
     print_thread_report(switches_before, steps);
     return 0;

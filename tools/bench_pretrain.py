@@ -1,26 +1,34 @@
 #!/usr/bin/python3
 """Side-by-side benchmark of one pretraining step (both views; token CE, pixel
 MSE, NT-Xent; forward, backward, clipping, AdamW; tokenizer assignment and
-masking included): ours (build/bin/bench_pretrain) against the PyTorch twin
-(tools/torch_twin.Pretrainer) at its best thread setting, in one run.
+masking included): ours (build/bin/bench_pretrain) in bf16 and in fp32 against
+the PyTorch twin (tools/torch_twin.Pretrainer) in fp32 and under
+torch.autocast('cpu', dtype=torch.bfloat16), each at its best thread setting,
+in alternating rounds of one run (tools/bench_vit.py's compare says how).
+--scaling-configs (ViT-S/16 and ViT-B/16 at 224 px; none unless asked, as
+tools/bench_pretrain.sh does) compare ours in bf16 with the twin in bf16 only,
+with their own step and round counts: how the step scales with the model.
 Ends with `bench:` lines (images/s; for memory, ratio = peer/ours).
 """
-import os, resource, sys, time
+import os, sys, time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
-from bench_vit import bench_main  # the same command line, side-by-side runner and report
+from bench_vit import bench_main, twin_autocast, worker_report  # the same command line, runner and report
 
-CONFIGS = {
-    "fmnist_28": dict(enc=dict(img_size=28, patch_size=4, in_chans=1, embed_dim=192, depth=6, num_heads=3), K=512, batch=256),
-    # the full recipe's batch (configs/fashion_mnist_full.yaml)
-    "fmnist_28_b64": dict(enc=dict(img_size=28, patch_size=4, in_chans=1, embed_dim=192, depth=6, num_heads=3), K=512, batch=64),
-    "vit_ti_224": dict(enc=dict(img_size=224, patch_size=16, in_chans=3, embed_dim=192, depth=12, num_heads=3), K=8192, batch=32),
+ENC = dict(img_size=224, patch_size=16, in_chans=3, depth=12)
+FMNIST = dict(img_size=28, patch_size=4, in_chans=1, embed_dim=192, depth=6, num_heads=3)
+CONFIGS = {  # as in tools/bench_pretrain.c
+    "fmnist_28": dict(enc=FMNIST, K=512, batch=256),
+    "fmnist_28_b64": dict(enc=FMNIST, K=512, batch=64),  # the full recipe's batch (configs/fashion_mnist_full.yaml)
+    "vit_ti_224": dict(enc=dict(ENC, embed_dim=192, num_heads=3), K=8192, batch=32),
+    "vit_s_224": dict(enc=dict(ENC, embed_dim=384, num_heads=6), K=8192, batch=32),
+    "vit_b_224": dict(enc=dict(ENC, embed_dim=768, num_heads=12), K=8192, batch=16),
 }
 
 
-def torch_worker(name, threads, steps, warmup):
+def torch_worker(name, threads, steps, warmup, precision):
     import torch, torch_twin
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -38,25 +46,25 @@ def torch_worker(name, threads, steps, warmup):
     times = []
     for s in range(warmup + steps):
         t0 = time.perf_counter()
-        with torch.no_grad():  # tokenise, mask, replace: the twin's data-side work
+        with torch.no_grad():  # tokenise, mask, replace: the twin's data-side work, in fp32
             view1, mask, rep, ids = torch_twin.corrupt_batch(model, clean1, cents, round(0.4 * N), round(0.1 * N), rng,
                                                              0.5, 0.25)
             images = torch.cat([view1, view2])
             mask_all = torch.cat([mask, torch.zeros_like(mask)])
         opt.zero_grad(set_to_none=True)
-        loss = model(images, clean1, mask_all, mask | rep, ids)[0]
+        with twin_autocast(precision):
+            loss = model(images, clean1, mask_all, mask | rep, ids)[0]
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 3.0)
         opt.step()
         if s >= warmup:
             times.append(time.perf_counter() - t0)
-    step = sorted(times)[len(times) // 2]
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(f"step_ms={step*1e3:.1f} images_per_s={B/step:.2f} peak_rss_bytes={rss}")
+    worker_report(times, B, precision)
 
 
 def main():
-    bench_main(__doc__, "fmnist_28,fmnist_28_b64,vit_ti_224", 4, 1, torch_worker, "build/bin/bench_pretrain", __file__, "pretrain_step")
+    bench_main(__doc__, "fmnist_28,fmnist_28_b64,vit_ti_224", 4, 1, torch_worker, "build/bin/bench_pretrain", __file__,
+               "pretrain_step", scaling="")
 
 if __name__ == "__main__":
     main()

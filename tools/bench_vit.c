@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "gemm_tiles.h"
 #include "kernels.h"
 #include "optim.h"
 #include "perf.h"
@@ -19,17 +20,19 @@ static int cmp_double(const void *a, const void *b) {
 
 static void usage(void) {
     printf("usage: bench_vit --config vit_ti_224|fmnist_28 [--steps N] [--warmup N] [--batch N]\n"
+           "                 [--precision fp32|bf16|bf16_emulated]\n"
            "  Times forward+backward+AdamW of the ViT on random data; prints key=value lines.\n");
 }
 
 int main(int argc, char **argv) {
     const char *name = NULL;
-    int steps = 5, warmup = 2, batch = 0;
+    int steps = 5, warmup = 2, batch = 0, precision = GEMM_FP32;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--config") && i + 1 < argc) name = argv[++i];
         else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--warmup") && i + 1 < argc) warmup = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--precision") && i + 1 < argc) precision = precision_from_name(argv[++i]);
         else { usage(); return strcmp(argv[i], "--help") ? 2 : 0; }
     }
     if (!name) { usage(); return 2; }
@@ -43,6 +46,8 @@ int main(int argc, char **argv) {
     } else {
         fatal("--config: unknown '%s' (allowed: vit_ti_224, fmnist_28)", name);
     }
+    gemm_set_precision(precision);  // before the ViT is built, in case its buffers follow it
+    HwPeaks hw = hw_peaks_measure();
     double peak_before = sgemm_peak_gflops(2048, 3);  // and again after the timed steps: sgemm_peak_recheck
 
     Vit *vit = vit_create(&cfg, batch, 0);
@@ -80,6 +85,7 @@ int main(int argc, char **argv) {
     double peak = sgemm_peak_recheck(peak_before, 2048, 3);
     printf("step_ms=%.1f images_per_s=%.2f gflops=%.1f sgemm_peak_gflops=%.1f mfu=%.3f loss=%.4f\n", step * 1e3,
            batch / step, flops / step * 1e-9, peak, flops / step * 1e-9 / peak, loss);
+    print_hw_report(hw, flops / step * 1e-9);
     printf("peak_rss_bytes=%zu\n", peak_rss_bytes());
     print_thread_report(switches_before, steps);
     return 0;

@@ -1,4 +1,4 @@
-// perf.h: the machine's yardstick for model FLOP utilisation.
+// perf.h: the machine's yardsticks for model FLOP utilisation, and the bench programs' reports.
 #pragma once
 // GFLOP/s of an n x n x n sgemm on OpenBLAS's own threads (best of reps).
 double sgemm_peak_gflops(int n, int reps);
@@ -15,3 +15,23 @@ double sgemm_peak_recheck(double before, int n, int reps);
 // has the cores), openblas_threads= and openblas_config=.
 long involuntary_switches(void);
 void print_thread_report(long switches_before, int steps);
+
+// The hardware's limits, measured on the whole OpenMP team at once and summed over its threads
+// (best of 3 runs of ~75 ms): a register-only loop of zmm vfmadd231ps (32 FLOPs an instruction),
+// resp. vdpbf16ps (64: two products and two sums per fp32 lane). 0 when this build lacks the
+// instruction (no AVX512F, resp. AVX512_BF16).
+double fma_peak_gflops(void);
+double bf16_dot_peak_gflops(void);
+typedef struct {
+    double fma, bf16;  // GFLOP/s
+} HwPeaks;
+HwPeaks hw_peaks_measure(void);  // both, before a benchmark's timed steps
+
+// The bench programs' --precision: "fp32", "bf16" or "bf16_emulated" -> GEMM_* (gemm_tiles.h);
+// fatal() on anything else. precision_name is the reverse.
+int precision_from_name(const char *name);
+const char *precision_name(int precision);
+// Prints precision= (what gemm_precision() says ran) bf16_native= fma_peak_gflops= bf16_peak_gflops=
+// hw_mfu= hw_peak=: hw_mfu is model_gflops over the limit of the precision that ran, the vdpbf16ps
+// peak for native bf16 (hw_peak=bf16), the FMA peak for fp32 and emulated bf16 (hw_peak=fma).
+void print_hw_report(HwPeaks peaks, double model_gflops);
