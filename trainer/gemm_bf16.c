@@ -228,10 +228,10 @@ static void tile_pairs_any(int mr, int kp_n, const uint32_t *A, long a_row, long
     }
 }
 
-static float *panels_buf = NULL;  // the rows products' packed op(B), shared by the team
+static float *panels_buf = NULL;  // packed op(B) of a rows product, or a weight gradient chunk of X; shared by the team
 static size_t panels_capacity = 0;
-static __thread float *strip_buf = NULL, *grad_x_buf = NULL, *small_a_buf = NULL, *small_b_buf = NULL;
-static __thread size_t strip_capacity = 0, grad_x_capacity = 0, small_a_capacity = 0, small_b_capacity = 0;
+static __thread float *strip_buf = NULL, *small_a_buf = NULL, *small_b_buf = NULL;
+static __thread size_t strip_capacity = 0, small_a_capacity = 0, small_b_capacity = 0;
 
 // C[mr, N] = (C or bias) + A rows (bf16, kp_n pairs each) @ the panels, in k chunks of KC_ROWS
 static void strip_times_panels(int mr, int N, int kp_n, const uint32_t *A, const uint32_t *panels, float *C, int ldc,
@@ -270,10 +270,31 @@ static void rows_native(int M, int N, int K, const float *A, int lda, const floa
     }
 }
 
-// dW[O,IN] += dY^T X: each thread owns a range of O strips and walks M in KC_GRAD chunks; per chunk it
-// packs X's pairs once, and per strip dY's columns as [kp][16] dwords.
+// dst[kp][0..16) = pairs (dY[2kp][o0 + i], dY[2kp + 1][o0 + i]) for i < mr of one chunk's kc rows (ldy apart);
+// with dbias, dbias[o0 + i] += the chunk's fp32 column sum, added in the order of the rows.
+static void pack_grad_strip(uint32_t *dst, const float *dY, long ldy, int kc, int o0, int mr, float *dbias) {
+    const __m512i idx = _mm512_load_si512(interleave_index);
+    __mmask16 m = low_mask(mr);
+    __m512 sum = _mm512_setzero_ps();
+    for (int kp = 0; kp < (kc + 1) / 2; kp++) {
+        __m512 lo = _mm512_maskz_loadu_ps(m, dY + 2L * kp * ldy + o0), hi = _mm512_setzero_ps();
+        sum = _mm512_add_ps(sum, lo);
+        if (2 * kp + 1 < kc) {
+            hi = _mm512_maskz_loadu_ps(m, dY + (2L * kp + 1) * ldy + o0);
+            sum = _mm512_add_ps(sum, hi);
+        }
+        _mm512_store_si512(dst + (long)kp * 16, _mm512_permutexvar_epi16(idx, bf16x32(lo, hi)));
+    }
+    if (dbias) _mm512_mask_storeu_ps(dbias + o0, m, _mm512_add_ps(sum, _mm512_maskz_loadu_ps(m, dbias + o0)));
+}
+
+// dW[O,IN] += dY^T X, M in KC_GRAD chunks. Per chunk the team packs X's pairs once into shared panels;
+// then each thread runs its own contiguous range of O strips over them (dY's columns packed per strip),
+// so every element is summed in the order of m whatever the thread count.
 static void weight_grad_native(int O, int IN, int M, const float *dY, const float *X, float *dW, float *dbias) {
     int strips = (O + MR - 1) / MR, panels = (IN + NR - 1) / NR;
+    uint32_t *Xp = reserve_dwords(&panels_buf, &panels_capacity, (size_t)panels * NR * KC_GRAD / 2,
+                                  "bf16 weight-gradient panels");
 #pragma omp parallel
     {
         int nt = 1, t = 0;
@@ -282,27 +303,21 @@ static void weight_grad_native(int O, int IN, int M, const float *dY, const floa
         t = omp_get_thread_num();
 #endif
         int s0 = (int)((long)strips * t / nt), s1 = (int)((long)strips * (t + 1) / nt);
-        uint32_t *Xp = reserve_dwords(&grad_x_buf, &grad_x_capacity, (size_t)panels * NR * KC_GRAD / 2 + 16 * KC_GRAD / 2,
-                                      "bf16 weight-gradient panels");
-        uint32_t *Ap = Xp + (size_t)panels * NR * KC_GRAD / 2;
-        for (int m0 = 0; m0 < M && s0 < s1; m0 += KC_GRAD) {
+        uint32_t *Ap = reserve_dwords(&strip_buf, &strip_capacity, 16 * KC_GRAD / 2, "bf16 gradient strip");
+        for (int m0 = 0; m0 < M; m0 += KC_GRAD) {
             int kc = M - m0 < KC_GRAD ? M - m0 : KC_GRAD, kp_n = (kc + 1) / 2;
+#pragma omp for schedule(static)
             for (int p = 0; p < panels; p++)
                 pack_pairs_across_rows(Xp + (size_t)p * NR * kp_n, NR, X + (long)m0 * IN, IN, 1.0f, kc, p * NR,
                                        IN - p * NR < NR ? IN - p * NR : NR, NR);
             for (int s = s0; s < s1; s++) {
                 int o0 = s * MR, mr = O - o0 < MR ? O - o0 : MR;
-                pack_pairs_across_rows(Ap, 16, dY + (long)m0 * O, O, 1.0f, kc, o0, mr, 16);
-                if (dbias) {  // fp32 column sums of the chunk, in the order of m
-                    __mmask16 rows = low_mask(mr);
-                    __m512 sum = _mm512_setzero_ps();
-                    for (int m = 0; m < kc; m++) sum = _mm512_add_ps(sum, _mm512_maskz_loadu_ps(rows, dY + (long)(m0 + m) * O + o0));
-                    _mm512_mask_storeu_ps(dbias + o0, rows, _mm512_add_ps(sum, _mm512_maskz_loadu_ps(rows, dbias + o0)));
-                }
+                pack_grad_strip(Ap, dY + (long)m0 * O, O, kc, o0, mr, dbias);
                 for (int p = 0; p < panels; p++)
                     tile_pairs_any(mr, kp_n, Ap, 1, 16, Xp + (size_t)p * NR * kp_n, dW + (long)o0 * IN + p * NR, IN, 1,
                                    NULL, IN - p * NR);
             }
+#pragma omp barrier  // the panels are repacked for the next chunk
         }
     }
 }
