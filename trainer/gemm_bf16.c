@@ -47,22 +47,45 @@ float bf16_dot_pair(float acc, uint32_t a, uint32_t b) {
     return flush_denormal(fmaf(a_lo, b_lo, acc));
 }
 
+void bf16_load(float *dst, const uint16_t *src, long n) {
+    for (long i = 0; i < n; i++) dst[i] = bf16_to_float(src[i]);
+}
+
+#ifndef __AVX512BF16__
+void bf16_store(uint16_t *dst, const float *src, long n) {
+    for (long i = 0; i < n; i++) dst[i] = bf16_round(src[i]);
+}
+#endif
+
+// rows [R, cols] of bf16 at ld -> dense fp32 [R, cols] (exact; the portable path re-rounds them to the same bits)
+static float *expand_rows(const uint16_t *src, long ld, int R, int cols) {
+    float *dst = xmalloc(sizeof(float) * ((size_t)R * cols + 1), "bf16 operand as fp32");
+    for (int r = 0; r < R; r++) bf16_load(dst + (size_t)r * cols, src + r * ld, cols);
+    return dst;
+}
+
 static uint32_t *reserve_dwords(float **buf, size_t *capacity, size_t count, const char *what) {
     return (uint32_t *)xreserve_floats(buf, capacity, count ? count : 1, what);
 }
 
 // ---- the portable path: operands rounded to bf16 once, then one lane of vdpbf16ps at a time ----
 
+static inline uint16_t scaled_bf16(float alpha, float x) {
+    uint16_t h = bf16_round(x);
+    return alpha == 1.0f ? h : bf16_round(alpha * bf16_to_float(h));
+}
+
 // Pairs of k of an operand: pair (r, kp) = (x(r, 2kp), x(r, 2kp+1)) at dst[r * r_step + kp * kp_step], zero past K,
-// with x(r, k) = alpha * src[r * rs + k * ks].
+// with x(r, k) = alpha * bf16(src[r * rs + k * ks]): alpha scales the rounded operand, so an operand
+// stored in bf16 by its producer gives the same pairs as the fp32 one it came from.
 static uint32_t *pairs_of(int R, int K, const float *src, long rs, long ks, float alpha, int pair_major) {
     int kp_n = (K + 1) / 2;
     long r_step = pair_major ? 1 : kp_n, kp_step = pair_major ? R : 1;
     uint32_t *dst = xmalloc(sizeof(uint32_t) * ((size_t)R * kp_n + 1), "bf16 pairs");
     for (int r = 0; r < R; r++)
         for (int kp = 0; kp < kp_n; kp++) {
-            uint32_t lo = bf16_round(alpha * src[r * rs + 2L * kp * ks]);
-            uint32_t hi = 2 * kp + 1 < K ? bf16_round(alpha * src[r * rs + (2L * kp + 1) * ks]) : 0;
+            uint32_t lo = scaled_bf16(alpha, src[r * rs + 2L * kp * ks]);
+            uint32_t hi = 2 * kp + 1 < K ? scaled_bf16(alpha, src[r * rs + (2L * kp + 1) * ks]) : 0;
             dst[r * r_step + kp * kp_step] = lo | hi << 16;
         }
     return dst;
@@ -135,18 +158,24 @@ static const uint16_t interleave_index[32] __attribute__((aligned(64))) = {
 // 32 floats (lo: elements 0..15, hi: 16..31) -> 32 bf16 in order
 static inline __m512i bf16x32(__m512 lo, __m512 hi) { return (__m512i)_mm512_cvtne2ps_pbh(hi, lo); }
 
+// alpha * bf16(x) in fp32, for the packers to round again (scaled_bf16 above); x itself when alpha is 1
+static inline __m512 scale_rounded(__m512 x, float alpha) {
+    if (alpha == 1.0f) return x;
+    __m512 r = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(x)), 16));
+    return _mm512_mul_ps(_mm512_set1_ps(alpha), r);
+}
+
 // dst[kp * stride + j] = (x(2kp, n0 + j), x(2kp + 1, n0 + j)) for j < width (a multiple of 16; 0 past w),
-// x(k, n) = alpha * B[k * ldb + n]: pairs across two rows of a [K, N] operand.
+// x(k, n) = alpha * bf16(B[k * ldb + n]) (see scaled_bf16): pairs across two rows of a [K, N] operand.
 static void pack_pairs_across_rows(uint32_t *dst, long stride, const float *B, long ldb, float alpha, int K, int n0,
                                    int w, int width) {
     const __m512i idx = _mm512_load_si512(interleave_index);
-    const __m512 scale = _mm512_set1_ps(alpha);
     for (int kp = 0; kp < (K + 1) / 2; kp++) {
         const float *r0 = B + 2L * kp * ldb + n0, *r1 = r0 + ldb;
         for (int j0 = 0; j0 < width; j0 += 16) {
             __mmask16 m = low_mask(w - j0);
-            __m512 lo = _mm512_mul_ps(scale, _mm512_maskz_loadu_ps(m, r0 + j0));
-            __m512 hi = 2 * kp + 1 < K ? _mm512_mul_ps(scale, _mm512_maskz_loadu_ps(m, r1 + j0)) : _mm512_setzero_ps();
+            __m512 lo = scale_rounded(_mm512_maskz_loadu_ps(m, r0 + j0), alpha);
+            __m512 hi = 2 * kp + 1 < K ? scale_rounded(_mm512_maskz_loadu_ps(m, r1 + j0), alpha) : _mm512_setzero_ps();
             _mm512_store_si512(dst + (long)kp * stride + j0, _mm512_permutexvar_epi16(idx, bf16x32(lo, hi)));
         }
     }
@@ -155,7 +184,6 @@ static void pack_pairs_across_rows(uint32_t *dst, long stride, const float *B, l
 // One 32-column panel of pairs from an [N, K] operand (a forward product's weight, attention's k):
 // the pairs lie along each row, so 16 rows are converted to dwords and transposed in registers.
 static void pack_pairs_along_rows(uint32_t *dst, const float *B, long ldb, float alpha, int K, int n0, int w) {
-    const __m512 scale = _mm512_set1_ps(alpha);
     int kp_n = (K + 1) / 2;
     for (int j0 = 0; j0 < NR; j0 += 16)
         for (int kp0 = 0; kp0 < kp_n; kp0 += 16) {
@@ -164,8 +192,8 @@ static void pack_pairs_along_rows(uint32_t *dst, const float *B, long ldb, float
             __m512 r[16];
             for (int j = 0; j < 16; j++) {
                 const float *row = B + (long)(n0 + j0 + j) * ldb + k0;
-                r[j] = j0 + j < w ? _mm512_castsi512_ps(bf16x32(_mm512_mul_ps(scale, _mm512_maskz_loadu_ps(m_lo, row)),
-                                                              _mm512_mul_ps(scale, _mm512_maskz_loadu_ps(m_hi, row + 16))))
+                r[j] = j0 + j < w ? _mm512_castsi512_ps(bf16x32(scale_rounded(_mm512_maskz_loadu_ps(m_lo, row), alpha),
+                                                              scale_rounded(_mm512_maskz_loadu_ps(m_hi, row + 16), alpha)))
                                   : _mm512_setzero_ps();
             }
             transpose16(r);  // r[kp][j]: pair kp0 + kp of column j0 + j
@@ -184,6 +212,38 @@ static void rows_to_bf16(uint16_t *dst, const float *A, long lda, int R, int K) 
             int n = kp2 - k0 < 32 ? kp2 - k0 : 32;
             _mm512_mask_storeu_epi16(dst + (long)r * kp2 + k0, (__mmask32)(n == 32 ? 0xFFFFFFFFu : (1u << n) - 1), h);
         }
+}
+
+void bf16_store(uint16_t *dst, const float *src, long n) {
+    long i = 0;
+    for (; i + 32 <= n; i += 32)
+        _mm512_storeu_si512(dst + i, bf16x32(_mm512_loadu_ps(src + i), _mm512_loadu_ps(src + i + 16)));
+    for (; i < n; i++) dst[i] = bf16_round(src[i]);
+}
+
+// rows [R, K] of bf16 (at lda) -> rows [R, K rounded up to even]: a copy with the pad pair's zero
+static void rows16_padded(uint16_t *dst, const uint16_t *A, long lda, int R, int K) {
+    int kp2 = (K + 1) / 2 * 2;
+    for (int r = 0; r < R; r++) {
+        memcpy(dst + (long)r * kp2, A + r * lda, sizeof(uint16_t) * K);
+        if (kp2 > K) dst[(long)r * kp2 + K] = 0;
+    }
+}
+
+// pack_pairs_across_rows for a bf16 operand: the two rows' words interleaved as they are
+static void pack_pairs_across_rows16(uint32_t *dst, long stride, const uint16_t *B, long ldb, int K, int n0, int w,
+                                     int width) {
+    const __m512i idx = _mm512_load_si512(interleave_index);
+    for (int kp = 0; kp < (K + 1) / 2; kp++) {
+        const uint16_t *r0 = B + 2L * kp * ldb + n0, *r1 = r0 + ldb;
+        for (int j0 = 0; j0 < width; j0 += 16) {
+            __mmask16 m = low_mask(w - j0);
+            __m256i lo = _mm256_maskz_loadu_epi16(m, r0 + j0);
+            __m256i hi = 2 * kp + 1 < K ? _mm256_maskz_loadu_epi16(m, r1 + j0) : _mm256_setzero_si256();
+            __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+            _mm512_store_si512(dst + (long)kp * stride + j0, _mm512_permutexvar_epi16(idx, both));
+        }
+    }
 }
 
 // C[mr,32] = (C or bias or 0) + sum over kp_n pairs of A(i, kp) . P[kp][0..32)
@@ -233,13 +293,13 @@ static size_t panels_capacity = 0;
 static __thread float *strip_buf = NULL, *small_a_buf = NULL, *small_b_buf = NULL;
 static __thread size_t strip_capacity = 0, small_a_capacity = 0, small_b_capacity = 0;
 
-// C[mr, N] = (C or bias) + A rows (bf16, kp_n pairs each) @ the panels, in k chunks of KC_ROWS
-static void strip_times_panels(int mr, int N, int kp_n, const uint32_t *A, const uint32_t *panels, float *C, int ldc,
-                               int accumulate, const float *bias) {
+// C[mr, N] = (C or bias) + A rows (bf16 pairs, a_row apart) @ the panels, in k chunks of KC_ROWS
+static void strip_times_panels(int mr, int N, int kp_n, const uint32_t *A, long a_row, const uint32_t *panels, float *C,
+                               int ldc, int accumulate, const float *bias) {
     for (int kp0 = 0; kp0 < kp_n || kp0 == 0; kp0 += KC_ROWS / 2) {  // K = 0: one empty sum writes the bias or 0
         int kc = kp_n - kp0 < KC_ROWS / 2 ? kp_n - kp0 : KC_ROWS / 2;
         for (int n0 = 0; n0 < N; n0 += NR)
-            tile_pairs_any(mr, kc, A + kp0, kp_n, 1, panels + (size_t)n0 * kp_n + (size_t)kp0 * NR, C + n0, ldc,
+            tile_pairs_any(mr, kc, A + kp0, a_row, 1, panels + (size_t)n0 * kp_n + (size_t)kp0 * NR, C + n0, ldc,
                            kp0 > 0 || accumulate, kp0 == 0 && bias ? bias + n0 : NULL, N - n0);
     }
 }
@@ -250,8 +310,10 @@ static void pack_panel(uint32_t *dst, const float *B, int ldb, int b_nk, float a
     else pack_pairs_across_rows(dst, NR, B, ldb, alpha, K, n0, w, NR);
 }
 
-static void rows_native(int M, int N, int K, const float *A, int lda, const float *B, int ldb, int b_is_nk,
-                        const float *bias, int accumulate, float *C, int ldc, gemm_rows_epilogue epilogue, void *ctx) {
+static void rows_native(int M, int N, int K, const float *A, const uint16_t *A16, int lda, const float *B, int ldb,
+                        int b_is_nk, const float *bias, int accumulate, float *C, int ldc, gemm_rows_epilogue epilogue,
+                        void *ctx) {
+    int in_place = A16 && K % 2 == 0 && lda % 2 == 0;  // bf16 rows whose pairs are already the dwords to broadcast
     int kp_n = (K + 1) / 2, panels = (N + NR - 1) / NR, strips = (M + MR - 1) / MR;
     uint32_t *P = reserve_dwords(&panels_buf, &panels_capacity, (size_t)panels * NR * kp_n, "bf16 weight panels");
 #pragma omp parallel
@@ -263,8 +325,12 @@ static void rows_native(int M, int N, int K, const float *A, int lda, const floa
         for (int s = 0; s < strips; s++) {
             int i0 = s * MR, mr = M - i0 < MR ? M - i0 : MR;
             // the strip's rows in bf16, once, while they are read for every panel
-            rows_to_bf16((uint16_t *)Ab, A + (long)i0 * lda, lda, mr, K);
-            strip_times_panels(mr, N, kp_n, Ab, P, C + (long)i0 * ldc, ldc, accumulate, bias);
+            const uint32_t *As = Ab;
+            long a_row = kp_n;
+            if (in_place) As = (const uint32_t *)(A16 + (long)i0 * lda), a_row = lda / 2;
+            else if (A16) rows16_padded((uint16_t *)Ab, A16 + (long)i0 * lda, lda, mr, K);
+            else rows_to_bf16((uint16_t *)Ab, A + (long)i0 * lda, lda, mr, K);
+            strip_times_panels(mr, N, kp_n, As, a_row, P, C + (long)i0 * ldc, ldc, accumulate, bias);
             if (epilogue) epilogue(ctx, i0, mr);
         }
     }
@@ -291,7 +357,8 @@ static void pack_grad_strip(uint32_t *dst, const float *dY, long ldy, int kc, in
 // dW[O,IN] += dY^T X, M in KC_GRAD chunks. Per chunk the team packs X's pairs once into shared panels;
 // then each thread runs its own contiguous range of O strips over them (dY's columns packed per strip),
 // so every element is summed in the order of m whatever the thread count.
-static void weight_grad_native(int O, int IN, int M, const float *dY, const float *X, float *dW, float *dbias) {
+static void weight_grad_native(int O, int IN, int M, const float *dY, const float *X, const uint16_t *X16, float *dW,
+                               float *dbias) {
     int strips = (O + MR - 1) / MR, panels = (IN + NR - 1) / NR;
     uint32_t *Xp = reserve_dwords(&panels_buf, &panels_capacity, (size_t)panels * NR * KC_GRAD / 2,
                                   "bf16 weight-gradient panels");
@@ -307,9 +374,11 @@ static void weight_grad_native(int O, int IN, int M, const float *dY, const floa
         for (int m0 = 0; m0 < M; m0 += KC_GRAD) {
             int kc = M - m0 < KC_GRAD ? M - m0 : KC_GRAD, kp_n = (kc + 1) / 2;
 #pragma omp for schedule(static)
-            for (int p = 0; p < panels; p++)
-                pack_pairs_across_rows(Xp + (size_t)p * NR * kp_n, NR, X + (long)m0 * IN, IN, 1.0f, kc, p * NR,
-                                       IN - p * NR < NR ? IN - p * NR : NR, NR);
+            for (int p = 0; p < panels; p++) {
+                int w = IN - p * NR < NR ? IN - p * NR : NR;
+                if (X16) pack_pairs_across_rows16(Xp + (size_t)p * NR * kp_n, NR, X16 + (long)m0 * IN, IN, kc, p * NR, w, NR);
+                else pack_pairs_across_rows(Xp + (size_t)p * NR * kp_n, NR, X + (long)m0 * IN, IN, 1.0f, kc, p * NR, w, NR);
+            }
             for (int s = s0; s < s1; s++) {
                 int o0 = s * MR, mr = O - o0 < MR ? O - o0 : MR;
                 pack_grad_strip(Ap, dY + (long)m0 * O, O, kc, o0, mr, dbias);
@@ -346,26 +415,31 @@ static void small_native(int a_trans, int b_trans, int M, int N, int K, float al
 
 // ---- entry points -------------------------------------------------------------------
 
-void bf16_gemm_rows(int emulated, int M, int N, int K, const float *A, int lda, const float *B, int ldb, int b_is_nk,
-                    const float *bias, int accumulate, float *C, int ldc, gemm_rows_epilogue epilogue, void *ctx) {
+void bf16_gemm_rows(int emulated, int M, int N, int K, const float *A, const uint16_t *A16, int lda, const float *B,
+                    int ldb, int b_is_nk, const float *bias, int accumulate, float *C, int ldc,
+                    gemm_rows_epilogue epilogue, void *ctx) {
 #ifdef __AVX512BF16__
     if (!emulated) {
-        rows_native(M, N, K, A, lda, B, ldb, b_is_nk, bias, accumulate, C, ldc, epilogue, ctx);
+        rows_native(M, N, K, A, A16, lda, B, ldb, b_is_nk, bias, accumulate, C, ldc, epilogue, ctx);
         return;
     }
 #endif
-    rows_emulated(M, N, K, A, lda, B, ldb, b_is_nk, bias, accumulate, C, ldc, epilogue, ctx);
+    float *A32 = A16 ? expand_rows(A16, lda, M, K) : NULL;
+    rows_emulated(M, N, K, A16 ? A32 : A, A16 ? K : lda, B, ldb, b_is_nk, bias, accumulate, C, ldc, epilogue, ctx);
+    xfree(A32);
 }
 
-void bf16_gemm_weight_grad(int emulated, int O, int IN, int M, const float *dY, const float *X, float *dW,
-                           float *dbias) {
+void bf16_gemm_weight_grad(int emulated, int O, int IN, int M, const float *dY, const float *X, const uint16_t *X16,
+                           float *dW, float *dbias) {
 #ifdef __AVX512BF16__
     if (!emulated) {
-        weight_grad_native(O, IN, M, dY, X, dW, dbias);
+        weight_grad_native(O, IN, M, dY, X, X16, dW, dbias);
         return;
     }
 #endif
-    weight_grad_emulated(O, IN, M, dY, X, dW, dbias);
+    float *X32 = X16 ? expand_rows(X16, IN, M, IN) : NULL;
+    weight_grad_emulated(O, IN, M, dY, X16 ? X32 : X, dW, dbias);
+    xfree(X32);
 }
 
 void bf16_gemm_small(int emulated, int a_trans, int b_trans, int M, int N, int K, float alpha, const float *A, int lda,

@@ -22,10 +22,17 @@ float bf16_to_float(uint16_t h);
 // denormals read as zero and flushed to zero (Intel SDM; oneDNN emulates it so).
 float bf16_dot_pair(float acc, uint32_t a, uint32_t b);
 
+// n floats -> bf16 by bf16_round (vectorised where built with AVX512_BF16: the same bits); and back, exactly.
+void bf16_store(uint16_t *dst, const float *src, long n);
+void bf16_load(float *dst, const uint16_t *src, long n);
+
 // emulated = 0: the vdpbf16ps tiles (only when gemm_bf16_native()); 1: the portable path.
-void bf16_gemm_rows(int emulated, int M, int N, int K, const float *A, int lda, const float *B, int ldb, int b_is_nk,
-                    const float *bias, int accumulate, float *C, int ldc, gemm_rows_epilogue epilogue, void *ctx);
-void bf16_gemm_weight_grad(int emulated, int O, int IN, int M, const float *dY, const float *X, float *dW,
-                           float *dbias);
+// A (or X) is fp32, or A16 (X16) a bf16 copy a producer stored: one of the two is NULL. A bf16
+// operand gives the same bits as the fp32 one it was rounded from.
+void bf16_gemm_rows(int emulated, int M, int N, int K, const float *A, const uint16_t *A16, int lda, const float *B,
+                    int ldb, int b_is_nk, const float *bias, int accumulate, float *C, int ldc,
+                    gemm_rows_epilogue epilogue, void *ctx);
+void bf16_gemm_weight_grad(int emulated, int O, int IN, int M, const float *dY, const float *X, const uint16_t *X16,
+                           float *dW, float *dbias);
 void bf16_gemm_small(int emulated, int a_trans, int b_trans, int M, int N, int K, float alpha, const float *A, int lda,
                      const float *B, int ldb, float *C, int ldc);

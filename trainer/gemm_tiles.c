@@ -315,15 +315,35 @@ void gemm_tiles_rows_epilogue(int M, int N, int K, const float *A, int lda, cons
     if (precision == GEMM_FP32)
         rows_fp32(M, N, K, A, lda, B, ldb, b_is_nk, bias, accumulate, C, ldc, epilogue, ctx);
     else
-        bf16_gemm_rows(precision == GEMM_BF16_EMULATED, M, N, K, A, lda, B, ldb, b_is_nk, bias, accumulate, C, ldc,
-                       epilogue, ctx);
+        bf16_gemm_rows(precision == GEMM_BF16_EMULATED, M, N, K, A, NULL, lda, B, ldb, b_is_nk, bias, accumulate, C,
+                       ldc, epilogue, ctx);
+}
+
+static void require_bf16(const char *what) {
+    if (precision == GEMM_FP32) fatal("%s: a bf16 operand needs precision bf16 (gemm_set_precision)", what);
+}
+
+void gemm_tiles_rows_a16(int M, int N, int K, const uint16_t *A, int lda, const float *B, int ldb, int b_is_nk,
+                         const float *bias, float *C, int ldc) {
+    if (M <= 0 || N <= 0 || K < 0) return;
+    require_bf16("gemm_tiles_rows_a16");
+    flops_issued += 2.0 * M * N * K;
+    bf16_gemm_rows(precision == GEMM_BF16_EMULATED, M, N, K, NULL, A, lda, B, ldb, b_is_nk, bias, 0, C, ldc, NULL,
+                   NULL);
+}
+
+void gemm_tiles_weight_grad_x16(int O, int IN, int M, const float *dY, const uint16_t *X, float *dW, float *dbias) {
+    if (O <= 0 || IN <= 0 || M <= 0) return;
+    require_bf16("gemm_tiles_weight_grad_x16");
+    flops_issued += 2.0 * O * IN * M;
+    bf16_gemm_weight_grad(precision == GEMM_BF16_EMULATED, O, IN, M, dY, NULL, X, dW, dbias);
 }
 
 void gemm_tiles_weight_grad(int O, int IN, int M, const float *dY, const float *X, float *dW, float *dbias) {
     if (O <= 0 || IN <= 0 || M <= 0) return;
     flops_issued += 2.0 * O * IN * M;
     if (precision == GEMM_FP32) weight_grad_fp32(O, IN, M, dY, X, dW, dbias);
-    else bf16_gemm_weight_grad(precision == GEMM_BF16_EMULATED, O, IN, M, dY, X, dW, dbias);
+    else bf16_gemm_weight_grad(precision == GEMM_BF16_EMULATED, O, IN, M, dY, X, NULL, dW, dbias);
 }
 
 void gemm_tiles_small(int a_trans, int b_trans, int M, int N, int K, float alpha, const float *A, int lda,

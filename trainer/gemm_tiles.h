@@ -13,6 +13,7 @@
 // team: call them from outside parallel regions (the weight pack buffer is
 // shared by the team); gemm_tiles_small is the one-thread entry for inside them.
 #pragma once
+#include <stdint.h>
 
 // 1 when built with AVX-512 and not switched off with CCVIT_GEMM=blas in the
 // environment (benchmarks use that to run OpenBLAS and these side by side).
@@ -52,6 +53,13 @@ void gemm_tiles_rows_epilogue(int M, int N, int K, const float *A, int lda, cons
 // dW[O,IN] += dY[M,O]^T @ X[M,IN] and dbias[O] += sum_m dY[m,:] (dbias may be NULL): the weight and
 // bias gradients, summed over the M rows in order; the bias sums ride along in the first column panel.
 void gemm_tiles_weight_grad(int O, int IN, int M, const float *dY, const float *X, float *dW, float *dbias);
+
+// In bf16 only (gemm_precision() != GEMM_FP32): the forward product and the weight gradient with the
+// activation operand already in bf16 (a saved activation a producer stored as bf16), rows at lda / IN.
+// The same bits as the fp32 operand it was rounded from.
+void gemm_tiles_rows_a16(int M, int N, int K, const uint16_t *A, int lda, const float *B, int ldb, int b_is_nk,
+                         const float *bias, float *C, int ldc);
+void gemm_tiles_weight_grad_x16(int O, int IN, int M, const float *dY, const uint16_t *X, float *dW, float *dbias);
 
 // One small product on the calling thread, for use INSIDE parallel loops (attention's per
 // (image, head) products): C[M,N] = alpha * op(A)[M,K] @ op(B)[K,N], C written (beta 0).

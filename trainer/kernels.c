@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "gemm_bf16.h"
 #include "gemm_tiles.h"
 #ifdef _OPENMP
 #include <omp.h>
@@ -507,6 +508,38 @@ void linear_gelu_backward_dinp(float *dhidden, float *gelu_out, const float *dou
     gelu_backward_recompute(gelu_out, dhidden, pre, (long)M * IN);
 }
 
+// ---- linear layers whose activation operand is kept in bf16 (precision bf16) --------------
+
+typedef struct {
+    uint16_t *out16;
+    const float *out32;
+    int N;
+} StoreRows;
+
+static void store_bf16_rows(void *ctx, int row0, int rows) {
+    StoreRows *st = ctx;
+    long lo = (long)row0 * st->N;
+    bf16_store(st->out16 + lo, st->out32 + lo, (long)rows * st->N);
+}
+
+void linear_forward_to_bf16(uint16_t *out16, float *out32, const float *inp, const float *weight, const float *bias,
+                            int M, int IN, int OUT) {
+    StoreRows st = {out16, out32, OUT};
+    gemm_tiles_rows_epilogue(M, OUT, IN, inp, IN, weight, IN, 1, bias, 0, out32, OUT, store_bf16_rows, &st);
+}
+
+void linear_forward_bf16in(float *out, const uint16_t *inp16, const float *weight, const float *bias, int M, int IN,
+                           int OUT) {
+    gemm_tiles_rows_a16(M, OUT, IN, inp16, IN, weight, IN, 1, bias, out, OUT);
+}
+
+void linear_backward_set_dinp_bf16in(float *dinp, float *dweight, float *dbias, const float *dout,
+                                     const uint16_t *inp16, const float *weight, int M, int IN, int OUT) {
+    if (dinp) gemm_tiles_rows(M, IN, OUT, dout, OUT, weight, IN, 0, NULL, 0, dinp, IN);
+    if (dweight) gemm_tiles_weight_grad_x16(OUT, IN, M, dout, inp16, dweight, dbias);
+    else if (dbias) column_sums_accumulate(dbias, dout, M, OUT);
+}
+
 // ---- residual and layer scale -----------------------------------------------------
 
 void residual_forward(float *out, const float *a, const float *b, long n) {
@@ -576,12 +609,34 @@ static inline int attention_rows(const RowSet *rows, int b, int T, long *first) 
     return rows->start[b + 1] - rows->start[b];
 }
 
-// Per thread: dS [T,T], then the kept q rows [T,hd] and their gradient [T,hd].
-long attention_scratch_floats(int T, int D) { return (long)T * T + 2L * T * D; }
+// Per thread: dS [T,T], the kept q rows [T,hd] and their gradient [T,hd], this head's q, k, v expanded
+// from bf16 [3][T,hd], and its output [T,hd] before it is stored as bf16 (hd <= D bounds each).
+long attention_scratch_floats(int T, int D) { return (long)T * T + 6L * T * D; }
 
-void attention_forward(float *out, float *probs, float *scratch, const float *qkv, const RowSet *rows, int B, int T,
-                       int D, int H) {
-    int hd = D / H, ld = 3 * D;
+// This head's q, k and v rows: in place in qkv (rows 3D apart), or from its bf16 copy expanded into the
+// thread's scratch (rows hd apart; exact, so the products round them to the same bf16 again).
+typedef struct {
+    const float *q, *k, *v;
+    int ld;
+} HeadQKV;
+
+static HeadQKV head_qkv(const float *qkv, const uint16_t *qkv16, float *expand, int b, int h, int T, int D, int hd) {
+    long base = (long)b * T * 3 * D + (long)h * hd;
+    if (qkv) return (HeadQKV){qkv + base, qkv + base + D, qkv + base + 2 * D, 3 * D};
+    for (int t = 0; t < T; t++)
+        for (int c = 0; c < 3; c++)
+            bf16_load(expand + ((long)c * T + t) * hd, qkv16 + base + (long)t * 3 * D + (long)c * D, hd);
+    return (HeadQKV){expand, expand + (long)T * hd, expand + 2L * T * hd, hd};
+}
+
+static float *thread_scratch(float *scratch, int T, int D) {
+    return scratch + (long)thread_id() * attention_scratch_floats(T, D);
+}
+
+// out (fp32) or out16 (bf16): one is NULL; qkv or qkv16 likewise.
+static void attention_forward_any(float *out, uint16_t *out16, float *probs, float *scratch, const float *qkv,
+                                  const uint16_t *qkv16, const RowSet *rows, int B, int T, int D, int H) {
+    int hd = D / H;
     float scale = 1.0f / sqrtf((float)hd);
     // dynamic: with rows, images differ in cost; each (b, h) writes its own slice whichever thread runs it
 #pragma omp parallel for schedule(dynamic, 1)
@@ -590,26 +645,44 @@ void attention_forward(float *out, float *probs, float *scratch, const float *qk
         long first;
         int R = attention_rows(rows, b, T, &first);
         if (R == 0) continue;
-        const float *q = qkv + (long)b * T * ld + h * hd, *k = q + D, *v = q + 2 * D;
-        int ldq = ld;
+        float *ts = thread_scratch(scratch, T, D), *qs = ts + (long)T * T, *expand = qs + 2L * T * D;
+        float *head_out = expand + 3L * T * D;
+        HeadQKV x = head_qkv(qkv, qkv16, expand, b, h, T, D, hd);
+        const float *q = x.q;
+        int ldq = x.ld;
         if (rows) {  // gather the kept query rows of this head
-            float *qs = scratch + (long)thread_id() * attention_scratch_floats(T, D) + (long)T * T;
             const int32_t *idx = rows->index + first;
-            for (int i = 0; i < R; i++) memcpy(qs + (long)i * hd, q + (long)idx[i] * ld, sizeof(float) * hd);
+            for (int i = 0; i < R; i++) memcpy(qs + (long)i * hd, x.q + (long)idx[i] * x.ld, sizeof(float) * hd);
             q = qs;
             ldq = hd;
         }
         float *p = probs + (first * H + (long)h * R) * T;
         // p[R,T] = scale * q[R,hd] @ k[T,hd]^T, then softmax over keys
-        head_gemm(CblasNoTrans, CblasTrans, R, T, hd, scale, q, ldq, k, ld, p, T);
+        head_gemm(CblasNoTrans, CblasTrans, R, T, hd, scale, q, ldq, x.k, x.ld, p, T);
         softmax_rows_inplace(p, R, T);
         // out[R,hd] (row stride D) = p[R,T] @ v[T,hd]
-        head_gemm(CblasNoTrans, CblasNoTrans, R, hd, T, 1.0f, p, T, v, ld, out + first * D + h * hd, D);
+        if (out) {
+            head_gemm(CblasNoTrans, CblasNoTrans, R, hd, T, 1.0f, p, T, x.v, x.ld, out + first * D + h * hd, D);
+            continue;
+        }
+        head_gemm(CblasNoTrans, CblasNoTrans, R, hd, T, 1.0f, p, T, x.v, x.ld, head_out, hd);
+        for (int i = 0; i < R; i++) bf16_store(out16 + (first + i) * D + h * hd, head_out + (long)i * hd, hd);
     }
 }
 
-void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv, const float *probs,
-                        const RowSet *rows, int B, int T, int D, int H) {
+void attention_forward(float *out, float *probs, float *scratch, const float *qkv, const RowSet *rows, int B, int T,
+                       int D, int H) {
+    attention_forward_any(out, NULL, probs, scratch, qkv, NULL, rows, B, T, D, H);
+}
+
+void attention_forward_bf16(uint16_t *out16, float *probs, float *scratch, const uint16_t *qkv16, const RowSet *rows,
+                            int B, int T, int D, int H) {
+    attention_forward_any(NULL, out16, probs, scratch, NULL, qkv16, rows, B, T, D, H);
+}
+
+static void attention_backward_any(float *dqkv, float *scratch, const float *dout, const float *qkv,
+                                   const uint16_t *qkv16, const float *probs, const RowSet *rows, int B, int T, int D,
+                                   int H) {
     int hd = D / H, ld = 3 * D;
     float scale = 1.0f / sqrtf((float)hd);
 #pragma omp parallel for schedule(dynamic, 1)
@@ -617,8 +690,7 @@ void attention_backward(float *dqkv, float *scratch, const float *dout, const fl
         int b = bh / H, h = bh % H;
         long first;
         int R = attention_rows(rows, b, T, &first);
-        float *ds = scratch + (long)thread_id() * attention_scratch_floats(T, D);  // dP, then dS in place
-        const float *q = qkv + (long)b * T * ld + h * hd, *k = q + D, *v = q + 2 * D;
+        float *ds = thread_scratch(scratch, T, D);  // dP, then dS in place
         float *dq = dqkv + (long)b * T * ld + h * hd, *dk = dq + D, *dv = dq + 2 * D;
         if (rows) {  // q rows not kept get 0; the kept ones are scattered below
             for (int t = 0; t < T; t++) memset(dq + (long)t * ld, 0, sizeof(float) * hd);
@@ -630,10 +702,11 @@ void attention_backward(float *dqkv, float *scratch, const float *dout, const fl
                 continue;
             }
         }
+        HeadQKV x = head_qkv(qkv, qkv16, ds + (long)T * T + 2L * T * D, b, h, T, D, hd);
         const float *p = probs + (first * H + (long)h * R) * T;
         const float *dO = dout + first * D + h * hd;
         // dP[R,T] = dO[R,hd] @ v^T ; dv = p^T @ dO
-        head_gemm(CblasNoTrans, CblasTrans, R, T, hd, 1.0f, dO, D, v, ld, ds, T);
+        head_gemm(CblasNoTrans, CblasTrans, R, T, hd, 1.0f, dO, D, x.v, x.ld, ds, T);
         head_gemm(CblasTrans, CblasNoTrans, T, hd, R, 1.0f, p, T, dO, D, dv, ld);
         // softmax backward: dS = p * (dP - rowsum(dP * p))
         for (int i = 0; i < R; i++) {
@@ -644,17 +717,27 @@ void attention_backward(float *dqkv, float *scratch, const float *dout, const fl
         }
         if (!rows) {
             // dq = scale * dS @ k ; dk = scale * dS^T @ q
-            head_gemm(CblasNoTrans, CblasNoTrans, T, hd, T, scale, ds, T, k, ld, dq, ld);
-            head_gemm(CblasTrans, CblasNoTrans, T, hd, T, scale, ds, T, q, ld, dk, ld);
+            head_gemm(CblasNoTrans, CblasNoTrans, T, hd, T, scale, ds, T, x.k, x.ld, dq, ld);
+            head_gemm(CblasTrans, CblasNoTrans, T, hd, T, scale, ds, T, x.q, x.ld, dk, ld);
             continue;
         }
         float *qs = ds + (long)T * T, *dqs = qs + (long)T * hd;
         const int32_t *idx = rows->index + first;
-        for (int i = 0; i < R; i++) memcpy(qs + (long)i * hd, q + (long)idx[i] * ld, sizeof(float) * hd);
-        head_gemm(CblasNoTrans, CblasNoTrans, R, hd, T, scale, ds, T, k, ld, dqs, hd);
+        for (int i = 0; i < R; i++) memcpy(qs + (long)i * hd, x.q + (long)idx[i] * x.ld, sizeof(float) * hd);
+        head_gemm(CblasNoTrans, CblasNoTrans, R, hd, T, scale, ds, T, x.k, x.ld, dqs, hd);
         head_gemm(CblasTrans, CblasNoTrans, T, hd, R, scale, ds, T, qs, hd, dk, ld);
         for (int i = 0; i < R; i++) memcpy(dq + (long)idx[i] * ld, dqs + (long)i * hd, sizeof(float) * hd);
     }
+}
+
+void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv, const float *probs,
+                        const RowSet *rows, int B, int T, int D, int H) {
+    attention_backward_any(dqkv, scratch, dout, qkv, NULL, probs, rows, B, T, D, H);
+}
+
+void attention_backward_bf16(float *dqkv, float *scratch, const float *dout, const uint16_t *qkv16, const float *probs,
+                             const RowSet *rows, int B, int T, int D, int H) {
+    attention_backward_any(dqkv, scratch, dout, NULL, qkv16, probs, rows, B, T, D, H);
 }
 
 // ---- patches ------------------------------------------------------------------------

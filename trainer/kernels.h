@@ -53,6 +53,18 @@ void linear_bias_gelu_forward(float *out, float *pre, const float *inp, const fl
 void linear_gelu_backward_dinp(float *dhidden, float *gelu_out, const float *dout, const float *weight,
                                const float *pre, int M, int IN, int OUT);
 
+// ---- linear layers whose activation operand is kept in bf16 (precision bf16 only; the same bits as
+// keeping it in fp32, since the products round it to bf16 anyway, in half the bytes):
+// out32[M,OUT] = inp @ weight^T + bias, and out16 = bf16(out32) stored strip by strip while in cache
+void linear_forward_to_bf16(uint16_t *out16, float *out32, const float *inp, const float *weight, const float *bias,
+                            int M, int IN, int OUT);
+// out[M,OUT] = inp16[M,IN] @ weight[OUT,IN]^T + bias
+void linear_forward_bf16in(float *out, const uint16_t *inp16, const float *weight, const float *bias, int M, int IN,
+                           int OUT);
+// linear_backward_set_dinp with the forward's input in bf16
+void linear_backward_set_dinp_bf16in(float *dinp, float *dweight, float *dbias, const float *dout,
+                                     const uint16_t *inp16, const float *weight, int M, int IN, int OUT);
+
 // ---- residual: out[n] = a[n] + b[n]; backward da += dout, db += dout
 void residual_forward(float *out, const float *a, const float *b, long n);
 void residual_backward(float *da, float *db, const float *dout, long n);
@@ -85,6 +97,13 @@ void attention_forward(float *out, float *probs, float *scratch, const float *qk
 // caller need not zero it. dout has out's layout.
 void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv, const float *probs,
                         const RowSet *rows, int B, int T, int D, int H);
+
+// The same with qkv and out kept in bf16 (precision bf16): the same bits as attention_forward on the fp32
+// qkv these were rounded from, each head's q, k, v expanded in the thread's scratch.
+void attention_forward_bf16(uint16_t *out16, float *probs, float *scratch, const uint16_t *qkv16, const RowSet *rows,
+                            int B, int T, int D, int H);
+void attention_backward_bf16(float *dqkv, float *scratch, const float *dout, const uint16_t *qkv16, const float *probs,
+                             const RowSet *rows, int B, int T, int D, int H);
 
 // ---- patch embedding = patchify then linear with weight [D, C*P*P].
 // images [B,C,H,W] -> patches [B, (H/P)*(W/P), C*P*P], each patch in (c,y,x) order.

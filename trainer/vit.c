@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "gemm_tiles.h"
 #include "kernels.h"
 
 // ---- blocks -------------------------------------------------------------------------
@@ -88,9 +89,12 @@ void block_layout(BlockActs *a, Arena *acts, const BlockDims *d, int B, int T) {
     int D = d->D;
     a->ln1_mean = arena_floats(acts, BT);
     a->ln1_rstd = arena_floats(acts, BT);
-    a->qkv = arena_floats(acts, BT * 3 * D);
+    int bf16 = gemm_precision() != GEMM_FP32;  // qkv and attn in bf16 (BlockActs)
+    a->qkv = bf16 ? NULL : arena_floats(acts, BT * 3 * D);
+    a->qkv16 = bf16 ? arena_bytes(acts, BT * 3 * D * sizeof(uint16_t)) : NULL;
     a->probs = arena_floats(acts, (long)B * d->H * T * T);
-    a->attn = arena_floats(acts, BT * D);
+    a->attn = bf16 ? NULL : arena_floats(acts, BT * D);
+    a->attn16 = bf16 ? arena_bytes(acts, BT * D * sizeof(uint16_t)) : NULL;
     a->attn_proj = d->layer_scale ? arena_floats(acts, BT * D) : NULL;
     a->x_mid = arena_floats(acts, BT * D);
     a->ln2_mean = arena_floats(acts, BT);
@@ -167,19 +171,39 @@ static void add_kept_rows(float *kept, const float *full, const RowSet *rows, in
         }
 }
 
+// qkv = norm1 rows (in s->ln) @ qkv_w^T + qkv_b, then attention into attn; in bf16 storage the qkv product
+// lands in s->d_qkv (free until the backward) and is kept as bf16 strip by strip.
+static void attention_branch_forward(BlockActs *a, const BlockWeights *w, const BlockScratch *s, const BlockDims *d,
+                                     const RowSet *rows, int B, int T) {
+    int BT = B * T, D = d->D;
+    if (!a->qkv16) {
+        linear_forward(a->qkv, s->ln, w->qkv_w, w->qkv_b, BT, D, 3 * D);
+        attention_forward(a->attn, a->probs, s->attn_scratch, a->qkv, rows, B, T, D, d->H);
+        return;
+    }
+    if (gemm_precision() == GEMM_FP32)
+        fatal("block_forward: activations laid out for precision bf16 run in fp32 (set the precision before allocating)");
+    linear_forward_to_bf16(a->qkv16, s->d_qkv, s->ln, w->qkv_w, w->qkv_b, BT, D, 3 * D);
+    attention_forward_bf16(a->attn16, a->probs, s->attn_scratch, a->qkv16, rows, B, T, D, d->H);
+}
+
+static void proj_forward(float *dst, const BlockActs *a, const BlockWeights *w, int R, int D) {
+    if (a->attn16) linear_forward_bf16in(dst, a->attn16, w->proj_w, w->proj_b, R, D, D);
+    else linear_forward(dst, a->attn, w->proj_w, w->proj_b, R, D, D);
+}
+
 void block_forward(BlockActs *a, const BlockWeights *w, const BlockScratch *s, const BlockDims *d, const float *x_in,
                    const float *drop, const RowSet *rows, int B, int T) {
     int BT = B * T, D = d->D, Hd = d->hidden;
     int R = rows ? rows->total : BT;  // rows after attention: every token, or the kept ones (compact)
     // x_mid = x_in + ls1 * proj(attn(qkv(norm1(x_in)))); every token's k and v are needed
     layernorm_forward(s->ln, a->ln1_mean, a->ln1_rstd, x_in, w->norm1_w, w->norm1_b, BT, D);
-    linear_forward(a->qkv, s->ln, w->qkv_w, w->qkv_b, BT, D, 3 * D);
-    attention_forward(a->attn, a->probs, s->attn_scratch, a->qkv, rows, B, T, D, d->H);
+    attention_branch_forward(a, w, s, d, rows, B, T);
     if (d->layer_scale) {
-        linear_forward(a->attn_proj, a->attn, w->proj_w, w->proj_b, R, D, D);
+        proj_forward(a->attn_proj, a, w, R, D);
         layerscale_forward(a->x_mid, a->attn_proj, w->ls1, R, D);
     } else {
-        linear_forward(a->x_mid, a->attn, w->proj_w, w->proj_b, R, D, D);
+        proj_forward(a->x_mid, a, w, R, D);
     }
     if (drop) scale_rows(a->x_mid, drop, rows, B, T, D);
     // out = x_mid + ls2 * fc2(gelu(fc1(norm2(x_mid))))
@@ -249,8 +273,13 @@ void block_backward(float *dres, const BlockWeights *g, const BlockScratch *s, c
         layerscale_backward(s->d_branch, g->ls1, d_proj_out, a->attn_proj, w->ls1, R, D);
         d_proj_out = s->d_branch;
     }
-    linear_backward_set_dinp(s->d_norm, g->proj_w, g->proj_b, d_proj_out, a->attn, w->proj_w, R, D, D);
-    attention_backward(s->d_qkv, s->attn_scratch, s->d_norm, a->qkv, a->probs, rows, B, T, D, d->H);
+    if (a->attn16) {
+        linear_backward_set_dinp_bf16in(s->d_norm, g->proj_w, g->proj_b, d_proj_out, a->attn16, w->proj_w, R, D, D);
+        attention_backward_bf16(s->d_qkv, s->attn_scratch, s->d_norm, a->qkv16, a->probs, rows, B, T, D, d->H);
+    } else {
+        linear_backward_set_dinp(s->d_norm, g->proj_w, g->proj_b, d_proj_out, a->attn, w->proj_w, R, D, D);
+        attention_backward(s->d_qkv, s->attn_scratch, s->d_norm, a->qkv, a->probs, rows, B, T, D, d->H);
+    }
     if (rows) copy_kept_rows(dres, dmid, rows, B, T, D, 1);  // d(x_in) through the residual
     layernorm_forward(s->ln, a->ln1_mean, a->ln1_rstd, x_in, w->norm1_w, w->norm1_b, BT, D);  // recompute
     linear_backward_set_dinp(s->d_norm, g->qkv_w, g->qkv_b, s->d_qkv, s->ln, w->qkv_w, BT, D, 3 * D);

@@ -35,6 +35,9 @@ typedef struct {               // saved for backward, for B*T tokens
     float *qkv;                         // [BT,3D]
     float *probs;                       // [B,H,T,T]
     float *attn;                        // [BT,D] heads concatenated, before proj
+    // Laid out under precision bf16 instead of qkv and attn, which feed only products that round them
+    // to bf16 anyway: the same bits in half the bytes.
+    uint16_t *qkv16, *attn16;
     float *attn_proj;                   // [BT,D] proj output (layer scale only)
     float *x_mid;                       // [BT,D] residual stream after attention
     float *ln2_mean, *ln2_rstd;
