@@ -171,3 +171,31 @@ def test_precision_switch(C):
     assert C.gemm_precision() == FP32
     assert C.gemm_bf16_native() == int(" avx512_bf16" in open("/proc/cpuinfo").read()), \
         "the CPU has AVX512_BF16 but this -march=native build does not use it (or the reverse)"
+
+
+@pytest.mark.parametrize("B,T,D,H", [(3, 17, 24, 3), (2, 50, 96, 3), (1, 66, 160, 2)])
+def test_attention_with_bf16_storage(C, B, T, D, H):
+    """qkv and the output kept in bf16 (what the ViT lays out under precision bf16): the same probs and
+    gradients, bit for bit, as the fp32 qkv these were rounded from, and the output equals the fp32
+    path's rounded to bf16; on the tiles and the emulation alike. Heads of 8, 32 and 80: the softmax
+    scale is not a power of two, so it must scale the rounded operand in both."""
+    r = np.random.default_rng(T * 7 + D)
+    qkv = bf16(f32(r.standard_normal((B, T, 3 * D))))  # already on the bf16 grid: storing it loses nothing
+    qkv16 = np.ascontiguousarray((qkv.view(np.uint32) >> 16).astype(np.uint16))
+    dout = f32(r.standard_normal((B, T, D)))
+    for p in paths(C):
+        C.gemm_set_precision(p)
+        out, probs = tk.c_attention(C, qkv, B, T, D, H)
+        dqkv = np.full_like(qkv, 1e30)
+        C.attention_backward(ptr(dqkv), ptr(tk.attn_scratch(C, T, D)), ptr(dout), ptr(qkv), ptr(probs), None, B, T, D, H)
+        out16 = np.zeros((B, T, D), np.uint16)
+        probs16 = np.zeros_like(probs)
+        C.attention_forward_bf16(ptr(out16), ptr(probs16), ptr(tk.attn_scratch(C, T, D)), ptr(qkv16), None, B, T, D, H)
+        dqkv16 = np.full_like(qkv, 1e30)
+        C.attention_backward_bf16(ptr(dqkv16), ptr(tk.attn_scratch(C, T, D)), ptr(dout), ptr(qkv16), ptr(probs16), None,
+                                  B, T, D, H)
+        C.gemm_set_precision(FP32)
+        assert np.array_equal(probs.view(np.uint32), probs16.view(np.uint32)), f"precision {p}: probs differ"
+        assert np.array_equal(dqkv.view(np.uint32), dqkv16.view(np.uint32)), f"precision {p}: dqkv differs"
+        rounded = (bf16(out).view(np.uint32) >> 16).astype(np.uint16)
+        assert np.array_equal(out16, rounded), f"precision {p}: the bf16 output is not the fp32 output rounded"

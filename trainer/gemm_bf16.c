@@ -47,8 +47,11 @@ float bf16_dot_pair(float acc, uint32_t a, uint32_t b) {
     return flush_denormal(fmaf(a_lo, b_lo, acc));
 }
 
-void bf16_load(float *dst, const uint16_t *src, long n) {
-    for (long i = 0; i < n; i++) dst[i] = bf16_to_float(src[i]);
+void bf16_load(float *restrict dst, const uint16_t *restrict src, long n) {
+    for (long i = 0; i < n; i++) {  // written on the bits, so that it vectorises
+        uint32_t u = (uint32_t)src[i] << 16;
+        memcpy(dst + i, &u, 4);
+    }
 }
 
 #ifndef __AVX512BF16__
@@ -230,9 +233,21 @@ static void rows16_padded(uint16_t *dst, const uint16_t *A, long lda, int R, int
     }
 }
 
+// 16 bf16 -> 16 floats, exactly
+static inline __m512 float16_of(__m256i words) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(words), 16));
+}
+
+// 32 bf16 (lo: elements 0..15, hi: 16..31) -> 32 bf16 of alpha * x, rounded again (as scaled_bf16)
+static inline __m512i words_scaled(__m256i lo, __m256i hi, float alpha) {
+    if (alpha == 1.0f) return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+    __m512 a = _mm512_set1_ps(alpha);
+    return bf16x32(_mm512_mul_ps(a, float16_of(lo)), _mm512_mul_ps(a, float16_of(hi)));
+}
+
 // pack_pairs_across_rows for a bf16 operand: the two rows' words interleaved as they are
-static void pack_pairs_across_rows16(uint32_t *dst, long stride, const uint16_t *B, long ldb, int K, int n0, int w,
-                                     int width) {
+static void pack_pairs_across_rows16(uint32_t *dst, long stride, const uint16_t *B, long ldb, float alpha, int K,
+                                     int n0, int w, int width) {
     const __m512i idx = _mm512_load_si512(interleave_index);
     for (int kp = 0; kp < (K + 1) / 2; kp++) {
         const uint16_t *r0 = B + 2L * kp * ldb + n0, *r1 = r0 + ldb;
@@ -240,10 +255,29 @@ static void pack_pairs_across_rows16(uint32_t *dst, long stride, const uint16_t 
             __mmask16 m = low_mask(w - j0);
             __m256i lo = _mm256_maskz_loadu_epi16(m, r0 + j0);
             __m256i hi = 2 * kp + 1 < K ? _mm256_maskz_loadu_epi16(m, r1 + j0) : _mm256_setzero_si256();
-            __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-            _mm512_store_si512(dst + (long)kp * stride + j0, _mm512_permutexvar_epi16(idx, both));
+            _mm512_store_si512(dst + (long)kp * stride + j0, _mm512_permutexvar_epi16(idx, words_scaled(lo, hi, alpha)));
         }
     }
+}
+
+// pack_pairs_along_rows for a bf16 operand: each row's words are its pairs already; 16 rows transposed
+static void pack_pairs_along_rows16(uint32_t *dst, const uint16_t *B, long ldb, float alpha, int K, int n0, int w) {
+    int kp_n = (K + 1) / 2;
+    for (int j0 = 0; j0 < NR; j0 += 16)
+        for (int kp0 = 0; kp0 < kp_n; kp0 += 16) {
+            int k0 = 2 * kp0;
+            __mmask16 m_lo = low_mask(K - k0), m_hi = low_mask(K - k0 - 16);
+            __m512 r[16];
+            for (int j = 0; j < 16; j++) {
+                const uint16_t *row = B + (long)(n0 + j0 + j) * ldb + k0;
+                r[j] = j0 + j < w ? _mm512_castsi512_ps(words_scaled(_mm256_maskz_loadu_epi16(m_lo, row),
+                                                                     _mm256_maskz_loadu_epi16(m_hi, row + 16), alpha))
+                                  : _mm512_setzero_ps();
+            }
+            transpose16(r);
+            for (int kp = 0; kp < 16 && kp0 + kp < kp_n; kp++)
+                _mm512_store_si512(dst + (long)(kp0 + kp) * NR + j0, _mm512_castps_si512(r[kp]));
+        }
 }
 
 // C[mr,32] = (C or bias or 0) + sum over kp_n pairs of A(i, kp) . P[kp][0..32)
@@ -304,9 +338,13 @@ static void strip_times_panels(int mr, int N, int kp_n, const uint32_t *A, long 
     }
 }
 
-static void pack_panel(uint32_t *dst, const float *B, int ldb, int b_nk, float alpha, int K, int n0, int N) {
+// one 32-column panel of op(B), from B (fp32) or B16 (bf16)
+static void pack_panel(uint32_t *dst, const float *B, const uint16_t *B16, int ldb, int b_nk, float alpha, int K, int n0,
+                       int N) {
     int w = N - n0 < NR ? N - n0 : NR;
-    if (b_nk) pack_pairs_along_rows(dst, B, ldb, alpha, K, n0, w);
+    if (B16 && b_nk) pack_pairs_along_rows16(dst, B16, ldb, alpha, K, n0, w);
+    else if (B16) pack_pairs_across_rows16(dst, NR, B16, ldb, alpha, K, n0, w, NR);
+    else if (b_nk) pack_pairs_along_rows(dst, B, ldb, alpha, K, n0, w);
     else pack_pairs_across_rows(dst, NR, B, ldb, alpha, K, n0, w, NR);
 }
 
@@ -319,7 +357,7 @@ static void rows_native(int M, int N, int K, const float *A, const uint16_t *A16
 #pragma omp parallel
     {
 #pragma omp for schedule(static)
-        for (int p = 0; p < panels; p++) pack_panel(P + (size_t)p * NR * kp_n, B, ldb, b_is_nk, 1.0f, K, p * NR, N);
+        for (int p = 0; p < panels; p++) pack_panel(P + (size_t)p * NR * kp_n, B, NULL, ldb, b_is_nk, 1.0f, K, p * NR, N);
         uint32_t *Ab = reserve_dwords(&strip_buf, &strip_capacity, (size_t)MR * kp_n, "bf16 activation strip");
 #pragma omp for schedule(dynamic, 8)
         for (int s = 0; s < strips; s++) {
@@ -376,7 +414,7 @@ static void weight_grad_native(int O, int IN, int M, const float *dY, const floa
 #pragma omp for schedule(static)
             for (int p = 0; p < panels; p++) {
                 int w = IN - p * NR < NR ? IN - p * NR : NR;
-                if (X16) pack_pairs_across_rows16(Xp + (size_t)p * NR * kp_n, NR, X16 + (long)m0 * IN, IN, kc, p * NR, w, NR);
+                if (X16) pack_pairs_across_rows16(Xp + (size_t)p * NR * kp_n, NR, X16 + (long)m0 * IN, IN, 1.0f, kc, p * NR, w, NR);
                 else pack_pairs_across_rows(Xp + (size_t)p * NR * kp_n, NR, X + (long)m0 * IN, IN, 1.0f, kc, p * NR, w, NR);
             }
             for (int s = s0; s < s1; s++) {
@@ -391,23 +429,29 @@ static void weight_grad_native(int O, int IN, int M, const float *dY, const floa
     }
 }
 
-static void small_native(int a_trans, int b_trans, int M, int N, int K, float alpha, const float *A, int lda,
-                         const float *B, int ldb, float *C, int ldc) {
+static void small_native(int a_trans, int b_trans, int M, int N, int K, float alpha, const float *A,
+                         const uint16_t *A16, int lda, const float *B, const uint16_t *B16, int ldb, float *C, int ldc) {
     int kp_n = (K + 1) / 2, panels = (N + NR - 1) / NR, m16 = (M + 15) / 16 * 16;
     uint32_t *P = reserve_dwords(&small_b_buf, &small_b_capacity, (size_t)panels * NR * kp_n, "bf16 small panels");
-    for (int p = 0; p < panels; p++) pack_panel(P + (size_t)p * NR * kp_n, B, ldb, b_trans, alpha, K, p * NR, N);
+    for (int p = 0; p < panels; p++) pack_panel(P + (size_t)p * NR * kp_n, B, B16, ldb, b_trans, alpha, K, p * NR, N);
     uint32_t *Ap = reserve_dwords(&small_a_buf, &small_a_capacity, (size_t)m16 * kp_n, "bf16 small rows");
+    const uint32_t *As = Ap;
     long a_row = kp_n, a_pair = 1;
     if (a_trans) {  // op(A)(i, k) = A[k * lda + i]: pairs across rows, [kp][m16]
-        pack_pairs_across_rows(Ap, m16, A, lda, 1.0f, K, 0, M, m16);
+        if (A16) pack_pairs_across_rows16(Ap, m16, A16, lda, 1.0f, K, 0, M, m16);
+        else pack_pairs_across_rows(Ap, m16, A, lda, 1.0f, K, 0, M, m16);
         a_row = 1, a_pair = m16;
+    } else if (A16 && K % 2 == 0 && lda % 2 == 0) {  // bf16 rows are their own pairs
+        As = (const uint32_t *)A16, a_row = lda / 2;
+    } else if (A16) {
+        rows16_padded((uint16_t *)Ap, A16, lda, M, K);
     } else {
         rows_to_bf16((uint16_t *)Ap, A, lda, M, K);
     }
     for (int i0 = 0; i0 < M; i0 += MR) {
         int mr = M - i0 < MR ? M - i0 : MR;
         for (int n0 = 0; n0 < N; n0 += NR)
-            tile_pairs_any(mr, kp_n, Ap + i0 * a_row, a_row, a_pair, P + (size_t)n0 * kp_n, C + (long)i0 * ldc + n0,
+            tile_pairs_any(mr, kp_n, As + i0 * a_row, a_row, a_pair, P + (size_t)n0 * kp_n, C + (long)i0 * ldc + n0,
                            ldc, 0, NULL, N - n0);
     }
 }
@@ -442,13 +486,19 @@ void bf16_gemm_weight_grad(int emulated, int O, int IN, int M, const float *dY, 
     xfree(X32);
 }
 
-void bf16_gemm_small(int emulated, int a_trans, int b_trans, int M, int N, int K, float alpha, const float *A, int lda,
-                     const float *B, int ldb, float *C, int ldc) {
+void bf16_gemm_small(int emulated, int a_trans, int b_trans, int M, int N, int K, float alpha, const float *A,
+                     const uint16_t *A16, int lda, const float *B, const uint16_t *B16, int ldb, float *C, int ldc) {
 #ifdef __AVX512BF16__
     if (!emulated) {
-        small_native(a_trans, b_trans, M, N, K, alpha, A, lda, B, ldb, C, ldc);
+        small_native(a_trans, b_trans, M, N, K, alpha, A, A16, lda, B, B16, ldb, C, ldc);
         return;
     }
 #endif
-    small_emulated(a_trans, b_trans, M, N, K, alpha, A, lda, B, ldb, C, ldc);
+    // op(A) is [M,K], op(B) [K,N]: a bf16 operand expanded as stored, rows of its storage at lda / ldb
+    float *A32 = A16 ? expand_rows(A16, lda, a_trans ? K : M, a_trans ? M : K) : NULL;
+    float *B32 = B16 ? expand_rows(B16, ldb, b_trans ? N : K, b_trans ? K : N) : NULL;
+    small_emulated(a_trans, b_trans, M, N, K, alpha, A16 ? A32 : A, A16 ? (a_trans ? M : K) : lda, B16 ? B32 : B,
+                   B16 ? (b_trans ? K : N) : ldb, C, ldc);
+    xfree(A32);
+    xfree(B32);
 }

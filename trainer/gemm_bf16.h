@@ -34,5 +34,5 @@ void bf16_gemm_rows(int emulated, int M, int N, int K, const float *A, const uin
                     gemm_rows_epilogue epilogue, void *ctx);
 void bf16_gemm_weight_grad(int emulated, int O, int IN, int M, const float *dY, const float *X, const uint16_t *X16,
                            float *dW, float *dbias);
-void bf16_gemm_small(int emulated, int a_trans, int b_trans, int M, int N, int K, float alpha, const float *A, int lda,
-                     const float *B, int ldb, float *C, int ldc);
+void bf16_gemm_small(int emulated, int a_trans, int b_trans, int M, int N, int K, float alpha, const float *A,
+                     const uint16_t *A16, int lda, const float *B, const uint16_t *B16, int ldb, float *C, int ldc);

@@ -288,6 +288,10 @@ void gemm_set_precision(int p) {
 
 int gemm_precision(void) { return precision; }
 
+static void require_bf16(const char *what) {
+    if (precision == GEMM_FP32) fatal("%s: a bf16 operand needs precision bf16 (gemm_set_precision)", what);
+}
+
 const char *gemm_precision_summary(void) {
     if (precision == GEMM_BF16)
         return "bf16 products (vdpbf16ps, fp32 sums); weights, AdamW, norms, softmax and losses in fp32";
@@ -319,9 +323,6 @@ void gemm_tiles_rows_epilogue(int M, int N, int K, const float *A, int lda, cons
                        ldc, epilogue, ctx);
 }
 
-static void require_bf16(const char *what) {
-    if (precision == GEMM_FP32) fatal("%s: a bf16 operand needs precision bf16 (gemm_set_precision)", what);
-}
 
 void gemm_tiles_rows_a16(int M, int N, int K, const uint16_t *A, int lda, const float *B, int ldb, int b_is_nk,
                          const float *bias, float *C, int ldc) {
@@ -352,5 +353,15 @@ void gemm_tiles_small(int a_trans, int b_trans, int M, int N, int K, float alpha
 #pragma omp atomic
     flops_issued += 2.0 * M * N * K;
     if (precision == GEMM_FP32) small_fp32(a_trans, b_trans, M, N, K, alpha, A, lda, B, ldb, C, ldc);
-    else bf16_gemm_small(precision == GEMM_BF16_EMULATED, a_trans, b_trans, M, N, K, alpha, A, lda, B, ldb, C, ldc);
+    else bf16_gemm_small(precision == GEMM_BF16_EMULATED, a_trans, b_trans, M, N, K, alpha, A, NULL, lda, B, NULL, ldb,
+                         C, ldc);
+}
+
+void gemm_tiles_small16(int a_trans, int b_trans, int M, int N, int K, float alpha, const float *A, const uint16_t *A16,
+                        int lda, const float *B, const uint16_t *B16, int ldb, float *C, int ldc) {
+    if (M <= 0 || N <= 0 || K < 0) return;
+    require_bf16("gemm_tiles_small16");
+#pragma omp atomic
+    flops_issued += 2.0 * M * N * K;
+    bf16_gemm_small(precision == GEMM_BF16_EMULATED, a_trans, b_trans, M, N, K, alpha, A, A16, lda, B, B16, ldb, C, ldc);
 }

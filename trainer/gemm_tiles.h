@@ -60,6 +60,9 @@ void gemm_tiles_weight_grad(int O, int IN, int M, const float *dY, const float *
 void gemm_tiles_rows_a16(int M, int N, int K, const uint16_t *A, int lda, const float *B, int ldb, int b_is_nk,
                          const float *bias, float *C, int ldc);
 void gemm_tiles_weight_grad_x16(int O, int IN, int M, const float *dY, const uint16_t *X, float *dW, float *dbias);
+// gemm_tiles_small with either operand from bf16 storage (A16 / B16 instead of A / B; the other NULL).
+void gemm_tiles_small16(int a_trans, int b_trans, int M, int N, int K, float alpha, const float *A, const uint16_t *A16,
+                        int lda, const float *B, const uint16_t *B16, int ldb, float *C, int ldc);
 
 // One small product on the calling thread, for use INSIDE parallel loops (attention's per
 // (image, head) products): C[M,N] = alpha * op(A)[M,K] @ op(B)[K,N], C written (beta 0).

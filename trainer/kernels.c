@@ -609,24 +609,37 @@ static inline int attention_rows(const RowSet *rows, int b, int T, long *first) 
     return rows->start[b + 1] - rows->start[b];
 }
 
-// Per thread: dS [T,T], the kept q rows [T,hd] and their gradient [T,hd], this head's q, k, v expanded
-// from bf16 [3][T,hd], and its output [T,hd] before it is stored as bf16 (hd <= D bounds each).
-long attention_scratch_floats(int T, int D) { return (long)T * T + 6L * T * D; }
+// Per thread: dS [T,T], the kept q rows [T,hd] and their gradient [T,hd], and a head's output [T,hd]
+// before it is stored as bf16 (hd <= D bounds each).
+long attention_scratch_floats(int T, int D) { return (long)T * T + 3L * T * D; }
 
-// This head's q, k and v rows: in place in qkv (rows 3D apart), or from its bf16 copy expanded into the
-// thread's scratch (rows hd apart; exact, so the products round them to the same bf16 again).
+// This head's q, k and v rows (3D apart): fp32 in qkv, or bf16 in qkv16 (the other three NULL).
 typedef struct {
     const float *q, *k, *v;
-    int ld;
+    const uint16_t *q16, *k16, *v16;
 } HeadQKV;
 
-static HeadQKV head_qkv(const float *qkv, const uint16_t *qkv16, float *expand, int b, int h, int T, int D, int hd) {
+static HeadQKV head_qkv(const float *qkv, const uint16_t *qkv16, int b, int h, int T, int D, int hd) {
     long base = (long)b * T * 3 * D + (long)h * hd;
-    if (qkv) return (HeadQKV){qkv + base, qkv + base + D, qkv + base + 2 * D, 3 * D};
-    for (int t = 0; t < T; t++)
-        for (int c = 0; c < 3; c++)
-            bf16_load(expand + ((long)c * T + t) * hd, qkv16 + base + (long)t * 3 * D + (long)c * D, hd);
-    return (HeadQKV){expand, expand + (long)T * hd, expand + 2L * T * hd, hd};
+    if (qkv) return (HeadQKV){qkv + base, qkv + base + D, qkv + base + 2 * D, NULL, NULL, NULL};
+    return (HeadQKV){NULL, NULL, NULL, qkv16 + base, qkv16 + base + D, qkv16 + base + 2 * D};
+}
+
+// head_gemm with A or B (or both) given as fp32 or as bf16 storage (one of each pair NULL)
+static void head_gemm16(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha, const float *A,
+                        const uint16_t *A16, int lda, const float *B, const uint16_t *B16, int ldb, float *C, int ldc) {
+    if (A16 || B16)
+        gemm_tiles_small16(ta == CblasTrans, tb == CblasTrans, M, N, K, alpha, A, A16, lda, B, B16, ldb, C, ldc);
+    else
+        head_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, C, ldc);
+}
+
+// the kept query rows idx[0..R) of this head, as fp32 rows hd apart
+static void gather_q_rows(float *qs, const HeadQKV *x, const int32_t *idx, int R, int ld, int hd) {
+    for (int i = 0; i < R; i++) {
+        if (x->q) memcpy(qs + (long)i * hd, x->q + (long)idx[i] * ld, sizeof(float) * hd);
+        else bf16_load(qs + (long)i * hd, x->q16 + (long)idx[i] * ld, hd);
+    }
 }
 
 static float *thread_scratch(float *scratch, int T, int D) {
@@ -636,7 +649,7 @@ static float *thread_scratch(float *scratch, int T, int D) {
 // out (fp32) or out16 (bf16): one is NULL; qkv or qkv16 likewise.
 static void attention_forward_any(float *out, uint16_t *out16, float *probs, float *scratch, const float *qkv,
                                   const uint16_t *qkv16, const RowSet *rows, int B, int T, int D, int H) {
-    int hd = D / H;
+    int hd = D / H, ld = 3 * D;
     float scale = 1.0f / sqrtf((float)hd);
     // dynamic: with rows, images differ in cost; each (b, h) writes its own slice whichever thread runs it
 #pragma omp parallel for schedule(dynamic, 1)
@@ -645,27 +658,25 @@ static void attention_forward_any(float *out, uint16_t *out16, float *probs, flo
         long first;
         int R = attention_rows(rows, b, T, &first);
         if (R == 0) continue;
-        float *ts = thread_scratch(scratch, T, D), *qs = ts + (long)T * T, *expand = qs + 2L * T * D;
-        float *head_out = expand + 3L * T * D;
-        HeadQKV x = head_qkv(qkv, qkv16, expand, b, h, T, D, hd);
+        float *qs = thread_scratch(scratch, T, D) + (long)T * T, *head_out = qs + 2L * T * D;
+        HeadQKV x = head_qkv(qkv, qkv16, b, h, T, D, hd);
         const float *q = x.q;
-        int ldq = x.ld;
+        const uint16_t *q16 = x.q16;
+        int ldq = ld;
         if (rows) {  // gather the kept query rows of this head
-            const int32_t *idx = rows->index + first;
-            for (int i = 0; i < R; i++) memcpy(qs + (long)i * hd, x.q + (long)idx[i] * x.ld, sizeof(float) * hd);
-            q = qs;
-            ldq = hd;
+            gather_q_rows(qs, &x, rows->index + first, R, ld, hd);
+            q = qs, q16 = NULL, ldq = hd;
         }
         float *p = probs + (first * H + (long)h * R) * T;
         // p[R,T] = scale * q[R,hd] @ k[T,hd]^T, then softmax over keys
-        head_gemm(CblasNoTrans, CblasTrans, R, T, hd, scale, q, ldq, x.k, x.ld, p, T);
+        head_gemm16(CblasNoTrans, CblasTrans, R, T, hd, scale, q, q16, ldq, x.k, x.k16, ld, p, T);
         softmax_rows_inplace(p, R, T);
         // out[R,hd] (row stride D) = p[R,T] @ v[T,hd]
         if (out) {
-            head_gemm(CblasNoTrans, CblasNoTrans, R, hd, T, 1.0f, p, T, x.v, x.ld, out + first * D + h * hd, D);
+            head_gemm16(CblasNoTrans, CblasNoTrans, R, hd, T, 1.0f, p, NULL, T, x.v, x.v16, ld, out + first * D + h * hd, D);
             continue;
         }
-        head_gemm(CblasNoTrans, CblasNoTrans, R, hd, T, 1.0f, p, T, x.v, x.ld, head_out, hd);
+        head_gemm16(CblasNoTrans, CblasNoTrans, R, hd, T, 1.0f, p, NULL, T, x.v, x.v16, ld, head_out, hd);
         for (int i = 0; i < R; i++) bf16_store(out16 + (first + i) * D + h * hd, head_out + (long)i * hd, hd);
     }
 }
@@ -702,11 +713,11 @@ static void attention_backward_any(float *dqkv, float *scratch, const float *dou
                 continue;
             }
         }
-        HeadQKV x = head_qkv(qkv, qkv16, ds + (long)T * T + 2L * T * D, b, h, T, D, hd);
+        HeadQKV x = head_qkv(qkv, qkv16, b, h, T, D, hd);
         const float *p = probs + (first * H + (long)h * R) * T;
         const float *dO = dout + first * D + h * hd;
         // dP[R,T] = dO[R,hd] @ v^T ; dv = p^T @ dO
-        head_gemm(CblasNoTrans, CblasTrans, R, T, hd, 1.0f, dO, D, x.v, x.ld, ds, T);
+        head_gemm16(CblasNoTrans, CblasTrans, R, T, hd, 1.0f, dO, NULL, D, x.v, x.v16, ld, ds, T);
         head_gemm(CblasTrans, CblasNoTrans, T, hd, R, 1.0f, p, T, dO, D, dv, ld);
         // softmax backward: dS = p * (dP - rowsum(dP * p))
         for (int i = 0; i < R; i++) {
@@ -717,14 +728,14 @@ static void attention_backward_any(float *dqkv, float *scratch, const float *dou
         }
         if (!rows) {
             // dq = scale * dS @ k ; dk = scale * dS^T @ q
-            head_gemm(CblasNoTrans, CblasNoTrans, T, hd, T, scale, ds, T, x.k, x.ld, dq, ld);
-            head_gemm(CblasTrans, CblasNoTrans, T, hd, T, scale, ds, T, x.q, x.ld, dk, ld);
+            head_gemm16(CblasNoTrans, CblasNoTrans, T, hd, T, scale, ds, NULL, T, x.k, x.k16, ld, dq, ld);
+            head_gemm16(CblasTrans, CblasNoTrans, T, hd, T, scale, ds, NULL, T, x.q, x.q16, ld, dk, ld);
             continue;
         }
         float *qs = ds + (long)T * T, *dqs = qs + (long)T * hd;
         const int32_t *idx = rows->index + first;
-        for (int i = 0; i < R; i++) memcpy(qs + (long)i * hd, x.q + (long)idx[i] * x.ld, sizeof(float) * hd);
-        head_gemm(CblasNoTrans, CblasNoTrans, R, hd, T, scale, ds, T, x.k, x.ld, dqs, hd);
+        gather_q_rows(qs, &x, idx, R, ld, hd);
+        head_gemm16(CblasNoTrans, CblasNoTrans, R, hd, T, scale, ds, NULL, T, x.k, x.k16, ld, dqs, hd);
         head_gemm(CblasTrans, CblasNoTrans, T, hd, R, scale, ds, T, qs, hd, dk, ld);
         for (int i = 0; i < R; i++) memcpy(dq + (long)idx[i] * ld, dqs + (long)i * hd, sizeof(float) * hd);
     }
