@@ -77,13 +77,13 @@ static void vit_case(void) {
     for (int b = 0; b < B_VIT; b++) labels[b] = rng_below(&r, 10);
     float *g32 = vit_step(vit, img, labels, GEMM_FP32), *g16 = vit_step(vit, img, labels, GEMM_BF16);
     compare_grads("ViT classification step", vit_params(vit), g32, g16);
-    // a model laid out under bf16 keeps qkv and the attention output in bf16: the same bits
+    // a model laid out under bf16 keeps qkv, the attention output and the norm and GELU outputs in bf16: the same bits
     gemm_set_precision(GEMM_BF16);
     Vit *vit16 = vit_create(&cfg, B_VIT, 7);
     gemm_set_precision(GEMM_FP32);
     float *g16s = vit_step(vit16, img, labels, GEMM_BF16);
     size_t n = vit_params(vit)->total;
-    CHECK("ViT: qkv and attention output stored in bf16 give the same gradients, bit for bit",
+    CHECK("ViT: qkv, attention output, norm and GELU outputs stored in bf16 give the same gradients, bit for bit",
           vit16->blocks[0].qkv16 && !vit16->blocks[0].qkv && memcmp(g16, g16s, n * sizeof(float)) == 0,
           "the bf16-stored model's gradients differ");
     printf("  ViT activations: %.2f MB laid out for fp32, %.2f MB for bf16\n", vit_activation_bytes(vit) / 1e6,

@@ -325,12 +325,12 @@ void gemm_tiles_rows_epilogue(int M, int N, int K, const float *A, int lda, cons
 
 
 void gemm_tiles_rows_a16(int M, int N, int K, const uint16_t *A, int lda, const float *B, int ldb, int b_is_nk,
-                         const float *bias, float *C, int ldc) {
+                         const float *bias, float *C, int ldc, gemm_rows_epilogue epilogue, void *ctx) {
     if (M <= 0 || N <= 0 || K < 0) return;
     require_bf16("gemm_tiles_rows_a16");
     flops_issued += 2.0 * M * N * K;
-    bf16_gemm_rows(precision == GEMM_BF16_EMULATED, M, N, K, NULL, A, lda, B, ldb, b_is_nk, bias, 0, C, ldc, NULL,
-                   NULL);
+    bf16_gemm_rows(precision == GEMM_BF16_EMULATED, M, N, K, NULL, A, lda, B, ldb, b_is_nk, bias, 0, C, ldc, epilogue,
+                   ctx);
 }
 
 void gemm_tiles_weight_grad_x16(int O, int IN, int M, const float *dY, const uint16_t *X, float *dW, float *dbias) {

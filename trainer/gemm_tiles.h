@@ -58,7 +58,7 @@ void gemm_tiles_weight_grad(int O, int IN, int M, const float *dY, const float *
 // activation operand already in bf16 (a saved activation a producer stored as bf16), rows at lda / IN.
 // The same bits as the fp32 operand it was rounded from.
 void gemm_tiles_rows_a16(int M, int N, int K, const uint16_t *A, int lda, const float *B, int ldb, int b_is_nk,
-                         const float *bias, float *C, int ldc);
+                         const float *bias, float *C, int ldc, gemm_rows_epilogue epilogue, void *ctx);
 void gemm_tiles_weight_grad_x16(int O, int IN, int M, const float *dY, const uint16_t *X, float *dW, float *dbias);
 // gemm_tiles_small with either operand from bf16 storage (A16 / B16 instead of A / B; the other NULL).
 void gemm_tiles_small16(int a_trans, int b_trans, int M, int N, int K, float alpha, const float *A, const uint16_t *A16,

@@ -508,29 +508,90 @@ void linear_gelu_backward_dinp(float *dhidden, float *gelu_out, const float *dou
     gelu_backward_recompute(gelu_out, dhidden, pre, (long)M * IN);
 }
 
-// ---- linear layers whose activation operand is kept in bf16 (precision bf16) --------------
+// ---- producers that store bf16 for the products that read them (precision bf16) -----------
+// Each computes its fp32 rows as the fp32 kernel does, then rounds them once: the products would
+// round them to the same bf16, so the bits are unchanged and half the bytes move.
+
+static __thread float *staging = NULL;  // one thread's fp32 rows before they are rounded
+static __thread size_t staging_capacity = 0;
+
+static float *staging_floats(size_t n) { return xreserve_floats(&staging, &staging_capacity, n, "bf16 staging rows"); }
+
+void layernorm_forward_bf16(uint16_t *out16, float *mean, float *rstd, const float *inp, const float *weight,
+                            const float *bias, int N, int C) {
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        float *row = staging_floats(C);
+        layernorm_row(row, mean + n, rstd + n, inp + (long)n * C, weight, bias, C);
+        bf16_store(out16 + (long)n * C, row, C);
+    }
+}
+
+void residual_layernorm_forward_bf16(float *x, uint16_t *out16, float *mean, float *rstd, const float *a,
+                                     const float *b, const float *weight, const float *bias, int N, int C) {
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        float *xr = x + (long)n * C, *row = staging_floats(C);
+        const float *ar = a + (long)n * C, *br = b + (long)n * C;
+        for (int c = 0; c < C; c++) xr[c] = ar[c] + br[c];
+        layernorm_row(row, mean + n, rstd + n, xr, weight, bias, C);
+        bf16_store(out16 + (long)n * C, row, C);
+    }
+}
 
 typedef struct {
     uint16_t *out16;
-    const float *out32;
+    const float *out32;  // rows to round (StoreRows), or
+    float *d;            // the GELU epilogues': d(pre) in place (backward)
+    const float *pre;
     int N;
-} StoreRows;
+} Bf16Rows;
 
 static void store_bf16_rows(void *ctx, int row0, int rows) {
-    StoreRows *st = ctx;
+    Bf16Rows *st = ctx;
     long lo = (long)row0 * st->N;
     bf16_store(st->out16 + lo, st->out32 + lo, (long)rows * st->N);
 }
 
-void linear_forward_to_bf16(uint16_t *out16, float *out32, const float *inp, const float *weight, const float *bias,
-                            int M, int IN, int OUT) {
-    StoreRows st = {out16, out32, OUT};
-    gemm_tiles_rows_epilogue(M, OUT, IN, inp, IN, weight, IN, 1, bias, 0, out32, OUT, store_bf16_rows, &st);
+static void gelu_forward_rows16(void *ctx, int row0, int rows) {
+    Bf16Rows *g = ctx;
+    long lo = (long)row0 * g->N, n = (long)rows * g->N;
+    float *t = staging_floats(n);
+    gelu_forward_block(t, g->pre + lo, (int)n);
+    bf16_store(g->out16 + lo, t, n);
+}
+
+static void gelu_backward_recompute_rows16(void *ctx, int row0, int rows) {
+    Bf16Rows *g = ctx;
+    long lo = (long)row0 * g->N, n = (long)rows * g->N;
+    float *t = staging_floats(n);
+    gelu_backward_recompute_block(t, g->d + lo, g->pre + lo, (int)n);
+    bf16_store(g->out16 + lo, t, n);
+}
+
+void linear_forward_to_bf16(uint16_t *out16, float *out32, const float *inp, const uint16_t *inp16,
+                            const float *weight, const float *bias, int M, int IN, int OUT) {
+    Bf16Rows st = {out16, out32, NULL, NULL, OUT};
+    if (inp16) gemm_tiles_rows_a16(M, OUT, IN, inp16, IN, weight, IN, 1, bias, out32, OUT, store_bf16_rows, &st);
+    else gemm_tiles_rows_epilogue(M, OUT, IN, inp, IN, weight, IN, 1, bias, 0, out32, OUT, store_bf16_rows, &st);
 }
 
 void linear_forward_bf16in(float *out, const uint16_t *inp16, const float *weight, const float *bias, int M, int IN,
                            int OUT) {
-    gemm_tiles_rows_a16(M, OUT, IN, inp16, IN, weight, IN, 1, bias, out, OUT);
+    gemm_tiles_rows_a16(M, OUT, IN, inp16, IN, weight, IN, 1, bias, out, OUT, NULL, NULL);
+}
+
+void linear_bias_gelu_forward_bf16(uint16_t *out16, float *pre, const uint16_t *inp16, const float *weight,
+                                   const float *bias, int M, int IN, int OUT) {
+    Bf16Rows g = {out16, NULL, NULL, pre, OUT};
+    gemm_tiles_rows_a16(M, OUT, IN, inp16, IN, weight, IN, 1, bias, pre, OUT, gelu_forward_rows16, &g);
+}
+
+void linear_gelu_backward_dinp_bf16(float *dhidden, uint16_t *gelu16, const float *dout, const float *weight,
+                                    const float *pre, int M, int IN, int OUT) {
+    Bf16Rows g = {gelu16, NULL, dhidden, pre, IN};
+    gemm_tiles_rows_epilogue(M, IN, OUT, dout, OUT, weight, IN, 0, NULL, 0, dhidden, IN,
+                             gelu_backward_recompute_rows16, &g);
 }
 
 void linear_backward_set_dinp_bf16in(float *dinp, float *dweight, float *dbias, const float *dout,

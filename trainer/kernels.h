@@ -53,15 +53,26 @@ void linear_bias_gelu_forward(float *out, float *pre, const float *inp, const fl
 void linear_gelu_backward_dinp(float *dhidden, float *gelu_out, const float *dout, const float *weight,
                                const float *pre, int M, int IN, int OUT);
 
-// ---- linear layers whose activation operand is kept in bf16 (precision bf16 only; the same bits as
-// keeping it in fp32, since the products round it to bf16 anyway, in half the bytes):
-// out32[M,OUT] = inp @ weight^T + bias, and out16 = bf16(out32) stored strip by strip while in cache
-void linear_forward_to_bf16(uint16_t *out16, float *out32, const float *inp, const float *weight, const float *bias,
-                            int M, int IN, int OUT);
+// ---- precision bf16: producers that store their output as bf16 for the products that read it,
+// and products that read such an input. The same bits as the fp32 kernels above (the products round
+// their operands to bf16 anyway), half the bytes. inp or inp16: one of the two is NULL.
+void layernorm_forward_bf16(uint16_t *out16, float *mean, float *rstd, const float *inp, const float *weight,
+                            const float *bias, int N, int C);
+void residual_layernorm_forward_bf16(float *x, uint16_t *out16, float *mean, float *rstd, const float *a,
+                                     const float *b, const float *weight, const float *bias, int N, int C);
+// out32[M,OUT] = inp @ weight^T + bias, and out16 = bf16(out32), stored strip by strip while in cache
+void linear_forward_to_bf16(uint16_t *out16, float *out32, const float *inp, const uint16_t *inp16,
+                            const float *weight, const float *bias, int M, int IN, int OUT);
 // out[M,OUT] = inp16[M,IN] @ weight[OUT,IN]^T + bias
 void linear_forward_bf16in(float *out, const uint16_t *inp16, const float *weight, const float *bias, int M, int IN,
                            int OUT);
-// linear_backward_set_dinp with the forward's input in bf16
+// linear_bias_gelu_forward from a bf16 input, GELU(pre) stored as bf16
+void linear_bias_gelu_forward_bf16(uint16_t *out16, float *pre, const uint16_t *inp16, const float *weight,
+                                   const float *bias, int M, int IN, int OUT);
+// linear_gelu_backward_dinp with the recomputed GELU stored as bf16
+void linear_gelu_backward_dinp_bf16(float *dhidden, uint16_t *gelu16, const float *dout, const float *weight,
+                                    const float *pre, int M, int IN, int OUT);
+// linear_backward_set_dinp with the forward's input in bf16 (dinp may be NULL)
 void linear_backward_set_dinp_bf16in(float *dinp, float *dweight, float *dbias, const float *dout,
                                      const uint16_t *inp16, const float *weight, int M, int IN, int OUT);
 

@@ -106,8 +106,11 @@ void block_layout(BlockActs *a, Arena *acts, const BlockDims *d, int B, int T) {
 
 void block_scratch_layout(BlockScratch *s, Arena *grads, const BlockDims *d, int B, int T) {
     long BT = (long)B * T;
-    s->ln = arena_floats(grads, BT * d->D);
-    s->gelu = arena_floats(grads, BT * d->hidden);
+    int bf16 = gemm_precision() != GEMM_FP32;  // read only by products: in bf16 (BlockScratch)
+    s->ln = bf16 ? NULL : arena_floats(grads, BT * d->D);
+    s->gelu = bf16 ? NULL : arena_floats(grads, BT * d->hidden);
+    s->ln16 = bf16 ? arena_bytes(grads, BT * d->D * sizeof(uint16_t)) : NULL;
+    s->gelu16 = bf16 ? arena_bytes(grads, BT * d->hidden * sizeof(uint16_t)) : NULL;
     s->d_branch = arena_floats(grads, BT * d->D);
     s->d_norm = arena_floats(grads, BT * d->D);
     s->d_hidden = arena_floats(grads, BT * d->hidden);
@@ -171,6 +174,13 @@ static void add_kept_rows(float *kept, const float *full, const RowSet *rows, in
         }
 }
 
+// s->ln (or s->ln16) = layernorm(x) with the block's statistics saved in mean, rstd
+static void norm_forward(const BlockScratch *s, float *mean, float *rstd, const float *x, const float *w,
+                         const float *b, int N, int D) {
+    if (s->ln16) layernorm_forward_bf16(s->ln16, mean, rstd, x, w, b, N, D);
+    else layernorm_forward(s->ln, mean, rstd, x, w, b, N, D);
+}
+
 // qkv = norm1 rows (in s->ln) @ qkv_w^T + qkv_b, then attention into attn; in bf16 storage the qkv product
 // lands in s->d_qkv (free until the backward) and is kept as bf16 strip by strip.
 static void attention_branch_forward(BlockActs *a, const BlockWeights *w, const BlockScratch *s, const BlockDims *d,
@@ -183,8 +193,19 @@ static void attention_branch_forward(BlockActs *a, const BlockWeights *w, const 
     }
     if (gemm_precision() == GEMM_FP32)
         fatal("block_forward: activations laid out for precision bf16 run in fp32 (set the precision before allocating)");
-    linear_forward_to_bf16(a->qkv16, s->d_qkv, s->ln, w->qkv_w, w->qkv_b, BT, D, 3 * D);
+    linear_forward_to_bf16(a->qkv16, s->d_qkv, s->ln, s->ln16, w->qkv_w, w->qkv_b, BT, D, 3 * D);
     attention_forward_bf16(a->attn16, a->probs, s->attn_scratch, a->qkv16, rows, B, T, D, d->H);
+}
+
+// dst = fc2(GELU(fc1(norm2 rows in s->ln))); a->fc1 keeps the pre-activation
+static void mlp_forward(float *dst, BlockActs *a, const BlockWeights *w, const BlockScratch *s, int R, int D, int Hd) {
+    if (s->ln16) {
+        linear_bias_gelu_forward_bf16(s->gelu16, a->fc1, s->ln16, w->fc1_w, w->fc1_b, R, D, Hd);
+        linear_forward_bf16in(dst, s->gelu16, w->fc2_w, w->fc2_b, R, Hd, D);
+    } else {
+        linear_bias_gelu_forward(s->gelu, a->fc1, s->ln, w->fc1_w, w->fc1_b, R, D, Hd);
+        linear_forward(dst, s->gelu, w->fc2_w, w->fc2_b, R, Hd, D);
+    }
 }
 
 static void proj_forward(float *dst, const BlockActs *a, const BlockWeights *w, int R, int D) {
@@ -197,7 +218,7 @@ void block_forward(BlockActs *a, const BlockWeights *w, const BlockScratch *s, c
     int BT = B * T, D = d->D, Hd = d->hidden;
     int R = rows ? rows->total : BT;  // rows after attention: every token, or the kept ones (compact)
     // x_mid = x_in + ls1 * proj(attn(qkv(norm1(x_in)))); every token's k and v are needed
-    layernorm_forward(s->ln, a->ln1_mean, a->ln1_rstd, x_in, w->norm1_w, w->norm1_b, BT, D);
+    norm_forward(s, a->ln1_mean, a->ln1_rstd, x_in, w->norm1_w, w->norm1_b, BT, D);
     attention_branch_forward(a, w, s, d, rows, B, T);
     if (d->layer_scale) {
         proj_forward(a->attn_proj, a, w, R, D);
@@ -209,25 +230,30 @@ void block_forward(BlockActs *a, const BlockWeights *w, const BlockScratch *s, c
     // out = x_mid + ls2 * fc2(gelu(fc1(norm2(x_mid))))
     if (rows) {
         add_kept_rows(a->x_mid, x_in, rows, B, T, D);
-        layernorm_forward(s->ln, a->ln2_mean, a->ln2_rstd, a->x_mid, w->norm2_w, w->norm2_b, R, D);
+        norm_forward(s, a->ln2_mean, a->ln2_rstd, a->x_mid, w->norm2_w, w->norm2_b, R, D);
+    } else if (s->ln16) {
+        residual_layernorm_forward_bf16(a->x_mid, s->ln16, a->ln2_mean, a->ln2_rstd, a->x_mid, x_in, w->norm2_w,
+                                        w->norm2_b, BT, D);
     } else {
         residual_layernorm_forward(a->x_mid, s->ln, a->ln2_mean, a->ln2_rstd, a->x_mid, x_in, w->norm2_w,
                                    w->norm2_b, BT, D);
     }
     float *mlp_dst = rows ? s->kept : a->out;  // compact rows are scattered into out at the end
-    linear_bias_gelu_forward(s->gelu, a->fc1, s->ln, w->fc1_w, w->fc1_b, R, D, Hd);  // a->fc1: the pre-activation
-    if (d->layer_scale) {
-        linear_forward(a->mlp_out, s->gelu, w->fc2_w, w->fc2_b, R, Hd, D);
-        layerscale_forward(mlp_dst, a->mlp_out, w->ls2, R, D);
-    } else {
-        linear_forward(mlp_dst, s->gelu, w->fc2_w, w->fc2_b, R, Hd, D);
-    }
+    mlp_forward(d->layer_scale ? a->mlp_out : mlp_dst, a, w, s, R, D, Hd);
+    if (d->layer_scale) layerscale_forward(mlp_dst, a->mlp_out, w->ls2, R, D);
     if (drop) scale_rows(mlp_dst, drop + B, rows, B, T, D);
     residual_forward(mlp_dst, mlp_dst, a->x_mid, (long)R * D);
     if (rows) {  // rows not kept pass x_in through: nothing downstream reads them
         memcpy(a->out, x_in, sizeof(float) * (size_t)BT * D);
         copy_kept_rows(a->out, s->kept, rows, B, T, D, 1);
     }
+}
+
+// The input gradient into a norm's output and the weight gradient of the layer that read it (s->ln or s->ln16).
+static void norm_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout, const BlockScratch *s,
+                                 const float *weight, int M, int IN, int OUT) {
+    if (s->ln16) linear_backward_set_dinp_bf16in(dinp, dweight, dbias, dout, s->ln16, weight, M, IN, OUT);
+    else linear_backward_set_dinp(dinp, dweight, dbias, dout, s->ln, weight, M, IN, OUT);
 }
 
 void block_backward(float *dres, const BlockWeights *g, const BlockScratch *s, const BlockActs *a,
@@ -256,10 +282,15 @@ void block_backward(float *dres, const BlockWeights *g, const BlockScratch *s, c
     }
     // d(hidden) first, so that recomputing GELU(fc1) (the forward did not keep it)
     // and the GELU backward share one pass; then fc2's weight gradient from it.
-    linear_gelu_backward_dinp(s->d_hidden, s->gelu, d_mlp_out, w->fc2_w, a->fc1, R, Hd, D);
-    linear_backward(NULL, g->fc2_w, g->fc2_b, d_mlp_out, s->gelu, w->fc2_w, R, Hd, D);
-    layernorm_forward(s->ln, a->ln2_mean, a->ln2_rstd, a->x_mid, w->norm2_w, w->norm2_b, R, D);  // recompute
-    linear_backward_set_dinp(s->d_norm, g->fc1_w, g->fc1_b, s->d_hidden, s->ln, w->fc1_w, R, D, Hd);
+    if (s->gelu16) {
+        linear_gelu_backward_dinp_bf16(s->d_hidden, s->gelu16, d_mlp_out, w->fc2_w, a->fc1, R, Hd, D);
+        linear_backward_set_dinp_bf16in(NULL, g->fc2_w, g->fc2_b, d_mlp_out, s->gelu16, w->fc2_w, R, Hd, D);
+    } else {
+        linear_gelu_backward_dinp(s->d_hidden, s->gelu, d_mlp_out, w->fc2_w, a->fc1, R, Hd, D);
+        linear_backward(NULL, g->fc2_w, g->fc2_b, d_mlp_out, s->gelu, w->fc2_w, R, Hd, D);
+    }
+    norm_forward(s, a->ln2_mean, a->ln2_rstd, a->x_mid, w->norm2_w, w->norm2_b, R, D);  // recompute
+    norm_linear_backward(s->d_norm, g->fc1_w, g->fc1_b, s->d_hidden, s, w->fc1_w, R, D, Hd);
     layernorm_backward(dmid, g->norm2_w, g->norm2_b, s->d_norm, a->x_mid, w->norm2_w, a->ln2_mean, a->ln2_rstd,
                        R, D);
     // Attention branch: dmid now holds d(x_mid).
@@ -281,8 +312,8 @@ void block_backward(float *dres, const BlockWeights *g, const BlockScratch *s, c
         attention_backward(s->d_qkv, s->attn_scratch, s->d_norm, a->qkv, a->probs, rows, B, T, D, d->H);
     }
     if (rows) copy_kept_rows(dres, dmid, rows, B, T, D, 1);  // d(x_in) through the residual
-    layernorm_forward(s->ln, a->ln1_mean, a->ln1_rstd, x_in, w->norm1_w, w->norm1_b, BT, D);  // recompute
-    linear_backward_set_dinp(s->d_norm, g->qkv_w, g->qkv_b, s->d_qkv, s->ln, w->qkv_w, BT, D, 3 * D);
+    norm_forward(s, a->ln1_mean, a->ln1_rstd, x_in, w->norm1_w, w->norm1_b, BT, D);  // recompute
+    norm_linear_backward(s->d_norm, g->qkv_w, g->qkv_b, s->d_qkv, s, w->qkv_w, BT, D, 3 * D);
     layernorm_backward(dres, g->norm1_w, g->norm1_b, s->d_norm, x_in, w->norm1_w, a->ln1_mean, a->ln1_rstd, BT, D);
 }
 

@@ -52,6 +52,7 @@ typedef struct {               // saved for backward, for B*T tokens
 typedef struct {
     float *ln;                          // [BT,D] norm1 or norm2 output of the block at hand
     float *gelu;                        // [BT,hidden]
+    uint16_t *ln16, *gelu16;            // the same in bf16, laid out instead under precision bf16
     float *d_branch, *d_norm;           // [BT,D] each
     float *d_hidden;                    // [BT,hidden]
     float *d_qkv;                       // [BT,3D]
