@@ -82,15 +82,10 @@ int main(int argc, char **argv) {
     }
     double *times = xcalloc(steps, sizeof(double), "times");
     ObjectiveLosses L = {0};
-    // tools/profile_step.sh: perf starts sampling (disabled) and listens on a FIFO; the timed steps
-    // alone are profiled, not the set-up or the warm-up.
-    const char *perf_ctl = getenv("CCVIT_PERF_CTL");
-    FILE *ctl = perf_ctl ? fopen(perf_ctl, "w") : NULL;
-    if (perf_ctl && !ctl) fatal("CCVIT_PERF_CTL: cannot open '%s' for writing", perf_ctl);
+    FILE *ctl = perf_ctl_open();
     long switches_before = 0;  // over the timed steps only
     for (int s = 0; s < warmup + steps; s++) {
-        if (s == warmup) switches_before = involuntary_switches();
-        if (ctl && s == warmup) fputs("enable\n", ctl), fflush(ctl);
+        if (s == warmup) switches_before = involuntary_switches(), perf_ctl_send(ctl, "enable");
         double t0 = now_seconds();
         params_zero_grad(t);
         L = objective_forward(o, view1, clean1, view2, batch, s, -1);
@@ -99,7 +94,7 @@ int main(int argc, char **argv) {
         adamw_step(&opt, t, 1e-4f);
         if (s >= warmup) times[s - warmup] = now_seconds() - t0;
     }
-    if (ctl) fputs("disable\n", ctl), fclose(ctl);
+    perf_ctl_send(ctl, "disable");
     double total = 0;
     for (int i = 0; i < steps; i++) total += times[i];
     qsort(times, steps, sizeof(double), cmp_double);

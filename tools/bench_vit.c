@@ -65,8 +65,9 @@ int main(int argc, char **argv) {
     double *times = xcalloc(steps, sizeof(double), "times");
     float loss = 0;
     long switches_before = 0;  // over the timed steps only
+    FILE *ctl = perf_ctl_open();
     for (int s = 0; s < warmup + steps; s++) {
-        if (s == warmup) switches_before = involuntary_switches();
+        if (s == warmup) switches_before = involuntary_switches(), perf_ctl_send(ctl, "enable");
         double t0 = now_seconds();
         params_zero_grad(t);
         vit_forward(vit, img, NULL, batch);
@@ -77,6 +78,7 @@ int main(int argc, char **argv) {
         adamw_step(&opt, t, 1e-4f);
         if (s >= warmup) times[s - warmup] = now_seconds() - t0;
     }
+    perf_ctl_send(ctl, "disable");
     qsort(times, steps, sizeof(double), cmp_double);
     double step = times[steps / 2];
     double flops = 3.0 * vit_forward_flops_per_image(&cfg) * batch;  // backward = 2x forward

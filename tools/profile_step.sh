@@ -4,11 +4,12 @@
 # enables perf through a FIFO after its warm-up step) and prints the share of CPU samples per
 # kernel: our kernels by function (OpenMP bodies folded into their function), OpenBLAS's GEMM
 # kernel and its packing copies, the OpenMP runtime (barrier waits), libm, the Linux kernel.
-# Defaults: vit_ti_224, 4 steps, all threads, PRECISION=fp32 (or bf16). Output also in out/profile/<config>.txt. Needs perf
+# Defaults: vit_ti_224, 4 steps, all threads, PRECISION=fp32 (or bf16), BENCH=bench_pretrain (bench_vit: the
+# classification step). Output also in out/profile/<config>.txt. Needs perf
 # (Debian: apt-get install linux-perf) and kernel.perf_event_paranoid <= 2. Run on an idle machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
+if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
 command -v perf >/dev/null || { echo "error: perf is missing (Debian: apt-get install linux-perf)" >&2; exit 1; }
 CFG=${1:-vit_ti_224}
 STEPS=${2:-4}
@@ -20,7 +21,7 @@ rm -f "$ctl"
 mkfifo "$ctl"
 trap 'rm -f "$ctl"' EXIT
 perf record -q -F 997 -D -1 --control "fifo:$ctl" -o "$OUT/$CFG.data" -- \
-  env CCVIT_PERF_CTL="$ctl" build/bin/bench_pretrain --config "$CFG" --steps "$STEPS" --warmup 1 --precision "${PRECISION:-fp32}" | tee "$OUT/$CFG.bench.txt"
+  env CCVIT_PERF_CTL="$ctl" build/bin/${BENCH:-bench_pretrain} --config "$CFG" --steps "$STEPS" --warmup 1 --precision "${PRECISION:-fp32}" | tee "$OUT/$CFG.bench.txt"
 perf report -i "$OUT/$CFG.data" --no-children --sort dso,symbol --stdio -q 2>/dev/null |
   /usr/bin/python3 -c '
 import re, sys, collections

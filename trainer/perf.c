@@ -178,3 +178,17 @@ void print_hw_report(HwPeaks peaks, double model_gflops) {
     printf("fma_peak_gflops=%.1f bf16_peak_gflops=%.1f hw_mfu=%.3f hw_peak=%s\n", peaks.fma, peaks.bf16,
            limit > 0 ? model_gflops / limit : 0.0, on_bf16 ? "bf16" : "fma");
 }
+
+FILE *perf_ctl_open(void) {
+    const char *path = getenv("CCVIT_PERF_CTL");
+    FILE *ctl = path ? fopen(path, "w") : NULL;
+    if (path && !ctl) fatal("CCVIT_PERF_CTL: cannot open '%s' for writing", path);
+    return ctl;
+}
+
+void perf_ctl_send(FILE *ctl, const char *command) {
+    if (!ctl) return;
+    fprintf(ctl, "%s\n", command);
+    if (!strcmp(command, "disable")) fclose(ctl);
+    else fflush(ctl);
+}

@@ -1,5 +1,6 @@
 // perf.h: the machine's yardsticks for model FLOP utilisation, and the bench programs' reports.
 #pragma once
+#include <stdio.h>
 // GFLOP/s of an n x n x n sgemm on OpenBLAS's own threads (best of reps).
 double sgemm_peak_gflops(int n, int reps);
 // The benchmarks' yardstick: measure again after the timed steps, print both
@@ -35,3 +36,9 @@ const char *precision_name(int precision);
 // hw_mfu= hw_peak=: hw_mfu is model_gflops over the limit of the precision that ran, the vdpbf16ps
 // peak for native bf16 (hw_peak=bf16), the FMA peak for fp32 and emulated bf16 (hw_peak=fma).
 void print_hw_report(HwPeaks peaks, double model_gflops);
+
+// tools/profile_step.sh: perf starts with sampling disabled and listens on the FIFO named by
+// CCVIT_PERF_CTL, so that the timed steps alone are profiled. NULL when the variable is unset;
+// perf_ctl_send(ctl, "enable" / "disable") is then a no-op ("disable" also closes it).
+FILE *perf_ctl_open(void);
+void perf_ctl_send(FILE *ctl, const char *command);
