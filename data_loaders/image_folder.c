@@ -110,6 +110,78 @@ void image_folder_open(ImageFolder *f, const char *root) {
     if (f->num_files == 0) fatal("image folder %s has no .jpg/.jpeg/.png files under its class folders", root);
 }
 
+void image_folder_open_flat(ImageFolder *f, const char *root) {
+    memset(f, 0, sizeof *f);
+    if (!is_dir(root)) fatal("image folder %s does not exist or is not a directory", root);
+    int64_t cap = 0;
+    walk(f, root, -1, &cap);  // every image below root, unlabeled, in the sorted walk's order
+    if (f->num_files == 0) fatal("image folder %s holds no .jpg/.jpeg/.png file (searched recursively)", root);
+}
+
+// "path [label]": the path relative to the list's folder unless absolute
+static void list_line(ImageFolder *f, const char *list, int lineno, char *line, const char *dir, int64_t *cap) {
+    char *end = line + strlen(line);
+    while (end > line && (end[-1] == ' ' || end[-1] == '\t')) *--end = 0;
+    char *sep = strrchr(line, '\t') ? strrchr(line, '\t') : strrchr(line, ' ');
+    int32_t label = -1;
+    if (sep) {  // a last field of digits is the label; a path may hold spaces
+        char *num = sep + 1, *stop;
+        long v = strtol(num, &stop, 10);
+        if (*num && !*stop) {
+            if (v < 0 || v > INT32_MAX) fatal("%s:%d: label %s is outside [0, 2^31)", list, lineno, num);
+            label = (int32_t)v;
+            *sep = 0;
+            while (sep > line && (sep[-1] == ' ' || sep[-1] == '\t')) *--sep = 0;
+        }
+    }
+    if (!*line) fatal("%s:%d: a label without a path", list, lineno);
+    if (f->num_files == *cap) {
+        *cap = *cap ? 2 * *cap : 1024;
+        f->paths = realloc(f->paths, *cap * sizeof(char *));
+        f->labels = realloc(f->labels, *cap * sizeof(int32_t));
+        if (!f->paths || !f->labels) fatal("out of memory reading %s", list);
+    }
+    f->paths[f->num_files] = line[0] == '/' || !dir ? xstrdup(line) : join(dir, line);
+    f->labels[f->num_files++] = label;
+    if (label >= f->num_classes) f->num_classes = label + 1;
+}
+
+void image_list_open(ImageFolder *f, const char *list) {
+    memset(f, 0, sizeof *f);
+    FILE *in = fopen(list, "r");
+    if (!in) fatal("cannot read the image list %s: %s", list, strerror(errno));
+    const char *slash = strrchr(list, '/');
+    char *dir = slash ? xstrdup(list) : NULL;
+    if (dir) dir[slash - list] = 0;
+    char *line = NULL;
+    size_t cap_line = 0;
+    int64_t cap = 0;
+    int lineno = 0;
+    while (getline(&line, &cap_line, in) > 0) {
+        lineno++;
+        line[strcspn(line, "\r\n")] = 0;
+        char *p = line;
+        while (*p == ' ' || *p == '\t') p++;
+        if (*p && *p != '#') list_line(f, list, lineno, p, dir, &cap);
+    }
+    free(line);
+    free(dir);
+    fclose(in);
+    if (f->num_files == 0) fatal("the image list %s names no image (one path per line, an optional label after it)", list);
+    f->class_names = xcalloc(f->num_classes ? f->num_classes : 1, sizeof(char *), "class names");
+    for (int i = 0; i < f->num_classes; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "%d", i);
+        f->class_names[i] = xstrdup(name);
+    }
+}
+
+int64_t image_folder_unlabeled(const ImageFolder *f) {
+    int64_t n = 0;
+    for (int64_t i = 0; i < f->num_files; i++) n += f->labels[i] < 0;
+    return n;
+}
+
 void image_folder_free(ImageFolder *f) {
     for (int i = 0; i < f->num_classes; i++) free(f->class_names[i]);
     for (int64_t i = 0; i < f->num_files; i++) free(f->paths[i]);

@@ -125,6 +125,7 @@ void loader_config_defaults(LoaderConfig *c) {
     c->max_pixels = 64000000;
     c->warn_limit = 10;
     c->nice = 5;
+    c->require_labels = 1;
 }
 
 // ---- source and epoch plan ------------------------------------------------------
@@ -339,7 +340,10 @@ static void read_epoch(ReaderState *rs) {
             it.where = xstrdup(path);
             const char *dot = strrchr(path, '.');
             it.ext = dot && (dot[1] == 'p' || dot[1] == 'P') ? IMG_PNG : IMG_JPEG;
-            if (image_file_read(path, &it.data, &it.len) != 0) {
+            if (it.label < 0 && L->cfg.require_labels) {
+                it.skip = SKIP_MISSING_PART;
+                snprintf(it.detail, sizeof it.detail, "no label");
+            } else if (image_file_read(path, &it.data, &it.len) != 0) {
                 it.skip = SKIP_UNREADABLE_SHARD;
                 snprintf(it.detail, sizeof it.detail, "%s", strerror(errno));
             }
@@ -366,7 +370,8 @@ static void read_epoch(ReaderState *rs) {
             w.where = where_of(shard, s.key);
             w.label = s.label;
             if (w.skip < 0 && !s.has_image) w.skip = SKIP_MISSING_PART, snprintf(w.detail, sizeof w.detail, "no .jpg/.jpeg/.png");
-            if (w.skip < 0 && !s.has_label) w.skip = SKIP_MISSING_PART, snprintf(w.detail, sizeof w.detail, "no .cls");
+            if (w.skip < 0 && !s.has_label && L->cfg.require_labels)
+                w.skip = SKIP_MISSING_PART, snprintf(w.detail, sizeof w.detail, "no .cls");
             w.data = s.image, w.len = s.image_len, w.ext = s.image_ext;
             if (!s.image && s.has_image) w.lazy_shard = shard, w.lazy_offset = s.image_offset;
             s.image = NULL;
@@ -502,7 +507,8 @@ Loader *loader_open(const LoaderConfig *cfg) {
     L->cfg = *cfg;
     LoaderConfig *c = &L->cfg;
     int has_shards = c->shards && *c->shards, has_folder = c->image_folder && *c->image_folder;
-    if (has_shards == has_folder) fatal("data loader: set exactly one of shards and image_folder");
+    int has_list = c->image_list && *c->image_list;
+    if (has_shards + has_folder + has_list != 1) fatal("data loader: set exactly one of shards, image_folder and image_list");
     if (c->channels != 1 && c->channels != 3) fatal("data loader: channels must be 1 or 3, not %d", c->channels);
     if (c->batch_size < 1 || c->image_size < 1) fatal("data loader: batch_size and image_size must be positive");
     if (c->world_size < 1 || c->rank < 0 || c->rank >= c->world_size)
@@ -514,15 +520,18 @@ Loader *loader_open(const LoaderConfig *cfg) {
     if (c->channels == 1) c->mean[1] = c->mean[2] = c->mean[0], c->std[1] = c->std[2] = c->std[0];
     for (int i = 0; i < c->channels; i++)
         if (!(c->std[i] > 0)) fatal("data loader: std[%d] must be positive", i);
-    if (has_folder) {
+    if (has_folder || has_list) {
         c->shards = NULL;
-        c->image_folder = xstrdup(c->image_folder);
-        image_folder_open(&L->folder, c->image_folder);
+        c->image_folder = has_folder ? xstrdup(c->image_folder) : NULL;
+        c->image_list = has_list ? xstrdup(c->image_list) : NULL;
+        if (has_list) image_list_open(&L->folder, c->image_list);
+        else if (c->folder_flat) image_folder_open_flat(&L->folder, c->image_folder);
+        else image_folder_open(&L->folder, c->image_folder);
         L->is_folder = 1;
         L->total_samples = L->folder.num_files;
     } else {
         c->shards = xstrdup(c->shards);
-        c->image_folder = NULL;
+        c->image_folder = c->image_list = NULL;
         open_shards(L);
         if (c->mode == LOADER_TRAIN && L->num_shards < c->world_size)
             fatal("data loader: %d shards cannot be split over world_size %d", L->num_shards, c->world_size);
@@ -643,6 +652,7 @@ void loader_close(Loader *L) {
     free(L->shard_len);
     free((char *)L->cfg.shards);
     free((char *)L->cfg.image_folder);
+    free((char *)L->cfg.image_list);
     pthread_mutex_destroy(&L->mu);
     pthread_cond_destroy(&L->cv_queue);
     pthread_cond_destroy(&L->cv_space);
@@ -652,6 +662,18 @@ void loader_close(Loader *L) {
 }
 
 int64_t loader_num_samples(const Loader *L) { return L->total_samples; }
+
+int64_t loader_unlabeled_samples(const Loader *L) {
+    if (L->is_folder) return image_folder_unlabeled(&L->folder);
+    if (L->have_manifest && L->manifest.num_classes == 0) return L->total_samples;  // written without labels
+    if (L->have_manifest) return 0;
+    int64_t missing = 0;
+    for (int i = 0; i < L->num_shards; i++) {
+        int64_t labelled, n = wds_count_labelled(L->shards[i], &labelled);
+        if (n > 0) missing += n - labelled;
+    }
+    return missing;
+}
 
 int64_t loader_steps_per_epoch(const Loader *L) {
     int64_t npos;

@@ -22,9 +22,13 @@ typedef enum {
 
 typedef struct {
     // Source: shard patterns (brace-expanded, e.g. "data/x/train-{000000..000009}.tar";
-    // several separated by spaces or commas) OR an ImageFolder root. Exactly one.
+    // several separated by spaces or commas; .tar, or gzip'd .tar.gz / .tgz) OR an image folder
+    // (folder_flat 0: ImageFolder root/<class>/<image>; 1: every image below it, unlabeled)
+    // OR a list file of image paths with optional labels (image_folder.h). Exactly one.
     const char *shards;
     const char *image_folder;
+    int folder_flat;
+    const char *image_list;
     const char *manifest;      // optional; default: <shard dir>/<prefix>-manifest.txt if present
 
     LoaderMode mode;
@@ -58,10 +62,12 @@ typedef struct {
     int64_t max_pixels;        // decompression-bomb limit from the header (default 64e6)
     int warn_limit;            // print the first N skip warnings (default 10)
     int nice;                  // decode threads' nice increment (default 5): compute wins the cores
+    int require_labels;        // 1 (default): a sample without a label is skipped and counted (supervised
+                               // use); 0: it is given out with label -1 (pretraining, tokenizer sampling)
 } LoaderConfig;
 
 // Defaults: train, batch 64, 224 px, 3 channels, ImageNet mean/std, bicubic,
-// RRC (0.08,1)x(3/4,4/3), flip 0.5, 2 threads, 64 MiB shuffle, seed 0, rank 0/1.
+// RRC (0.08,1)x(3/4,4/3), flip 0.5, 2 threads, 64 MiB shuffle, seed 0, rank 0/1, labels required.
 void loader_config_defaults(LoaderConfig *cfg);
 // Set one field by its name in this struct ("batch_size", "mode" = train|eval,
 // "interp" = bilinear|bicubic, pairs/triples as "0.08,1"). String values are
@@ -78,7 +84,7 @@ typedef struct {
     float *view2;       // [n, C, H, W] normalised, NULL unless two_views
     float *clean1;      // [n, C, H, W] in [0,1], the crop before colour augmentation
     float *clean2;      // like clean1 for view2, NULL unless two_views
-    int32_t *labels;    // [n]; a sample without a label (.cls) is skipped and counted, never given here
+    int32_t *labels;    // [n]; -1 for a sample without a label (only when require_labels is 0)
     int64_t epoch;      // epoch this batch belongs to
     int64_t step;       // step within the epoch
 } Batch;
@@ -90,6 +96,9 @@ int loader_next(Loader *l, Batch *out);        // 1 = batch; 0 = end of epoch (e
 void loader_close(Loader *l);
 
 int64_t loader_num_samples(const Loader *l);    // samples in the source (all ranks)
+// Samples without a label: from the manifest (a manifest of 0 classes: all of them; else none), or
+// the shards' tar headers when there is none; a flat folder or a list without labels: all.
+int64_t loader_unlabeled_samples(const Loader *l);
 int64_t loader_steps_per_epoch(const Loader *l);
 int loader_num_classes(const Loader *l);        // -1 if unknown
 const char *loader_class_name(const Loader *l, int i);  // NULL if unknown

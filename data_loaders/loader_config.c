@@ -23,7 +23,8 @@ static const Field fields[] = {
     FIELD(num_threads, F_INT, 1),     FIELD(queue_batches, F_INT, 1),    FIELD(shuffle_bytes, F_SIZE, 1),
     FIELD(seed, F_U64, 1),            FIELD(rank, F_INT, 1),             FIELD(world_size, F_INT, 1),
     FIELD(max_skip_fraction, F_FLOAT, 1), FIELD(max_pixels, F_I64, 1),   FIELD(warn_limit, F_INT, 1),
-    FIELD(nice, F_INT, 1),
+    FIELD(nice, F_INT, 1),            FIELD(require_labels, F_INT, 1),   FIELD(folder_flat, F_INT, 1),
+    FIELD(image_list, F_STR, 1),
 };
 #undef FIELD
 

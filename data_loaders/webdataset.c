@@ -93,7 +93,12 @@ int wds_next(WdsReader *r, WdsSample *s) {
         r->state = 0;
         ImageFormat fmt = image_ext_format(ext);
         int is_cls = !strcasecmp(ext, "cls");
-        if ((fmt == IMG_UNKNOWN && !is_cls) || r->count_only) continue;  // other extensions are ignored
+        if (r->count_only) {  // from the names alone: which parts the sample has
+            s->has_label |= is_cls;
+            s->has_image |= fmt != IMG_UNKNOWN;
+            continue;
+        }
+        if (fmt == IMG_UNKNOWN && !is_cls) continue;  // other extensions are ignored
         if (r->tar.size > (1 << 30)) { mark(s, SKIP_CORRUPT_IMAGE, "entry larger than 1 GiB"); continue; }
         if (!is_cls && r->lazy_images) {  // the caller reads the bytes later, if at all
             free(s->image);
@@ -128,13 +133,19 @@ int wds_next(WdsReader *r, WdsSample *s) {
     return 1;
 }
 
-int64_t wds_count_samples(const char *path) {
+int64_t wds_count_samples(const char *path) { return wds_count_labelled(path, NULL); }
+
+int64_t wds_count_labelled(const char *path, int64_t *labelled) {
     WdsReader r;
     if (wds_open(&r, path) != 0) return -1;
     r.count_only = 1;
     WdsSample s = {0};
     int64_t n = 0;
-    while (wds_next(&r, &s) == 1) n++;
+    if (labelled) *labelled = 0;
+    while (wds_next(&r, &s) == 1) {
+        n++;
+        if (labelled && s.has_label) ++*labelled;
+    }
     wds_sample_clear(&s);
     wds_close(&r);
     return n;

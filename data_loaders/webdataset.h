@@ -38,6 +38,8 @@ void wds_sample_clear(WdsSample *s);
 // Samples wds_next would return, from the headers alone (data is seeked
 // over); -1 if unreadable.
 int64_t wds_count_samples(const char *path);
+// The same, and *labelled (if not NULL) gets how many of them have a .cls entry.
+int64_t wds_count_labelled(const char *path, int64_t *labelled);
 
 // Manifest, a small text file:
 //   ccvit-manifest 1 / samples N / classes K / class <name> (K lines) /

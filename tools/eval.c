@@ -100,6 +100,7 @@ static Split extract(const Config *cfg, const char *source, const char *name, Vi
     lc.batch_size = batch;
     lc.eval_resize = (float)(int)(cfg->img_size / crop_pct + 0.5);
     Loader *L = loader_open(&lc);
+    require_labelled(L, name, source, "evaluation (kNN and the linear probe)");
     size_t total = (size_t)loader_num_samples(L);
     if (limit > 0 && (size_t)limit < total) total = (size_t)limit;
     Split s = {0};

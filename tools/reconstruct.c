@@ -133,6 +133,7 @@ int main(int argc, char **argv) {
     lc.batch_size = n_images;
     lc.eval_resize = (float)cfg.img_size;
     lc.num_threads = 1;
+    lc.require_labels = 0;  // reconstructions need images only
     Loader *L = loader_open(&lc);
     Batch b;
     if (loader_next(L, &b) != 1 || b.n < 1) fatal("test split '%s' gave no images", test);

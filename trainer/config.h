@@ -56,9 +56,9 @@
     X(seed,             INT,    "0",       "[0, inf)",      "seeds init, masking and data order")       \
     X(precision,        ENUM,   "fp32",    "fp32|bf16",     "bf16: the linear layers' and attention's products take bf16 operands with fp32 sums (vdpbf16ps; emulated, slower, without AVX512_BF16); weights, optimiser, norms, softmax and losses stay fp32") \
     G("data")                                                                                           \
-    X(data_train,       STR,    "",        "",              "training shards (brace patterns, space/comma separated) or an ImageFolder root") \
+    X(data_train,       STR,    "",        "",              "training data: shards (brace patterns, space/comma separated; .tar or .tar.gz), a folder, or a list file (data_format)") \
     X(data_val,         STR,    "",        "",              "validation data, same forms as data_train; empty: none") \
-    X(data_format,      ENUM,   "shards",  "shards|imagefolder", "what data_train and data_val are")   \
+    X(data_format,      ENUM,   "shards",  "shards|imagefolder|folder|list", "shards: WebDataset tars; imagefolder: root/<class>/<image>; folder: every image below a root, unlabeled; list: a file of image paths, each with an optional label") \
     X(num_workers,      INT,    "2",       "[1, 256]",      "decode threads")                           \
     X(shuffle_buffer_mb, INT,   "64",      "[0, 1048576]",  "sample shuffle buffer in MiB of encoded data; 0: no shuffle") \
     X(scale,            FLOATS, "[0.08, 1]", "2 of (0, 1]", "RandomResizedCrop area range")             \

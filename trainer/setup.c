@@ -28,8 +28,10 @@ LoaderConfig loader_config_from(const Config *cfg, const char *source, LoaderMod
     LoaderConfig l;
     loader_config_defaults(&l);
     if (!source || !source[0]) fatal("config: no data given (set data_train, e.g. --data_train=data/fashion-mnist/train-{000000..000005}.tar)");
-    if (!strcmp(cfg->data_format, "imagefolder"))
-        l.image_folder = source;
+    if (!strcmp(cfg->data_format, "imagefolder") || !strcmp(cfg->data_format, "folder"))
+        l.image_folder = source, l.folder_flat = !strcmp(cfg->data_format, "folder");
+    else if (!strcmp(cfg->data_format, "list"))
+        l.image_list = source;
     else
         l.shards = source;
     l.mode = mode;
@@ -62,6 +64,14 @@ LoaderConfig loader_config_from(const Config *cfg, const char *source, LoaderMod
         l.flip_p = 0;
     }
     return l;
+}
+
+void require_labelled(const Loader *l, const char *split, const char *source, const char *who) {
+    int64_t missing = loader_unlabeled_samples(l), total = loader_num_samples(l);
+    if (missing > 0)
+        fatal("%s: %lld of %lld samples of %s (%s) have no label; %s needs a class for every image (pretraining "
+              "does not: task: pretrain reads unlabeled data)",
+              who, (long long)missing, (long long)total, split, source, who);
 }
 
 ObjectiveConfig objective_config_from(const Config *cfg, const LoaderConfig *lc) {

@@ -11,5 +11,8 @@ VitConfig vit_config_from(const Config *cfg, int use_mask_token, int num_classes
 // A loader over `source` (cfg->data_train or cfg->data_val) in the given mode.
 // Train mode takes the augmentation keys; two_views adds the contrastive view.
 LoaderConfig loader_config_from(const Config *cfg, const char *source, LoaderMode mode, int two_views);
+// Stops with an error naming the split when any sample of its loader lacks a label: fine-tuning and
+// evaluation need labels (loader_unlabeled_samples). split: "data_val", "--train", ...
+void require_labelled(const Loader *l, const char *split, const char *source, const char *who);
 // The objective's settings; mean/std are the loader's normalisation (lc).
 ObjectiveConfig objective_config_from(const Config *cfg, const LoaderConfig *lc);

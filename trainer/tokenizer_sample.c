@@ -24,6 +24,7 @@ float *tokenizer_sample_patches(const LoaderConfig *source, const PatchSampleOpt
     cfg.eval_resize = source->eval_resize > 0 ? source->eval_resize : (float)source->image_size;
     cfg.interp = source->interp;
     cfg.mode = LOADER_EVAL;
+    cfg.require_labels = 0;  // labels only pick images per class when there are classes
     cfg.batch_size = 32;
     cfg.seed = o->seed;
     if (o->patch < 1 || cfg.image_size % o->patch)

@@ -168,6 +168,7 @@ static double classifier_top1(Vit *vit, const Config *cfg) {
     lc.eval_resize = (float)cfg->img_size;
     lc.batch_size = vit->max_batch;
     Loader *l = loader_open(&lc);
+    require_labelled(l, "data_val", cfg->data_val, "fine-tuning");
     Batch b;
     long correct = 0, total = 0;
     vit->drop_active = 0;
@@ -247,7 +248,9 @@ int main(int argc, char **argv) {
     lc.world_size = world;
     // the MFU yardstick, measured before the decode threads start competing for the cores
     double peak = sgemm_peak_gflops(1536, 3);
+    lc.require_labels = finetune;  // pretraining reads unlabeled samples (label -1)
     Loader *loader = loader_open(&lc);
+    if (finetune) require_labelled(loader, "data_train", cfg.data_train, "fine-tuning");
     long steps_per_epoch = (long)(loader_steps_per_epoch(loader) / cfg.accum_steps);
     if (steps_per_epoch < 1) steps_per_epoch = 1;
     long total_steps = cfg.steps > 0 ? cfg.steps : (long)cfg.epochs * steps_per_epoch;
