@@ -362,7 +362,8 @@ static void read_epoch(ReaderState *rs) {
         }
         WdsSample s = {0};
         // Replaying to a restored cursor: samples dropped before it need no bytes.
-        while (!L->stop && (wr.lazy_images = rs->pos < rs->skip_until, wds_next(&wr, &s) == 1)) {
+        // (a gzip stream cannot seek back for the bytes later: there, the replay inflates them)
+        while (!L->stop && (wr.lazy_images = !wr.tar.gz && rs->pos < rs->skip_until, wds_next(&wr, &s) == 1)) {
             if (sample_stride > 1 && sample_index++ % sample_stride != L->cfg.rank) continue;
             WorkItem w = {0};
             w.skip = s.skip;

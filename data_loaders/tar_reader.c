@@ -13,14 +13,25 @@ enum { BLOCK = 512 };
 int tar_open(TarReader *t, const char *path) {
     FILE *f = fopen(path, "rb");
     if (!f) return -1;
+    unsigned char magic[2] = {0, 0};
+    int gzip = fread(magic, 1, 2, f) == 2 && magic[0] == 0x1f && magic[1] == 0x8b;
+    rewind(f);
     memset(t, 0, sizeof *t);
-    t->f = f;
     t->path = path;
+    if (!gzip) {
+        t->f = f;
+        return 0;
+    }
+    fclose(f);
+    t->gz = gzopen(path, "rb");
+    if (!t->gz) return -1;
+    gzbuffer(t->gz, 1 << 17);
     return 0;
 }
 
 void tar_close(TarReader *t) {
     if (t->f) fclose(t->f);
+    if (t->gz) gzclose(t->gz);
     free(t->name);
     free(t->global_path);
     memset(t, 0, sizeof *t);
@@ -63,8 +74,40 @@ static int checksum_ok(const unsigned char *h) {
     return (int64_t)sum == stored;
 }
 
+// ---- the archive's bytes, from the file or inflated from the gzip stream ----
+
+static size_t read_bytes(TarReader *t, void *buf, size_t n) {
+    if (!t->gz) return fread(buf, 1, n, t->f);
+    size_t done = 0;
+    while (done < n) {  // gzread takes an unsigned count
+        unsigned chunk = n - done > (1u << 30) ? 1u << 30 : (unsigned)(n - done);
+        int got = gzread(t->gz, (char *)buf + done, chunk);
+        if (got <= 0) break;
+        done += (size_t)got;
+    }
+    return done;
+}
+
+// The end of the archive's bytes, reached cleanly (a gzip stream that ends early is an error instead).
+static int clean_eof(TarReader *t) {
+    if (!t->gz) return feof(t->f);
+    int err = Z_OK;
+    gzerror(t->gz, &err);
+    return gzeof(t->gz) && err == Z_OK;
+}
+
+static int64_t position(TarReader *t) { return t->gz ? (int64_t)gztell(t->gz) : (int64_t)ftello(t->f); }
+
+// A short read's cause: a gzip stream that ends early says so (zlib: "unexpected end of file").
+static const char *cut_short(TarReader *t, const char *plain) {
+    int err = Z_OK;
+    if (t->gz) gzerror(t->gz, &err);
+    return t->gz && err != Z_OK ? "gzip stream truncated or corrupt" : plain;
+}
+
 static int skip_bytes(TarReader *t, int64_t n) {
     if (n <= 0) return 0;
+    if (t->gz) return gzseek(t->gz, (z_off_t)n, SEEK_CUR) < 0 ? -1 : 0;  // inflates what it skips
     if (fseeko(t->f, n, SEEK_CUR) != 0) return -1;
     return 0;
 }
@@ -78,7 +121,7 @@ static int finish_entry(TarReader *t) {
     char tmp[BLOCK];
     // Reading the final byte confirms the data is present without reading it all.
     if (n > 1 && skip_bytes(t, n - 1) != 0) return -1;
-    return fread(tmp, 1, 1, t->f) == 1 ? 0 : -1;
+    return read_bytes(t, tmp, 1) == 1 ? 0 : -1;
 }
 
 // Read a whole extension payload (PAX records or a GNU long name).
@@ -87,7 +130,7 @@ static char *read_payload(TarReader *t, int64_t size) {
     int64_t padded = (size + BLOCK - 1) / BLOCK * BLOCK;
     char *buf = malloc(padded + 1);
     if (!buf) return NULL;
-    if (padded && fread(buf, 1, padded, t->f) != (size_t)padded) {
+    if (padded && read_bytes(t, buf, padded) != (size_t)padded) {
         free(buf);
         return NULL;
     }
@@ -129,16 +172,22 @@ int tar_next(TarReader *t, const char **why) {
     char *long_name = NULL;      // from PAX 'x' path or GNU 'L'
     int64_t pax_size = -1;
     *why = "";
-    if (finish_entry(t) != 0) { *why = "data of the previous entry cut short"; return -1; }
+    if (finish_entry(t) != 0) { *why = cut_short(t, "data of the previous entry cut short"); return -1; }
     for (;;) {
         unsigned char h[BLOCK];
-        size_t got = fread(h, 1, BLOCK, t->f);
-        if (got == 0 && feof(t->f)) { free(long_name); return 0; }  // EOF at a block boundary
-        if (got != BLOCK) { free(long_name); *why = "archive ends inside a header"; return -1; }
+        int64_t at = position(t);
+        size_t got = read_bytes(t, h, BLOCK);
+        if (got == 0 && clean_eof(t)) { free(long_name); return 0; }  // EOF at a block boundary
+        if (got != BLOCK) { free(long_name); *why = cut_short(t, "archive ends inside a header"); return -1; }
         int zero = 1;
         for (int i = 0; i < BLOCK && zero; i++) zero = h[i] == 0;
         if (zero) { free(long_name); return 0; }  // end-of-archive marker
-        if (!checksum_ok(h)) { free(long_name); *why = "header checksum mismatch"; return -1; }
+        if (!checksum_ok(h)) {
+            free(long_name);
+            if (at > 0) { *why = "header checksum mismatch"; return -1; }
+            *why = t->gz ? "a gzip file that does not hold a tar archive" : "neither a tar archive nor gzip";
+            return -2;
+        }
 
         int64_t size = parse_number(h + 124, 12);
         if (size < 0) { free(long_name); *why = "malformed size field in a header"; return -1; }
@@ -146,7 +195,7 @@ int tar_next(TarReader *t, const char **why) {
         int64_t padded = (size + BLOCK - 1) / BLOCK * BLOCK;
         if (type == 'x' || type == 'g' || type == 'L') {
             char *payload = read_payload(t, size);
-            if (!payload) { free(long_name); *why = "archive ends inside an extended header"; return -1; }
+            if (!payload) { free(long_name); *why = cut_short(t, "archive ends inside an extended header"); return -1; }
             int bad = 0;
             if (type == 'x') bad = parse_pax(payload, size, &long_name, &pax_size) != 0;
             else if (type == 'g') bad = parse_pax(payload, size, &t->global_path, NULL) != 0;
@@ -169,7 +218,7 @@ int tar_next(TarReader *t, const char **why) {
             pax_size = -1;
             t->data_left = 0;
             t->pad_left = (type == '5' || type == '1' || type == '2') ? 0 : padded;
-            if (finish_entry(t) != 0) { *why = "archive ends inside a member"; return -1; }
+            if (finish_entry(t) != 0) { *why = cut_short(t, "archive ends inside a member"); return -1; }
             continue;
         }
         if (long_name) {
@@ -190,7 +239,7 @@ int tar_next(TarReader *t, const char **why) {
             set_name(t, full, n + nl);
         }
         t->size = size;
-        t->data_offset = ftello(t->f);
+        t->data_offset = position(t);
         t->data_left = size;
         t->pad_left = padded - size;
         return 1;
@@ -199,7 +248,7 @@ int tar_next(TarReader *t, const char **why) {
 
 int tar_read_data(TarReader *t, void *buf) {
     if (t->data_left != t->size) return -1;  // only whole reads
-    if (t->size && fread(buf, 1, t->size, t->f) != (size_t)t->size) {
+    if (t->size && read_bytes(t, buf, t->size) != (size_t)t->size) {
         t->data_left = 0;
         t->pad_left = 0;
         return -1;

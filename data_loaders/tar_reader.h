@@ -1,12 +1,16 @@
 // tar_reader.h: sequential reader of tar archives (ustar, PAX x/g, GNU long
-// names). Only regular files come out; everything else is skipped.
+// names), plain or gzip-compressed (.tar.gz / .tgz, found by the gzip magic
+// bytes, inflated by zlib as it is read). Only regular files come out;
+// everything else is skipped.
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <zlib.h>
 
 typedef struct {
-    FILE *f;
+    FILE *f;              // a plain tar, or
+    gzFile gz;            // a gzip stream (data_offset then counts inflated bytes)
     const char *path;
     char *name;           // current entry's full path (owned)
     size_t name_cap;
@@ -23,7 +27,8 @@ void tar_close(TarReader *t);
 
 // Advance to the next regular file. Returns 1 (t->name, t->size set), 0 at a
 // clean end of archive (zero blocks or EOF on a block boundary), -1 when the
-// archive is truncated or a header is corrupt (*why says which).
+// archive is truncated or a header is corrupt, -2 when the file is not a tar
+// archive at all (*why says which).
 int tar_next(TarReader *t, const char **why);
 
 // Read the current entry's data into buf (size t->size). Returns 0, or -1 if

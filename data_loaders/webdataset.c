@@ -74,8 +74,8 @@ int wds_next(WdsReader *r, WdsSample *s) {
             if (st <= 0) {
                 r->state = 2;
                 if (st < 0) {
-                    if (!s->key) s->key = xstrdup("(after the last complete entry)");
-                    mark(s, SKIP_TRUNCATED_TAR, why);
+                    if (!s->key) s->key = xstrdup(st == -2 ? "(whole shard)" : "(after the last complete entry)");
+                    mark(s, st == -2 ? SKIP_UNREADABLE_SHARD : SKIP_TRUNCATED_TAR, why);
                     return 1;
                 }
                 break;
