@@ -1,7 +1,8 @@
 // make_shards: write WebDataset tar shards (+ a manifest) from an ImageFolder
-// tree or from the Fashion-MNIST IDX files. Each sample is <key>.<png|jpg>
-// plus <key>.cls (the label as ASCII). Output: <out>-000000.tar, ... and
-// <out>-manifest.txt, which data_loaders/ finds next to the shards.
+// tree, a flat folder or list of images, or the Fashion-MNIST IDX files. Each
+// sample is <key>.<png|jpg> plus <key>.cls (the label as ASCII) when it has a
+// label. Output: <out>-000000.tar, ... and <out>-manifest.txt, which
+// data_loaders/ finds next to the shards (classes 0: written without labels).
 #include <errno.h>
 #include <getopt.h>
 #include <stdlib.h>
@@ -16,7 +17,8 @@
 #include "webdataset.h"
 
 static const char *USAGE =
-    "usage: make_shards (--fashion-mnist DIR --split train|test | --image-folder ROOT) --out PREFIX [options]\n"
+    "usage: make_shards (--fashion-mnist DIR --split train|test | --image-folder ROOT | --folder ROOT | --list FILE)\n"
+    "                   --out PREFIX [options]\n"
     "\n"
     "Writes PREFIX-000000.tar, PREFIX-000001.tar, ... and PREFIX-manifest.txt\n"
     "(sample count, shard lengths, class names).\n"
@@ -25,6 +27,8 @@ static const char *USAGE =
     "                        (Debian: /usr/share/datasets/fashion-mnist)\n"
     "  --split train|test    which Fashion-MNIST split (test reads t10k-*)\n"
     "  --image-folder ROOT   root/<class>/<image>; images are copied byte for byte\n"
+    "  --folder ROOT         every image below ROOT, recursively, without labels (no .cls)\n"
+    "  --list FILE           image paths, one per line, each with an optional label after it\n"
     "  --out PREFIX          e.g. data/fashion-mnist/train (folders are created)\n"
     "  --format png|jpeg     Fashion-MNIST encoding (default png: lossless)\n"
     "  --quality Q           JPEG quality 1..100 (default 95)\n"
@@ -114,20 +118,23 @@ static void mkdirs_for(const char *prefix) {
 }
 
 int main(int argc, char **argv) {
-    const char *fmnist = NULL, *split = "train", *folder = NULL, *out = NULL, *format = "png";
+    const char *fmnist = NULL, *split = "train", *folder = NULL, *flat = NULL, *list = NULL, *out = NULL, *format = "png";
     int quality = 95, key_digits = 8, shuffle = 0;
     int64_t per_shard = 10000;
     uint64_t seed = 0;
     static struct option opts[] = {{"fashion-mnist", 1, 0, 'm'}, {"split", 1, 0, 's'},     {"image-folder", 1, 0, 'i'},
                                    {"out", 1, 0, 'o'},           {"format", 1, 0, 'f'},    {"quality", 1, 0, 'q'},
                                    {"per-shard", 1, 0, 'n'},     {"seed", 1, 0, 'r'},      {"key-digits", 1, 0, 'k'},
-                                   {"help", 0, 0, 'h'},          {0, 0, 0, 0}};
+                                   {"folder", 1, 0, 'F'},        {"list", 1, 0, 'l'},      {"help", 0, 0, 'h'},
+                                   {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case 'm': fmnist = optarg; break;
         case 's': split = optarg; break;
         case 'i': folder = optarg; break;
+        case 'F': flat = optarg; break;
+        case 'l': list = optarg; break;
         case 'o': out = optarg; break;
         case 'f': format = optarg; break;
         case 'q': quality = (int)arg_int("--quality", optarg, 1, 100); break;
@@ -138,9 +145,9 @@ int main(int argc, char **argv) {
         default: fputs(USAGE, stderr); return 2;
         }
     }
-    if (!out || (!fmnist == !folder)) {
+    if (!out || (!!fmnist + !!folder + !!flat + !!list) != 1) {
         fputs(USAGE, stderr);
-        fatal("give --out and exactly one of --fashion-mnist / --image-folder");
+        fatal("give --out and exactly one of --fashion-mnist / --image-folder / --folder / --list");
     }
     int jpeg = !strcmp(format, "jpeg") || !strcmp(format, "jpg");
     if (!jpeg && strcmp(format, "png")) fatal("--format must be png or jpeg, not '%s'", format);
@@ -153,7 +160,9 @@ int main(int argc, char **argv) {
     if (fmnist) {
         load_fashion_mnist(&s, fmnist, split);
     } else {
-        image_folder_open(&f, folder);
+        if (list) image_list_open(&f, list);
+        else if (flat) image_folder_open_flat(&f, flat);
+        else image_folder_open(&f, folder);
         s.n = f.num_files;
         s.paths = f.paths;
         s.labels = f.labels;
@@ -204,9 +213,11 @@ int main(int argc, char **argv) {
             }
             snprintf(name, sizeof name, "%0*lld.%s", key_digits, (long long)k, ext);
             tar_writer_add(&w, name, bytes, len);
-            int cl = snprintf(cls, sizeof cls, "%d", s.labels[i]);
-            snprintf(name, sizeof name, "%0*lld.cls", key_digits, (long long)k);
-            tar_writer_add(&w, name, cls, cl);
+            if (s.labels[i] >= 0) {  // a sample without a label has no .cls
+                int cl = snprintf(cls, sizeof cls, "%d", s.labels[i]);
+                snprintf(name, sizeof name, "%0*lld.cls", key_digits, (long long)k);
+                tar_writer_add(&w, name, cls, cl);
+            }
             free(bytes);
         }
         tar_writer_close(&w);
