@@ -99,7 +99,7 @@ static int clean_eof(TarReader *t) {
 static int64_t position(TarReader *t) { return t->gz ? (int64_t)gztell(t->gz) : (int64_t)ftello(t->f); }
 
 // A short read's cause: a gzip stream that ends early says so (zlib: "unexpected end of file").
-static const char *cut_short(TarReader *t, const char *plain) {
+const char *tar_cut_short(TarReader *t, const char *plain) {
     int err = Z_OK;
     if (t->gz) gzerror(t->gz, &err);
     return t->gz && err != Z_OK ? "gzip stream truncated or corrupt" : plain;
@@ -172,13 +172,13 @@ int tar_next(TarReader *t, const char **why) {
     char *long_name = NULL;      // from PAX 'x' path or GNU 'L'
     int64_t pax_size = -1;
     *why = "";
-    if (finish_entry(t) != 0) { *why = cut_short(t, "data of the previous entry cut short"); return -1; }
+    if (finish_entry(t) != 0) { *why = tar_cut_short(t, "data of the previous entry cut short"); return -1; }
     for (;;) {
         unsigned char h[BLOCK];
         int64_t at = position(t);
         size_t got = read_bytes(t, h, BLOCK);
         if (got == 0 && clean_eof(t)) { free(long_name); return 0; }  // EOF at a block boundary
-        if (got != BLOCK) { free(long_name); *why = cut_short(t, "archive ends inside a header"); return -1; }
+        if (got != BLOCK) { free(long_name); *why = tar_cut_short(t, "archive ends inside a header"); return -1; }
         int zero = 1;
         for (int i = 0; i < BLOCK && zero; i++) zero = h[i] == 0;
         if (zero) { free(long_name); return 0; }  // end-of-archive marker
@@ -195,7 +195,7 @@ int tar_next(TarReader *t, const char **why) {
         int64_t padded = (size + BLOCK - 1) / BLOCK * BLOCK;
         if (type == 'x' || type == 'g' || type == 'L') {
             char *payload = read_payload(t, size);
-            if (!payload) { free(long_name); *why = cut_short(t, "archive ends inside an extended header"); return -1; }
+            if (!payload) { free(long_name); *why = tar_cut_short(t, "archive ends inside an extended header"); return -1; }
             int bad = 0;
             if (type == 'x') bad = parse_pax(payload, size, &long_name, &pax_size) != 0;
             else if (type == 'g') bad = parse_pax(payload, size, &t->global_path, NULL) != 0;
@@ -218,7 +218,7 @@ int tar_next(TarReader *t, const char **why) {
             pax_size = -1;
             t->data_left = 0;
             t->pad_left = (type == '5' || type == '1' || type == '2') ? 0 : padded;
-            if (finish_entry(t) != 0) { *why = cut_short(t, "archive ends inside a member"); return -1; }
+            if (finish_entry(t) != 0) { *why = tar_cut_short(t, "archive ends inside a member"); return -1; }
             continue;
         }
         if (long_name) {

@@ -31,6 +31,9 @@ void tar_close(TarReader *t);
 // archive at all (*why says which).
 int tar_next(TarReader *t, const char **why);
 
+// Why a read came up short: `plain`, or that the gzip stream ended early or is corrupt.
+const char *tar_cut_short(TarReader *t, const char *plain);
+
 // Read the current entry's data into buf (size t->size). Returns 0, or -1 if
 // the file ends first (truncated).
 int tar_read_data(TarReader *t, void *buf);

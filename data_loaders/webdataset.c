@@ -112,7 +112,7 @@ int wds_next(WdsReader *r, WdsSample *s) {
         uint8_t *buf = xmalloc(r->tar.size + 1, "tar entry");
         if (tar_read_data(&r->tar, buf) != 0) {
             free(buf);
-            mark(s, SKIP_TRUNCATED_TAR, "archive ends inside a member");
+            mark(s, SKIP_TRUNCATED_TAR, tar_cut_short(&r->tar, "archive ends inside a member"));
             r->state = 2;
             return 1;
         }

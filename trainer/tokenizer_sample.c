@@ -17,6 +17,8 @@ float *tokenizer_sample_patches(const LoaderConfig *source, const PatchSampleOpt
     loader_config_defaults(&cfg);
     cfg.shards = source->shards;
     cfg.image_folder = source->image_folder;
+    cfg.folder_flat = source->folder_flat;
+    cfg.image_list = source->image_list;
     cfg.manifest = source->manifest;
     cfg.image_size = source->image_size;
     cfg.channels = source->channels;
