@@ -184,27 +184,6 @@ static void pack_pairs_across_rows(uint32_t *dst, long stride, const float *B, l
     }
 }
 
-// One 32-column panel of pairs from an [N, K] operand (a forward product's weight, attention's k):
-// the pairs lie along each row, so 16 rows are converted to dwords and transposed in registers.
-static void pack_pairs_along_rows(uint32_t *dst, const float *B, long ldb, float alpha, int K, int n0, int w) {
-    int kp_n = (K + 1) / 2;
-    for (int j0 = 0; j0 < NR; j0 += 16)
-        for (int kp0 = 0; kp0 < kp_n; kp0 += 16) {
-            int k0 = 2 * kp0;
-            __mmask16 m_lo = low_mask(K - k0), m_hi = low_mask(K - k0 - 16);
-            __m512 r[16];
-            for (int j = 0; j < 16; j++) {
-                const float *row = B + (long)(n0 + j0 + j) * ldb + k0;
-                r[j] = j0 + j < w ? _mm512_castsi512_ps(bf16x32(scale_rounded(_mm512_maskz_loadu_ps(m_lo, row), alpha),
-                                                              scale_rounded(_mm512_maskz_loadu_ps(m_hi, row + 16), alpha)))
-                                  : _mm512_setzero_ps();
-            }
-            transpose16(r);  // r[kp][j]: pair kp0 + kp of column j0 + j
-            for (int kp = 0; kp < 16 && kp0 + kp < kp_n; kp++)
-                _mm512_store_si512(dst + (long)(kp0 + kp) * NR + j0, _mm512_castps_si512(r[kp]));
-        }
-}
-
 // rows [R, K] of A (rows at lda) -> bf16 rows [R, K rounded up to even] (the pairs are the row's dwords)
 static void rows_to_bf16(uint16_t *dst, const float *A, long lda, int R, int K) {
     int kp2 = (K + 1) / 2 * 2;
@@ -245,6 +224,34 @@ static inline __m512i words_scaled(__m256i lo, __m256i hi, float alpha) {
     return bf16x32(_mm512_mul_ps(a, float16_of(lo)), _mm512_mul_ps(a, float16_of(hi)));
 }
 
+// 32 elements of a row, from fp32 (B) or bf16 (B16) storage at off, as 16 dwords of bf16 pairs
+static inline __m512 row_pairs(const float *B, const uint16_t *B16, long off, __mmask16 m_lo, __mmask16 m_hi,
+                               float alpha) {
+    if (B16)
+        return _mm512_castsi512_ps(words_scaled(_mm256_maskz_loadu_epi16(m_lo, B16 + off),
+                                                _mm256_maskz_loadu_epi16(m_hi, B16 + off + 16), alpha));
+    return _mm512_castsi512_ps(bf16x32(scale_rounded(_mm512_maskz_loadu_ps(m_lo, B + off), alpha),
+                                       scale_rounded(_mm512_maskz_loadu_ps(m_hi, B + off + 16), alpha)));
+}
+
+// One 32-column panel of pairs from an [N, K] operand (a forward product's weight, attention's k), fp32 in B
+// or bf16 in B16: the pairs lie along each row, so 16 rows are converted to dwords and transposed in registers.
+static void pack_pairs_along_rows(uint32_t *dst, const float *B, const uint16_t *B16, long ldb, float alpha, int K,
+                                  int n0, int w) {
+    int kp_n = (K + 1) / 2;
+    for (int j0 = 0; j0 < NR; j0 += 16)
+        for (int kp0 = 0; kp0 < kp_n; kp0 += 16) {
+            int k0 = 2 * kp0;
+            __mmask16 m_lo = low_mask(K - k0), m_hi = low_mask(K - k0 - 16);
+            __m512 r[16];
+            for (int j = 0; j < 16; j++)
+                r[j] = j0 + j < w ? row_pairs(B, B16, (long)(n0 + j0 + j) * ldb + k0, m_lo, m_hi, alpha) : _mm512_setzero_ps();
+            transpose16(r);  // r[kp][j]: pair kp0 + kp of column j0 + j
+            for (int kp = 0; kp < 16 && kp0 + kp < kp_n; kp++)
+                _mm512_store_si512(dst + (long)(kp0 + kp) * NR + j0, _mm512_castps_si512(r[kp]));
+        }
+}
+
 // pack_pairs_across_rows for a bf16 operand: the two rows' words interleaved as they are
 static void pack_pairs_across_rows16(uint32_t *dst, long stride, const uint16_t *B, long ldb, float alpha, int K,
                                      int n0, int w, int width) {
@@ -258,26 +265,6 @@ static void pack_pairs_across_rows16(uint32_t *dst, long stride, const uint16_t 
             _mm512_store_si512(dst + (long)kp * stride + j0, _mm512_permutexvar_epi16(idx, words_scaled(lo, hi, alpha)));
         }
     }
-}
-
-// pack_pairs_along_rows for a bf16 operand: each row's words are its pairs already; 16 rows transposed
-static void pack_pairs_along_rows16(uint32_t *dst, const uint16_t *B, long ldb, float alpha, int K, int n0, int w) {
-    int kp_n = (K + 1) / 2;
-    for (int j0 = 0; j0 < NR; j0 += 16)
-        for (int kp0 = 0; kp0 < kp_n; kp0 += 16) {
-            int k0 = 2 * kp0;
-            __mmask16 m_lo = low_mask(K - k0), m_hi = low_mask(K - k0 - 16);
-            __m512 r[16];
-            for (int j = 0; j < 16; j++) {
-                const uint16_t *row = B + (long)(n0 + j0 + j) * ldb + k0;
-                r[j] = j0 + j < w ? _mm512_castsi512_ps(words_scaled(_mm256_maskz_loadu_epi16(m_lo, row),
-                                                                     _mm256_maskz_loadu_epi16(m_hi, row + 16), alpha))
-                                  : _mm512_setzero_ps();
-            }
-            transpose16(r);
-            for (int kp = 0; kp < 16 && kp0 + kp < kp_n; kp++)
-                _mm512_store_si512(dst + (long)(kp0 + kp) * NR + j0, _mm512_castps_si512(r[kp]));
-        }
 }
 
 // C[mr,32] = (C or bias or 0) + sum over kp_n pairs of A(i, kp) . P[kp][0..32)
@@ -342,9 +329,8 @@ static void strip_times_panels(int mr, int N, int kp_n, const uint32_t *A, long 
 static void pack_panel(uint32_t *dst, const float *B, const uint16_t *B16, int ldb, int b_nk, float alpha, int K, int n0,
                        int N) {
     int w = N - n0 < NR ? N - n0 : NR;
-    if (B16 && b_nk) pack_pairs_along_rows16(dst, B16, ldb, alpha, K, n0, w);
+    if (b_nk) pack_pairs_along_rows(dst, B, B16, ldb, alpha, K, n0, w);
     else if (B16) pack_pairs_across_rows16(dst, NR, B16, ldb, alpha, K, n0, w, NR);
-    else if (b_nk) pack_pairs_along_rows(dst, B, ldb, alpha, K, n0, w);
     else pack_pairs_across_rows(dst, NR, B, ldb, alpha, K, n0, w, NR);
 }
 
