@@ -27,23 +27,6 @@ static uint32_t to_bits(float f) {
     return u;
 }
 
-static uint32_t xorshift(uint64_t *s) {
-    *s ^= *s << 13, *s ^= *s >> 7, *s ^= *s << 17;
-    return (uint32_t)(*s >> 11);
-}
-
-// an fp32 bit pattern that is often an edge: zero, denormal, inf, NaN, a rounding tie, or any
-static uint32_t edgy(uint64_t *s) {
-    uint32_t u = xorshift(s), kind = xorshift(s) % 8;
-    if (kind == 0) return u & 0x807FFFFFu;                           // zero or denormal
-    if (kind == 1) return (u & 0x80000000u) | 0x7F800000u;           // inf
-    if (kind == 2) return (u & 0xFFFF0000u) | 0x8000u;               // exactly half way
-    if (kind == 3) return (u & 0x80000000u) | 0x00800000u | (u & 0xFFFFu);  // smallest normals
-    return u;
-}
-
-static int same_float(float a, float b) { return to_bits(a) == to_bits(b) || (a != a && b != b); }
-
 static void known_answers(void) {
     CHECK("bf16 round: ties go to even", bf16_round(from_bits(0x3F808000u)) == 0x3F80 && bf16_round(from_bits(0x3F818000u)) == 0x3F82,
           "1+2^-8 -> %04x, 1+3*2^-8 -> %04x", bf16_round(from_bits(0x3F808000u)), bf16_round(from_bits(0x3F818000u)));
@@ -72,6 +55,23 @@ static void known_answers(void) {
 }
 
 #ifdef __AVX512BF16__
+static uint32_t xorshift(uint64_t *s) {
+    *s ^= *s << 13, *s ^= *s >> 7, *s ^= *s << 17;
+    return (uint32_t)(*s >> 11);
+}
+
+// an fp32 bit pattern that is often an edge: zero, denormal, inf, NaN, a rounding tie, or any
+static uint32_t edgy(uint64_t *s) {
+    uint32_t u = xorshift(s), kind = xorshift(s) % 8;
+    if (kind == 0) return u & 0x807FFFFFu;                           // zero or denormal
+    if (kind == 1) return (u & 0x80000000u) | 0x7F800000u;           // inf
+    if (kind == 2) return (u & 0xFFFF0000u) | 0x8000u;               // exactly half way
+    if (kind == 3) return (u & 0x80000000u) | 0x00800000u | (u & 0xFFFFu);  // smallest normals
+    return u;
+}
+
+static int same_float(float a, float b) { return to_bits(a) == to_bits(b) || (a != a && b != b); }
+
 static void against_the_instructions(void) {
     uint64_t s = 0x9E3779B97F4A7C15ull;
     long bad_round = 0, bad_dot = 0, n = 1 << 20;

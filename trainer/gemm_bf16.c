@@ -67,10 +67,6 @@ static float *expand_rows(const uint16_t *src, long ld, int R, int cols) {
     return dst;
 }
 
-static uint32_t *reserve_dwords(float **buf, size_t *capacity, size_t count, const char *what) {
-    return (uint32_t *)xreserve_floats(buf, capacity, count ? count : 1, what);
-}
-
 // ---- the portable path: operands rounded to bf16 once, then one lane of vdpbf16ps at a time ----
 
 static inline uint16_t scaled_bf16(float alpha, float x) {
@@ -153,6 +149,10 @@ static void small_emulated(int a_trans, int b_trans, int M, int N, int K, float 
 
 #ifdef __AVX512BF16__
 #include "gemm_simd.h"
+
+static uint32_t *reserve_dwords(float **buf, size_t *capacity, size_t count, const char *what) {
+    return (uint32_t *)xreserve_floats(buf, capacity, count ? count : 1, what);
+}
 
 // words 2j, 2j+1 of the result = words j, 16 + j of the input: two rows' bf16 into pairs
 static const uint16_t interleave_index[32] __attribute__((aligned(64))) = {
