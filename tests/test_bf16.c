@@ -21,7 +21,7 @@ static float from_bits(uint32_t u) {
     return f;
 }
 
-static uint32_t to_bits(float f) {
+static inline uint32_t to_bits(float f) {
     uint32_t u;
     memcpy(&u, &f, 4);
     return u;
