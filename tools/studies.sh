@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The issue-8 studies on Fashion-MNIST (README "Studies"): each stage trains
+# The studies on Fashion-MNIST (docs/results.md): each stage trains
 # under a wall-clock budget, evaluates with build/bin/eval (kNN-20 and linear
 # probe, full 60k train / 10k test) and writes <run>/results.json. A stage whose
 # run folder already has a checkpoint (`latest`) or a results file newer than it is reused:
