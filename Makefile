@@ -79,9 +79,15 @@ endif
 LDLIBS += $(HDF5_LIBS) -ljpeg -lpng -lyaml -lz
 
 # ---- sources ------------------------------------------------------------------
-# Library: every .c in trainer/ and data_loaders/ without a main(). Programs:
-# every file with a main() in trainer/ and tools/. Tests: tests/test_*.c.
-PROG_SRCS := $(shell grep -l '^int main' trainer/*.c tools/*.c 2>/dev/null)
+# Programs, listed: the trainer, the user tools, the benchmarks. Library: every
+# other .c in trainer/ and data_loaders/. Tests: tests/test_*.c.
+PROG_SRCS := trainer/train.c \
+             $(addprefix tools/,build_tokenizer.c check_data.c ckpt_info.c config_check.c eval.c make_shards.c reconstruct.c) \
+             $(addprefix tools/,bench_kmeans.c bench_loader.c bench_pretrain.c bench_vit.c)
+UNLISTED  := $(filter-out $(PROG_SRCS),$(shell grep -l '^int main' trainer/*.c tools/*.c 2>/dev/null))
+ifneq ($(UNLISTED),)
+  $(error $(UNLISTED) has a main() but is not in PROG_SRCS: list the program in the Makefile)
+endif
 LIB_SRCS  := $(filter-out $(PROG_SRCS),$(wildcard trainer/*.c data_loaders/*.c))
 TEST_SRCS := $(wildcard tests/test_*.c)
 
@@ -137,6 +143,10 @@ deps:
 test: all shards
 	$(PYTHON) tests/run_tests.py
 
+# The C tests and the Python tests that take seconds (under a minute); `make test` runs everything.
+test-fast: all shards
+	$(PYTHON) tests/run_tests.py --fast
+
 # Each tools/bench_*.sh runs one side-by-side comparison. They hold a lock so
 # that two benchmarks never share the 2 cores.
 bench: all
@@ -172,6 +182,6 @@ run:
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all deps test bench profile clean run shards shards-imagenet FORCE
+.PHONY: all deps test test-fast bench profile clean run shards shards-imagenet FORCE
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

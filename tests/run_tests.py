@@ -5,13 +5,19 @@ C tests: every binary in build/tests/ prints `PASS name` / `FAIL name: why`
 lines (tests/check.h); a crash or non-zero exit without a FAIL line counts as
 one failure. Python tests: tests/test_*.py under pytest, counted per test case.
 A missing dependency fails (conftest.py says what to install); nothing skips.
-Usage: tests/run_tests.py [-k substring]   (filters test files by name)
+Usage: tests/run_tests.py [-k substring] [--fast]
+  -k: filters test files by name; --fast: the C tests and the Python tests that
+  take seconds (FAST below; `make test-fast`, under a minute), not the trainer
+  end-to-end ones.
 """
 import os, subprocess, sys, time, xml.etree.ElementTree as ET
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.chdir(ROOT)
 filt = sys.argv[sys.argv.index("-k") + 1] if "-k" in sys.argv else ""
+fast = "--fast" in sys.argv
+FAST = {"test_gemm_bf16.py", "test_kernels.py", "test_kmeans_assign.py", "test_loader.py", "test_objective_twin.py",
+        "test_readme.py", "test_runlog.py", "test_tokenizer_build.py", "test_vit_kept_rows.py", "test_vit_twin.py"}
 C_TIMEOUT, PYTEST_TIMEOUT = 600, 1800  # seconds; the whole suite takes ~2 minutes on 2 idle cores
 passed = failed = 0
 failures = []
@@ -58,7 +64,8 @@ for name in c_tests:
     failed += f
     print(f"   ({p} passed, {f} failed, {time.time() - t0:.1f}s)", flush=True)
 
-py_tests = sorted(x for x in os.listdir("tests") if x.startswith("test_") and x.endswith(".py") and filt in x)
+py_tests = sorted(x for x in os.listdir("tests") if x.startswith("test_") and x.endswith(".py") and filt in x
+                  and (not fast or x in FAST))
 if py_tests:
     xml = "build/pytest-report.xml"
     os.makedirs("build", exist_ok=True)
