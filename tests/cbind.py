@@ -8,10 +8,36 @@ FP = ctypes.POINTER(ctypes.c_float)
 c_int, c_long, c_float, c_void = ctypes.c_int, ctypes.c_long, ctypes.c_float, ctypes.c_void_p
 
 
+MIRRORS = {}  # ctypes Structure -> the C struct it mirrors, checked by every load()
+
+
+def mirrors(c_name):
+    """Class decorator: this ctypes Structure mirrors C's `c_name`; load() checks its layout."""
+    def register(cls):
+        MIRRORS[cls] = c_name
+        return cls
+    return register
+
+
+def check_layouts(lib):
+    """Every registered mirror against the library's own sizeof/offsetof (trainer/layouts.c): a field
+    that moved, changed type or was added in C fails here, instead of corrupting a test silently."""
+    lib.ccvit_sizeof.restype = lib.ccvit_offsetof.restype = ctypes.c_long
+    for cls, c_name in MIRRORS.items():
+        size = lib.ccvit_sizeof(c_name.encode())
+        assert size == ctypes.sizeof(cls), \
+            f"{cls.__name__} mirrors {c_name} in {ctypes.sizeof(cls)} bytes, C has {size} (-1: not in layouts.c)"
+        for field, _ in cls._fields_:
+            off = lib.ccvit_offsetof(c_name.encode(), field.encode())
+            assert off == getattr(cls, field).offset, \
+                f"{cls.__name__}.{field} at {getattr(cls, field).offset}, {c_name}.{field} at {off} in C"
+
+
 def load():
     if not os.path.exists(LIB_PATH):
         raise RuntimeError(f"{LIB_PATH} not built: run `make`")
     lib = ctypes.CDLL(LIB_PATH)
+    check_layouts(lib)
     lib.softmax_xent_forward.restype = c_float
     lib.attention_scratch_floats.restype = c_long
     lib.vit_create.restype = c_void
@@ -57,12 +83,14 @@ def f32(a):
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
+@mirrors("VitConfig")
 class VitConfig(ctypes.Structure):
     _fields_ = [("img_size", c_int), ("patch_size", c_int), ("in_chans", c_int), ("embed_dim", c_int),
                 ("depth", c_int), ("num_heads", c_int), ("mlp_ratio", c_float), ("qkv_bias", c_int),
                 ("layer_scale_init", c_float), ("num_classes", c_int), ("use_mask_token", c_int)]
 
 
+@mirrors("AdamW")
 class AdamWState(ctypes.Structure):
     _fields_ = [("beta1", c_float), ("beta2", c_float), ("eps", c_float), ("weight_decay", c_float),
                 ("m", FP), ("v", FP), ("step", c_long), ("total", ctypes.c_size_t),

@@ -23,4 +23,7 @@ def require(module, package):
 def lib():
     if not os.path.exists(LIB_PATH):
         pytest.fail(f"{LIB_PATH} not built: run `make`", pytrace=False)
-    return ctypes.CDLL(LIB_PATH)
+    import cbind  # every mirrored struct's layout against the library's own (trainer/layouts.c)
+    lib = ctypes.CDLL(LIB_PATH)
+    cbind.check_layouts(lib)
+    return lib

@@ -24,6 +24,7 @@ MODEL = dict(img_size=28, patch_size=7, in_chans=1, embed_dim=48, depth=2, num_h
              layer_scale_init=0.0, num_classes=0, use_mask_token=0)
 
 
+@cbind.mirrors("CheckpointState")
 class CheckpointState(ctypes.Structure):
     _fields_ = [("params", ctypes.c_void_p), ("opt", ctypes.c_void_p), ("tokenizer", ctypes.c_void_p),
                 ("config_yaml", ctypes.c_char_p), ("code_version", ctypes.c_char_p), ("step", ctypes.c_int64),

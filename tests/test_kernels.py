@@ -355,6 +355,7 @@ def attn_scratch(C, T, D):
     return np.zeros(C.kernel_max_threads() * C.attention_scratch_floats(T, D), np.float32)
 
 
+@cbind.mirrors("RowSet")
 class RowSet(ctypes.Structure):
     _fields_ = [("start", ctypes.c_void_p), ("index", ctypes.c_void_p), ("total", ctypes.c_int)]
 

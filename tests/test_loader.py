@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from conftest import require
 
+import cbind
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHOTOS = os.path.join(ROOT, "tests", "fixtures", "photos")  # six real ImageNet JPEGs (fixtures/README.md)
 
@@ -14,6 +16,7 @@ def photo_classes():
     return sorted(d for d in os.listdir(PHOTOS) if os.path.isdir(os.path.join(PHOTOS, d)))
 
 
+@cbind.mirrors("Batch")
 class Batch(ctypes.Structure):
     _fields_ = [("n", ctypes.c_int), ("channels", ctypes.c_int), ("height", ctypes.c_int), ("width", ctypes.c_int),
                 ("view1", ctypes.POINTER(ctypes.c_float)), ("view2", ctypes.POINTER(ctypes.c_float)),
@@ -299,6 +302,7 @@ def test_eval_transform_matches_torchvision(lib, tmp_path):
             assert diff.mean() < 1.5, f"JPEG eval transform: mean diff {diff.mean():.2f}"
 
 
+@cbind.mirrors("ViewParams")
 class ViewParams(ctypes.Structure):
     """Mirror of augment.h's ViewParams."""
     _fields_ = [("x", ctypes.c_int), ("y", ctypes.c_int), ("w", ctypes.c_int), ("h", ctypes.c_int), ("flip", ctypes.c_int),

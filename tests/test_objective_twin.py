@@ -30,6 +30,7 @@ c_int, c_float, c_void = ctypes.c_int, ctypes.c_float, ctypes.c_void_p
 TOL_LOSS, TOL_GRAD, TOL_GRAD_TEACHER, TOL_UPDATE = 2e-7, 2e-5, 5e-5, 3e-3
 
 
+@cbind.mirrors("ObjectiveConfig")
 class ObjectiveConfig(ctypes.Structure):
     _fields_ = [("mask_ratio", c_float), ("min_mask_patches", c_int), ("replace_ratio", c_float),
                 ("w_token", c_float), ("w_pixel", c_float), ("w_contrast", c_float), ("temperature", c_float),
@@ -38,6 +39,7 @@ class ObjectiveConfig(ctypes.Structure):
                 ("teacher_momentum", c_float)]
 
 
+@cbind.mirrors("ObjectiveLosses")
 class Losses(ctypes.Structure):
     _fields_ = [("token", ctypes.c_double), ("pixel", ctypes.c_double), ("contrast", ctypes.c_double),
                 ("total", ctypes.c_double), ("scored", c_int)]
