@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 7's system-level figures, in one run:
+# The system-level figures, in one run:
 #  - end to end: the trainer's own images/s (data loader, tokenizer assignment,
 #    masking, logging, checkpointing every 25 steps) against the bare
 #    pretraining step (bench_pretrain) on the same config (Fashion-MNIST,

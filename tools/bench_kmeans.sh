@@ -38,7 +38,7 @@ echo "== tokenise one ViT-Ti/16 batch, K=8192"
 { $BIN tokenize --train $OUT/imagenet.train.f32; $PY tools/bench_kmeans_peer.py tokenize $OUT; } > $OUT/tokenize.json
 $BIN sgemm >> $OUT/sgemm.json   # again: a drop means another job shared the cores
 
-# The training step it is a fraction of (ours, issue 2's benchmark program).
+# The training step it is a fraction of (ours, the pretraining benchmark program).
 rm -f $OUT/vit_step.txt
 if [ -x build/bin/bench_vit ]; then
     build/bin/bench_vit --config vit_ti_224 --steps 3 --warmup 1 | grep step_ms > $OUT/vit_step.txt || true

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""The numbers a restructuring must not change (issue 22's invariant): fixed-seed
+"""The numbers a restructuring must not change: fixed-seed
 runs of the trainer and eval whose every checkpoint tensor is hashed.
 
   tools/invariants.py record DIR   run them and write DIR/<case>.json

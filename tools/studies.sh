@@ -16,7 +16,7 @@
 #   tools/studies.sh full_teacher  the EMA teacher (teacher_momentum 0.99, InfoNCE T 0.2 and 0.5) to update 2000 of
 #                               the 7000-update cosine, against full's checkpoints, validation split (~70 min)
 #   tools/studies.sh full_w1    the same at NT-Xent weight 1 for 3800 updates (its earlier setting, ~50 min)
-#   tools/studies.sh full025    the same with NT-Xent weight 0.25 for 4500 updates (its earlier setting, 74 min at ~68 img/s)
+#   tools/studies.sh full025    the same with NT-Xent weight 0.25 for 4500 updates (its earlier setting, ~74 min)
 #   tools/studies.sh long       the full recipe as pure CCViT for 10.7 epochs (10000 updates, 89 min)
 #   tools/studies.sh twin       the default recipe in the PyTorch twin for the same minutes as ours
 #   tools/studies.sh ablation   CCViT only / contrastive only / both, same minutes each

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""The PyTorch twin of the trainer, for the same-wall-clock comparison (issue 8):
+"""The PyTorch twin of the trainer, for the same-wall-clock comparison:
 the same recipe as a config file (model, K, masking, replacement, the three
 losses, the contrastive ramp, augmentation, AdamW + warmup/cosine, clipping,
 frozen patch embedding), trained in PyTorch for a wall-clock budget on
