@@ -203,12 +203,32 @@ def test_config_errors_name_the_key(tmp_path):
     p = train(tmp_path, "bad2", "--w_token=0", "--w_pixel=0", "--w_contrast=0", check=False)
     assert p.returncode != 0 and "w_token" in p.stderr, p.stderr
     p = train(tmp_path, "bad3", "--steps=0", "--epochs=0", "--time_limit_minutes=1", check=False)
-    assert p.returncode != 0 and "sched cosine needs the run's length" in p.stderr, p.stderr
+    assert p.returncode != 0 and "sched cosine (default) needs the run's length" in p.stderr, p.stderr
     # 0.99 of the 49 patches rounds to all 49: the encoder would see nothing
     p = train(tmp_path, "bad4", "--mask_ratio=0.99", "--replace_ratio=0", check=False)
     assert p.returncode != 0 and "mask_ratio 0.99" in p.stderr and "no clean patch" in p.stderr, p.stderr
     p = subprocess.run([TRAIN, "--help"], capture_output=True, text=True)
     assert p.returncode == 0 and "batch_size" in p.stdout
+
+
+def test_head_combinations_are_refused_before_any_work(tmp_path):
+    """Combinations the pretraining heads cannot run stop in config_check and in train at start-up,
+    before a run folder exists, with the key and where it was set."""
+    check = os.path.join(ROOT, "build", "bin", "config_check")
+    for extra, message in ((["--teacher_momentum=0.9", "--w_contrast=0"], "needs the contrastive term"),
+                           (["--depth=2"], "the pixel head reads block depth-3, so depth (--depth=2) must be >= 3"),
+                           (["--teacher_momentum=0.9", "--mask_both_views"], "mask_both_views (--mask_both_views) masks"),
+                           (["--steps=0", "--epochs=0", "--time_limit_minutes=1"], "needs the run's length")):
+        p = subprocess.run([check, "--config", os.path.join(ROOT, "configs", "fashion_mnist.yaml")] + extra,
+                           capture_output=True, text=True)
+        assert p.returncode != 0 and message in p.stderr, (extra, p.stderr)
+        p = train(tmp_path, "combo", *extra, check=False)
+        assert p.returncode != 0 and message in p.stderr, (extra, p.stderr)
+        assert not (tmp_path / "combo").exists(), f"{extra}: train made a run folder before refusing"
+    # fine-tuning has no pretraining heads: a shallow encoder is fine there
+    p = subprocess.run([check, "--config", os.path.join(ROOT, "configs", "fashion_mnist_finetune.yaml"), "--depth=2"],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
 
 
 def test_finetune_from_checkpoint_and_from_scratch(tmp_path):

@@ -7,6 +7,8 @@
 int main(int argc, char **argv) {
     Config cfg;
     config_from_args(&cfg, argc, argv);
+    char err[1024];
+    if (config_check_training(&cfg, err, sizeof err) != 0) fatal("%s", err);
     char *yaml = config_to_yaml(&cfg);
     fputs(yaml, stdout);
     xfree(yaml);

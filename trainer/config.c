@@ -643,6 +643,26 @@ int config_finalize(Config *cfg, char *err, size_t errlen) {
     return 0;
 }
 
+int config_check_training(const Config *cfg, char *err, size_t errlen) {
+    Ctx c = {"invalid config", 0, 0, err, errlen};
+    char a[CONFIG_ORIGIN_MAX + 16], b[CONFIG_ORIGIN_MAX + 16];
+    if (cfg->steps == 0 && cfg->epochs == 0 && strcmp(cfg->sched, "constant"))
+        return fail(&c, "sched %s%s needs the run's length to decay over, but steps and epochs are 0: set one of them "
+                    "(time_limit_minutes then caps it), or --sched=constant", cfg->sched, from(cfg, CFG_sched, a, sizeof a));
+    if (strcmp(cfg->task, "pretrain")) return 0;  // the rules below are the pretraining heads'
+    if (cfg->w_pixel > 0 && cfg->depth < 3)
+        return fail(&c, "the pixel head reads block depth-3, so depth%s must be >= 3 (got %d), or w_pixel%s 0",
+                    from(cfg, CFG_depth, a, sizeof a), cfg->depth, from(cfg, CFG_w_pixel, b, sizeof b));
+    if (cfg->teacher_momentum > 0 && cfg->w_contrast == 0)
+        return fail(&c, "teacher_momentum %g%s needs the contrastive term (w_contrast > 0)", cfg->teacher_momentum,
+                    from(cfg, CFG_teacher_momentum, a, sizeof a));
+    if (cfg->teacher_momentum > 0 && cfg->mask_both_views)
+        return fail(&c, "mask_both_views%s masks the student's view2, which teacher_momentum > 0%s does not have "
+                    "(the teacher sees view2 whole); set one of them", from(cfg, CFG_mask_both_views, a, sizeof a),
+                    from(cfg, CFG_teacher_momentum, b, sizeof b));
+    return 0;
+}
+
 // ---- the command line ------------------------------------------------------------------
 
 void config_from_args(Config *cfg, int argc, char **argv) {

@@ -149,6 +149,12 @@ int config_set(Config *cfg, const char *arg, char *err, size_t errlen);
 // Apply the model preset and check the rules that tie keys together.
 int config_finalize(Config *cfg, char *err, size_t errlen);
 
+// The rules a training run adds to config_finalize's (eval and the tools still read configs that
+// break them): a decaying schedule has a length, and the pretraining heads' combinations hold
+// (the pixel head needs depth >= 3; the EMA teacher needs the contrastive term and excludes
+// mask_both_views). Pure: 0, or -1 with the message in err. config_check and train call it.
+int config_check_training(const Config *cfg, char *err, size_t errlen);
+
 // The trainer's entry point: defaults, every --config FILE (in order), every
 // --key=value (in order, after the files), config_finalize. --help prints the
 // usage and config_print_help, then exits 0. Any error: fatal() with the message.

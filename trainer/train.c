@@ -196,11 +196,8 @@ int main(int argc, char **argv) {
     if (rank != 0 && !freopen("/dev/null", "w", stdout)) fatal("rank %d: cannot silence stdout", rank);
     Config cfg;
     config_from_args(&cfg, argc, argv);
-    // A training rule, not a config one: eval and the tools must still read the configs that
-    // older time-limit-only runs stored.
-    if (cfg.steps == 0 && cfg.epochs == 0 && strcmp(cfg.sched, "constant"))
-        fatal("sched %s needs the run's length to decay over, but steps and epochs are 0: set one of them "
-              "(time_limit_minutes then caps it), or --sched=constant", cfg.sched);
+    char err[2048];
+    if (config_check_training(&cfg, err, sizeof err) != 0) fatal("%s", err);
     int finetune = !strcmp(cfg.task, "finetune");
     gemm_set_precision(strcmp(cfg.precision, "bf16") ? GEMM_FP32 : GEMM_BF16);
     if (!cfg.run_name[0]) {
@@ -214,7 +211,6 @@ int main(int argc, char **argv) {
     char run_dir[4096];
     snprintf(run_dir, sizeof run_dir, "%s/%s", cfg.output_dir, cfg.run_name);
     dist_barrier();  // the run folder exists before any rank reads from it
-    char err[2048];
     if (world > 1) printf("distributed: %d ranks (Open MPI), gradients summed every update\n", world);
 
     // Which checkpoint to resume from, if any: rank 0 decides for everyone.
