@@ -124,6 +124,18 @@ static void warn_config_changes(const Config *now, const char *resume_path) {
     checkpoint_info_free(&info);
 }
 
+// The run's state after update `done` into run_dir: every rank gives its data cursor (into cs->cursor,
+// rank by rank), rank 0 writes. 0, or -1 with the reason in err.
+static int save_checkpoint(const char *run_dir, CheckpointState *cs, const Loader *loader, void *cursor, long done,
+                           int64_t epoch, const Config *cfg, int rank, char *err, size_t errlen) {
+    loader_cursor_save(loader, cursor);
+    dist_gather_bytes(cursor, loader_cursor_size(), cs->cursor);
+    cs->step = done;
+    cs->epoch = epoch;
+    if (rank != 0) return 0;
+    return checkpoint_save_step(run_dir, cs, cfg->keep_last, cfg->keep_every, err, errlen);
+}
+
 static Tokenizer *obtain_tokenizer(const Config *cfg, const char *run_dir, const char *resume_path) {
     char err[1024], path[4096];
     if (cfg->tokenizer_path[0]) {
@@ -524,29 +536,19 @@ int main(int argc, char **argv) {
             grad_norm_sum = clipped = 0;
             window_steps = 0;
         }
-        if (cfg.save_every > 0 && done % cfg.save_every == 0 && !last) {
-            loader_cursor_save(loader, cursor);
-            dist_gather_bytes(cursor, cursor_size, cursors);
-            cs.step = done;
-            cs.epoch = epoch_now;
-            if (rank == 0 && checkpoint_save_step(run_dir, &cs, cfg.keep_last, cfg.keep_every, err, sizeof err) != 0) {
-                progress_end(&prog);
-                fatal("checkpoint at step %ld failed: %s\nThe previous checkpoint is kept; stopping.", done, err);
-            }
+        if (cfg.save_every > 0 && done % cfg.save_every == 0 && !last &&
+            save_checkpoint(run_dir, &cs, loader, cursor, done, epoch_now, &cfg, rank, err, sizeof err) != 0) {
+            progress_end(&prog);
+            fatal("checkpoint at step %ld failed: %s\nThe previous checkpoint is kept; stopping.", done, err);
         }
     }
     progress_end(&prog);
 
     // Final checkpoint: at the end, on a signal, or at the time limit.
     long done = step;
-    if (done > start_step || !resume_path) {
-        loader_cursor_save(loader, cursor);
-        dist_gather_bytes(cursor, cursor_size, cursors);
-        cs.step = done;
-        cs.epoch = epoch_now;
-        if (rank == 0 && checkpoint_save_step(run_dir, &cs, cfg.keep_last, cfg.keep_every, err, sizeof err) != 0)
-            fatal("final checkpoint at step %ld failed: %s\nThe previous checkpoint is kept.", done, err);
-    }
+    if ((done > start_step || !resume_path) &&
+        save_checkpoint(run_dir, &cs, loader, cursor, done, epoch_now, &cfg, rank, err, sizeof err) != 0)
+        fatal("final checkpoint at step %ld failed: %s\nThe previous checkpoint is kept.", done, err);
     char path[4096];
     checkpoint_path(path, sizeof path, run_dir, done);
     printf("stopped (%s) at step %ld after %.1f s; checkpoint %s\n", stop_reason, done, now_seconds() - t_start, path);
