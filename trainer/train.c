@@ -501,33 +501,40 @@ int main(int argc, char **argv) {
             }
             // step_flops is one rank's update (accum_steps micro-batches); ips counts every rank's images
             double mfu = step_flops / ((double)cfg.batch_size * cfg.accum_steps) * ips / (peak * 1e9 * world);
+            // One table feeds the JSON line and the progress line (the fields with a short name), in this order.
+            int heads = !finetune;
+            const struct {
+                const char *key, *short_name;
+                double value;
+                int on;
+            } fields[] = {
+                {"loss", "loss", loss_sum[0] / window_steps, 1},
+                {"loss_token", "tok", loss_sum[1] / window_steps, heads && cfg.w_token > 0},
+                {"loss_pixel", "pix", loss_sum[2] / window_steps, heads && cfg.w_pixel > 0},
+                {"loss_contrast", "nce", loss_sum[3] / window_steps, heads && cfg.w_contrast > 0},
+                {"lr", "lr", lr, 1},
+                {"w_contrast", NULL, w_con, heads},
+                {"grad_norm", NULL, grad_norm_sum / window_steps, 1},
+                {"clipped_share", NULL, clipped / window_steps, 1},
+                {"images_per_s", NULL, ips, 1},
+                {"mfu", NULL, mfu, 1},
+                {"data_wait_share", NULL, wait_window / dt, 1},
+                {"cls_top5_variance_share", "top5", top5, 1},
+            };
             JsonLine *m = runlog_metrics(rl);
             json_int(m, "step", done);
             json_num(m, "epoch", epoch_f);
-            json_num(m, "loss", loss_sum[0] / window_steps);
-            if (!finetune && cfg.w_token > 0) json_num(m, "loss_token", loss_sum[1] / window_steps);
-            if (!finetune && cfg.w_pixel > 0) json_num(m, "loss_pixel", loss_sum[2] / window_steps);
-            if (!finetune && cfg.w_contrast > 0) json_num(m, "loss_contrast", loss_sum[3] / window_steps);
-            json_num(m, "lr", lr);
-            if (!finetune) json_num(m, "w_contrast", w_con);
-            json_num(m, "grad_norm", grad_norm_sum / window_steps);
-            json_num(m, "clipped_share", clipped / window_steps);
-            json_num(m, "images_per_s", ips);
-            json_num(m, "mfu", mfu);
-            json_num(m, "data_wait_share", wait_window / dt);
-            json_num(m, "cls_top5_variance_share", top5);
+            NamedValue nv[ARRAY_LEN(fields)];
+            int k = 0;
+            for (size_t f = 0; f < ARRAY_LEN(fields); f++) {
+                if (!fields[f].on) continue;
+                json_num(m, fields[f].key, fields[f].value);
+                if (fields[f].short_name) nv[k++] = (NamedValue){fields[f].short_name, fields[f].value};
+            }
             for (int r = 0; r < SKIP_NUM_REASONS; r++)
                 json_int(m, loader_skip_reason_name((SkipReason)r), loader_skipped(loader, (SkipReason)r));
             json_num(m, "elapsed_s", now - t_start);
             runlog_metrics_write(rl);
-            NamedValue nv[6];
-            int k = 0;
-            nv[k++] = (NamedValue){"loss", loss_sum[0] / window_steps};
-            if (!finetune && cfg.w_token > 0) nv[k++] = (NamedValue){"tok", loss_sum[1] / window_steps};
-            if (!finetune && cfg.w_pixel > 0) nv[k++] = (NamedValue){"pix", loss_sum[2] / window_steps};
-            if (!finetune && cfg.w_contrast > 0) nv[k++] = (NamedValue){"nce", loss_sum[3] / window_steps};
-            nv[k++] = (NamedValue){"lr", lr};
-            nv[k++] = (NamedValue){"top5", top5};
             progress_update(&prog, done, epoch_f, ips, nv, k);
             t_window = now;
             wait_window = compute_window = 0;
