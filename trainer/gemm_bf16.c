@@ -38,14 +38,22 @@ float bf16_to_float(uint16_t h) {
     return f;
 }
 
-static inline float flush_denormal(float x) { return fpclassify(x) == FP_SUBNORMAL ? copysignf(0.0f, x) : x; }
+static inline float flush_denormal(float x) { return fabsf(x) < 0x1p-126f ? copysignf(0.0f, x) : x; }
 
-float bf16_dot_pair(float acc, uint32_t a, uint32_t b) {
-    float a_hi = flush_denormal(bf16_to_float((uint16_t)(a >> 16))), b_hi = flush_denormal(bf16_to_float((uint16_t)(b >> 16)));
-    float a_lo = flush_denormal(bf16_to_float((uint16_t)a)), b_lo = flush_denormal(bf16_to_float((uint16_t)b));
-    acc = flush_denormal(fmaf(a_hi, b_hi, flush_denormal(acc)));
-    return flush_denormal(fmaf(a_lo, b_lo, acc));
+// One lane on operands that are not denormal (bf16_round never makes one): only the sums need the flush.
+static inline float dot_pair_normal(float acc, uint32_t a, uint32_t b) {
+    acc = flush_denormal(fmaf(bf16_to_float((uint16_t)(a >> 16)), bf16_to_float((uint16_t)(b >> 16)), flush_denormal(acc)));
+    return flush_denormal(fmaf(bf16_to_float((uint16_t)a), bf16_to_float((uint16_t)b), acc));
 }
+
+// A pair with each denormal half (exponent bits 0) made a signed zero
+static inline uint32_t flush_pair(uint32_t p) {
+    if (!(p & 0x7F800000u)) p &= 0x8000FFFFu;
+    if (!(p & 0x7F80u)) p &= 0xFFFF8000u;
+    return p;
+}
+
+float bf16_dot_pair(float acc, uint32_t a, uint32_t b) { return dot_pair_normal(acc, flush_pair(a), flush_pair(b)); }
 
 void bf16_load(float *restrict dst, const uint16_t *restrict src, long n) {
     for (long i = 0; i < n; i++) {  // written on the bits, so that it vectorises
@@ -88,13 +96,6 @@ static uint32_t *pairs_of(int R, int K, const float *src, long rs, long ks, floa
             dst[r * r_step + kp * kp_step] = lo | hi << 16;
         }
     return dst;
-}
-
-// bf16_dot_pair for operands from bf16_round, which are never denormal: only the sums need the flush.
-static inline float flush_sum(float x) { return fabsf(x) < 0x1p-126f ? copysignf(0.0f, x) : x; }
-static inline float dot_pair_normal(float acc, uint32_t a, uint32_t b) {
-    acc = flush_sum(fmaf(bf16_to_float((uint16_t)(a >> 16)), bf16_to_float((uint16_t)(b >> 16)), flush_sum(acc)));
-    return flush_sum(fmaf(bf16_to_float((uint16_t)a), bf16_to_float((uint16_t)b), acc));
 }
 
 // C[i][j] = init + sum over pairs of A(i, kp) . B(kp, j), in the tiles' order of k; Ap is [M][kp],
