@@ -466,29 +466,47 @@ void gelu_backward_recompute(float *out, float *d, const float *inp, long n) {
 // On the tiles, each finished strip of rows goes through GELU while it is in cache instead of in
 // a separate pass over M x N floats; elsewhere, the two passes as before.
 
+static __thread float *staging = NULL;  // one thread's fp32 rows before they are rounded to bf16
+static __thread size_t staging_capacity = 0;
+
+static float *staging_floats(size_t n) { return xreserve_floats(&staging, &staging_capacity, n, "bf16 staging rows"); }
+
+// What an epilogue writes for a strip of rows: fp32 into out, or bf16 into out16 (computed in fp32 in
+// the thread's staging rows, then rounded once: the bits a product reading fp32 would round to).
 typedef struct {
     float *out;
-    float *d;
-    const float *pre;
+    uint16_t *out16;
+    float *d;           // GELU backward: d(pre), in place
+    const float *pre;   // GELU's input; for store_bf16_rows, the rows to round
     int N;
-} GeluRows;
+} EpilogueRows;
+
+static float *rows_dst(const EpilogueRows *g, long lo, long n) { return g->out16 ? staging_floats(n) : g->out + lo; }
+
+static void rows_done(const EpilogueRows *g, const float *dst, long lo, long n) {
+    if (g->out16) bf16_store(g->out16 + lo, dst, n);
+}
 
 static void gelu_forward_rows(void *ctx, int row0, int rows) {
-    GeluRows *g = ctx;
-    long lo = (long)row0 * g->N;
-    gelu_forward_block(g->out + lo, g->pre + lo, rows * g->N);
+    EpilogueRows *g = ctx;
+    long lo = (long)row0 * g->N, n = (long)rows * g->N;
+    float *dst = rows_dst(g, lo, n);
+    gelu_forward_block(dst, g->pre + lo, (int)n);
+    rows_done(g, dst, lo, n);
 }
 
 static void gelu_backward_recompute_rows(void *ctx, int row0, int rows) {
-    GeluRows *g = ctx;
-    long lo = (long)row0 * g->N;
-    gelu_backward_recompute_block(g->out + lo, g->d + lo, g->pre + lo, rows * g->N);
+    EpilogueRows *g = ctx;
+    long lo = (long)row0 * g->N, n = (long)rows * g->N;
+    float *dst = rows_dst(g, lo, n);
+    gelu_backward_recompute_block(dst, g->d + lo, g->pre + lo, (int)n);
+    rows_done(g, dst, lo, n);
 }
 
 void linear_bias_gelu_forward(float *out, float *pre, const float *inp, const float *weight, const float *bias, int M,
                               int IN, int OUT) {
     if (use_tiles()) {
-        GeluRows g = {out, NULL, pre, OUT};
+        EpilogueRows g = {out, NULL, NULL, pre, OUT};
         gemm_tiles_rows_epilogue(M, OUT, IN, inp, IN, weight, IN, 1, bias, 0, pre, OUT, gelu_forward_rows, &g);
         return;
     }
@@ -499,7 +517,7 @@ void linear_bias_gelu_forward(float *out, float *pre, const float *inp, const fl
 void linear_gelu_backward_dinp(float *dhidden, float *gelu_out, const float *dout, const float *weight,
                                const float *pre, int M, int IN, int OUT) {
     if (use_tiles()) {
-        GeluRows g = {gelu_out, dhidden, pre, IN};
+        EpilogueRows g = {gelu_out, NULL, dhidden, pre, IN};
         gemm_tiles_rows_epilogue(M, IN, OUT, dout, OUT, weight, IN, 0, NULL, 0, dhidden, IN,
                                  gelu_backward_recompute_rows, &g);
         return;
@@ -511,11 +529,6 @@ void linear_gelu_backward_dinp(float *dhidden, float *gelu_out, const float *dou
 // ---- producers that store bf16 for the products that read them (precision bf16) -----------
 // Each computes its fp32 rows as the fp32 kernel does, then rounds them once: the products would
 // round them to the same bf16, so the bits are unchanged and half the bytes move.
-
-static __thread float *staging = NULL;  // one thread's fp32 rows before they are rounded
-static __thread size_t staging_capacity = 0;
-
-static float *staging_floats(size_t n) { return xreserve_floats(&staging, &staging_capacity, n, "bf16 staging rows"); }
 
 void layernorm_forward_bf16(uint16_t *out16, float *mean, float *rstd, const float *inp, const float *weight,
                             const float *bias, int N, int C) {
@@ -539,39 +552,15 @@ void residual_layernorm_forward_bf16(float *x, uint16_t *out16, float *mean, flo
     }
 }
 
-typedef struct {
-    uint16_t *out16;
-    const float *out32;  // rows to round (StoreRows), or
-    float *d;            // the GELU epilogues': d(pre) in place (backward)
-    const float *pre;
-    int N;
-} Bf16Rows;
-
 static void store_bf16_rows(void *ctx, int row0, int rows) {
-    Bf16Rows *st = ctx;
+    EpilogueRows *st = ctx;
     long lo = (long)row0 * st->N;
-    bf16_store(st->out16 + lo, st->out32 + lo, (long)rows * st->N);
-}
-
-static void gelu_forward_rows16(void *ctx, int row0, int rows) {
-    Bf16Rows *g = ctx;
-    long lo = (long)row0 * g->N, n = (long)rows * g->N;
-    float *t = staging_floats(n);
-    gelu_forward_block(t, g->pre + lo, (int)n);
-    bf16_store(g->out16 + lo, t, n);
-}
-
-static void gelu_backward_recompute_rows16(void *ctx, int row0, int rows) {
-    Bf16Rows *g = ctx;
-    long lo = (long)row0 * g->N, n = (long)rows * g->N;
-    float *t = staging_floats(n);
-    gelu_backward_recompute_block(t, g->d + lo, g->pre + lo, (int)n);
-    bf16_store(g->out16 + lo, t, n);
+    bf16_store(st->out16 + lo, st->pre + lo, (long)rows * st->N);
 }
 
 void linear_forward_to_bf16(uint16_t *out16, float *out32, const float *inp, const uint16_t *inp16,
                             const float *weight, const float *bias, int M, int IN, int OUT) {
-    Bf16Rows st = {out16, out32, NULL, NULL, OUT};
+    EpilogueRows st = {NULL, out16, NULL, out32, OUT};
     if (inp16) gemm_tiles_rows_a16(M, OUT, IN, inp16, IN, weight, IN, 1, bias, out32, OUT, store_bf16_rows, &st);
     else gemm_tiles_rows_epilogue(M, OUT, IN, inp, IN, weight, IN, 1, bias, 0, out32, OUT, store_bf16_rows, &st);
 }
@@ -583,15 +572,15 @@ void linear_forward_bf16in(float *out, const uint16_t *inp16, const float *weigh
 
 void linear_bias_gelu_forward_bf16(uint16_t *out16, float *pre, const uint16_t *inp16, const float *weight,
                                    const float *bias, int M, int IN, int OUT) {
-    Bf16Rows g = {out16, NULL, NULL, pre, OUT};
-    gemm_tiles_rows_a16(M, OUT, IN, inp16, IN, weight, IN, 1, bias, pre, OUT, gelu_forward_rows16, &g);
+    EpilogueRows g = {NULL, out16, NULL, pre, OUT};
+    gemm_tiles_rows_a16(M, OUT, IN, inp16, IN, weight, IN, 1, bias, pre, OUT, gelu_forward_rows, &g);
 }
 
 void linear_gelu_backward_dinp_bf16(float *dhidden, uint16_t *gelu16, const float *dout, const float *weight,
                                     const float *pre, int M, int IN, int OUT) {
-    Bf16Rows g = {gelu16, NULL, dhidden, pre, IN};
+    EpilogueRows g = {NULL, gelu16, dhidden, pre, IN};
     gemm_tiles_rows_epilogue(M, IN, OUT, dout, OUT, weight, IN, 0, NULL, 0, dhidden, IN,
-                             gelu_backward_recompute_rows16, &g);
+                             gelu_backward_recompute_rows, &g);
 }
 
 void linear_backward_set_dinp_bf16in(float *dinp, float *dweight, float *dbias, const float *dout,
