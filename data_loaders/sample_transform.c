@@ -62,21 +62,28 @@ static int fail(int why, char *detail, size_t n, const char *msg) {
     return why;
 }
 
-int transform_sample(const LoaderConfig *cfg, const uint8_t *data, size_t len, ImageFormat ext, Rng *rng, int nviews,
-                     float *out_norm[2], float *out_clean[2], TransformScratch *ts, char *detail, size_t dlen) {
-    if (!ts->luts_ready) build_luts(ts, cfg);
+int sample_check_header(const uint8_t *data, size_t len, ImageFormat ext, int64_t max_pixels, int *W, int *H,
+                        char *detail, size_t dlen) {
     ImageFormat fmt = image_sniff(data, len);
     if (fmt == IMG_UNKNOWN) return fail(SKIP_WRONG_FORMAT, detail, dlen, "bytes are neither JPEG nor PNG");
     if (ext != IMG_UNKNOWN && fmt != ext)
         return fail(SKIP_WRONG_FORMAT, detail, dlen, fmt == IMG_PNG ? "PNG data under a JPEG extension" : "JPEG data under a PNG extension");
-    int W, H;
-    DecodeStatus st = image_read_size(data, len, &W, &H, detail, dlen);
+    DecodeStatus st = image_read_size(data, len, W, H, detail, dlen);
     if (st != DECODE_OK) return st == DECODE_WRONG_FORMAT ? SKIP_WRONG_FORMAT : SKIP_CORRUPT_IMAGE;
-    if ((int64_t)W * H > cfg->max_pixels) {
-        snprintf(detail, dlen, "%dx%d pixels exceeds max_pixels %lld", W, H, (long long)cfg->max_pixels);
+    if ((int64_t)*W * *H > max_pixels) {
+        snprintf(detail, dlen, "%dx%d pixels exceeds max_pixels %lld", *W, *H, (long long)max_pixels);
         return SKIP_TOO_LARGE;
     }
-    if (W <= 0 || H <= 0) return fail(SKIP_CORRUPT_IMAGE, detail, dlen, "zero-sized image");
+    if (*W <= 0 || *H <= 0) return fail(SKIP_CORRUPT_IMAGE, detail, dlen, "zero-sized image");
+    return -1;
+}
+
+int transform_sample(const LoaderConfig *cfg, const uint8_t *data, size_t len, ImageFormat ext, Rng *rng, int nviews,
+                     float *out_norm[2], float *out_clean[2], TransformScratch *ts, char *detail, size_t dlen) {
+    if (!ts->luts_ready) build_luts(ts, cfg);
+    int W, H, why = sample_check_header(data, len, ext, cfg->max_pixels, &W, &H, detail, dlen);
+    if (why >= 0) return why;
+    DecodeStatus st;
     const int S = cfg->image_size, C = cfg->channels;
 
     ViewParams views[2];

@@ -20,6 +20,12 @@ typedef struct {
     int luts_ready;
 } TransformScratch;
 
+// The checks of an image's bytes before any pixel is decoded, as transform_sample makes them: the
+// format against its extension (ext IMG_UNKNOWN: any), the header, the pixel limit. Returns -1 with
+// *W, *H set, or the SkipReason with a message in detail.
+int sample_check_header(const uint8_t *data, size_t len, ImageFormat ext, int64_t max_pixels, int *W, int *H,
+                        char *detail, size_t detail_len);
+
 // Decode and augment. Train: draws every view's parameters from rng (view 1
 // then view 2); eval: resize + centre crop. out_norm[v] / out_clean[v] receive
 // C*S*S floats for view v < nviews. Returns -1, or the SkipReason with a

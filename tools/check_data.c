@@ -10,6 +10,7 @@
 #include "image_decode.h"
 #include "image_folder.h"
 #include "loader.h"
+#include "sample_transform.h"
 #include "shard_list.h"
 #include "webdataset.h"
 
@@ -57,21 +58,12 @@ static void add_size(Scan *s, int w, int h) {
     s->widths[s->sized] = w, s->heights[s->sized++] = h;
 }
 
-// One image's bytes: its format, header and (with --full) a whole decode, as the loader checks them.
+// One image's bytes, checked by the loader's own header checks, and with --full decoded whole.
 static void check_image(Scan *s, const uint8_t *data, size_t len, ImageFormat promised, const char *shard,
                         const char *key) {
-    ImageFormat fmt = image_sniff(data, len);
     char err[256] = "";
-    if (fmt == IMG_UNKNOWN) return add_bad(s, SKIP_WRONG_FORMAT, shard, key, "bytes are neither JPEG nor PNG");
-    if (promised != IMG_UNKNOWN && fmt != promised)
-        return add_bad(s, SKIP_WRONG_FORMAT, shard, key, fmt == IMG_PNG ? "PNG data under a JPEG extension"
-                                                                        : "JPEG data under a PNG extension");
-    int w = 0, h = 0;
-    if (image_read_size(data, len, &w, &h, err, sizeof err) != DECODE_OK) return add_bad(s, SKIP_CORRUPT_IMAGE, shard, key, err);
-    if ((int64_t)w * h > s->max_pixels) {
-        snprintf(err, sizeof err, "%dx%d pixels exceeds max_pixels %lld", w, h, (long long)s->max_pixels);
-        return add_bad(s, SKIP_TOO_LARGE, shard, key, err);
-    }
+    int w = 0, h = 0, why = sample_check_header(data, len, promised, s->max_pixels, &w, &h, err, sizeof err);
+    if (why >= 0) return add_bad(s, why, shard, key, err);
     if (s->full) {
         DecodedImage img = {0};
         DecodeStatus st = image_decode_region(data, len, s->channels, s->max_pixels, 0, 0, w, h, 1.0, &img);
@@ -79,7 +71,7 @@ static void check_image(Scan *s, const uint8_t *data, size_t len, ImageFormat pr
         decoded_image_free(&img);
         if (st != DECODE_OK) return;
     }
-    s->formats[fmt]++;
+    s->formats[image_sniff(data, len)]++;
     add_size(s, w, h);
 }
 
