@@ -8,6 +8,7 @@
 
 #include "kernels.h"
 #include "masking.h"
+#include "model.h"
 
 #define MASK_STREAM_SALT 0x6d61736b696e6700ULL  // "masking": keeps mask draws apart from init draws
 
@@ -103,6 +104,17 @@ void objective_register(Objective *o, Vit *vit, Tokenizer *tok, const ObjectiveC
             o->teacher_src[i - o->teacher_first] = src;
         }
     }
+}
+
+void objective_register_classifier(Objective *o, Vit *vit, uint64_t seed) {
+    memset(o, 0, sizeof *o);
+    if (vit->cfg.num_classes < 1) fatal("objective: classification needs an encoder with num_classes >= 1");
+    o->vit = vit;
+    o->params = vit->params;
+    o->classify = 1;
+    o->views = 1;
+    o->depth = vit->cfg.depth;
+    o->cfg.seed = seed;
 }
 
 void objective_bind(Objective *o) {
@@ -233,6 +245,8 @@ static void objective_layout(Objective *o, int B) {
 }
 
 void objective_allocate(Objective *o, int max_batch) {
+    o->max_batch = max_batch;
+    if (o->classify) return;  // the encoder holds the head's activations
     if (o->vit->max_batch < o->views * max_batch)
         fatal("objective_allocate: the encoder holds %d images, the objective needs %d x %d", o->vit->max_batch,
               o->views, max_batch);
@@ -487,7 +501,34 @@ ObjectiveLosses objective_forward(Objective *o, const float *view1, const float 
     return L;
 }
 
+ObjectiveLosses objective_classify_forward(Objective *o, const float *images, const int32_t *labels, int B,
+                                           int64_t stream) {
+    Vit *v = o->vit;
+    int K = v->cfg.num_classes;
+    if (B > o->max_batch) fatal("objective_classify_forward: batch %d exceeds the allocated %d", B, o->max_batch);
+    for (int i = 0; i < B; i++)
+        if (labels[i] < 0 || labels[i] >= K)
+            fatal("finetune: label %d of a training image is outside [0, num_classes = %d)", labels[i], K);
+    vit_sample_drop_path(v, B, o->cfg.seed, stream);
+    vit_forward(v, images, NULL, B);
+    ObjectiveLosses L = {0};
+    L.token = L.total = vit_head_forward(v, labels, B, 1);
+    o->labels = labels;
+    o->last_batch = B;
+    o->last = L;
+    return L;
+}
+
+static void classify_backward(Objective *o, float dloss) {
+    vit_head_backward(o->vit, o->labels, o->last_batch, 1, dloss);
+    vit_backward(o->vit, vit_head_dfinal(o->vit), NULL, o->last_batch);
+}
+
 void objective_backward(Objective *o, float dloss) {
+    if (o->classify) {
+        classify_backward(o, dloss);
+        return;
+    }
     Vit *v = o->vit;
     int B = o->last_batch, N = v->N, T = v->T, D = v->D, d = o->patch_dim, V = o->views, M = o->last.scored;
     long VBTD = (long)V * B * T * D;
@@ -604,32 +645,45 @@ double objective_step_flops(const Objective *o, int B) {
 
 Objective *objective_create(const VitConfig *vcfg, const ObjectiveConfig *ocfg, Tokenizer *tok, int max_batch,
                             uint64_t seed) {
-    Vit *vit = xcalloc(1, sizeof(Vit), "model");
-    ParamTable *t = xcalloc(1, sizeof(ParamTable), "parameter table");
-    Objective *o = xcalloc(1, sizeof(Objective), "objective");
-    vit_register(vit, t, vcfg);
-    objective_register(o, vit, tok, ocfg);
-    params_allocate(t);
-    vit_bind(vit);
-    objective_bind(o);
-    vit_init_weights(vit, seed);
-    objective_init_weights(o, seed);
-    vit_allocate_activations(vit, objective_views(ocfg) * max_batch);
-    objective_allocate(o, max_batch);
-    return o;
+    Model *m = xcalloc(1, sizeof(Model), "model");
+    ModelSpec spec = {.kind = MODEL_PRETRAIN, .vit = *vcfg, .objective = *ocfg, .max_batch = max_batch, .seed = seed};
+    model_build(m, &spec, tok);
+    m->obj.owner = m;
+    return &m->obj;
+}
+
+void objective_release(Objective *o) {
+    arena_free(&o->acts);
+    arena_free(&o->grads);
+    if (o->teacher) {
+        vit_release(o->teacher);  // its tensors live in the student's table
+        xfree(o->teacher);
+        xfree(o->teacher_src);
+    }
 }
 
 void objective_destroy(Objective *o) {
     if (!o) return;
-    arena_free(&o->acts);
-    arena_free(&o->grads);
-    if (o->teacher) {
-        vit_release(o->teacher);  // its tensors live in the student's table, freed below
-        xfree(o->teacher);
-        xfree(o->teacher_src);
-    }
-    vit_destroy(o->vit);
-    xfree(o);
+    Model *m = o->owner;
+    model_free(m);
+    xfree(m);
+}
+
+int objective_cls_rows(const Objective *o, float *dst) {
+    const Vit *v = o->vit;
+    int B = o->last_batch, T = v->T, D = v->D, n = 0;
+    for (int i = 0; i < o->views * B; i++, n++) memcpy(dst + (long)n * D, v->final + (long)i * T * D, sizeof(float) * D);
+    if (o->use_teacher)
+        for (int i = 0; i < B; i++, n++)
+            memcpy(dst + (long)n * D, o->teacher->final + (long)i * T * D, sizeof(float) * D);
+    return n;
+}
+
+int objective_cls_rows_max(const Objective *o) { return (o->views + o->use_teacher) * o->max_batch; }
+
+size_t objective_trained_floats(const Objective *o) {
+    const ParamTable *t = o->params;
+    return o->use_teacher ? t->info[o->teacher_first].offset : t->total;
 }
 
 ParamTable *objective_params(Objective *o) { return o->params; }

@@ -108,6 +108,10 @@ typedef struct {
     int32_t *teacher_row_index;             // [B]
     RowSet teacher_rows;
 
+    int classify;              // fine-tuning: the encoder's classification head on labelled images
+    const int32_t *labels;     // classify: the last forward's labels
+    void *owner;               // objective_create's Model
+
     ObjectiveLosses last;
     int last_batch;
     float w_contrast_step;     // the contrastive weight of the last forward (phase-in)
@@ -115,6 +119,9 @@ typedef struct {
 
 // Register the heads' tensors ("pretrain.*") in the table the encoder uses.
 void objective_register(Objective *o, Vit *vit, Tokenizer *tok, const ObjectiveConfig *cfg);
+// The classification mode (fine-tuning): the encoder's head (vit num_classes > 0),
+// with drop path drawn from (seed, stream). Registers nothing of its own.
+void objective_register_classifier(Objective *o, Vit *vit, uint64_t seed);
 void objective_bind(Objective *o);                    // after params_allocate
 void objective_init_weights(Objective *o, uint64_t seed);
 void objective_allocate(Objective *o, int max_batch);  // arenas; the Vit needs views*max_batch
@@ -130,8 +137,14 @@ void objective_teacher_update(Objective *o, float momentum);
 // w_contrast_now overrides cfg.w_contrast for this step (phase-in); < 0 keeps it.
 ObjectiveLosses objective_forward(Objective *o, const float *view1, const float *clean1, const float *view2,
                                   int B, int64_t step, float w_contrast_now);
-// Backward of the last forward; parameter gradients accumulate (scaled by dloss).
+// Classification mode: images [B,C,H,W] normalised, labels [B] in [0, num_classes);
+// stream picks the drop-path draws. The loss is reported as .token and .total.
+ObjectiveLosses objective_classify_forward(Objective *o, const float *images, const int32_t *labels, int B,
+                                           int64_t stream);
+// Backward of the last forward (either mode); parameter gradients accumulate (scaled by dloss).
 void objective_backward(Objective *o, float dloss);
+// The objective's own memory (arenas, teacher), not the encoder nor the table.
+void objective_release(Objective *o);
 
 // Forward FLOPs of one step's encoder passes and heads, for MFU figures
 // (model FLOPs: a training step counts 3x these, plus the teacher's forward).
@@ -143,6 +156,15 @@ double objective_teacher_flops(const Objective *o, int B);
 // embedding has no input gradient, nor a weight gradient when frozen) plus
 // the tokenizer's nearest-centroid product over the scored patches.
 double objective_step_flops(const Objective *o, int B);
+
+// The last forward's CLS rows after the final norm, [rows, D] into dst: the student's
+// views, then (EMA teacher) the teacher's view2. Returns the rows; the collapse probe
+// reads them. objective_cls_rows_max: the most it writes.
+int objective_cls_rows(const Objective *o, float *dst);
+int objective_cls_rows_max(const Objective *o);
+// The table's floats that are trained, from its start: all but the EMA teacher's
+// tail (frozen), whose gradients stay zero and need no reduction across ranks.
+size_t objective_trained_floats(const Objective *o);
 
 // For tests: a standalone objective with its own table.
 Objective *objective_create(const VitConfig *vcfg, const ObjectiveConfig *ocfg, Tokenizer *tok, int max_batch,

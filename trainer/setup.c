@@ -84,3 +84,26 @@ ObjectiveConfig objective_config_from(const Config *cfg, const LoaderConfig *lc)
     for (int c = 0; c < 3; c++) oc.mean[c] = lc->mean[c], oc.std[c] = lc->std[c];
     return oc;
 }
+
+ModelSpec model_spec_from(const Config *cfg, const LoaderConfig *lc, ModelKind kind, int max_batch) {
+    ObjectiveConfig oc = objective_config_from(cfg, lc);
+    int corrupt = cfg->w_token > 0 || cfg->w_pixel > 0;
+    int mask_token = kind == MODEL_PRETRAIN && (corrupt || cfg->mask_both_views);
+    ModelSpec s = {.kind = kind,
+                   .vit = vit_config_from(cfg, mask_token, kind == MODEL_CLASSIFY ? cfg->num_classes : 0),
+                   .objective = oc,
+                   .max_batch = max_batch,
+                   .seed = (uint64_t)cfg->seed,
+                   .freeze_patch_embed = cfg->freeze_patch_embed,
+                   .optimizer = 1,
+                   .beta1 = (float)cfg->opt_betas.v[0],
+                   .beta2 = (float)cfg->opt_betas.v[1],
+                   .eps = (float)cfg->opt_eps,
+                   .weight_decay = (float)cfg->weight_decay};
+    if (kind == MODEL_CLASSIFY) {
+        s.drop_path = (float)cfg->drop_path;
+        s.label_smoothing = (float)cfg->smoothing;
+        s.layer_decay = cfg->layer_decay;
+    }
+    return s;
+}

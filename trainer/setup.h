@@ -3,6 +3,7 @@
 #pragma once
 #include "config.h"
 #include "loader.h"
+#include "model.h"
 #include "objective.h"
 #include "vit.h"
 
@@ -16,3 +17,6 @@ LoaderConfig loader_config_from(const Config *cfg, const char *source, LoaderMod
 void require_labelled(const Loader *l, const char *split, const char *source, const char *who);
 // The objective's settings; mean/std are the loader's normalisation (lc).
 ObjectiveConfig objective_config_from(const Config *cfg, const LoaderConfig *lc);
+// The model a training run of this config builds (kind: MODEL_PRETRAIN or MODEL_CLASSIFY for
+// fine-tuning, MODEL_ENCODER for eval), with activations for max_batch samples and AdamW.
+ModelSpec model_spec_from(const Config *cfg, const LoaderConfig *lc, ModelKind kind, int max_batch);

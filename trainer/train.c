@@ -20,11 +20,13 @@
 #include "gemm_tiles.h"
 #include "kernels.h"
 #include "loader.h"
+#include "model.h"
 #include "objective.h"
 #include "optim.h"
 #include "perf.h"
 #include "runlog.h"
 #include "setup.h"
+#include "step.h"
 #include "tokenizer.h"
 #include "tokenizer_sample.h"
 
@@ -200,387 +202,364 @@ static double classifier_top1(Vit *vit, const Config *cfg) {
     return total ? (double)correct / total : NAN;
 }
 
-int main(int argc, char **argv) {
-    // Under mpirun every rank trains on its slice of the data; rank 0 alone
-    // prints, logs and writes checkpoints (the others' stdout goes to /dev/null).
-    dist_init(&argc, &argv);
-    int rank = dist_rank(), world = dist_world();
-    if (rank != 0 && !freopen("/dev/null", "w", stdout)) fatal("rank %d: cannot silence stdout", rank);
+// ---- the run: everything set up before the first update --------------------------------
+typedef struct {
     Config cfg;
-    config_from_args(&cfg, argc, argv);
-    char err[2048];
-    if (config_check_training(&cfg, err, sizeof err) != 0) fatal("%s", err);
-    int finetune = !strcmp(cfg.task, "finetune");
-    gemm_set_precision(strcmp(cfg.precision, "bf16") ? GEMM_FP32 : GEMM_BF16);
-    if (!cfg.run_name[0]) {
-        if (!strcmp(cfg.resume, "auto")) fatal("--resume=auto needs a run_name to find the run folder");
-        runlog_timestamp_name(cfg.run_name, sizeof cfg.run_name);
-        dist_broadcast_bytes(cfg.run_name, sizeof cfg.run_name);  // every rank uses rank 0's name
-    }
-    char *yaml = config_to_yaml(&cfg);
-    printf("---- effective config ----\n%s--------------------------\n", yaml);
-    RunLog *rl = rank == 0 ? runlog_open(cfg.output_dir, cfg.run_name, yaml) : NULL;
-    char run_dir[4096];
-    snprintf(run_dir, sizeof run_dir, "%s/%s", cfg.output_dir, cfg.run_name);
-    dist_barrier();  // the run folder exists before any rank reads from it
-    if (world > 1) printf("distributed: %d ranks (Open MPI), gradients summed every update\n", world);
+    int rank, world, finetune;
+    char run_dir[4096], resume_buf[4096];
+    const char *resume_path;       // NULL: a fresh run
+    char *yaml;                    // the effective config
+    RunLog *rl;                    // rank 0 only
+    Loader *loader;
+    Tokenizer *tok;
+    Model model;
+    long steps_per_epoch, total_steps, warmup, start_step;
+    TrainerState ts;
+    CheckpointState cs;
+    void *cursor;                  // this rank's data cursor
+    char *cursors;                 // every rank's, in rank order, as the checkpoint holds them
+    double peak_gflops;            // the MFU yardstick
+    SpectrumProbe probe;           // collapse diagnostic over CLS rows
+    float *probe_rows;
+    Stepper stepper;
+} Run;
 
-    // Which checkpoint to resume from, if any: rank 0 decides for everyone.
-    char resume_buf[4096] = "";
-    const char *resume_path = NULL;
-    if (!strcmp(cfg.resume, "auto")) {
-        if (rank == 0) {
-            int r = checkpoint_find_resume(run_dir, resume_buf, sizeof resume_buf, err, sizeof err);
-            if (r < 0) fatal("%s", err);
-            if (r == 0) {
-                resume_buf[0] = 0;
-                printf("resume: no checkpoint in %s yet, starting fresh\n", run_dir);
+// Config, run folder and log, precision; under mpirun rank 0 alone prints, logs and
+// writes checkpoints (the others' stdout goes to /dev/null).
+static void run_open(Run *r, int argc, char **argv) {
+    dist_init(&argc, &argv);
+    r->rank = dist_rank(), r->world = dist_world();
+    if (r->rank != 0 && !freopen("/dev/null", "w", stdout)) fatal("rank %d: cannot silence stdout", r->rank);
+    Config *cfg = &r->cfg;
+    config_from_args(cfg, argc, argv);
+    char err[2048];
+    if (config_check_training(cfg, err, sizeof err) != 0) fatal("%s", err);
+    r->finetune = !strcmp(cfg->task, "finetune");
+    gemm_set_precision(strcmp(cfg->precision, "bf16") ? GEMM_FP32 : GEMM_BF16);
+    if (!cfg->run_name[0]) {
+        if (!strcmp(cfg->resume, "auto")) fatal("--resume=auto needs a run_name to find the run folder");
+        runlog_timestamp_name(cfg->run_name, sizeof cfg->run_name);
+        dist_broadcast_bytes(cfg->run_name, sizeof cfg->run_name);  // every rank uses rank 0's name
+    }
+    r->yaml = config_to_yaml(cfg);
+    printf("---- effective config ----\n%s--------------------------\n", r->yaml);
+    r->rl = r->rank == 0 ? runlog_open(cfg->output_dir, cfg->run_name, r->yaml) : NULL;
+    snprintf(r->run_dir, sizeof r->run_dir, "%s/%s", cfg->output_dir, cfg->run_name);
+    dist_barrier();  // the run folder exists before any rank reads from it
+    if (r->world > 1) printf("distributed: %d ranks (Open MPI), gradients summed every update\n", r->world);
+}
+
+// Which checkpoint to resume from, if any: rank 0 decides for everyone.
+static void run_find_resume(Run *r) {
+    char err[2048];
+    if (!strcmp(r->cfg.resume, "auto")) {
+        if (r->rank == 0) {
+            int found = checkpoint_find_resume(r->run_dir, r->resume_buf, sizeof r->resume_buf, err, sizeof err);
+            if (found < 0) fatal("%s", err);
+            if (found == 0) {
+                r->resume_buf[0] = 0;
+                printf("resume: no checkpoint in %s yet, starting fresh\n", r->run_dir);
             }
         }
-        dist_broadcast_bytes(resume_buf, sizeof resume_buf);
-        if (resume_buf[0]) resume_path = resume_buf;
-    } else if (cfg.resume[0]) {
-        resume_path = cfg.resume;
+        dist_broadcast_bytes(r->resume_buf, sizeof r->resume_buf);
+        if (r->resume_buf[0]) r->resume_path = r->resume_buf;
+    } else if (r->cfg.resume[0]) {
+        r->resume_path = r->cfg.resume;
     }
+}
 
-    // ---- data
-    LoaderConfig lc = loader_config_from(&cfg, cfg.data_train, LOADER_TRAIN, !finetune && cfg.w_contrast > 0);
-    ObjectiveConfig oc = objective_config_from(&cfg, &lc);
-    int views = finetune ? 1 : objective_views(&oc);  // images per sample through the encoder
-    int corrupt = !finetune && (cfg.w_token > 0 || cfg.w_pixel > 0);
-    Tokenizer *tok = NULL;
-    if (corrupt && rank == 0) tok = obtain_tokenizer(&cfg, run_dir, resume_path);
+// The tokenizer (rank 0 builds it if needed, the others load it), the loader, the schedule's length.
+static void run_open_data(Run *r, LoaderConfig *lc) {
+    const Config *cfg = &r->cfg;
+    *lc = loader_config_from(cfg, cfg->data_train, LOADER_TRAIN, !r->finetune && cfg->w_contrast > 0);
+    int corrupt = !r->finetune && (cfg->w_token > 0 || cfg->w_pixel > 0);
+    if (corrupt && r->rank == 0) r->tok = obtain_tokenizer(cfg, r->run_dir, r->resume_path);
     dist_barrier();  // rank 0 has built and saved it if needed; the others load it
-    if (corrupt && rank != 0) tok = obtain_tokenizer(&cfg, run_dir, resume_path);
-    lc.rank = rank;
-    lc.world_size = world;
+    if (corrupt && r->rank != 0) r->tok = obtain_tokenizer(cfg, r->run_dir, r->resume_path);
+    lc->rank = r->rank;
+    lc->world_size = r->world;
     // the MFU yardstick, measured before the decode threads start competing for the cores
-    double peak = sgemm_peak_gflops(1536, 3);
-    lc.require_labels = finetune;  // pretraining reads unlabeled samples (label -1)
-    Loader *loader = loader_open(&lc);
-    if (finetune) require_labelled(loader, "data_train", cfg.data_train, "fine-tuning");
-    long steps_per_epoch = (long)(loader_steps_per_epoch(loader) / cfg.accum_steps);
-    if (steps_per_epoch < 1) steps_per_epoch = 1;
-    long total_steps = cfg.steps > 0 ? cfg.steps : (long)cfg.epochs * steps_per_epoch;
-    if (total_steps <= 0) total_steps = 1L << 40;  // time limit only (sched constant, checked above)
-    long warmup = cfg.warmup_steps > 0 ? cfg.warmup_steps : (long)lround(cfg.warmup_epochs * steps_per_epoch);
-    if (warmup >= total_steps)
+    r->peak_gflops = sgemm_peak_gflops(1536, 3);
+    lc->require_labels = r->finetune;  // pretraining reads unlabeled samples (label -1)
+    r->loader = loader_open(lc);
+    if (r->finetune) require_labelled(r->loader, "data_train", cfg->data_train, "fine-tuning");
+    r->steps_per_epoch = (long)(loader_steps_per_epoch(r->loader) / cfg->accum_steps);
+    if (r->steps_per_epoch < 1) r->steps_per_epoch = 1;
+    r->total_steps = cfg->steps > 0 ? cfg->steps : (long)cfg->epochs * r->steps_per_epoch;
+    if (r->total_steps <= 0) r->total_steps = 1L << 40;  // time limit only (sched constant, checked above)
+    r->warmup = cfg->warmup_steps > 0 ? cfg->warmup_steps : (long)lround(cfg->warmup_epochs * r->steps_per_epoch);
+    if (r->warmup >= r->total_steps)
         warn("the warmup (%ld updates) is not shorter than the run (%ld updates): the lr never reaches its peak %g",
-             warmup, total_steps, cfg.lr);
+             r->warmup, r->total_steps, cfg->lr);
+}
 
-    // ---- model, heads, optimiser
-    ParamTable params = {0};
-    Vit vit;
-    VitConfig vc = vit_config_from(&cfg, !finetune && (corrupt || cfg.mask_both_views), finetune ? cfg.num_classes : 0);
-    vit_register(&vit, &params, &vc);
-    Objective obj;
-    memset(&obj, 0, sizeof obj);
-    if (!finetune) objective_register(&obj, &vit, tok, &oc);
-    params_allocate(&params);
-    vit_bind(&vit);
-    if (!finetune) objective_bind(&obj);
-    vit_init_weights(&vit, (uint64_t)cfg.seed);
-    if (!finetune) objective_init_weights(&obj, (uint64_t)cfg.seed);
-    if (finetune) {
-        vit_set_regularisation(&vit, (float)cfg.drop_path, (float)cfg.smoothing);
-        vit_set_layer_decay(&vit, cfg.layer_decay);
-        if (cfg.finetune[0] && !resume_path) {
-            CheckpointState enc = {.params = &params, .mode = CKPT_LOAD_ENCODER};
-            if (checkpoint_load(cfg.finetune, &enc, err, sizeof err) != 0) fatal("finetune: %s", err);
-            printf("finetune: encoder from %s (step %lld); new head, %d classes\n", cfg.finetune, (long long)enc.step,
-                   cfg.num_classes);
-        } else if (!resume_path) {
-            printf("finetune: no checkpoint given, training from scratch (the baseline)\n");
-        }
+// Fine-tuning starts from a pretrained encoder (unless resuming) with a new head.
+static void run_load_finetune_encoder(Run *r) {
+    const Config *cfg = &r->cfg;
+    char err[2048];
+    if (cfg->finetune[0] && !r->resume_path) {
+        CheckpointState enc = {.params = &r->model.params, .mode = CKPT_LOAD_ENCODER};
+        if (checkpoint_load(cfg->finetune, &enc, err, sizeof err) != 0) fatal("finetune: %s", err);
+        printf("finetune: encoder from %s (step %lld); new head, %d classes\n", cfg->finetune, (long long)enc.step,
+               cfg->num_classes);
+    } else if (!r->resume_path) {
+        printf("finetune: no checkpoint given, training from scratch (the baseline)\n");
     }
-    if (cfg.freeze_patch_embed) vit_freeze_patch_embed(&vit);
-    vit_allocate_activations(&vit, views * cfg.batch_size);
-    if (!finetune) objective_allocate(&obj, cfg.batch_size);
-    AdamW opt;
-    adamw_init(&opt, &params, (float)cfg.opt_betas.v[0], (float)cfg.opt_betas.v[1], (float)cfg.opt_eps,
-               (float)cfg.weight_decay);
-    SpectrumProbe probe;
-    // The collapse probe reads 2B CLS rows with any contrastive term: the student's
-    // two views, or (EMA teacher) the student's view1 and the teacher's view2, so
-    // that its share means the same in both modes (fewer rows would bias it up).
-    int probe_rows = !finetune && obj.use_teacher ? 2 : views;
-    spectrum_probe_init(&probe, probe_rows * cfg.batch_size, vit.D, 5);
-    float *probe_cls = !finetune && obj.use_teacher ? xmalloc(sizeof(float) * 2 * cfg.batch_size * vit.D, "probe rows") : NULL;
-    // Under MPI only the trained tensors' gradients are summed: the teacher's (the
-    // table's tail, frozen) stay zero.
-    size_t reduced_floats = !finetune && obj.use_teacher ? params.info[obj.teacher_first].offset : params.total;
+}
 
-    TrainerState ts = {TRAINER_STATE_MAGIC, (uint64_t)cfg.seed, 0, 0};
-    // The checkpoint holds every rank's data cursor, in rank order.
+// The checkpoint's view of the run, and its state when resuming.
+static void run_resume(Run *r) {
+    const Config *cfg = &r->cfg;
+    char err[2048];
+    r->ts = (TrainerState){TRAINER_STATE_MAGIC, (uint64_t)cfg->seed, 0, 0};
     size_t cursor_size = loader_cursor_size();
-    void *cursor = xmalloc(cursor_size, "loader cursor");
-    char *cursors = xmalloc(cursor_size * world, "loader cursors");
-    CheckpointState cs = {.params = &params, .opt = &opt, .tokenizer = tok, .config_yaml = yaml, .rng = &ts,
-                          .rng_size = sizeof ts, .cursor = cursors, .cursor_size = cursor_size * world,
-                          .mode = CKPT_LOAD_FULL};
-    long start_step = 0;
-    if (resume_path) {
-        if (checkpoint_load(resume_path, &cs, err, sizeof err) != 0) fatal("resume: %s", err);
-        if (ts.magic != TRAINER_STATE_MAGIC) fatal("resume: %s holds no trainer state from this program", resume_path);
-        if (ts.seed != (uint64_t)cfg.seed)
-            fatal("resume: %s was trained with seed %llu, the config says %d", resume_path, (unsigned long long)ts.seed, cfg.seed);
-        memcpy(cursor, cursors + cursor_size * rank, cursor_size);
-        if (!loader_cursor_restore(loader, cursor)) fatal("resume: the data cursor in %s does not fit this data/config", resume_path);
-        start_step = (long)cs.step;
-        printf("resume: %s at step %ld (epoch %lld)\n", resume_path, start_step, (long long)cs.epoch);
-        if (rank == 0) {
-            warn_config_changes(&cfg, resume_path);
-            char aside[PATH_MAX];
-            int moved = checkpoint_set_aside_after(run_dir, start_step, aside, sizeof aside);
-            if (moved)
-                warn("resume: %d checkpoint%s of steps after %ld (a branch this resume abandons) moved into %s", moved,
-                     moved == 1 ? "" : "s", start_step, aside);
-        }
-        long dropped = rl ? runlog_resume_at(rl, start_step) : 0;
-        if (dropped)
-            printf("resume: dropped %ld metrics lines of steps after %ld (logged after that checkpoint)\n", dropped,
-                   start_step);
+    r->cursor = xmalloc(cursor_size, "loader cursor");
+    r->cursors = xmalloc(cursor_size * r->world, "loader cursors");
+    r->cs = (CheckpointState){.params = &r->model.params, .opt = &r->model.opt, .tokenizer = r->tok,
+                              .config_yaml = r->yaml, .rng = &r->ts, .rng_size = sizeof r->ts, .cursor = r->cursors,
+                              .cursor_size = cursor_size * r->world, .mode = CKPT_LOAD_FULL};
+    if (!r->resume_path) return;
+    const char *path = r->resume_path;
+    if (checkpoint_load(path, &r->cs, err, sizeof err) != 0) fatal("resume: %s", err);
+    if (r->ts.magic != TRAINER_STATE_MAGIC) fatal("resume: %s holds no trainer state from this program", path);
+    if (r->ts.seed != (uint64_t)cfg->seed)
+        fatal("resume: %s was trained with seed %llu, the config says %d", path, (unsigned long long)r->ts.seed, cfg->seed);
+    memcpy(r->cursor, r->cursors + cursor_size * r->rank, cursor_size);
+    if (!loader_cursor_restore(r->loader, r->cursor)) fatal("resume: the data cursor in %s does not fit this data/config", path);
+    r->start_step = (long)r->cs.step;
+    printf("resume: %s at step %ld (epoch %lld)\n", path, r->start_step, (long long)r->cs.epoch);
+    if (r->rank == 0) {
+        warn_config_changes(cfg, path);
+        char aside[PATH_MAX];
+        int moved = checkpoint_set_aside_after(r->run_dir, r->start_step, aside, sizeof aside);
+        if (moved)
+            warn("resume: %d checkpoint%s of steps after %ld (a branch this resume abandons) moved into %s", moved,
+                 moved == 1 ? "" : "s", r->start_step, aside);
     }
+    long dropped = r->rl ? runlog_resume_at(r->rl, r->start_step) : 0;
+    if (dropped)
+        printf("resume: dropped %ld metrics lines of steps after %ld (logged after that checkpoint)\n", dropped,
+               r->start_step);
+}
 
-    // ---- start-up summary
-    double step_flops = cfg.accum_steps * (finetune ? 3.0 * cfg.batch_size * vit_forward_flops_per_image(&vc)
-                                                    : 3.0 * objective_forward_flops(&obj, cfg.batch_size) +
-                                                          objective_teacher_flops(&obj, cfg.batch_size));
-    printf("model: ViT D=%d depth=%d heads=%d patch=%d img=%d chans=%d, %zu parameters (%d tensors)\n", vit.D,
-           vc.depth, vc.num_heads, vc.patch_size, vc.img_size, vc.in_chans, params.total, params.count);
-    if (finetune)
+// Model, optimiser, collapse probe, stepper; then the resume.
+static void run_build(Run *r, const LoaderConfig *lc) {
+    const Config *cfg = &r->cfg;
+    ModelSpec spec = model_spec_from(cfg, lc, r->finetune ? MODEL_CLASSIFY : MODEL_PRETRAIN, cfg->batch_size);
+    model_build(&r->model, &spec, r->tok);
+    if (r->finetune) run_load_finetune_encoder(r);
+    // The collapse probe reads 2B CLS rows with any contrastive term: the student's two views,
+    // or (EMA teacher) the student's view1 and the teacher's view2, so that its share means the
+    // same in both modes (fewer rows would bias it up).
+    int rows = objective_cls_rows_max(&r->model.obj);
+    spectrum_probe_init(&r->probe, rows, r->model.vit.D, 5);
+    r->probe_rows = xmalloc(sizeof(float) * rows * r->model.vit.D, "probe rows");
+    run_resume(r);
+    const char *fault = getenv("CCVIT_FAULT_NAN_STEP");  // tests: make step n's token loss NaN
+    r->stepper = (Stepper){.model = &r->model, .loader = r->loader, .accum_steps = cfg->accum_steps,
+                           .clip_grad = cfg->clip_grad, .rank = r->rank, .world = r->world,
+                           .reduced_floats = objective_trained_floats(&r->model.obj),
+                           .steps_per_epoch = r->steps_per_epoch, .data_train = cfg->data_train,
+                           .fault_step = fault ? atol(fault) : -1, .micro_steps = &r->ts.micro_steps};
+}
+
+// Model FLOPs of one rank's update (accum_steps micro-batches), for the MFU figure.
+static double run_step_flops(const Run *r) {
+    const Config *cfg = &r->cfg;
+    const Objective *o = &r->model.obj;
+    double per_micro = r->finetune ? 3.0 * cfg->batch_size * vit_forward_flops_per_image(&r->model.vit.cfg)
+                                   : 3.0 * objective_forward_flops(o, cfg->batch_size) +
+                                         objective_teacher_flops(o, cfg->batch_size);
+    return cfg->accum_steps * per_micro;
+}
+
+static void run_print_summary(const Run *r) {
+    const Config *cfg = &r->cfg;
+    const Model *m = &r->model;
+    const VitConfig *vc = &m->vit.cfg;
+    const Objective *o = &m->obj;
+    printf("model: ViT D=%d depth=%d heads=%d patch=%d img=%d chans=%d, %zu parameters (%d tensors)\n", m->vit.D,
+           vc->depth, vc->num_heads, vc->patch_size, vc->img_size, vc->in_chans, m->params.total, m->params.count);
+    if (r->finetune)
         printf("objective: supervised fine-tuning, %d classes, label smoothing %g, drop path %g, layer decay %g\n",
-               cfg.num_classes, cfg.smoothing, cfg.drop_path, cfg.layer_decay);
+               cfg->num_classes, cfg->smoothing, cfg->drop_path, cfg->layer_decay);
     else
         printf("objective: w_token=%g w_pixel=%g w_contrast=%g, %d masked + %d replaced of %d patches, K=%d, views=%d%s\n",
-               cfg.w_token, cfg.w_pixel, cfg.w_contrast, obj.n_mask, obj.n_replace, vit.N, obj.K, views,
-               obj.use_teacher ? "; view2 through the EMA teacher (InfoNCE)" : "");
+               cfg->w_token, cfg->w_pixel, cfg->w_contrast, o->n_mask, o->n_replace, m->vit.N, o->K, m->views,
+               o->use_teacher ? "; view2 through the EMA teacher (InfoNCE)" : "");
     printf("precision: %s\n", gemm_precision_summary());
     printf("data: %lld samples, %ld updates/epoch (batch %d x accum %d), %d decode threads; %d compute threads\n",
-           (long long)loader_num_samples(loader), steps_per_epoch, cfg.batch_size, cfg.accum_steps, cfg.num_workers,
-           kernel_max_threads());
+           (long long)loader_num_samples(r->loader), r->steps_per_epoch, cfg->batch_size, cfg->accum_steps,
+           cfg->num_workers, kernel_max_threads());
     printf("memory (fixed after start-up):\n");
-    print_bytes("parameters + gradients", 2 * params_bytes(&params));
-    print_bytes("AdamW m + v", 2 * params_bytes(&params));
-    print_bytes("encoder activations", vit_activation_bytes(&vit));
-    if (!finetune && obj.use_teacher) print_bytes("teacher activations", vit_activation_bytes(obj.teacher));
-    print_bytes("objective activations", obj.acts.capacity + obj.grads.capacity);
-    printf("  sgemm peak %.0f GFLOP/s; a step is %.1f GFLOP\n", peak, step_flops * 1e-9);
-    printf("run folder: %s; %ld updates, warmup %ld\n", run_dir, total_steps, warmup);
+    print_bytes("parameters + gradients", 2 * params_bytes(&m->params));
+    print_bytes("AdamW m + v", 2 * params_bytes(&m->params));
+    print_bytes("encoder activations", vit_activation_bytes(&m->vit));
+    if (o->use_teacher) print_bytes("teacher activations", vit_activation_bytes(o->teacher));
+    print_bytes("objective activations", o->acts.capacity + o->grads.capacity);
+    printf("  sgemm peak %.0f GFLOP/s; a step is %.1f GFLOP\n", r->peak_gflops, run_step_flops(r) * 1e-9);
+    printf("run folder: %s; %ld updates, warmup %ld\n", r->run_dir, r->total_steps, r->warmup);
     fflush(stdout);
+}
 
-    // Fault injection for the tests: CCVIT_FAULT_NAN_STEP=n makes step n's token
-    // loss NaN, to exercise the non-finite stop on a real run.
-    const char *fault = getenv("CCVIT_FAULT_NAN_STEP");
-    long fault_step = fault ? atol(fault) : -1;
+// ---- metrics: sums over the updates since the last log line ----------------------------
+typedef struct {
+    double t_window, wait, loss[4], grad_norm, clipped;
+    long images;
+    int steps;
+} Window;
+
+static void window_add(Window *w, const StepStats *s) {
+    w->wait += s->data_wait_s;
+    w->images += s->images;
+    w->loss[0] += s->total, w->loss[1] += s->token, w->loss[2] += s->pixel, w->loss[3] += s->contrast;
+    w->grad_norm += s->grad_norm;
+    w->clipped += s->clipped;
+    w->steps++;
+}
+
+// One JSON line and the progress line after update `done`; then a new window.
+static void log_metrics(Run *r, Window *w, Progress *prog, long done, double lr, float w_con, double t_start) {
+    const Config *cfg = &r->cfg;
+    double now = now_seconds(), dt = now - w->t_window, ips = w->images / dt;
+    double epoch_f = (double)r->ts.images_seen / (double)loader_num_samples(r->loader);
+    int rows = objective_cls_rows(&r->model.obj, r->probe_rows);
+    double top5 = spectrum_top_share(&r->probe, r->probe_rows, rows, r->model.vit.D);
+    // the step's FLOPs are one rank's update; ips counts every rank's images
+    double mfu = run_step_flops(r) / ((double)cfg->batch_size * cfg->accum_steps) * ips / (r->peak_gflops * 1e9 * r->world);
+    int heads = !r->finetune, n = w->steps;
+    // One table feeds the JSON line and the progress line (the fields with a short name), in this order.
+    const struct {
+        const char *key, *short_name;
+        double value;
+        int on;
+    } fields[] = {
+        {"loss", "loss", w->loss[0] / n, 1},
+        {"loss_token", "tok", w->loss[1] / n, heads && cfg->w_token > 0},
+        {"loss_pixel", "pix", w->loss[2] / n, heads && cfg->w_pixel > 0},
+        {"loss_contrast", "nce", w->loss[3] / n, heads && cfg->w_contrast > 0},
+        {"lr", "lr", lr, 1},
+        {"w_contrast", NULL, w_con, heads},
+        {"grad_norm", NULL, w->grad_norm / n, 1},
+        {"clipped_share", NULL, w->clipped / n, 1},
+        {"images_per_s", NULL, ips, 1},
+        {"mfu", NULL, mfu, 1},
+        {"data_wait_share", NULL, w->wait / dt, 1},
+        {"cls_top5_variance_share", "top5", top5, 1},
+    };
+    JsonLine *m = runlog_metrics(r->rl);
+    json_int(m, "step", done);
+    json_num(m, "epoch", epoch_f);
+    NamedValue nv[ARRAY_LEN(fields)];
+    int k = 0;
+    for (size_t f = 0; f < ARRAY_LEN(fields); f++) {
+        if (!fields[f].on) continue;
+        json_num(m, fields[f].key, fields[f].value);
+        if (fields[f].short_name) nv[k++] = (NamedValue){fields[f].short_name, fields[f].value};
+    }
+    for (int s = 0; s < SKIP_NUM_REASONS; s++)
+        json_int(m, loader_skip_reason_name((SkipReason)s), loader_skipped(r->loader, (SkipReason)s));
+    json_num(m, "elapsed_s", now - t_start);
+    runlog_metrics_write(r->rl);
+    progress_update(prog, done, epoch_f, ips, nv, k);
+    *w = (Window){.t_window = now};
+}
+
+static float contrast_weight_at(const Config *cfg, long step) {
+    float w = (float)cfg->w_contrast;
+    if (cfg->contrast_warmup_steps > 0 && step < cfg->contrast_warmup_steps)
+        w *= (float)(step + 1) / (float)cfg->contrast_warmup_steps;
+    return w;
+}
+
+static float teacher_momentum_at(const Run *r, long step) {
+    const Config *cfg = &r->cfg;
+    return (float)ema_momentum_at(step, cfg->teacher_momentum, r->total_steps,
+                                  !strcmp(cfg->teacher_momentum_schedule, "cosine"));
+}
+
+// The final checkpoint (at the end, on a signal, or at the time limit) and the run's summary.
+static void run_finish(Run *r, long done, const char *stop_reason, double t_start, int64_t epoch) {
+    char err[2048], path[4096];
+    if ((done > r->start_step || !r->resume_path) &&
+        save_checkpoint(r->run_dir, &r->cs, r->loader, r->cursor, done, epoch, &r->cfg, r->rank, err, sizeof err) != 0)
+        fatal("final checkpoint at step %ld failed: %s\nThe previous checkpoint is kept.", done, err);
+    checkpoint_path(path, sizeof path, r->run_dir, done);
+    printf("stopped (%s) at step %ld after %.1f s; checkpoint %s\n", stop_reason, done, now_seconds() - t_start, path);
+    for (int s = 0; s < SKIP_NUM_REASONS; s++)
+        if (loader_skipped(r->loader, (SkipReason)s))
+            printf("skipped samples (%s): %lld\n", loader_skip_reason_name((SkipReason)s),
+                   (long long)loader_skipped(r->loader, (SkipReason)s));
+    if (r->stepper.empty_batches) printf("empty batches passed over: %ld\n", r->stepper.empty_batches);
+    if (r->finetune && r->cfg.data_val[0] && r->rank == 0) {
+        double acc = classifier_top1(&r->model.vit, &r->cfg);
+        JsonLine *m = runlog_metrics(r->rl);
+        json_int(m, "step", done);
+        json_num(m, "val_top1", acc);
+        runlog_metrics_write(r->rl);
+        printf("finetune: top-1 on %s: %.2f%%\n", r->cfg.data_val, 100 * acc);
+    }
+}
+
+static void run_close(Run *r) {
+    spectrum_probe_free(&r->probe);
+    xfree(r->probe_rows);
+    xfree(r->cursor);
+    xfree(r->cursors);
+    model_free(&r->model);
+    loader_close(r->loader);
+    if (r->rl) runlog_close(r->rl);
+    xfree(r->yaml);
+    dist_finalize();
+}
+
+int main(int argc, char **argv) {
+    static Run run;
+    Run *r = &run;
+    run_open(r, argc, argv);
+    run_find_resume(r);
+    LoaderConfig lc;
+    run_open_data(r, &lc);
+    run_build(r, &lc);
+    run_print_summary(r);
+    const Config *cfg = &r->cfg;
+    char err[2048];
     install_signal_handlers();
     Progress prog;
-    progress_init(&prog, stdout, start_step, total_steps, cfg.time_limit_minutes * 60.0);
-    double t_start = now_seconds(), t_window = t_start, wait_window = 0, compute_window = 0;
-    long images_window = 0;
-    double loss_sum[4] = {0}, grad_norm_sum = 0, clipped = 0;
-    int window_steps = 0;
-    long step = start_step;
+    progress_init(&prog, stdout, r->start_step, r->total_steps, cfg->time_limit_minutes * 60.0);
+    double t_start = now_seconds();
+    Window win = {.t_window = t_start};
+    long step = r->start_step;
+    int64_t epoch = r->cs.epoch;
     const char *stop_reason = "done";
-    int64_t epoch_now = cs.epoch;
-    float *first_cls = NULL;
-    int last_n = 0;
-    long empty_batches = 0;  // batches whose every image was skipped (e.g. a shard shorter than its manifest says)
-
     // Stop requests are agreed on by all ranks (the largest code wins). Asked before the first
     // update and after each one, so that the update a stop ends on is logged like the last.
-    int stop = agree_on_stop(&cfg, start_step, t_start, &stop_reason);
-    for (; step < total_steps && !stop; step++) {
-        double lr = schedule_lr(&cfg, step, warmup, total_steps);
-        float w_con = (float)cfg.w_contrast;
-        if (cfg.contrast_warmup_steps > 0 && step < cfg.contrast_warmup_steps)
-            w_con *= (float)(step + 1) / (float)cfg.contrast_warmup_steps;
-        params_zero_grad(&params);
-        ObjectiveLosses L = {0};
-        long step_images = 0;
-        for (int micro = 0; micro < cfg.accum_steps; micro++) {
-            Batch b;
-            double tw = now_seconds();
-            // An empty batch is passed over: it has no loss to average (0/0). Two epochs'
-            // worth in a row means the data holds no usable image at all.
-            for (long empty_run = 0;; empty_run++) {
-                if (!loader_next(loader, &b)) fatal("data: the training loader ended unexpectedly");
-                if (b.n > 0) break;
-                if (empty_run > 2 * steps_per_epoch * cfg.accum_steps)
-                    fatal("data: %ld batches in a row had no usable image (two epochs); check data_train '%s' "
-                          "and its manifest", empty_run, cfg.data_train);
-                if (empty_batches++ == 0)
-                    warn("data: a batch at epoch %lld, step %lld had no usable image (a shard shorter than its "
-                         "manifest, or every image skipped); such batches are passed over and counted",
-                         (long long)b.epoch, (long long)b.step);
-            }
-            double tc = now_seconds();
-            wait_window += tc - tw;
-            epoch_now = b.epoch;
-            ObjectiveLosses l = {0};
-            if (finetune) {
-                for (int i = 0; i < b.n; i++)
-                    if (b.labels[i] < 0 || b.labels[i] >= cfg.num_classes)
-                        fatal("finetune: label %d of a training image is outside [0, num_classes = %d)", b.labels[i], cfg.num_classes);
-                // each rank its own stochastic depth, as with the masks: the stream is (micro-step, rank)
-                vit_sample_drop_path(&vit, b.n, (uint64_t)cfg.seed, ts.micro_steps * world + rank);
-                vit_forward(&vit, b.view1, NULL, b.n);
-                l.token = l.total = vit_head_forward(&vit, b.labels, b.n, 1);
-            } else {
-                // each rank draws its own masks: the stream is (micro-step, rank)
-                l = objective_forward(&obj, b.view1, b.clean1, b.view2, b.n, ts.micro_steps * world + rank, w_con);
-            }
-            if (step == fault_step) l.token = NAN;
-            const char *bad = !isfinite(l.token) ? (finetune ? "classification cross-entropy" : "token cross-entropy")
-                              : !isfinite(l.pixel) ? "pixel MSE"
-                              : !isfinite(l.contrast) ? (obj.use_teacher ? "InfoNCE" : "NT-Xent") : NULL;
-            if (bad) {
-                progress_end(&prog);
-                fatal("step %ld: the %s loss is %g; no update was applied. The last checkpoint in %s is intact. "
-                      "Lower lr (now %g) or raise warmup, then --resume=auto", step, bad,
-                      !isfinite(l.token) ? l.token : !isfinite(l.pixel) ? l.pixel : l.contrast, run_dir, lr);
-            }
-            if (finetune) {
-                vit_head_backward(&vit, b.labels, b.n, 1, 1.0f / cfg.accum_steps);
-                vit_backward(&vit, vit_head_dfinal(&vit), NULL, b.n);
-            } else {
-                objective_backward(&obj, 1.0f / cfg.accum_steps);
-            }
-            last_n = b.n;
-            L.token += l.token / cfg.accum_steps;
-            L.pixel += l.pixel / cfg.accum_steps;
-            L.contrast += l.contrast / cfg.accum_steps;
-            L.total += l.total / cfg.accum_steps;
-            ts.micro_steps++;
-            step_images += b.n;
-            compute_window += now_seconds() - tc;
-            first_cls = vit.final;  // CLS rows of the last micro-batch, for the collapse probe
-        }
-        if (world > 1) {  // sum the ranks' gradients, average their losses
-            dist_allreduce_sum_floats(params.grad, reduced_floats);
-            grad_scale(&params, 1.0f / world);
-            double agg[5] = {L.token, L.pixel, L.contrast, L.total, (double)step_images};
-            dist_allreduce_sum_doubles(agg, 5);
-            L.token = agg[0] / world, L.pixel = agg[1] / world, L.contrast = agg[2] / world, L.total = agg[3] / world;
-            step_images = (long)agg[4];
-        }
-        ts.images_seen += step_images;
-        images_window += step_images;
-        double gnorm = clip_grad_norm(&opt, &params, cfg.clip_grad);
-        if (!isfinite(gnorm)) {
+    int stop = agree_on_stop(cfg, r->start_step, t_start, &stop_reason);
+    for (; step < r->total_steps && !stop; step++) {
+        double lr = schedule_lr(cfg, step, r->warmup, r->total_steps);
+        float w_con = contrast_weight_at(cfg, step);
+        StepStats st = train_step(&r->stepper, step, lr, w_con, teacher_momentum_at(r, step));
+        if (st.failed) {
             progress_end(&prog);
-            fatal("step %ld: the gradient norm is %g; no update was applied. The last checkpoint in %s is intact. "
-                  "Lower lr (now %g), then --resume=auto", step, gnorm, run_dir, lr);
+            fatal("%s. The last checkpoint in %s is intact. Lower lr (now %g) or raise warmup, then --resume=auto",
+                  r->stepper.err, r->run_dir, lr);
         }
-        clipped += cfg.clip_grad > 0 && gnorm > cfg.clip_grad;
-        adamw_step(&opt, &params, (float)lr);
-        if (!finetune)
-            objective_teacher_update(&obj, (float)ema_momentum_at(step, cfg.teacher_momentum, total_steps,
-                                                                 !strcmp(cfg.teacher_momentum_schedule, "cosine")));
-        loss_sum[0] += L.total, loss_sum[1] += L.token, loss_sum[2] += L.pixel, loss_sum[3] += L.contrast;
-        grad_norm_sum += gnorm;
-        window_steps++;
-
+        r->ts.images_seen += st.images;
+        epoch = st.epoch;
+        window_add(&win, &st);
         long done = step + 1;
-        if (done < total_steps) stop = agree_on_stop(&cfg, done, t_start, &stop_reason);  // a finished run is "done"
-        int last = done == total_steps || stop;
-        if (rank == 0 && (done % cfg.log_every == 0 || last || done == start_step + 1)) {
-            double now = now_seconds(), dt = now - t_window;
-            double ips = images_window / dt;
-            double epoch_f = (double)ts.images_seen / (double)loader_num_samples(loader);
-            double top5;
-            if (probe_cls) {  // student view1 CLS rows, then the teacher's view2 CLS rows
-                for (int i = 0; i < last_n; i++) {
-                    memcpy(probe_cls + (long)i * vit.D, first_cls + (long)i * vit.T * vit.D, sizeof(float) * vit.D);
-                    memcpy(probe_cls + (long)(last_n + i) * vit.D, obj.teacher->final + (long)i * vit.T * vit.D,
-                           sizeof(float) * vit.D);
-                }
-                top5 = spectrum_top_share(&probe, probe_cls, 2 * last_n, vit.D);
-            } else {
-                top5 = spectrum_top_share(&probe, first_cls, views * last_n, vit.T * vit.D);
-            }
-            // step_flops is one rank's update (accum_steps micro-batches); ips counts every rank's images
-            double mfu = step_flops / ((double)cfg.batch_size * cfg.accum_steps) * ips / (peak * 1e9 * world);
-            // One table feeds the JSON line and the progress line (the fields with a short name), in this order.
-            int heads = !finetune;
-            const struct {
-                const char *key, *short_name;
-                double value;
-                int on;
-            } fields[] = {
-                {"loss", "loss", loss_sum[0] / window_steps, 1},
-                {"loss_token", "tok", loss_sum[1] / window_steps, heads && cfg.w_token > 0},
-                {"loss_pixel", "pix", loss_sum[2] / window_steps, heads && cfg.w_pixel > 0},
-                {"loss_contrast", "nce", loss_sum[3] / window_steps, heads && cfg.w_contrast > 0},
-                {"lr", "lr", lr, 1},
-                {"w_contrast", NULL, w_con, heads},
-                {"grad_norm", NULL, grad_norm_sum / window_steps, 1},
-                {"clipped_share", NULL, clipped / window_steps, 1},
-                {"images_per_s", NULL, ips, 1},
-                {"mfu", NULL, mfu, 1},
-                {"data_wait_share", NULL, wait_window / dt, 1},
-                {"cls_top5_variance_share", "top5", top5, 1},
-            };
-            JsonLine *m = runlog_metrics(rl);
-            json_int(m, "step", done);
-            json_num(m, "epoch", epoch_f);
-            NamedValue nv[ARRAY_LEN(fields)];
-            int k = 0;
-            for (size_t f = 0; f < ARRAY_LEN(fields); f++) {
-                if (!fields[f].on) continue;
-                json_num(m, fields[f].key, fields[f].value);
-                if (fields[f].short_name) nv[k++] = (NamedValue){fields[f].short_name, fields[f].value};
-            }
-            for (int r = 0; r < SKIP_NUM_REASONS; r++)
-                json_int(m, loader_skip_reason_name((SkipReason)r), loader_skipped(loader, (SkipReason)r));
-            json_num(m, "elapsed_s", now - t_start);
-            runlog_metrics_write(rl);
-            progress_update(&prog, done, epoch_f, ips, nv, k);
-            t_window = now;
-            wait_window = compute_window = 0;
-            images_window = 0;
-            memset(loss_sum, 0, sizeof loss_sum);
-            grad_norm_sum = clipped = 0;
-            window_steps = 0;
-        }
-        if (cfg.save_every > 0 && done % cfg.save_every == 0 && !last &&
-            save_checkpoint(run_dir, &cs, loader, cursor, done, epoch_now, &cfg, rank, err, sizeof err) != 0) {
+        if (done < r->total_steps) stop = agree_on_stop(cfg, done, t_start, &stop_reason);  // a finished run is "done"
+        int last = done == r->total_steps || stop;
+        if (r->rank == 0 && (done % cfg->log_every == 0 || last || done == r->start_step + 1))
+            log_metrics(r, &win, &prog, done, lr, w_con, t_start);
+        if (cfg->save_every > 0 && done % cfg->save_every == 0 && !last &&
+            save_checkpoint(r->run_dir, &r->cs, r->loader, r->cursor, done, epoch, cfg, r->rank, err, sizeof err) != 0) {
             progress_end(&prog);
             fatal("checkpoint at step %ld failed: %s\nThe previous checkpoint is kept; stopping.", done, err);
         }
     }
     progress_end(&prog);
-
-    // Final checkpoint: at the end, on a signal, or at the time limit.
-    long done = step;
-    if ((done > start_step || !resume_path) &&
-        save_checkpoint(run_dir, &cs, loader, cursor, done, epoch_now, &cfg, rank, err, sizeof err) != 0)
-        fatal("final checkpoint at step %ld failed: %s\nThe previous checkpoint is kept.", done, err);
-    char path[4096];
-    checkpoint_path(path, sizeof path, run_dir, done);
-    printf("stopped (%s) at step %ld after %.1f s; checkpoint %s\n", stop_reason, done, now_seconds() - t_start, path);
-    for (int r = 0; r < SKIP_NUM_REASONS; r++)
-        if (loader_skipped(loader, (SkipReason)r))
-            printf("skipped samples (%s): %lld\n", loader_skip_reason_name((SkipReason)r),
-                   (long long)loader_skipped(loader, (SkipReason)r));
-    if (empty_batches) printf("empty batches passed over: %ld\n", empty_batches);
-
-    if (finetune && cfg.data_val[0] && rank == 0) {
-        double acc = classifier_top1(&vit, &cfg);
-        JsonLine *m = runlog_metrics(rl);
-        json_int(m, "step", done);
-        json_num(m, "val_top1", acc);
-        runlog_metrics_write(rl);
-        printf("finetune: top-1 on %s: %.2f%%\n", cfg.data_val, 100 * acc);
-    }
-    spectrum_probe_free(&probe);
-    xfree(probe_cls);
-    xfree(cursor);
-    xfree(cursors);
-    adamw_free(&opt);
-    loader_close(loader);
-    if (rl) runlog_close(rl);
-    xfree(yaml);
-    dist_finalize();
+    run_finish(r, step, stop_reason, t_start, epoch);
+    run_close(r);
     return 0;
 }
