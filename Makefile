@@ -88,7 +88,7 @@ UNLISTED  := $(filter-out $(PROG_SRCS),$(shell grep -l '^int main' trainer/*.c t
 ifneq ($(UNLISTED),)
   $(error $(UNLISTED) has a main() but is not in PROG_SRCS: list the program in the Makefile)
 endif
-LIB_SRCS  := $(filter-out $(PROG_SRCS),$(wildcard trainer/*.c data_loaders/*.c))
+LIB_SRCS  := $(filter-out $(PROG_SRCS),$(wildcard trainer/*.c trainer/heads/*.c data_loaders/*.c))
 TEST_SRCS := $(wildcard tests/test_*.c)
 
 LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)

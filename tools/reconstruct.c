@@ -188,7 +188,7 @@ int main(int argc, char **argv) {
     if (obj.use_pixel && M > 0) {
         memcpy(patches, clean_p, npatch * d * sizeof(float));
         for (int m = 0; m < M; m++) {
-            const float *x = clean_p + (long)obj.scored[m] * d, *pred = obj.ph_pred + (long)m * d;
+            const float *x = clean_p + (long)obj.scored[m] * d, *pred = obj.pixel.pred + (long)m * d;
             float *y = patches + (long)obj.scored[m] * d;
             double mean = 0, var = 0;
             for (int j = 0; j < d; j++) mean += x[j];
@@ -205,7 +205,7 @@ int main(int argc, char **argv) {
         unpatchify(img, patches, n, C, S, S, P);
         h5_write_f32(f, "recon_pixel", img, 4, sh.img);
         hsize_t dp[2] = {(hsize_t)M, (hsize_t)d};
-        h5_write_f32(f, "pixel_pred", obj.ph_pred, 2, dp);
+        h5_write_f32(f, "pixel_pred", obj.pixel.pred, 2, dp);
         clipped /= (double)M * d;
     }
 
@@ -216,7 +216,7 @@ int main(int argc, char **argv) {
         for (long i = 0; i < npatch; i++) pred_ids[i] = -1;
         memcpy(patches, clean_p, npatch * d * sizeof(float));
         for (int m = 0; m < M; m++) {
-            const float *lg = obj.tok_logits + (long)m * obj.K;
+            const float *lg = obj.token.logits + (long)m * obj.K;
             int best = 0;
             for (int k = 1; k < obj.K; k++)
                 if (lg[k] > lg[best]) best = k;

@@ -955,3 +955,21 @@ void softmax_xent_backward(float *dlogits, const float *probs, const int32_t *la
         d[labels[n]] -= scale * (1.0f - smoothing);
     }
 }
+
+void gather_scored_rows(float *rows, const float *src, const int32_t *scored, int M, int N, int T, int D) {
+#pragma omp parallel for schedule(static)
+    for (int m = 0; m < M; m++) {
+        long b = scored[m] / N, n = scored[m] % N;
+        memcpy(rows + (long)m * D, src + (b * T + 1 + n) * D, sizeof(float) * D);
+    }
+}
+
+void scatter_add_scored_rows(float *dst, const float *rows, const int32_t *scored, int M, int N, int T, int D) {
+#pragma omp parallel for schedule(static)
+    for (int m = 0; m < M; m++) {
+        long b = scored[m] / N, n = scored[m] % N;
+        float *out = dst + (b * T + 1 + n) * D;
+        const float *in = rows + (long)m * D;
+        for (int c = 0; c < D; c++) out[c] += in[c];
+    }
+}

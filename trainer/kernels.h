@@ -144,5 +144,11 @@ float softmax_xent_forward(float *probs, const float *logits, const int32_t *lab
 void softmax_xent_backward(float *dlogits, const float *probs, const int32_t *labels, int N, int K, float smoothing,
                            float dloss);
 
+// ---- scored rows: position m of scored [M] is the flat patch b*N+n, token row b*T+1+n
+// gather: rows [M,D] = src [B,T,D] at the scored token rows
+// scatter_add: dst [B,T,D] at the scored token rows += rows [M,D] (positions distinct)
+void gather_scored_rows(float *rows, const float *src, const int32_t *scored, int M, int N, int T, int D);
+void scatter_add_scored_rows(float *dst, const float *rows, const int32_t *scored, int M, int N, int T, int D);
+
 // ---- threads
 int kernel_max_threads(void);

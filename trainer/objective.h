@@ -19,6 +19,10 @@
 #pragma once
 #include <stdint.h>
 
+#include "heads/contrastive_head.h"
+#include "heads/ema_teacher.h"
+#include "heads/pixel_head.h"
+#include "heads/token_head.h"
 #include "params.h"
 #include "tokenizer.h"
 #include "vit.h"
@@ -46,20 +50,15 @@ typedef struct {
     Vit *vit;
     Tokenizer *tok;
     ParamTable *params;
-    int K, patch_dim, n_mask, n_replace, views, depth, mid_block;
-    int use_token, use_pixel, use_contrast, corrupt;
+    int K, patch_dim, n_mask, n_replace, views, depth;
+    int use_token, use_pixel, use_contrast, use_teacher, corrupt;
     int max_batch;
 
-    // heads (values w, gradients g)
-    float *tok_w, *tok_b, *gtok_w, *gtok_b;
-    BlockDims ph_dims;
-    int ph_first[2];
-    BlockWeights ph_w[2], ph_g[2];
-    float *ph_norm_w, *ph_norm_b, *ph_proj_w, *ph_proj_b;
-    float *gph_norm_w, *gph_norm_b, *gph_proj_w, *gph_proj_b;
-    float *pj_fc1_w, *pj_fc1_b, *pj_fc2_w, *pj_fc2_b;
-    float *gpj_fc1_w, *gpj_fc1_b, *gpj_fc2_w, *gpj_fc2_b;
-    int idx_tok_w, idx_ph_norm_w, idx_ph_proj_w, idx_pj_fc1_w, idx_pj_fc2_w;
+    // the heads, each with its weights, gradients and activations (in the arenas below)
+    TokenHead token;
+    PixelHead pixel;
+    ContrastiveHead contrast;
+    EmaTeacher *teacher;       // NULL without teacher_momentum
 
     Arena acts, grads;
     // inputs and targets
@@ -71,42 +70,13 @@ typedef struct {
     int32_t *scored;           // [B*N] flat b*N+n of masked U replaced (view1), ascending
     int32_t *scored_ids;       // [B*N] their centroid ids
     float *pix_target;         // [B*N,d] their per-patch normalised clean pixels
-    // token head
-    float *tok_in, *tok_logits, *tok_probs;     // [M,D], [M,K], [M,K]
-    // pixel head
-    float *ph_x;               // [B,T,D] input: CLS of the last block, patches of block depth-3
-    BlockActs ph_blocks[2];
-    float *ph_sel, *ph_norm, *ph_mean, *ph_rstd, *ph_pred;  // [M,D] x3, [M], [M], [M,d]
-    // projector and NT-Xent
-    float *pj_in, *pj_h, *pj_g, *pj_u, *pj_z, *pj_norm;     // [2B,D] [2B,H] [2B,H] [2B,O] [2B,O] [2B]
-    float *sim;                // [2B,2B] softmax rows (self excluded)
-    float *row_loss;           // [max(M, 2B)] scratch
     // Rows the losses read (dead work skipped): the encoder's last block keeps
     // CLS (+ view1's scored patches for the token head); the pixel head's second
     // block keeps the scored patches.
     int *enc_row_start, *ph_row_start;        // [V*B+1], [B+1]
     int32_t *enc_row_index, *ph_row_index;    // [V*B*T], [B*T]
     RowSet enc_rows, ph_rows;
-
-    // gradients
-    float *d_final, *d_last, *d_mid;        // [V*B,T,D] into the encoder
-    float *d_ph_x;                          // [B,T,D]
-    float *d_tok_in, *d_tok_logits;         // [M,D], [M,K]
-    float *d_ph_sel, *d_ph_norm, *d_ph_pred;  // [M,D], [M,D], [M,d]
-    float *d_pj_in, *d_pj_h, *d_pj_u, *d_pj_z;  // [2B,D] [2B,H] [2B,O] [2B,O]
-
-    // EMA teacher (teacher_momentum > 0): its encoder and projector are the table's
-    // tensors [teacher_first, teacher_last), frozen; teacher_src[i] is the student
-    // tensor tensor teacher_first + i follows.
-    int use_teacher;
-    Vit *teacher;
-    int teacher_first, teacher_last, idx_tpj_fc1_w, idx_tpj_fc2_w;
-    int *teacher_src;
-    float *tpj_fc1_w, *tpj_fc1_b, *tpj_fc2_w, *tpj_fc2_b;
-    float *tpj_in, *tpj_h, *tpj_g, *tpj_u, *tpj_z, *tpj_norm;  // [B,D] [B,H] [B,H] [B,O] [B,O] [B]
-    int *teacher_row_start;                 // [B+1]: the teacher's last block keeps CLS only
-    int32_t *teacher_row_index;             // [B]
-    RowSet teacher_rows;
+    float *d_final;            // [V*B,T,D] into the encoder
 
     int classify;              // fine-tuning: the encoder's classification head on labelled images
     const int32_t *labels;     // classify: the last forward's labels

@@ -395,7 +395,7 @@ static void run_print_summary(const Run *r) {
     print_bytes("parameters + gradients", 2 * params_bytes(&m->params));
     print_bytes("AdamW m + v", 2 * params_bytes(&m->params));
     print_bytes("encoder activations", vit_activation_bytes(&m->vit));
-    if (o->use_teacher) print_bytes("teacher activations", vit_activation_bytes(o->teacher));
+    if (o->use_teacher) print_bytes("teacher activations", vit_activation_bytes(&o->teacher->vit));
     print_bytes("objective activations", o->acts.capacity + o->grads.capacity);
     printf("  sgemm peak %.0f GFLOP/s; a step is %.1f GFLOP\n", r->peak_gflops, run_step_flops(r) * 1e-9);
     printf("run folder: %s; %ld updates, warmup %ld\n", r->run_dir, r->total_steps, r->warmup);

@@ -1,0 +1,53 @@
+// contrastive_head.h: the projector and the contrastive losses.
+//
+// Projector: z = normalise(fc2(GELU(fc1(cls)))) over R CLS rows, D -> H -> O.
+// NT-Xent (SimCLR): the 2B projections of both views; row i's positive is its
+// other view, every other row a negative. InfoNCE (MoCo v3, with the EMA
+// teacher): B queries against the teacher's B keys; key i is query i's positive.
+#pragma once
+#include <stdint.h>
+
+#include "common.h"
+#include "params.h"
+
+typedef struct {
+    int D, H, O, first;               // first: fc1.weight's index in the table
+    float *fc1_w, *fc1_b, *fc2_w, *fc2_b;
+    float *gfc1_w, *gfc1_b, *gfc2_w, *gfc2_b;
+    float *in, *h, *g, *u, *z, *norm;  // [R,D] [R,H] (pre-GELU) [R,H] [R,O] [R,O] [R]
+    float *d_in, *d_h, *d_u, *d_z;     // [R,D] [R,H] [R,O] [R,O]; NULL when forward only
+} Projector;
+
+// "<prefix>fc1.weight" ... "<prefix>fc2.bias"
+void projector_register(Projector *p, ParamTable *t, const char *prefix, int D, int H, int O);
+void projector_bind(Projector *p, const ParamTable *t);
+void projector_init(Projector *p, const ParamTable *t, uint64_t seed);
+// R rows; grads NULL: forward only (the teacher's copy).
+void projector_layout(Projector *p, Arena *acts, Arena *grads, long R);
+// tokens [R,T,D]: the projector reads each row's CLS (token 0). Result in p->z.
+void projector_forward(Projector *p, const float *tokens, int R, int T);
+// From p->d_z: parameter gradients accumulate; d_tokens [R,T,D] += d loss / d CLS.
+void projector_backward(Projector *p, float *d_tokens, int R, int T);
+double projector_forward_flops(const Projector *p, double R);
+
+typedef struct {
+    Projector proj;
+    float tau;
+    int R;                             // rows of the last forward
+    int with_keys;                     // 1: InfoNCE against keys; 0: NT-Xent
+    const float *keys;                 // [R,O] the teacher's, constant
+    float *sim;                        // [R,R] softmax of the last forward; its backward reuses it in place
+    float *row_loss;                   // [R]
+} ContrastiveHead;
+
+void contrastive_head_register(ContrastiveHead *c, ParamTable *t, int D, int H, int O, float tau);
+void contrastive_head_bind(ContrastiveHead *c, const ParamTable *t);
+void contrastive_head_init(ContrastiveHead *c, const ParamTable *t, uint64_t seed);
+void contrastive_head_layout(ContrastiveHead *c, Arena *acts, Arena *grads, long R);
+// Projects the R CLS rows of tokens [R,T,D]; keys [R,O] (InfoNCE) or NULL (NT-Xent over
+// R = 2B rows, view1's B then view2's B). Returns the mean loss.
+double contrastive_head_forward(ContrastiveHead *c, const float *tokens, int R, int T, const float *keys);
+// d_tokens [R,T,D] += d (scale * loss) / d tokens (CLS rows).
+void contrastive_head_backward(ContrastiveHead *c, float *d_tokens, int T, float scale);
+// Forward of R rows: the projector and the similarity product.
+double contrastive_head_forward_flops(const ContrastiveHead *c, double R);
