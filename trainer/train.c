@@ -191,7 +191,7 @@ static double classifier_top1(Vit *vit, const Config *cfg) {
         vit_head_forward(vit, b.labels, b.n, 1);
         int K = vit->cfg.num_classes;
         for (int i = 0; i < b.n; i++) {
-            const float *row = vit->logits + (long)i * K;
+            const float *row = vit->head.logits + (long)i * K;
             int arg = 0;
             for (int k = 1; k < K; k++) arg = row[k] > row[arg] ? k : arg;
             correct += arg == b.labels[i];

@@ -384,8 +384,10 @@ void vit_register_prefixed(Vit *vit, ParamTable *t, const VitConfig *cfg, const 
     vit_add(vit, "norm.weight", D, 0, 0, 0);
     vit_add(vit, "norm.bias", D, 0, 0, 0);
     if (cfg->num_classes > 0) {
-        vit_add(vit, "head.weight", cfg->num_classes, D, 0, 0);
-        vit_add(vit, "head.bias", cfg->num_classes, 0, 0, 0);
+        char w[160], b[160];
+        snprintf(w, sizeof w, "%shead.weight", vit->prefix);
+        snprintf(b, sizeof b, "%shead.bias", vit->prefix);
+        classifier_head_register(&vit->head, t, w, b, D, cfg->num_classes);
     }
     vit->last_index = t->count;
 }
@@ -399,8 +401,6 @@ static void vit_bind_one(VitWeights *w, float *(*get)(const ParamTable *, int), 
     w->mask_token = vit->cfg.use_mask_token ? get(t, vit_find(vit, "mask_token")) : NULL;
     w->norm_w = get(t, vit_find(vit, "norm.weight"));
     w->norm_b = get(t, vit_find(vit, "norm.bias"));
-    w->head_w = vit->cfg.num_classes ? get(t, vit_find(vit, "head.weight")) : NULL;
-    w->head_b = vit->cfg.num_classes ? get(t, vit_find(vit, "head.bias")) : NULL;
 }
 
 void vit_bind(Vit *vit) {
@@ -411,6 +411,7 @@ void vit_bind(Vit *vit) {
     vit->g.blocks = xcalloc(vit->cfg.depth, sizeof(BlockWeights), "block grads");
     for (int l = 0; l < vit->cfg.depth; l++)
         block_bind(&vit->w.blocks[l], &vit->g.blocks[l], vit->params, vit->block_first[l], &vit->bdims);
+    if (vit->cfg.num_classes) classifier_head_bind(&vit->head, vit->params);
 }
 
 void vit_init_weights(Vit *vit, uint64_t seed) {
@@ -427,10 +428,7 @@ void vit_init_weights(Vit *vit, uint64_t seed) {
         block_init(&vit->w.blocks[l], t, vit->block_first[l], &vit->bdims, seed, vit->cfg.layer_scale_init);
     params_fill_floats(vit->w.norm_w, D, 1.0f);
     params_fill_floats(vit->w.norm_b, D, 0.0f);
-    if (vit->w.head_w) {
-        params_init_trunc_normal(vit->w.head_w, t, vit_find(vit, "head.weight"), seed, 0.02);
-        params_fill_floats(vit->w.head_b, vit->cfg.num_classes, 0.0f);
-    }
+    if (vit->cfg.num_classes) classifier_head_init(&vit->head, t, seed);
 }
 
 static void vit_layout(Vit *vit, int B) {
@@ -449,16 +447,11 @@ static void vit_layout(Vit *vit, int B) {
     vit->final = arena_floats(a, BT * D);
     vit->final_mean = arena_floats(a, BT);
     vit->final_rstd = arena_floats(a, BT);
-    vit->features = arena_floats(a, (long)B * D);
     vit->drop_scale = arena_floats(a, (long)vit->cfg.depth * 2 * B);
-    vit->logits = K ? arena_floats(a, (long)B * K) : NULL;
-    vit->probs = K ? arena_floats(a, (long)B * K) : NULL;
 
     vit->dres = arena_floats(g, BT * D);
     vit->demb = arena_floats(g, (long)B * vit->N * D);
-    vit->dfinal = arena_floats(g, BT * D);
-    vit->dfeatures = arena_floats(g, (long)B * D);
-    vit->dlogits = K ? arena_floats(g, (long)B * K) : NULL;
+    if (K) classifier_head_layout(&vit->head, a, g, B, vit->T);
     block_scratch_layout(&vit->scratch, g, &vit->bdims, B, vit->T);
 }
 
@@ -527,27 +520,12 @@ void vit_backward(Vit *vit, const float *dfinal, float *const *dblock, int B) {
 }
 
 float vit_head_forward(Vit *vit, const int32_t *labels, int B, int pool) {
-    int T = vit->T, D = vit->D, K = vit->cfg.num_classes;
-    if (!K) fatal("vit_head_forward: the model has no classification head (num_classes = 0)");
-    if (pool)
-        meanpool_forward(vit->features, vit->final, B, T, D, 1);
-    else
-        for (int b = 0; b < B; b++) memcpy(vit->features + (long)b * D, vit->final + (long)b * T * D, sizeof(float) * D);
-    linear_forward(vit->logits, vit->features, vit->w.head_w, vit->w.head_b, B, D, K);
-    return softmax_xent_forward(vit->probs, vit->logits, labels, B, K, vit->label_smoothing);
+    if (!vit->cfg.num_classes) fatal("vit_head_forward: the model has no classification head (num_classes = 0)");
+    return classifier_head_forward(&vit->head, vit->final, labels, B, vit->T, pool);
 }
 
 void vit_head_backward(Vit *vit, const int32_t *labels, int B, int pool, float dloss) {
-    int T = vit->T, D = vit->D, K = vit->cfg.num_classes;
-    memset(vit->dlogits, 0, sizeof(float) * (size_t)B * K);
-    softmax_xent_backward(vit->dlogits, vit->probs, labels, B, K, vit->label_smoothing, dloss);
-    memset(vit->dfeatures, 0, sizeof(float) * (size_t)B * D);
-    linear_backward(vit->dfeatures, vit->g.head_w, vit->g.head_b, vit->dlogits, vit->features, vit->w.head_w, B, D, K);
-    memset(vit->dfinal, 0, sizeof(float) * (size_t)B * T * D);
-    if (pool)
-        meanpool_backward(vit->dfinal, vit->dfeatures, B, T, D, 1);
-    else
-        for (int b = 0; b < B; b++) memcpy(vit->dfinal + (long)b * T * D, vit->dfeatures + (long)b * D, sizeof(float) * D);
+    classifier_head_backward(&vit->head, labels, B, vit->T, pool, dloss);
 }
 
 void vit_sample_drop_path(Vit *vit, int B, uint64_t seed, int64_t step) {
@@ -617,8 +595,8 @@ ParamTable *vit_params(Vit *vit) { return vit->params; }
 
 float *vit_final_tokens(Vit *vit) { return vit->final; }
 float *vit_block_output(Vit *vit, int l) { return vit->blocks[l].out; }
-float *vit_logits(Vit *vit) { return vit->logits; }
-float *vit_head_dfinal(Vit *vit) { return vit->dfinal; }
+float *vit_logits(Vit *vit) { return vit->head.logits; }
+float *vit_head_dfinal(Vit *vit) { return vit->head.dfinal; }
 
 // Layer index for layer-wise lr decay (BEiT): embeddings 0, blocks.i -> i+1,
 // the final norm and the head depth+1.
@@ -646,7 +624,7 @@ void vit_freeze_patch_embed(Vit *vit) {
 
 void vit_set_regularisation(Vit *vit, float drop_path_rate, float label_smoothing) {
     vit->drop_path_rate = drop_path_rate;
-    vit->label_smoothing = label_smoothing;
+    vit->head.label_smoothing = label_smoothing;
 }
 
 float *vit_drop_scales(Vit *vit) { return vit->drop_scale; }

@@ -7,6 +7,7 @@
 
 #include "common.h"
 #include "kernels.h"
+#include "heads/classifier_head.h"
 #include "params.h"
 
 typedef struct {
@@ -85,7 +86,7 @@ void block_backward(float *dres, const BlockWeights *g, const BlockScratch *s, c
 
 // ---- the encoder -------------------------------------------------------------------
 typedef struct {
-    float *cls_token, *pos_embed, *patch_w, *patch_b, *mask_token, *norm_w, *norm_b, *head_w, *head_b;
+    float *cls_token, *pos_embed, *patch_w, *patch_b, *mask_token, *norm_w, *norm_b;
     BlockWeights *blocks;
 } VitWeights;
 
@@ -108,16 +109,12 @@ typedef struct {
     float *x0;                     // [B,T,D] input to block 0
     BlockActs *blocks;
     float *final, *final_mean, *final_rstd;  // [B,T,D] after the final norm
-    float *features;               // [B,D] head input (cls or mean-pooled)
-    float *logits, *probs;         // [B,num_classes]
+    ClassifierHead head;           // num_classes > 0: fine-tuning's classification head
     // activation gradients
     float *dres;                   // [B,T,D] residual-stream gradient
     float *demb;                   // [B,N,D]
-    float *dfinal;                 // [B,T,D] filled by vit_head_backward
-    float *dfeatures, *dlogits;    // [B,D], [B,num_classes]
     BlockScratch scratch;
     int freeze_patch_embed;        // 1: skip the patch-embedding weight gradient
-    float label_smoothing;         // classification head's cross-entropy
     float drop_path_rate;          // stochastic depth of the last block (timm: linear from 0)
     float *drop_scale;             // [depth][2][max_batch] this step's branch scales
     int drop_active;               // 1: vit_forward applies drop_scale (training steps only)
