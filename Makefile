@@ -10,7 +10,7 @@ CC      ?= gcc
 PYTHON  := /usr/bin/python3
 BUILD   := build
 
-CFLAGS  := -O3 -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare -fPIC -MMD -MP -Itrainer -Idata_loaders
+CFLAGS  := -O3 -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare -fPIC -MMD -MP -Iground -Itrainer -Idata_loaders
 LDLIBS  := -lm -lpthread
 
 ifeq ($(DEBUG),1)
@@ -80,15 +80,15 @@ LDLIBS += $(HDF5_LIBS) -ljpeg -lpng -lyaml -lz
 
 # ---- sources ------------------------------------------------------------------
 # Programs, listed: the trainer, the user tools, the benchmarks. Library: every
-# other .c in trainer/ and data_loaders/. Tests: tests/test_*.c.
+# other .c in ground/, trainer/ and data_loaders/. Tests: tests/test_*.c.
 PROG_SRCS := trainer/train.c \
              $(addprefix tools/,build_tokenizer.c check_data.c ckpt_info.c config_check.c eval.c make_shards.c reconstruct.c) \
              $(addprefix tools/,bench_kmeans.c bench_loader.c bench_pretrain.c bench_vit.c)
-UNLISTED  := $(filter-out $(PROG_SRCS),$(shell grep -l '^int main' trainer/*.c tools/*.c 2>/dev/null))
+UNLISTED  := $(filter-out $(PROG_SRCS),$(shell grep -l '^int main' ground/*.c trainer/*.c tools/*.c 2>/dev/null))
 ifneq ($(UNLISTED),)
   $(error $(UNLISTED) has a main() but is not in PROG_SRCS: list the program in the Makefile)
 endif
-LIB_SRCS  := $(filter-out $(PROG_SRCS),$(wildcard trainer/*.c data_loaders/*.c))
+LIB_SRCS  := $(filter-out $(PROG_SRCS),$(wildcard ground/*.c trainer/*.c data_loaders/*.c))
 TEST_SRCS := $(wildcard tests/test_*.c)
 
 LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
