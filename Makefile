@@ -114,8 +114,10 @@ $(BUILD)/obj/trainer/checkpoint.o: $(VERSION_H)
 $(BUILD)/obj/trainer/checkpoint.o: CFLAGS += -I$(BUILD)/gen
 FORCE:
 
+# Written afresh: `ar r` into an old archive would keep the member of a source since moved or removed.
 $(BUILD)/libccvit.a: $(LIB_OBJS)
 	@mkdir -p $(dir $@)
+	rm -f $@
 	ar rcs $@ $^
 
 # The shared library lets the Python tests call each kernel through ctypes.
