@@ -10,7 +10,7 @@ CC      ?= gcc
 PYTHON  := /usr/bin/python3
 BUILD   := build
 
-CFLAGS  := -O3 -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare -fPIC -MMD -MP -Itrainer -Idata_loaders
+CFLAGS  := -O3 -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare -fPIC -MMD -MP -Iground -Itrainer -Idata_loaders
 LDLIBS  := -lm -lpthread
 
 ifeq ($(DEBUG),1)
@@ -45,7 +45,7 @@ endif
 
 # OpenBLAS: Debian's OpenMP build (libopenblas0-openmp) shares OpenMP's pool, and
 # a BLAS call made inside a parallel region runs on one thread, so the two
-# never oversubscribe. tools/install_deps.sh selects it.
+# never oversubscribe. tools/scripts/install_deps.sh selects it.
 OPENBLAS_LIB := $(shell readlink -f /usr/lib/x86_64-linux-gnu/libopenblas.so.0 2>/dev/null)
 ifneq ($(findstring openmp,$(OPENBLAS_LIB)),)
   $(info ✓ OpenBLAS: OpenMP build ($(OPENBLAS_LIB)))
@@ -79,16 +79,17 @@ endif
 LDLIBS += $(HDF5_LIBS) -ljpeg -lpng -lyaml -lz
 
 # ---- sources ------------------------------------------------------------------
-# Programs, listed: the trainer, the user tools, the benchmarks. Library: every
-# other .c in trainer/ and data_loaders/. Tests: tests/test_*.c.
+# Programs, listed: the trainer, the user tools (tools/programs/), the benchmarks
+# (tools/bench/). Library: every other .c in ground/, trainer/ and data_loaders/.
+# Tests: tests/test_*.c.
 PROG_SRCS := trainer/train.c \
-             $(addprefix tools/,build_tokenizer.c check_data.c ckpt_info.c config_check.c eval.c make_shards.c reconstruct.c) \
-             $(addprefix tools/,bench_kmeans.c bench_loader.c bench_pretrain.c bench_vit.c)
-UNLISTED  := $(filter-out $(PROG_SRCS),$(shell grep -l '^int main' trainer/*.c tools/*.c 2>/dev/null))
+             $(addprefix tools/programs/,build_tokenizer.c check_data.c ckpt_info.c config_check.c eval.c make_shards.c reconstruct.c) \
+             $(addprefix tools/bench/,bench_kmeans.c bench_loader.c bench_pretrain.c bench_vit.c)
+UNLISTED  := $(filter-out $(PROG_SRCS),$(shell grep -l '^int main' ground/*.c trainer/*.c tools/*.c tools/*/*.c 2>/dev/null))
 ifneq ($(UNLISTED),)
   $(error $(UNLISTED) has a main() but is not in PROG_SRCS: list the program in the Makefile)
 endif
-LIB_SRCS  := $(filter-out $(PROG_SRCS),$(wildcard trainer/*.c trainer/heads/*.c data_loaders/*.c))
+LIB_SRCS  := $(filter-out $(PROG_SRCS),$(wildcard ground/*.c trainer/*.c trainer/heads/*.c data_loaders/*.c))
 TEST_SRCS := $(wildcard tests/test_*.c)
 
 LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
@@ -114,8 +115,10 @@ $(BUILD)/obj/trainer/checkpoint.o: $(VERSION_H)
 $(BUILD)/obj/trainer/checkpoint.o: CFLAGS += -I$(BUILD)/gen
 FORCE:
 
+# Written afresh: `ar r` into an old archive would keep the member of a source since moved or removed.
 $(BUILD)/libccvit.a: $(LIB_OBJS)
 	@mkdir -p $(dir $@)
+	rm -f $@
 	ar rcs $@ $^
 
 # The shared library lets the Python tests call each kernel through ctypes.
@@ -126,7 +129,11 @@ $(BUILD)/bin/%: $(BUILD)/obj/trainer/%.o $(BUILD)/libccvit.a
 	@mkdir -p $(dir $@)
 	$(CC) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/bin/%: $(BUILD)/obj/tools/%.o $(BUILD)/libccvit.a
+$(BUILD)/bin/%: $(BUILD)/obj/tools/programs/%.o $(BUILD)/libccvit.a
+	@mkdir -p $(dir $@)
+	$(CC) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/bin/%: $(BUILD)/obj/tools/bench/%.o $(BUILD)/libccvit.a
 	@mkdir -p $(dir $@)
 	$(CC) -o $@ $^ $(LDLIBS)
 
@@ -138,7 +145,7 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(BUILD)/libccvit.a
 
 # ---- the commands ---------------------------------------------------------------
 deps:
-	bash tools/install_deps.sh
+	bash tools/scripts/install_deps.sh
 
 test: all shards
 	$(PYTHON) tests/run_tests.py
@@ -147,15 +154,15 @@ test: all shards
 test-fast: all shards
 	$(PYTHON) tests/run_tests.py --fast
 
-# Each tools/bench_*.sh runs one side-by-side comparison. They hold a lock so
+# Each tools/bench/bench_*.sh runs one side-by-side comparison. They hold a lock so
 # that two benchmarks never share the 2 cores.
 bench: all
-	@for b in tools/bench_*.sh; do echo "== $$b"; flock /tmp/ccvit-bench.lock bash $$b || exit 1; done
+	@for b in tools/bench/bench_*.sh; do echo "== $$b"; flock /tmp/ccvit-bench.lock bash $$b || exit 1; done
 
-# Where a pretraining step's time goes, per kernel (perf; tools/profile_step.sh --help).
+# Where a pretraining step's time goes, per kernel (perf; tools/bench/profile_step.sh --help).
 profile: all
-	flock /tmp/ccvit-bench.lock bash tools/profile_step.sh fmnist_28 4
-	flock /tmp/ccvit-bench.lock bash tools/profile_step.sh vit_ti_224 3
+	flock /tmp/ccvit-bench.lock bash tools/bench/profile_step.sh fmnist_28 4
+	flock /tmp/ccvit-bench.lock bash tools/bench/profile_step.sh vit_ti_224 3
 
 # Shards for the data loaders (data/ is gitignored): written by
 # build/bin/make_shards only when the manifest is missing.
@@ -173,11 +180,11 @@ data/imagenet-sample/train-manifest.txt: | $(BUILD)/bin/make_shards
 	$(BUILD)/bin/make_shards --image-folder $(IMAGENET_SAMPLE) --out data/imagenet-sample/train --per-shard 250 --seed 0
 
 # The main job: install what is missing, build, then shards -> tokenizer ->
-# pretraining -> evaluation -> results table (tools/main_job.sh).
+# pretraining -> evaluation -> results table (tools/scripts/main_job.sh).
 run:
-	bash tools/install_deps.sh
+	bash tools/scripts/install_deps.sh
 	$(MAKE) --no-print-directory all
-	bash tools/main_job.sh
+	bash tools/scripts/main_job.sh
 
 clean:
 	rm -rf $(BUILD)

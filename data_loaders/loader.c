@@ -20,7 +20,7 @@
 //
 // Shared cores: decode threads run at nice +cfg.nice (default 5), so the
 // trainer's OpenMP threads win the cores while the decoders fill the queue
-// in the gaps; measured in tools/bench_loader.sh.
+// in the gaps; measured in tools/bench/bench_loader.sh.
 #include "loader.h"
 
 #include <errno.h>

@@ -1,5 +1,5 @@
 // webdataset.h: group tar entries into samples by key, and the shard manifest
-// that tools/make_shards writes.
+// that tools/programs/make_shards writes.
 #pragma once
 #include <stddef.h>
 #include <stdint.h>

@@ -1,8 +1,10 @@
 """Shared test setup. A missing dependency is a failure that says what to install."""
-import ctypes, importlib.util, os, pytest
+import ctypes, importlib.util, os, sys, pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIB_PATH = os.path.join(ROOT, "build", "libccvit.so")
+# The one place the tests find the PyTorch reference (`import torch_twin`).
+sys.path.insert(0, os.path.join(ROOT, "tools", "reference"))
 
 
 # Every test module imports these at its top: without them pytest would stop at collection

@@ -14,7 +14,6 @@ from conftest import require, ROOT
 
 torch = require("torch", "python3-torch")
 h5py = require("h5py", "python3-h5py")
-sys.path.insert(0, os.path.join(ROOT, "tools"))
 import torch_twin
 import cbind
 from cbind import ptr, f32, view
@@ -76,7 +75,7 @@ def test_export_matches_c_forward(C, tmp_path, layer_scale):
     cv = cbind.CVit(C, 4, seed=11, **m)
     ckpt, pt = tmp_path / "c.h5", tmp_path / "c.pt"
     save_checkpoint(C, cv, ckpt, config_yaml(tmp_path, **model_keys(m, 11)))
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "tools/export_torch.py"), str(ckpt), str(pt), "--print-config"],
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "tools/programs/export_torch.py"), str(ckpt), str(pt), "--print-config"],
                          check=True, capture_output=True, text=True).stdout
     assert "VisionTransformer(" in out and "patch_size=7" in out
     sd = torch.load(pt)
@@ -91,7 +90,7 @@ def test_export_matches_c_forward(C, tmp_path, layer_scale):
     diff = np.abs(c_final - t_final).max()
     assert diff < 1e-4, f"exported model differs from the C forward by {diff}"
     # --with-heads adds the pretraining heads under their table names
-    subprocess.run([sys.executable, os.path.join(ROOT, "tools/export_torch.py"), str(ckpt), str(pt), "--with-heads"], check=True,
+    subprocess.run([sys.executable, os.path.join(ROOT, "tools/programs/export_torch.py"), str(ckpt), str(pt), "--with-heads"], check=True,
                    capture_output=True)
     assert "mask_token" in torch.load(pt)
 
@@ -299,14 +298,14 @@ def test_eval_val_from_train_never_reads_the_test_split(tmp_path, shards):
 
 
 def test_knn_variants_plain_row_repeats_eval(tmp_path, shards):
-    """tools/knn_variants.py's plain row is eval's kNN on the same saved features (the README's whitening
+    """tools/scripts/knn_variants.py's plain row is eval's kNN on the same saved features (the README's whitening
     table rests on that); every variant prints a top-1 in [0, 100]."""
     train, test = shards
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(config_yaml(tmp_path, **model_keys(MODEL, 3)))
     r, _, _ = run_eval(["--random-init", "--config", str(cfg), "--train", train, "--test", test,
                         "--limit-train", "1500", "--limit-test", "500", "--no-probe"], tmp_path, "variants")
-    p = subprocess.run(["/usr/bin/python3", os.path.join(ROOT, "tools", "knn_variants.py"), str(tmp_path / "variants.h5")],
+    p = subprocess.run(["/usr/bin/python3", os.path.join(ROOT, "tools", "scripts", "knn_variants.py"), str(tmp_path / "variants.h5")],
                        capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     rows = {line.split("kNN top-1")[0].strip(): float(line.split()[-1]) for line in p.stdout.splitlines()

@@ -1,7 +1,7 @@
 """The picture tools on a tiny 3-step run (build/bin/train, real Fashion-MNIST
 shards): build/bin/reconstruct's file (shapes, ranges, the grey masked patches,
 the centroid-replaced ones, the per-patch de-normalisation, recon == clean off
-the scored patches), a checkpoint without a pixel head, and tools/make_figures.sh
+the scored patches), a checkpoint without a pixel head, and tools/scripts/make_figures.sh
 writing every PNG (curves, reconstruction grid, centroid atlas, feature scatter)."""
 import os, subprocess
 import numpy as np
@@ -96,7 +96,7 @@ def test_reconstruct_file(tiny_run, tmp_path):
     assert 0 <= at["token_accuracy"] <= 1 and np.isfinite(at["loss_pixel"])
 
     png = str(tmp_path / "recon.png")
-    run([PY, "tools/plot_reconstruction.py", out, png])
+    run([PY, "tools/scripts/plot_reconstruction.py", out, png])
     assert is_png(png)
 
 
@@ -110,7 +110,7 @@ def test_reconstruct_without_pixel_head(tiny_run, tmp_path):
     assert at["has_pixel_head"] == 0 and at["has_token_head"] == 1
     assert "recon_pixel" not in d and "pixel_pred" not in d and d["recon_token"].shape == (2, 1, 28, 28)
     png = str(tmp_path / "recon.png")
-    p = run([PY, "tools/plot_reconstruction.py", out, png])
+    p = run([PY, "tools/scripts/plot_reconstruction.py", out, png])
     assert "pixel head (empty)" in p.stdout and is_png(png)
 
 
@@ -123,7 +123,7 @@ def test_make_figures_writes_every_png(tiny_run):
         x = (rng.normal(size=(300, 16)) + sep * np.eye(16)[y]).astype(np.float32)
         with h5py.File(os.path.join(tiny_run, "results", f"{name}_features.h5"), "w") as f:
             f["train_features"], f["train_labels"], f["test_features"], f["test_labels"] = x, y, x, y
-    p = run(["bash", "tools/make_figures.sh", tiny_run, "3"], env=dict(os.environ, TSNE_SECONDS="60"))
+    p = run(["bash", "tools/scripts/make_figures.sh", tiny_run, "3"], env=dict(os.environ, TSNE_SECONDS="60"))
     figs = os.path.join(tiny_run, "figures")
     for png in ("training_curves.png", "reconstruction.png", "centroid_atlas.png", "features.png"):
         path = os.path.join(figs, png)
@@ -141,11 +141,11 @@ def test_plot_metrics_reads_what_a_killed_or_fine_tune_run_leaves(tmp_path):
     m = tmp_path / "metrics.jsonl"
     m.write_text('{"step": 1, "loss": 3.0, "lr": 0.1}\n{"step": 2, "loss": 2.0, "lr": 0.1}\n'
                  '{"step": 2, "val_top1": 80.0}\n{"step": 3, "lo')
-    p = subprocess.run([PY, os.path.join(ROOT, "tools/plot_metrics.py"), str(m), str(tmp_path / "c.png")],
+    p = subprocess.run([PY, os.path.join(ROOT, "tools/scripts/plot_metrics.py"), str(m), str(tmp_path / "c.png")],
                        capture_output=True, text=True)
     assert p.returncode == 0 and "cut short" in p.stdout and "over 2 steps (loss, lr)" in p.stdout, p.stdout + p.stderr
     assert is_png(tmp_path / "c.png")
     m.write_text('{"step": 1, "other": 1}\n')
-    p = subprocess.run([PY, os.path.join(ROOT, "tools/plot_metrics.py"), str(m), str(tmp_path / "d.png")],
+    p = subprocess.run([PY, os.path.join(ROOT, "tools/scripts/plot_metrics.py"), str(m), str(tmp_path / "d.png")],
                        capture_output=True, text=True)
     assert p.returncode != 0 and "has none of the metrics" in p.stderr and str(m) in p.stderr, p.stderr

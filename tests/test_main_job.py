@@ -1,4 +1,4 @@
-"""The main job (`make run` = tools/main_job.sh) end to end with a tiny model and
+"""The main job (`make run` = tools/scripts/main_job.sh) end to end with a tiny model and
 budget: shards (reused), the tokenizer, 3 pretraining updates with a checkpoint,
 the evaluation of raw pixels / random init / this run on 300 train and 100 test
 images, the figures, and the results table. A second run reuses the cached
@@ -14,7 +14,7 @@ TINY = ("--steps=3 --warmup_steps=1 --embed_dim=32 --depth=3 --num_heads=2 --bat
 def main_job(tmp_path):
     env = dict(os.environ, TRAIN_MINUTES="2", EXTRA=TINY, EVAL_ARGS="--limit-train 300 --limit-test 100",
                OUT=str(tmp_path / "runs"), BASELINES=str(tmp_path / "baselines"), TSNE_SECONDS="5")
-    p = subprocess.run(["bash", "tools/main_job.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    p = subprocess.run(["bash", "tools/scripts/main_job.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, f"main job failed ({p.returncode}):\n{p.stdout[-4000:]}\n{p.stderr[-4000:]}"
     return p.stdout + p.stderr
 

@@ -1,6 +1,6 @@
 """The CCViT objective (blockwise mask + centroid replacement, token CE, pixel
 MSE through two extra blocks, NT-Xent over two views) in C against its PyTorch
-twin (tools/torch_twin.Pretrainer), on the same weights, inputs, masks and
+twin (tools/reference/torch_twin.Pretrainer), on the same weights, inputs, masks and
 centroid ids: the corrupted encoder input, every loss term and every parameter
 gradient (encoder, mask token, token head, pixel head, projector), also with
 the EMA teacher taking view2 (teacher_momentum > 0); then 5 AdamW steps. Also the mask generator's exact counts and the loss switches.
@@ -15,13 +15,12 @@ update: Adam divides by sqrt(v), so an element whose gradient is at float32
 rounding level moves by ~lr in whichever direction its noise points. The
 tolerance 3e-3 still fails a 1% error in an update.
 """
-import ctypes, os, sys
+import ctypes
 import numpy as np
 import pytest
 from conftest import require
 
 torch = require("torch", "python3-torch")
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
 import torch_twin
 import cbind
 from cbind import ptr, f32, view

@@ -4,7 +4,7 @@ bits on 1 and 2 threads, resumes bit-exactly, and a checkpoint resumes in the
 other precision (its master weights and moments are fp32 either way).
 
 The 1000-update comparison with two seeds per precision is a study
-(tools/studies.sh bf16, docs/studies/bf16_vs_fp32.json), not a test."""
+(tools/scripts/studies.sh bf16, docs/studies/bf16_vs_fp32.json), not a test."""
 import os
 import numpy as np
 import test_train as tt

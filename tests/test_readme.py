@@ -13,7 +13,7 @@ def test_readme_is_short():
 
 def test_readme_paths_exist():
     text = open(os.path.join(ROOT, "README.md")).read()
-    paths = {p.rstrip(".") for p in re.findall(r"(?<![\w/])((?:docs|configs|tools|tests|trainer|data_loaders)/[\w./-]+)", text)}
+    paths = {p.rstrip(".") for p in re.findall(r"(?<![\w/])((?:docs|configs|ground|tools|tests|trainer|data_loaders)/[\w./-]+)", text)}
     paths |= {f"docs/{m}" for m in re.findall(r"`(\w+\.md)`", text) if not m.startswith("README")}
     assert len(paths) > 10, f"found only {sorted(paths)}: the pattern no longer matches the README's paths"
     missing = sorted(p for p in paths if not os.path.exists(os.path.join(ROOT, p)))

@@ -6,13 +6,12 @@ and every parameter gradient of L = sum(R * final[kept]) + sum(R2 * blocks[L-3]
 scales). Images keep different numbers of rows, one keeps none but CLS, one
 keeps all. Tolerances as tests/test_vit_twin.py (float64 reference).
 """
-import ctypes, os, sys
+import ctypes
 import numpy as np
 import pytest
 from conftest import require
 
 torch = require("torch", "python3-torch")
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
 import cbind
 from cbind import ptr, f32, view
 from test_kernels import row_set

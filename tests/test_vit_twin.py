@@ -1,4 +1,4 @@
-"""The whole C ViT against its PyTorch twin (tools/torch_twin.py, timm's
+"""The whole C ViT against its PyTorch twin (tools/reference/torch_twin.py, timm's
 structure), on the same weights and inputs: final tokens, an intermediate
 block's output, logits, loss and every parameter gradient, with a masked subset
 of positions and a gradient injected at an intermediate block (the path CCViT's
@@ -13,13 +13,12 @@ the updates w - w0 (relative to each tensor's largest update): <= 1.2e-4,
 tolerance 1e-3 (Adam moves an element whose gradient is float32 noise by ~lr
 either way; see test_objective_twin.py).
 """
-import ctypes, os, sys
+import ctypes
 import numpy as np
 import pytest
 from conftest import require
 
 torch = require("torch", "python3-torch")
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
 import torch_twin
 import cbind
 from cbind import ptr, f32, view

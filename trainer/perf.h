@@ -37,7 +37,7 @@ const char *precision_name(int precision);
 // peak for native bf16 (hw_peak=bf16), the FMA peak for fp32 and emulated bf16 (hw_peak=fma).
 void print_hw_report(HwPeaks peaks, double model_gflops);
 
-// tools/profile_step.sh: perf starts with sampling disabled and listens on the FIFO named by
+// tools/bench/profile_step.sh: perf starts with sampling disabled and listens on the FIFO named by
 // CCVIT_PERF_CTL, so that the timed steps alone are profiled. NULL when the variable is unset;
 // perf_ctl_send(ctl, "enable" / "disable") is then a no-op ("disable" also closes it).
 FILE *perf_ctl_open(void);

@@ -1,7 +1,7 @@
 // bench_pretrain: times one full pretraining step (both views, token CE, pixel
 // MSE, NT-Xent: forward, backward, clipping, AdamW) on random data, including
 // the tokenizer assignment and the masking; prints key=value lines for
-// tools/bench_pretrain.py, which runs the PyTorch twin beside it.
+// tools/bench/bench_pretrain.py, which runs the PyTorch twin beside it.
 #include <stdlib.h>
 #include <string.h>
 

@@ -1,6 +1,6 @@
 // bench_vit: times one full ViT training step (forward, backward, clipping,
 // AdamW) on random data, and a large sgemm for the machine's peak, and prints
-// key=value lines for tools/bench_vit.py, which runs the PyTorch twin beside it.
+// key=value lines for tools/bench/bench_vit.py, which runs the PyTorch twin beside it.
 #include <cblas.h>
 #include <sys/resource.h>
 #include <stdlib.h>

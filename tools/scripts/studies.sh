@@ -5,34 +5,34 @@
 # run folder already has a checkpoint (`latest`) or a results file newer than it is reused:
 # delete the folder to redo it. Run after `make all shards`.
 #
-#   tools/studies.sh full       the full recipe at its first length (NT-Xent weight 2, 7000 updates, ~92 min)
-#   tools/studies.sh full_w4    the same at NT-Xent weight 4 (7000 updates, ~92 min): the weight alone as the lever
-#   tools/studies.sh full_long  the full recipe as configured: 14000 updates (15 epochs, ~3 h): resumable, so it can
+#   tools/scripts/studies.sh full       the full recipe at its first length (NT-Xent weight 2, 7000 updates, ~92 min)
+#   tools/scripts/studies.sh full_w4    the same at NT-Xent weight 4 (7000 updates, ~92 min): the weight alone as the lever
+#   tools/scripts/studies.sh full_long  the full recipe as configured: 14000 updates (15 epochs, ~3 h): resumable, so it can
 #                               span sessions; rerunning it continues from the run's newest checkpoint
-#   tools/studies.sh full_30ep  the same for 28000 updates (29.9 epochs, ~6 h; the length lever for kNN),
+#   tools/scripts/studies.sh full_30ep  the same for 28000 updates (29.9 epochs, ~6 h; the length lever for kNN),
 #                               resumable in LONG_MINUTES (default 160) slices like full_long
-#   tools/studies.sh full_k1024 the full recipe with K 1024 centroids: to update 2000 against full's (~30 min),
+#   tools/scripts/studies.sh full_k1024 the full recipe with K 1024 centroids: to update 2000 against full's (~30 min),
 #                               then 7000 (~95 min in all, resumable), validation split only
-#   tools/studies.sh full_teacher  the EMA teacher (teacher_momentum 0.99, InfoNCE T 0.2 and 0.5) to update 2000 of
+#   tools/scripts/studies.sh full_teacher  the EMA teacher (teacher_momentum 0.99, InfoNCE T 0.2 and 0.5) to update 2000 of
 #                               the 7000-update cosine, against full's checkpoints, validation split (~70 min)
-#   tools/studies.sh full_w1    the same at NT-Xent weight 1 for 3800 updates (its earlier setting, ~50 min)
-#   tools/studies.sh full025    the same with NT-Xent weight 0.25 for 4500 updates (its earlier setting, ~74 min)
-#   tools/studies.sh long       the full recipe as pure CCViT for 10.7 epochs (10000 updates, 89 min)
-#   tools/studies.sh twin       the default recipe in the PyTorch twin for the same minutes as ours
-#   tools/studies.sh ablation   CCViT only / contrastive only / both, same minutes each
-#   tools/studies.sh seeds      the default recipe with a second seed
-#   tools/studies.sh finetune   fine-tune the full recipe's encoder vs the same ViT from scratch (needs 'full')
-#   tools/studies.sh bf16       the default recipe for 1000 updates in fp32 and in bf16, seeds 0 and 1 (~25 min);
-#                               tools/compare_precision.py compares the loss curves and the features, and
+#   tools/scripts/studies.sh full_w1    the same at NT-Xent weight 1 for 3800 updates (its earlier setting, ~50 min)
+#   tools/scripts/studies.sh full025    the same with NT-Xent weight 0.25 for 4500 updates (its earlier setting, ~74 min)
+#   tools/scripts/studies.sh long       the full recipe as pure CCViT for 10.7 epochs (10000 updates, 89 min)
+#   tools/scripts/studies.sh twin       the default recipe in the PyTorch twin for the same minutes as ours
+#   tools/scripts/studies.sh ablation   CCViT only / contrastive only / both, same minutes each
+#   tools/scripts/studies.sh seeds      the default recipe with a second seed
+#   tools/scripts/studies.sh finetune   fine-tune the full recipe's encoder vs the same ViT from scratch (needs 'full')
+#   tools/scripts/studies.sh bf16       the default recipe for 1000 updates in fp32 and in bf16, seeds 0 and 1 (~25 min);
+#                               tools/scripts/compare_precision.py compares the loss curves and the features, and
 #                               writes docs/studies/bf16_vs_fp32.json
-#   tools/studies.sh table      print every result found
-#   tools/studies.sh all        every stage, then the table
+#   tools/scripts/studies.sh table      print every result found
+#   tools/scripts/studies.sh all        every stage, then the table
 #
 # Environment: OUT (default checkpoints/studies), MINUTES (budget of the short
 # runs, default 9, the main job's), FULL_MINUTES (default 90), FT_MINUTES (6),
 # BIN (default build/bin).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT=${OUT:-checkpoints/studies}
 MINUTES=${MINUTES:-9}
 FULL_MINUTES=${FULL_MINUTES:-90}
@@ -229,7 +229,7 @@ stage_bf16() {
       pretrain "prec_${p}_s$seed" configs/fashion_mnist.yaml 0 --steps=1000 --seed=$seed --precision=$p
     done
   done
-  /usr/bin/python3 tools/compare_precision.py "$OUT" docs/studies/bf16_vs_fp32.json
+  /usr/bin/python3 tools/scripts/compare_precision.py "$OUT" docs/studies/bf16_vs_fp32.json
 }
 
 stage_twin() {
@@ -242,7 +242,7 @@ stage_twin() {
     ours=$(/usr/bin/python3 -c 'import json,sys; print(round([json.loads(l) for l in open(sys.argv[1])][-1]["elapsed_s"] / 60, 2))' \
       "$OUT/both_s0/metrics.jsonl")
     echo "==== twin_s0: the PyTorch twin of configs/fashion_mnist.yaml for $ours min (ours trained $ours min)"
-    /usr/bin/python3 tools/twin_pretrain.py --config configs/fashion_mnist.yaml --tokenizer "$TOKENIZER" \
+    /usr/bin/python3 tools/reference/twin_pretrain.py --config configs/fashion_mnist.yaml --tokenizer "$TOKENIZER" \
       --template "$OUT/both_s0/latest" --minutes "$ours" --out "$dir/twin.h5" --metrics "$dir/metrics.jsonl" \
       2>&1 | tee "$dir/train.log"
   fi

@@ -3,5 +3,5 @@
 # fp32 and bf16; then ViT-S/16 and ViT-B/16 at 224 px, bf16 against bf16, with
 # few steps (SCALING= skips them; SCALING=vit_s_224 keeps one).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-/usr/bin/python3 tools/bench_pretrain.py --scaling-configs "${SCALING-vit_s_224,vit_b_224}" "$@"
+cd "$(dirname "$0")/../.."
+/usr/bin/python3 tools/bench/bench_pretrain.py --scaling-configs "${SCALING-vit_s_224,vit_b_224}" "$@"

@@ -1,4 +1,4 @@
-// bench_kmeans.c: our side of tools/bench_kmeans.sh. Subcommands:
+// bench_kmeans.c: our side of tools/bench/bench_kmeans.sh. Subcommands:
 //   run      seed (timed), dump the initial centroids, run Lloyd for a fixed
 //            number of iterations, dump the final centroids and a JSON line
 //   eval     the one float64 judge: held-out objective and dead clusters
@@ -17,7 +17,7 @@
 
 static float *read_f32(const char *path, int d, size_t *n) {
     FILE *f = fopen(path, "rb");
-    if (!f) fatal("cannot open '%s' (run tools/bench_kmeans.sh, which prepares it)", path);
+    if (!f) fatal("cannot open '%s' (run tools/bench/bench_kmeans.sh, which prepares it)", path);
     fseek(f, 0, SEEK_END);
     long bytes = ftell(f);
     fseek(f, 0, SEEK_SET);
@@ -52,7 +52,7 @@ static double median(const double *v, int n) {
 static const char *arg(int argc, char **argv, const char *key, const char *def) {
     for (int i = 2; i + 1 < argc; i++)
         if (!strcmp(argv[i], key)) return argv[i + 1];
-    if (!def) fatal("missing %s (see the header of tools/bench_kmeans.c)", key);
+    if (!def) fatal("missing %s (see the header of tools/bench/bench_kmeans.c)", key);
     return def;
 }
 
@@ -197,7 +197,7 @@ static int cmd_tokenize(int argc, char **argv) {
 
 int main(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help")) {
-        puts("usage: bench_kmeans run|eval|sgemm|tokenize [options]; see tools/bench_kmeans.sh");
+        puts("usage: bench_kmeans run|eval|sgemm|tokenize [options]; see tools/bench/bench_kmeans.sh");
         return argc < 2;
     }
     if (!strcmp(argv[1], "run")) return cmd_run(argc, argv);

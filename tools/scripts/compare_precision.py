@@ -1,8 +1,8 @@
 #!/usr/bin/python3
-"""bf16 against fp32 training (tools/studies.sh bf16): the loss curves and the
+"""bf16 against fp32 training (tools/scripts/studies.sh bf16): the loss curves and the
 features of prec_{fp32,bf16}_s{0,1}. The yardstick is seed noise: how far the
 two seeds of one precision are apart. Writes the figures as JSON.
-Usage: tools/compare_precision.py STUDY_DIR OUT.json
+Usage: tools/scripts/compare_precision.py STUDY_DIR OUT.json
 """
 import json, os, sys
 import numpy as np

@@ -15,7 +15,7 @@ set -euo pipefail
 for v in CONFIG OUT BASELINES; do
   if [ -n "${!v:-}" ]; then printf -v "$v" '%s' "$(realpath -m -- "${!v}")"; fi
 done
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 CONFIG=${CONFIG:-configs/fashion_mnist.yaml}
 TRAIN_MINUTES=${TRAIN_MINUTES:-9}
@@ -42,7 +42,7 @@ else
 fi
 # the atlas whenever it is missing: a run interrupted between the two steps must not lose it for good
 if [ ! -f "${TOKENIZER%.h5}_atlas.png" ]; then
-  /usr/bin/python3 tools/tokenizer_atlas.py "$TOKENIZER" "${TOKENIZER%.h5}_atlas.png" || echo "warning: the centroid atlas failed (see above)"
+  /usr/bin/python3 tools/scripts/tokenizer_atlas.py "$TOKENIZER" "${TOKENIZER%.h5}_atlas.png" || echo "warning: the centroid atlas failed (see above)"
 fi
 
 stage "3/6 pretraining for $TRAIN_MINUTES minutes ($CONFIG)"
@@ -58,7 +58,7 @@ stage "4/6 evaluation: kNN-20 and linear probe on the 10k test images"
 # hash of those). L2 grids: the range each feature kind picks from (raw pixels
 # ~1e-2, ViT features ~1e-5).
 # The eval protocol's sources are part of the key: a changed protocol recomputes them.
-BASE=${BASELINES:-data/baselines}/$( (cat "$CONFIG"; echo "$EXTRA"; echo "$EVAL_ARGS"; cat tools/eval.c trainer/probe.c) | sha1sum | cut -c1-12)
+BASE=${BASELINES:-data/baselines}/$( (cat "$CONFIG"; echo "$EXTRA"; echo "$EVAL_ARGS"; cat tools/programs/eval.c trainer/probe.c) | sha1sum | cut -c1-12)
 mkdir -p "$BASE"
 # a cached result is reused only if it reads back (eval writes it atomically; an older one may be cut short)
 valid_json() { /usr/bin/python3 -c 'import json, sys; json.load(open(sys.argv[1]))' "$1" 2>/dev/null; }
@@ -78,7 +78,7 @@ $BIN/eval "$CKPT" $EVAL_ARGS --lambdas 1e-7,1e-6,1e-5,1e-4 --out "$RESULTS/pretr
   --save-features "$RESULTS/pretrained_features.h5"
 
 stage "5/6 figures: training curves, reconstructions, centroid atlas, feature scatter"
-TSNE_SECONDS=${TSNE_SECONDS:-30} bash tools/make_figures.sh "$OUT/$RUN_NAME" || echo "warning: some figures failed (see above)"
+TSNE_SECONDS=${TSNE_SECONDS:-30} bash tools/scripts/make_figures.sh "$OUT/$RUN_NAME" || echo "warning: some figures failed (see above)"
 
 stage "6/6 results"
 /usr/bin/python3 - "$RESULTS" "$CKPT" <<'PY'

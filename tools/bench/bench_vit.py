@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Side-by-side benchmark of one ViT training step (forward, backward, clipping,
 AdamW): our C trainer (build/bin/bench_vit) against the PyTorch twin
-(tools/torch_twin.py) in the same run, on the same machine, in fp32 and in bf16.
+(tools/reference/torch_twin.py) in the same run, on the same machine, in fp32 and in bf16.
 
 Sides: ours in bf16 (--precision bf16) and in fp32, ours in fp32 with every
 product on OpenBLAS (CCVIT_GEMM=blas), the twin in fp32 and the twin under
@@ -12,12 +12,12 @@ fastest; then --rounds (default 3) alternating rounds of every side, each run a
 fresh process, give the medians that are reported. MFU is against the sgemm
 yardstick and against the hardware's fp32 FMA and bf16 vdpbf16ps limits, all
 measured by our runs. Ends with `bench:` lines (images/s; for memory, ratio = peer/ours).
-Usage: tools/bench_vit.py [--configs vit_ti_224,fmnist_28] [--steps N] [--rounds N]
+Usage: tools/bench/bench_vit.py [--configs vit_ti_224,fmnist_28] [--steps N] [--rounds N]
 """
 import argparse, os, resource, subprocess, sys, time
 from typing import NamedTuple
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = {
     "vit_ti_224": dict(model=dict(img_size=224, patch_size=16, in_chans=3, embed_dim=192, depth=12, num_heads=3,
                                   num_classes=1000), batch=32),
@@ -44,7 +44,7 @@ def twin_autocast(precision):
 
 def torch_worker(name, threads, steps, warmup, precision):
     import torch
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    sys.path.insert(0, os.path.join(ROOT, "tools", "reference"))
     import torch_twin
     torch.set_num_threads(threads)
     torch.manual_seed(0)

@@ -2,8 +2,8 @@
 """The numbers a restructuring must not change: fixed-seed
 runs of the trainer and eval whose every checkpoint tensor is hashed.
 
-  tools/invariants.py record DIR   run them and write DIR/<case>.json
-  tools/invariants.py check DIR    run them again and compare with DIR (exit 1 on a difference)
+  tools/scripts/invariants.py record DIR   run them and write DIR/<case>.json
+  tools/scripts/invariants.py check DIR    run them again and compare with DIR (exit 1 on a difference)
 
 Cases: a 30-step run of configs/fashion_mnist.yaml with every loss on; the same
 with the EMA teacher; on 2 MPI ranks; in bf16; a 10-step fine-tune of the first
@@ -13,7 +13,7 @@ figures. Needs `make all shards`, mpirun and python3-h5py; ~4 minutes on 2 cores
 """
 import hashlib, json, os, shutil, subprocess, sys, tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.join(ROOT, "build", "bin")
 CONFIG = os.path.join(ROOT, "configs", "fashion_mnist.yaml")
 TEST_SPLIT = os.path.join(ROOT, "data", "fashion-mnist", "test-000000.tar")

@@ -5,7 +5,7 @@
 # case: an OpenMP compute loop (the trainer's step) with the decoders running.
 # `make bench` holds /tmp/ccvit-bench.lock around this script.
 set -e
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 make -s all shards-imagenet >/dev/null
 SHARDS="data/imagenet-sample/train-{000000..000003}.tar"
 PHOTOS=../shared/data/imagenet-sample
@@ -18,7 +18,7 @@ lines=()
 for t in 1 2; do
     run_shown ./build/bin/bench_loader "$SHARDS" $t $N
     ours=$(sed -n 's/.*s with .* threads: \([0-9.]*\) images\/s.*/\1/p' <<<"$out")
-    run_shown /usr/bin/python3 tools/bench_loader_peer.py $PHOTOS $t $N
+    run_shown /usr/bin/python3 tools/bench/bench_loader_peer.py $PHOTOS $t $N
     peer=$(sed -n 's/.*workers: \([0-9.]*\) images\/s.*/\1/p' <<<"$out")
     ratio=$(/usr/bin/python3 -c "print(f'{$ours/$peer:.2f}')")
     echo "threads=$t: ours $ours images/s, peer $peer images/s, ratio $ratio"

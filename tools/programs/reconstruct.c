@@ -1,7 +1,7 @@
 // reconstruct: what a pretraining checkpoint does with a few test images. Runs
 // the CCViT corruption and both heads once (objective_forward at step 0) on the
 // first N images of a split, and writes the panels of the reconstruction grid
-// (tools/plot_reconstruction.py) to one HDF5 file.
+// (tools/scripts/plot_reconstruction.py) to one HDF5 file.
 //
 //   reconstruct CHECKPOINT.h5 [--out F.h5] [--n 8] [--test SRC] [--tokenizer FILE] [--key=value ...]
 #include <math.h>

@@ -117,11 +117,16 @@ static void mkdirs_for(const char *prefix) {
     free(p);
 }
 
-int main(int argc, char **argv) {
-    const char *fmnist = NULL, *split = "train", *folder = NULL, *flat = NULL, *list = NULL, *out = NULL, *format = "png";
-    int quality = 95, key_digits = 8, shuffle = 0;
-    int64_t per_shard = 10000;
-    uint64_t seed = 0;
+typedef struct {
+    const char *fmnist, *split, *folder, *flat, *list, *out, *format;
+    int quality, key_digits, shuffle, jpeg;
+    int64_t per_shard;
+    uint64_t seed;
+} Options;
+
+// The command line into o, checked; --help and a bad option exit here, as main would.
+static void parse_options(Options *o, int argc, char **argv) {
+    *o = (Options){.split = "train", .format = "png", .quality = 95, .key_digits = 8, .per_shard = 10000};
     static struct option opts[] = {{"fashion-mnist", 1, 0, 'm'}, {"split", 1, 0, 's'},     {"image-folder", 1, 0, 'i'},
                                    {"out", 1, 0, 'o'},           {"format", 1, 0, 'f'},    {"quality", 1, 0, 'q'},
                                    {"per-shard", 1, 0, 'n'},     {"seed", 1, 0, 'r'},      {"key-digits", 1, 0, 'k'},
@@ -130,52 +135,94 @@ int main(int argc, char **argv) {
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case 'm': fmnist = optarg; break;
-        case 's': split = optarg; break;
-        case 'i': folder = optarg; break;
-        case 'F': flat = optarg; break;
-        case 'l': list = optarg; break;
-        case 'o': out = optarg; break;
-        case 'f': format = optarg; break;
-        case 'q': quality = (int)arg_int("--quality", optarg, 1, 100); break;
-        case 'n': per_shard = arg_int("--per-shard", optarg, 1, INT64_MAX); break;
-        case 'r': seed = (uint64_t)arg_int("--seed", optarg, 0, INT64_MAX), shuffle = 1; break;
-        case 'k': key_digits = (int)arg_int("--key-digits", optarg, 1, 20); break;
-        case 'h': fputs(USAGE, stdout); return 0;
-        default: fputs(USAGE, stderr); return 2;
+        case 'm': o->fmnist = optarg; break;
+        case 's': o->split = optarg; break;
+        case 'i': o->folder = optarg; break;
+        case 'F': o->flat = optarg; break;
+        case 'l': o->list = optarg; break;
+        case 'o': o->out = optarg; break;
+        case 'f': o->format = optarg; break;
+        case 'q': o->quality = (int)arg_int("--quality", optarg, 1, 100); break;
+        case 'n': o->per_shard = arg_int("--per-shard", optarg, 1, INT64_MAX); break;
+        case 'r': o->seed = (uint64_t)arg_int("--seed", optarg, 0, INT64_MAX), o->shuffle = 1; break;
+        case 'k': o->key_digits = (int)arg_int("--key-digits", optarg, 1, 20); break;
+        case 'h': fputs(USAGE, stdout); exit(0);
+        default: fputs(USAGE, stderr); exit(2);
         }
     }
-    if (!out || (!!fmnist + !!folder + !!flat + !!list) != 1) {
+    if (!o->out || (!!o->fmnist + !!o->folder + !!o->flat + !!o->list) != 1) {
         fputs(USAGE, stderr);
         fatal("give --out and exactly one of --fashion-mnist / --image-folder / --folder / --list");
     }
-    int jpeg = !strcmp(format, "jpeg") || !strcmp(format, "jpg");
-    if (!jpeg && strcmp(format, "png")) fatal("--format must be png or jpeg, not '%s'", format);
-    if (quality < 1 || quality > 100) fatal("--quality must be in 1..100, not %d", quality);
-    if (per_shard < 1) fatal("--per-shard must be positive");
-    if (key_digits < 1 || key_digits > 20) fatal("--key-digits must be in 1..20");
+    o->jpeg = !strcmp(o->format, "jpeg") || !strcmp(o->format, "jpg");
+    if (!o->jpeg && strcmp(o->format, "png")) fatal("--format must be png or jpeg, not '%s'", o->format);
+    if (o->quality < 1 || o->quality > 100) fatal("--quality must be in 1..100, not %d", o->quality);
+    if (o->per_shard < 1) fatal("--per-shard must be positive");
+    if (o->key_digits < 1 || o->key_digits > 20) fatal("--key-digits must be in 1..20");
+}
 
-    Source s = {0};
+// The samples: Fashion-MNIST's pixels in memory, or the paths of a folder or list.
+static void open_source(Source *s, const Options *o) {
+    if (o->fmnist) {
+        load_fashion_mnist(s, o->fmnist, o->split);
+        return;
+    }
     ImageFolder f;
-    if (fmnist) {
-        load_fashion_mnist(&s, fmnist, split);
-    } else {
-        if (list) image_list_open(&f, list);
-        else if (flat) image_folder_open_flat(&f, flat);
-        else image_folder_open(&f, folder);
-        s.n = f.num_files;
-        s.paths = f.paths;
-        s.labels = f.labels;
-        s.num_classes = f.num_classes;
-        s.class_names = f.class_names;
-    }
-    uint32_t *order = xmalloc(sizeof(uint32_t) * s.n, "order");
-    for (int64_t i = 0; i < s.n; i++) order[i] = (uint32_t)i;
-    if (shuffle) {
+    if (o->list) image_list_open(&f, o->list);
+    else if (o->flat) image_folder_open_flat(&f, o->flat);
+    else image_folder_open(&f, o->folder);
+    s->n = f.num_files;
+    s->paths = f.paths;
+    s->labels = f.labels;
+    s->num_classes = f.num_classes;
+    s->class_names = f.class_names;
+}
+
+// Source order, or shuffled by --seed.
+static uint32_t *sample_order(const Source *s, const Options *o) {
+    uint32_t *order = xmalloc(sizeof(uint32_t) * s->n, "order");
+    for (int64_t i = 0; i < s->n; i++) order[i] = (uint32_t)i;
+    if (o->shuffle) {
         Rng r;
-        rng_seed(&r, seed, 0);
-        rng_shuffle_u32(&r, order, s.n);
+        rng_seed(&r, o->seed, 0);
+        rng_shuffle_u32(&r, order, s->n);
     }
+    return order;
+}
+
+// Sample i of the source under key k: <key>.<png|jpg>, and <key>.cls when it has a label.
+static void write_sample(TarWriter *w, const Source *s, const Options *o, int64_t k, int64_t i) {
+    char name[64], cls[16];
+    size_t len;
+    uint8_t *bytes;
+    const char *ext;
+    if (o->fmnist) {
+        const uint8_t *px = s->pixels + (size_t)i * s->rows * s->cols;
+        bytes = o->jpeg ? encode_jpeg(px, s->cols, s->rows, 1, o->quality, &len) : encode_png(px, s->cols, s->rows, 1, &len);
+        ext = o->jpeg ? "jpg" : "png";
+    } else {
+        if (image_file_read(s->paths[i], &bytes, &len) != 0) fatal("cannot read %s: %s", s->paths[i], strerror(errno));
+        const char *dot = strrchr(s->paths[i], '.');
+        ext = dot && (dot[1] == 'p' || dot[1] == 'P') ? "png" : "jpg";
+    }
+    snprintf(name, sizeof name, "%0*lld.%s", o->key_digits, (long long)k, ext);
+    tar_writer_add(w, name, bytes, len);
+    if (s->labels[i] >= 0) {  // a sample without a label has no .cls
+        int cl = snprintf(cls, sizeof cls, "%d", s->labels[i]);
+        snprintf(name, sizeof name, "%0*lld.cls", o->key_digits, (long long)k);
+        tar_writer_add(w, name, cls, cl);
+    }
+    free(bytes);
+}
+
+int main(int argc, char **argv) {
+    Options o;
+    parse_options(&o, argc, argv);
+    Source s = {0};
+    open_source(&s, &o);
+    uint32_t *order = sample_order(&s, &o);
+    const char *out = o.out;
+    int64_t per_shard = o.per_shard;
     mkdirs_for(out);
     // An old manifest would vouch for the shards this run is about to replace: remove it
     // first; the new one is written (atomically) only after every shard is complete.
@@ -196,30 +243,7 @@ int main(int argc, char **argv) {
         TarWriter w;
         tar_writer_open(&w, path);
         int64_t lo = sh * per_shard, hi = lo + per_shard < s.n ? lo + per_shard : s.n;
-        for (int64_t k = lo; k < hi; k++) {
-            int64_t i = order[k];
-            char name[64], cls[16];
-            size_t len;
-            uint8_t *bytes;
-            const char *ext;
-            if (fmnist) {
-                const uint8_t *px = s.pixels + (size_t)i * s.rows * s.cols;
-                bytes = jpeg ? encode_jpeg(px, s.cols, s.rows, 1, quality, &len) : encode_png(px, s.cols, s.rows, 1, &len);
-                ext = jpeg ? "jpg" : "png";
-            } else {
-                if (image_file_read(s.paths[i], &bytes, &len) != 0) fatal("cannot read %s: %s", s.paths[i], strerror(errno));
-                const char *dot = strrchr(s.paths[i], '.');
-                ext = dot && (dot[1] == 'p' || dot[1] == 'P') ? "png" : "jpg";
-            }
-            snprintf(name, sizeof name, "%0*lld.%s", key_digits, (long long)k, ext);
-            tar_writer_add(&w, name, bytes, len);
-            if (s.labels[i] >= 0) {  // a sample without a label has no .cls
-                int cl = snprintf(cls, sizeof cls, "%d", s.labels[i]);
-                snprintf(name, sizeof name, "%0*lld.cls", key_digits, (long long)k);
-                tar_writer_add(&w, name, cls, cl);
-            }
-            free(bytes);
-        }
+        for (int64_t k = lo; k < hi; k++) write_sample(&w, &s, &o, k, order[k]);
         tar_writer_close(&w);
         m.shard_samples[sh] = hi - lo;
     }

@@ -2,24 +2,24 @@
 """Side-by-side benchmark of one pretraining step (both views; token CE, pixel
 MSE, NT-Xent; forward, backward, clipping, AdamW; tokenizer assignment and
 masking included): ours (build/bin/bench_pretrain) in bf16 and in fp32 against
-the PyTorch twin (tools/torch_twin.Pretrainer) in fp32 and under
+the PyTorch twin (tools/reference/torch_twin.Pretrainer) in fp32 and under
 torch.autocast('cpu', dtype=torch.bfloat16), each at its best thread setting,
-in alternating rounds of one run (tools/bench_vit.py's compare says how).
+in alternating rounds of one run (tools/bench/bench_vit.py's compare says how).
 --scaling-configs (ViT-S/16 and ViT-B/16 at 224 px; none unless asked, as
-tools/bench_pretrain.sh does) compare ours in bf16 with the twin in bf16 only,
+tools/bench/bench_pretrain.sh does) compare ours in bf16 with the twin in bf16 only,
 with their own step and round counts: how the step scales with the model.
 Ends with `bench:` lines (images/s; for memory, ratio = peer/ours).
 """
 import os, sys, time
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tools", "reference"))
 from bench_vit import bench_main, twin_autocast, worker_report  # the same command line, runner and report
 
 ENC = dict(img_size=224, patch_size=16, in_chans=3, depth=12)
 FMNIST = dict(img_size=28, patch_size=4, in_chans=1, embed_dim=192, depth=6, num_heads=3)
-CONFIGS = {  # as in tools/bench_pretrain.c
+CONFIGS = {  # as in tools/bench/bench_pretrain.c
     "fmnist_28": dict(enc=FMNIST, K=512, batch=256),
     "fmnist_28_b64": dict(enc=FMNIST, K=512, batch=64),  # the full recipe's batch (configs/fashion_mnist_full.yaml)
     "vit_ti_224": dict(enc=dict(ENC, embed_dim=192, num_heads=3), K=8192, batch=32),

@@ -11,7 +11,7 @@
 #    ROUNDS alternating rounds, medians.
 # Ends with `bench:` lines.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 STEPS=${STEPS:-60}
 ROUNDS=${ROUNDS:-3}
 OUT=$(mktemp -d /tmp/ccvit-e2e.XXXXXX)

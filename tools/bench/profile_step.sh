@@ -8,7 +8,7 @@
 # classification step). Output also in out/profile/<config>.txt. Needs perf
 # (Debian: apt-get install linux-perf) and kernel.perf_event_paranoid <= 2. Run on an idle machine.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
 command -v perf >/dev/null || { echo "error: perf is missing (Debian: apt-get install linux-perf)" >&2; exit 1; }
 CFG=${1:-vit_ti_224}

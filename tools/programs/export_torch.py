@@ -1,9 +1,9 @@
 #!/usr/bin/python3
 """Export a CCViT checkpoint (HDF5, trainer/checkpoint.h) to a PyTorch state dict
 with timm's key names, loadable by timm.models.VisionTransformer (or
-tools/torch_twin.VisionTransformer) with load_state_dict(strict=True).
+tools/reference/torch_twin.VisionTransformer) with load_state_dict(strict=True).
 
-usage: tools/export_torch.py CHECKPOINT.h5 OUT.pt [--with-heads] [--print-config]
+usage: tools/programs/export_torch.py CHECKPOINT.h5 OUT.pt [--with-heads] [--print-config]
   --with-heads     also the pretraining heads ("mask_token", "pretrain.*"); timm
                    models will need strict=False for those
   --print-config   print the keyword arguments of the matching timm model

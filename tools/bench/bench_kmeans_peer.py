@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Python side of tools/bench_kmeans.sh.
+"""Python side of tools/bench/bench_kmeans.sh.
 
 prep  OUT     write the two workloads as raw float32 rows [n, d] (cached):
               (a) imagenet-sample: shorter side -> 224 (bicubic), centre crop

@@ -8,7 +8,7 @@ Fashion-MNIST read from Debian's IDX files, with the same centroid tokenizer.
 The twin's weights are written into a copy of a C checkpoint of the same config
 (--template), so build/bin/eval scores both trainers with the same code.
 
-usage: tools/twin_pretrain.py --config configs/fashion_mnist.yaml \
+usage: tools/reference/twin_pretrain.py --config configs/fashion_mnist.yaml \
          --tokenizer data/tokenizers/fashion_mnist_p4_k512.h5 \
          --template checkpoints/main-latest/latest --minutes 9 --out twin.h5
 Needs python3-torch, python3-torchvision, python3-h5py, python3-yaml (Debian); run with /usr/bin/python3.
@@ -16,8 +16,8 @@ Needs python3-torch, python3-torchvision, python3-h5py, python3-yaml (Debian); r
 import argparse, gzip, json, os, shutil, sys, time
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tools", "reference"))
 
 
 def read_idx_images(path):
@@ -172,7 +172,7 @@ def main():
             if grp in f:
                 del f[grp]
         f.attrs["step"] = np.int64(step)
-        f.attrs["code_version"] = np.bytes_("tools/twin_pretrain.py (PyTorch twin)")  # fixed-length, as the C side writes
+        f.attrs["code_version"] = np.bytes_("tools/reference/twin_pretrain.py (PyTorch twin)")  # fixed-length, as the C side writes
     os.replace(tmp, a.out)
     print(f"wrote {a.out}")
 

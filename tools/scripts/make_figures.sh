@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # make_figures.sh RUN_DIR [N_IMAGES]: every picture of one pretraining run, into RUN_DIR/figures/:
-#   training_curves.png   tools/plot_metrics.py on RUN_DIR/metrics.jsonl
+#   training_curves.png   tools/scripts/plot_metrics.py on RUN_DIR/metrics.jsonl
 #   reconstruction.png    build/bin/reconstruct on RUN_DIR/latest (first N_IMAGES test images, default 8;
-#                         its data in reconstruction.h5), drawn by tools/plot_reconstruction.py
-#   centroid_atlas.png    tools/tokenizer_atlas.py on the checkpoint's tokenizer (else RUN_DIR/tokenizer.h5)
-#   features.png          tools/plot_features.py, when RUN_DIR/results/{random_init,pretrained}_features.h5
+#                         its data in reconstruction.h5), drawn by tools/scripts/plot_reconstruction.py
+#   centroid_atlas.png    tools/scripts/tokenizer_atlas.py on the checkpoint's tokenizer (else RUN_DIR/tokenizer.h5)
+#   features.png          tools/scripts/plot_features.py, when RUN_DIR/results/{random_init,pretrained}_features.h5
 #                         exist (eval --save-features)
 # Environment: TSNE_SECONDS (default 60; 0: PCA only) limits the feature scatter's t-SNE.
 # A picture whose input is missing is skipped with a note; the others are still made. Prints the paths
@@ -16,7 +16,7 @@ if [ $# -lt 1 ] || [ "$1" = "--help" ] || [ "$1" = "-h" ]; then
 fi
 RUN=$(realpath "$1")
 N=${2:-8}
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 PY=/usr/bin/python3
 BIN=build/bin
 FIG=$RUN/figures
@@ -36,7 +36,7 @@ if [ -e "$RUN/latest" ]; then CKPT=$(readlink -f "$RUN/latest")
 else CKPT=$(ls "$RUN"/ckpt_step*.h5 2>/dev/null | sort | tail -n 1); fi
 
 if [ -s "$RUN/metrics.jsonl" ]; then
-  attempt "$FIG/training_curves.png" $PY tools/plot_metrics.py "$RUN/metrics.jsonl" "$FIG/training_curves.png"
+  attempt "$FIG/training_curves.png" $PY tools/scripts/plot_metrics.py "$RUN/metrics.jsonl" "$FIG/training_curves.png"
 else
   note "no $RUN/metrics.jsonl: training curves skipped"
 fi
@@ -45,7 +45,7 @@ if [ -n "$CKPT" ]; then
   $BIN/reconstruct "$CKPT" --out "$FIG/reconstruction.h5" --n "$N"
   rc=$?
   if [ $rc -eq 0 ]; then
-    attempt "$FIG/reconstruction.png" $PY tools/plot_reconstruction.py "$FIG/reconstruction.h5" "$FIG/reconstruction.png"
+    attempt "$FIG/reconstruction.png" $PY tools/scripts/plot_reconstruction.py "$FIG/reconstruction.h5" "$FIG/reconstruction.png"
   elif [ $rc -eq 3 ]; then
     note "contrastive-only run: no reconstruction grid"
   else
@@ -62,7 +62,7 @@ elif [ -f "$RUN/tokenizer.h5" ]; then
   TOK=$RUN/tokenizer.h5
 fi
 if [ -n "$TOK" ]; then
-  attempt "$FIG/centroid_atlas.png" $PY tools/tokenizer_atlas.py "$TOK" "$FIG/centroid_atlas.png"
+  attempt "$FIG/centroid_atlas.png" $PY tools/scripts/tokenizer_atlas.py "$TOK" "$FIG/centroid_atlas.png"
 else
   note "no tokenizer in the checkpoint or $RUN/tokenizer.h5: centroid atlas skipped"
 fi
@@ -72,7 +72,7 @@ PRE=$RUN/results/pretrained_features.h5
 if [ -f "$RND" ] && [ -f "$PRE" ]; then
   names=""
   grep -qi 'fashion-mnist' "$RUN/config.yaml" 2>/dev/null && names="--class-names fashion-mnist"
-  attempt "$FIG/features.png" $PY tools/plot_features.py "$RND" "$PRE" "$FIG/features.png" $names \
+  attempt "$FIG/features.png" $PY tools/scripts/plot_features.py "$RND" "$PRE" "$FIG/features.png" $names \
     --tsne-seconds "${TSNE_SECONDS:-60}"
 else
   note "no $RND and $PRE (eval --save-features): feature scatter skipped"

@@ -6,7 +6,7 @@ eval's kNN and must agree with it to the image. For asking whether a fixed
 transform of the features, rather than the features, moves kNN: run it on the
 raw-pixel and random-init features too (eval --raw-pixels / --random-init).
 
-usage: /usr/bin/python3 tools/knn_variants.py FEATURES.h5 [--k 20] [--t 0.07]
+usage: /usr/bin/python3 tools/scripts/knn_variants.py FEATURES.h5 [--k 20] [--t 0.07]
 """
 import argparse
 
