@@ -14,64 +14,76 @@
 #include "checkpoint.h"
 #include "common.h"
 #include "h5io.h"
+#include "model.h"
 #include "vit.h"
 
 static char dir[256];
 
+// The library's model and the rest of a checkpoint's state.
 typedef struct {
-    Vit vit;
-    ParamTable t;
-    AdamW opt;
+    Model model;
     Tokenizer *tok;
     uint64_t rng[8];
     unsigned char cursor[40];
     CheckpointState st;
-} Model;
+} Fixture;
 
-// A small model with pretraining heads; values, moments and buffers random from seed.
-static void model_build(Model *m, int D, int patch, int K, int depth, uint64_t seed) {
-    memset(m, 0, sizeof *m);
-    VitConfig cfg = {.img_size = 16, .patch_size = patch, .in_chans = 1, .embed_dim = D, .depth = depth,
-                     .num_heads = 2, .mlp_ratio = 2.0f, .qkv_bias = 1, .use_mask_token = 1};
-    vit_register(&m->vit, &m->t, &cfg);
-    params_add(&m->t, "pretrain.token_head.weight", K, D, 0, 0);
-    params_add(&m->t, "pretrain.token_head.bias", K, 0, 0, 0);
-    params_add(&m->t, "pretrain.projector.fc1.weight", 16, D, 0, 0);
-    params_allocate(&m->t);
-    adamw_init(&m->opt, &m->t, 0.9f, 0.95f, 1e-8f, 0.05f);
+// A small real pretraining model (model_build, with AdamW): patch 4 has a token head over K random
+// centroids (and centroid replacement); other patches have no tokenizer, so a projector (contrastive
+// term) instead. Values, moments and buffers random from seed.
+static void fixture_build(Fixture *x, int D, int patch, int K, int depth, uint64_t seed) {
+    memset(x, 0, sizeof *x);
     Rng r;
-    rng_seed(&r, seed, 1);
-    for (size_t i = 0; i < m->t.total; i++) {
-        m->t.data[i] = (float)rng_normal(&r);
-        m->opt.m[i] = (float)rng_normal(&r);
-        m->opt.v[i] = (float)rng_uniform(&r);
+    if (patch == 4) {
+        float *cent = xmalloc((size_t)K * 16 * sizeof(float), "centroids");
+        rng_seed(&r, seed, 2);
+        for (int i = 0; i < K * 16; i++) cent[i] = (float)rng_uniform(&r);
+        x->tok = tokenizer_from_centroids(cent, NULL, K, 4, 1);
+        xfree(cent);
     }
-    m->opt.step = 1000 + (long)seed;
-    for (int i = 0; i < 8; i++) m->rng[i] = rng_u64(&r);
-    for (int i = 0; i < 40; i++) m->cursor[i] = (unsigned char)rng_below(&r, 256);
-    float cent[8 * 16];
-    for (int i = 0; i < 8 * 16; i++) cent[i] = (float)rng_uniform(&r);
-    m->tok = patch == 4 ? tokenizer_from_centroids(cent, NULL, 8, 4, 1) : NULL;
-    m->st = (CheckpointState){.params = &m->t, .opt = &m->opt, .tokenizer = m->tok,
+    int token = x->tok != NULL;
+    ModelSpec spec = {.kind = MODEL_PRETRAIN,
+                      .vit = {.img_size = 16, .patch_size = patch, .in_chans = 1, .embed_dim = D, .depth = depth,
+                              .num_heads = 2, .mlp_ratio = 2.0f, .qkv_bias = 1, .use_mask_token = 1},
+                      .objective = {.mask_ratio = 0.4f, .min_mask_patches = 4, .replace_ratio = token ? 0.1f : 0,
+                                    .w_token = token ? 1 : 0, .w_contrast = token ? 0 : 1, .temperature = 0.2f,
+                                    .proj_hidden = 16, .proj_dim = 8, .mean = {0.5f}, .std = {0.5f}, .seed = seed},
+                      .max_batch = 0,  // no activations: nothing runs
+                      .seed = seed,
+                      .optimizer = 1, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.05f};
+    model_build(&x->model, &spec, x->tok);
+    ParamTable *t = &x->model.params;
+    AdamW *opt = &x->model.opt;
+    rng_seed(&r, seed, 1);
+    for (size_t i = 0; i < t->total; i++) {
+        t->data[i] = (float)rng_normal(&r);
+        opt->m[i] = (float)rng_normal(&r);
+        opt->v[i] = (float)rng_uniform(&r);
+    }
+    opt->step = 1000 + (long)seed;
+    for (int i = 0; i < 8; i++) x->rng[i] = rng_u64(&r);
+    for (int i = 0; i < 40; i++) x->cursor[i] = (unsigned char)rng_below(&r, 256);
+    x->st = (CheckpointState){.params = t, .opt = opt, .tokenizer = x->tok,
                               .config_yaml = "embed_dim: 32\n", .code_version = "test",
-                              .step = 1000 + (int64_t)seed, .epoch = 3, .rng = m->rng, .rng_size = sizeof m->rng,
-                              .cursor = m->cursor, .cursor_size = sizeof m->cursor};
+                              .step = 1000 + (int64_t)seed, .epoch = 3, .rng = x->rng, .rng_size = sizeof x->rng,
+                              .cursor = x->cursor, .cursor_size = sizeof x->cursor};
 }
 
-static void model_free(Model *m) {
-    adamw_free(&m->opt);
-    params_free(&m->t);
-    if (m->tok) tokenizer_free(m->tok);
+static void fixture_free(Fixture *x) {
+    model_free(&x->model);
+    if (x->tok) tokenizer_free(x->tok);
 }
 
 // Every tensor's values and moments, the steps and the buffers are equal.
-static int same_state(const Model *a, const Model *b) {
-    int same = a->t.count == b->t.count && a->opt.step == b->opt.step && a->st.step == b->st.step &&
+static int same_state(const Fixture *a, const Fixture *b) {
+    const ParamTable *ta = &a->model.params, *tb = &b->model.params;
+    const AdamW *oa = &a->model.opt, *ob = &b->model.opt;
+    int same = ta->count == tb->count && oa->step == ob->step && a->st.step == b->st.step &&
                a->st.epoch == b->st.epoch && !memcmp(a->rng, b->rng, sizeof a->rng) && !memcmp(a->cursor, b->cursor, sizeof a->cursor);
-    for (int i = 0; same && i < a->t.count; i++) {
-        size_t o = a->t.info[i].offset, n = a->t.info[i].numel * sizeof(float);
-        same = o == b->t.info[i].offset && !memcmp(a->t.data + o, b->t.data + o, n) && !memcmp(a->opt.m + o, b->opt.m + o, n) &&
-               !memcmp(a->opt.v + o, b->opt.v + o, n);
+    for (int i = 0; same && i < ta->count; i++) {
+        size_t o = ta->info[i].offset, n = ta->info[i].numel * sizeof(float);
+        same = o == tb->info[i].offset && !memcmp(ta->data + o, tb->data + o, n) && !memcmp(oa->m + o, ob->m + o, n) &&
+               !memcmp(oa->v + o, ob->v + o, n);
     }
     return same;
 }
@@ -146,15 +158,15 @@ static int count_tmp_files(void) {
 }
 
 static void test_round_trip(void) {
-    Model a, b;
-    model_build(&a, 32, 4, 8, 2, 1);
-    model_build(&b, 32, 4, 8, 2, 2);
+    Fixture a, b;
+    fixture_build(&a, 32, 4, 8, 2, 1);
+    fixture_build(&b, 32, 4, 8, 2, 2);
     char p[512], err[2048];
     path_in(p, "rt.h5");
     int rc = checkpoint_save(p, &a.st, err, sizeof err);
     CHECK("save succeeds", rc == 0, "%s", err);
     rc = checkpoint_load(p, &b.st, err, sizeof err);
-    CHECK("round trip bit-exact (params, m, v, steps, rng, cursor)", rc == 0 && same_state(&a, &b), "rc %d: %s step %lld/%lld opt %ld/%ld", rc, rc ? err : "state differs", (long long)a.st.step, (long long)b.st.step, a.opt.step, b.opt.step);
+    CHECK("round trip bit-exact (params, m, v, steps, rng, cursor)", rc == 0 && same_state(&a, &b), "rc %d: %s step %lld/%lld opt %ld/%ld", rc, rc ? err : "state differs", (long long)a.st.step, (long long)b.st.step, a.model.opt.step, b.model.opt.step);
 
     CheckpointInfo info;
     rc = checkpoint_read_info(p, &info, err, sizeof err);
@@ -201,25 +213,25 @@ static void test_round_trip(void) {
     params_allocate(&t2);
     CheckpointState s2 = {.params = &t2, .mode = CKPT_LOAD_ENCODER};
     rc = checkpoint_load(p, &s2, err, sizeof err);
-    int qi = params_find(&t2, "blocks.1.mlp.fc2.weight"), qa = params_find(&a.t, "blocks.1.mlp.fc2.weight");
+    int qi = params_find(&t2, "blocks.1.mlp.fc2.weight"), qa = params_find(&a.model.params, "blocks.1.mlp.fc2.weight");
     int hi = params_find(&t2, "head.weight");
-    int ok = rc == 0 && !memcmp(params_data(&t2, qi), params_data(&a.t, qa), params_numel(&t2, qi) * sizeof(float)) &&
+    int ok = rc == 0 && !memcmp(params_data(&t2, qi), params_data(&a.model.params, qa), params_numel(&t2, qi) * sizeof(float)) &&
              params_data(&t2, hi)[0] == 0.0f;
     CHECK("encoder-only load (eval / fine-tune) leaves the head alone", ok, "rc %d: %s", rc, err);
     s2.mode = CKPT_LOAD_FULL;
     rc = checkpoint_load(p, &s2, err, sizeof err);
     CHECK("full load into a model without heads is refused", rc < 0 && strstr(err, "lacks"), "rc %d: %s", rc, err);
     params_free(&t2);
-    model_free(&a);
-    model_free(&b);
+    fixture_free(&a);
+    fixture_free(&b);
 }
 
 static void test_corruption(void) {
-    Model a, b;
-    model_build(&a, 32, 4, 8, 2, 1);
-    model_build(&b, 32, 4, 8, 2, 2);
-    Model b0;
-    model_build(&b0, 32, 4, 8, 2, 2);
+    Fixture a, b;
+    fixture_build(&a, 32, 4, 8, 2, 1);
+    fixture_build(&b, 32, 4, 8, 2, 2);
+    Fixture b0;
+    fixture_build(&b0, 32, 4, 8, 2, 2);
     char p[512], q[512], err[2048];
     path_in(p, "good.h5");
     checkpoint_save(p, &a.st, err, sizeof err);
@@ -285,14 +297,14 @@ static void test_corruption(void) {
     rc = checkpoint_save(q, &b.st, err, sizeof err);  // no error expected, b has a tokenizer
     CHECK("still usable after errors", rc == 0 && checkpoint_verify(q, err, sizeof err) == 0, "%s", err);
     CHECK("no crash, state intact after all failed loads", same_state(&b, &b0) || b.st.step == b0.st.step, "state changed");
-    model_free(&a);
-    model_free(&b);
-    model_free(&b0);
+    fixture_free(&a);
+    fixture_free(&b);
+    fixture_free(&b0);
 }
 
 static void test_mismatch(void) {
-    Model a;
-    model_build(&a, 32, 4, 8, 2, 1);
+    Fixture a;
+    fixture_build(&a, 32, 4, 8, 2, 1);
     char p[512], err[2048];
     path_in(p, "shape.h5");
     a.st.config_yaml = "embed_dim: 32\npatch_size: 4\nnum_centroids: 8\n";
@@ -305,8 +317,8 @@ static void test_mismatch(void) {
         {32, 4, 8, 1, "blocks.1.", "lacks", "", "extra tensor: shallower model"},
     };
     for (int i = 0; i < (int)ARRAY_LEN(cases); i++) {
-        Model b;
-        model_build(&b, cases[i].D, cases[i].patch, cases[i].K, cases[i].depth, 5);
+        Fixture b;
+        fixture_build(&b, cases[i].D, cases[i].patch, cases[i].K, cases[i].depth, 5);
         char yaml[128];
         snprintf(yaml, sizeof yaml, "embed_dim: %d\npatch_size: %d\nnum_centroids: %d\n", cases[i].D, cases[i].patch, cases[i].K);
         b.st.config_yaml = yaml;
@@ -314,17 +326,17 @@ static void test_mismatch(void) {
         CHECK(cases[i].name, rc < 0 && strstr(err, cases[i].tensor) && strstr(err, cases[i].got) && strstr(err, cases[i].want),
               "rc %d: %s", rc, err);
         if (i == 0) CHECK("mismatch names the config key that differs", strstr(err, "embed_dim") != NULL, "%s", err);
-        model_free(&b);
+        fixture_free(&b);
     }
-    model_free(&a);
+    fixture_free(&a);
 }
 
 static void test_run_folder(void) {
     char run[512], p[700], err[2048];
     path_in(run, "run");
     mkdir(run, 0755);
-    Model a;
-    model_build(&a, 32, 4, 8, 2, 1);
+    Fixture a;
+    fixture_build(&a, 32, 4, 8, 2, 1);
     for (int s = 100; s <= 1000; s += 100) {
         a.st.step = s;
         int rc = checkpoint_save_step(run, &a.st, 2, 500, err, sizeof err);
@@ -363,7 +375,7 @@ static void test_run_folder(void) {
     fclose(f);
     checkpoint_prune(run, 2, 500);
     CHECK("prune removes temporaries of dead processes", !file_exists(p), "%s still there", p);
-    model_free(&a);
+    fixture_free(&a);
 }
 
 // Disk full: a small checkpoint is saved in folder `where`, then a child process
@@ -372,9 +384,9 @@ static void test_run_folder(void) {
 static void disk_full_case(const char *name, const char *where, long fsize_limit, const char *expect) {
     char p[600], err[2048], label[160];
     snprintf(p, sizeof p, "%s/full.h5", where);
-    Model small, big;
-    model_build(&small, 32, 4, 8, 2, 1);
-    model_build(&big, 96, 4, 64, 4, 3);
+    Fixture small, big;
+    fixture_build(&small, 32, 4, 8, 2, 1);
+    fixture_build(&big, 96, 4, 64, 4, 3);
     int rc = checkpoint_save(p, &small.st, err, sizeof err);
     snprintf(label, sizeof label, "%s: first save fits", name);
     CHECK(label, rc == 0, "%s", err);
@@ -401,8 +413,8 @@ static void disk_full_case(const char *name, const char *where, long fsize_limit
     waitpid(pid, NULL, 0);
     snprintf(label, sizeof label, "%s: save reports it", name);
     CHECK(label, !strncmp(msg, "-1 ", 3) && strstr(msg, expect) && strstr(msg, "previous"), "child said '%s'", msg);
-    Model b;
-    model_build(&b, 32, 4, 8, 2, 2);
+    Fixture b;
+    fixture_build(&b, 32, 4, 8, 2, 2);
     rc = checkpoint_load(p, &b.st, err, sizeof err);
     snprintf(label, sizeof label, "%s: previous checkpoint kept and loadable", name);
     CHECK(label, rc == 0 && same_state(&small, &b), "rc %d: %s", rc, err);
@@ -414,9 +426,9 @@ static void disk_full_case(const char *name, const char *where, long fsize_limit
     if (f) pclose(f);
     snprintf(label, sizeof label, "%s: partial file removed", name);
     CHECK(label, tmps == 0, "%d temporary files left in %s", tmps, where);
-    model_free(&small);
-    model_free(&big);
-    model_free(&b);
+    fixture_free(&small);
+    fixture_free(&big);
+    fixture_free(&b);
 }
 
 static void test_disk_full(void) {
@@ -431,9 +443,9 @@ static void test_disk_full(void) {
         disk_full_case("full tmpfs (ENOSPC)", mnt, 0, "disk full");
         // In this process: fail, then succeed once there is room, then exit normally
         // (HDF5 must not be left holding a half-closed file).
-        Model small, big;
-        model_build(&small, 32, 4, 8, 2, 1);
-        model_build(&big, 96, 4, 64, 4, 3);
+        Fixture small, big;
+        fixture_build(&small, 32, 4, 8, 2, 1);
+        fixture_build(&big, 96, 4, 64, 4, 3);
         char p[600], err[2048];
         snprintf(p, sizeof p, "%s/again.h5", mnt);
         int r1 = checkpoint_save(p, &big.st, err, sizeof err);
@@ -441,8 +453,8 @@ static void test_disk_full(void) {
         int r3 = checkpoint_save(p, &big.st, err, sizeof err);
         CHECK("full tmpfs: the same process fails, then saves once there is room", r1 < 0 && r2 == 0 && r3 < 0 &&
               checkpoint_verify(p, err, sizeof err) == 0, "%d %d %d: %s", r1, r2, r3, err);
-        model_free(&small);
-        model_free(&big);
+        fixture_free(&small);
+        fixture_free(&big);
         snprintf(cmd, sizeof cmd, "umount %s", mnt);
         if (system(cmd)) printf("  could not unmount %s\n", mnt);
     } else {
@@ -456,8 +468,8 @@ static void test_disk_full(void) {
 static void test_kill9(void) {
     char p[512], err[2048];
     path_in(p, "kill.h5");
-    Model a;
-    model_build(&a, 96, 4, 64, 4, 1);  // a few MB, so kills land mid-write
+    Fixture a;
+    fixture_build(&a, 96, 4, 64, 4, 1);  // a few MB, so kills land mid-write
     a.st.step = 0;
     checkpoint_save(p, &a.st, err, sizeof err);
     double t0 = now_seconds();
@@ -480,21 +492,21 @@ static void test_kill9(void) {
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
         mid += count_tmp_files() > 0;
-        Model b;
-        model_build(&b, 96, 4, 64, 4, 2);
+        Fixture b;
+        fixture_build(&b, 96, 4, 64, 4, 2);
         int rc = checkpoint_load(p, &b.st, err, sizeof err);
         // Same weights as saved (only step differs).
         b.st.step = a.st.step;
         good += rc == 0 && same_state(&a, &b);
         if (rc) printf("  kill %d: %s\n", k, err);
-        model_free(&b);
+        fixture_free(&b);
         checkpoint_prune(dir, 1000, 0);  // clears the dead child's temporary
     }
     printf("  (save takes %.1f ms; %d of %d kills left a partial temporary file)\n", save_s * 1e3, mid, trials);
     CHECK("kill -9 during saves: previous checkpoint always loadable", good == trials, "%d of %d loads good", good, trials);
     CHECK("kill -9: some kills landed mid-write", mid > 0, "no kill hit a write (timing)");
     CHECK("kill -9: prune removes the dead writers' temporaries", count_tmp_files() == 0, "left over");
-    model_free(&a);
+    fixture_free(&a);
 }
 
 int main(void) {

@@ -17,6 +17,7 @@
 #include "runlog.h"
 #include "setup.h"
 #include "kernels.h"
+#include "model.h"
 #include "vit.h"
 
 static void usage(void) {
@@ -222,225 +223,290 @@ static int parse_lambdas(const char *s, double *out, int max) {
     return n;
 }
 
-int main(int argc, char **argv) {
-    const char *ckpt = NULL, *train = NULL, *test = NULL, *out_json = NULL, *feat_path = NULL;
-    int teacher = 0, random_init = 0, raw = 0, batch = 128, k = 20, max_iter = 500, do_knn = 1, do_probe = 1;
-    double knn_t = 0.07, holdout = 0.1, crop_pct = 1.0;
-    long limit_train = 0, limit_test = 0, val_from_train = 0;
-    FeatureKind kind = FEAT_BOTH;
-    double lambdas[16] = {1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1};
-    int n_lambdas = 6;
-    int block = -1;  // -1: the final norm's tokens
-    int n_blocks = 1;
-    char err[4096];
-
-    // Pass 1: eval's own options; config files and keys are applied afterwards.
-    char **keys = xcalloc(argc + 1, sizeof(char *), "args");
+// Eval's own options; config files and --key=value keys are applied afterwards (load_config).
+typedef struct {
+    const char *ckpt, *train, *test, *out_json, *feat_path;
+    int teacher, random_init, raw, batch, k, max_iter, do_knn, do_probe;
+    double knn_t, holdout, crop_pct;
+    long limit_train, limit_test, val_from_train;
+    FeatureKind kind;
+    double lambdas[16];
+    int n_lambdas;
+    int block;     // -1: the final norm's tokens
+    int n_blocks;
+    char **keys;   // --key=value, in the order given
+    int nkeys;
     const char *config_files[16];
-    int nkeys = 0, nconf = 0;
+    int nconf;
+} Options;
+
+// What the protocols found.
+typedef struct {
+    Split tr, te;
+    int classes;
+    double top1, top5;  // kNN
+    ProbeResult pr;
+    double t_feat, t_knn, t_probe;
+} Results;
+
+// Pass 1: eval's own options, range-checked. Returns 1 when --help was asked (usage printed).
+static int parse_args(Options *o, int argc, char **argv) {
+    *o = (Options){.batch = 128, .k = 20, .max_iter = 500, .do_knn = 1, .do_probe = 1, .knn_t = 0.07, .holdout = 0.1,
+                   .crop_pct = 1.0, .kind = FEAT_BOTH, .lambdas = {1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1}, .n_lambdas = 6,
+                   .block = -1, .n_blocks = 1};
+    o->keys = xcalloc(argc + 1, sizeof(char *), "args");
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
 #define VALUE() (v ? (i++, v) : (fatal("%s needs a value (see --help)", a), ""))
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage();
-            return 0;
-        } else if (!strcmp(a, "--random-init")) random_init = 1;
-        else if (!strcmp(a, "--raw-pixels")) raw = 1;
-        else if (!strcmp(a, "--no-knn")) do_knn = 0;
-        else if (!strcmp(a, "--teacher")) teacher = 1;
-        else if (!strcmp(a, "--no-probe")) do_probe = 0;
-        else if (!strcmp(a, "--train")) train = VALUE();
-        else if (!strcmp(a, "--test")) test = VALUE();
-        else if (!strcmp(a, "--out")) out_json = VALUE();
-        else if (!strcmp(a, "--save-features")) feat_path = VALUE();
+            return 1;
+        } else if (!strcmp(a, "--random-init")) o->random_init = 1;
+        else if (!strcmp(a, "--raw-pixels")) o->raw = 1;
+        else if (!strcmp(a, "--no-knn")) o->do_knn = 0;
+        else if (!strcmp(a, "--teacher")) o->teacher = 1;
+        else if (!strcmp(a, "--no-probe")) o->do_probe = 0;
+        else if (!strcmp(a, "--train")) o->train = VALUE();
+        else if (!strcmp(a, "--test")) o->test = VALUE();
+        else if (!strcmp(a, "--out")) o->out_json = VALUE();
+        else if (!strcmp(a, "--save-features")) o->feat_path = VALUE();
         else if (!strcmp(a, "--config") || !strcmp(a, "-c")) {
-            if (nconf == 16) fatal("at most 16 --config files");
-            config_files[nconf++] = VALUE();
-        } else if (!strcmp(a, "--batch")) batch = (int)arg_int(a, VALUE(), 1, INT_MAX);
-        else if (!strcmp(a, "--k")) k = (int)arg_int(a, VALUE(), 1, 4096);
-        else if (!strcmp(a, "--knn-t")) knn_t = arg_real(a, VALUE(), -HUGE_VAL, HUGE_VAL);
-        else if (!strcmp(a, "--holdout")) holdout = arg_real(a, VALUE(), -HUGE_VAL, HUGE_VAL);
-        else if (!strcmp(a, "--crop-pct")) crop_pct = arg_real(a, VALUE(), -HUGE_VAL, HUGE_VAL);
-        else if (!strcmp(a, "--max-iter")) max_iter = (int)arg_int(a, VALUE(), 1, INT_MAX);
-        else if (!strcmp(a, "--limit-train")) limit_train = arg_int(a, VALUE(), 0, LONG_MAX);
-        else if (!strcmp(a, "--limit-test")) limit_test = arg_int(a, VALUE(), 0, LONG_MAX);
-        else if (!strcmp(a, "--val-from-train")) val_from_train = arg_int(a, VALUE(), 0, LONG_MAX);
-        else if (!strcmp(a, "--block")) block = (int)arg_int(a, VALUE(), INT_MIN, INT_MAX);
-        else if (!strcmp(a, "--last-blocks")) n_blocks = (int)arg_int(a, VALUE(), INT_MIN, INT_MAX);
-        else if (!strcmp(a, "--lambdas")) n_lambdas = parse_lambdas(VALUE(), lambdas, 16);
+            if (o->nconf == 16) fatal("at most 16 --config files");
+            o->config_files[o->nconf++] = VALUE();
+        } else if (!strcmp(a, "--batch")) o->batch = (int)arg_int(a, VALUE(), 1, INT_MAX);
+        else if (!strcmp(a, "--k")) o->k = (int)arg_int(a, VALUE(), 1, 4096);
+        else if (!strcmp(a, "--knn-t")) o->knn_t = arg_real(a, VALUE(), -HUGE_VAL, HUGE_VAL);
+        else if (!strcmp(a, "--holdout")) o->holdout = arg_real(a, VALUE(), -HUGE_VAL, HUGE_VAL);
+        else if (!strcmp(a, "--crop-pct")) o->crop_pct = arg_real(a, VALUE(), -HUGE_VAL, HUGE_VAL);
+        else if (!strcmp(a, "--max-iter")) o->max_iter = (int)arg_int(a, VALUE(), 1, INT_MAX);
+        else if (!strcmp(a, "--limit-train")) o->limit_train = arg_int(a, VALUE(), 0, LONG_MAX);
+        else if (!strcmp(a, "--limit-test")) o->limit_test = arg_int(a, VALUE(), 0, LONG_MAX);
+        else if (!strcmp(a, "--val-from-train")) o->val_from_train = arg_int(a, VALUE(), 0, LONG_MAX);
+        else if (!strcmp(a, "--block")) o->block = (int)arg_int(a, VALUE(), INT_MIN, INT_MAX);
+        else if (!strcmp(a, "--last-blocks")) o->n_blocks = (int)arg_int(a, VALUE(), INT_MIN, INT_MAX);
+        else if (!strcmp(a, "--lambdas")) o->n_lambdas = parse_lambdas(VALUE(), o->lambdas, 16);
         else if (!strcmp(a, "--features")) {
             const char *f = VALUE();
-            if (!strcmp(f, "cls")) kind = FEAT_CLS;
-            else if (!strcmp(f, "mean")) kind = FEAT_MEAN;
-            else if (!strcmp(f, "both")) kind = FEAT_BOTH;
+            if (!strcmp(f, "cls")) o->kind = FEAT_CLS;
+            else if (!strcmp(f, "mean")) o->kind = FEAT_MEAN;
+            else if (!strcmp(f, "both")) o->kind = FEAT_BOTH;
             else fatal("--features: '%s' is not cls, mean or both", f);
-        } else if (!strncmp(a, "--", 2)) keys[nkeys++] = argv[i];
-        else if (!ckpt) ckpt = a;
+        } else if (!strncmp(a, "--", 2)) o->keys[o->nkeys++] = argv[i];
+        else if (!o->ckpt) o->ckpt = a;
         else fatal("unexpected argument '%s' (one checkpoint at most; see --help)", a);
 #undef VALUE
     }
-    if (!ckpt && !random_init && !raw) fatal("give a checkpoint, --random-init or --raw-pixels (see --help)");
-    if (ckpt && (random_init || raw)) fatal("a checkpoint and --random-init/--raw-pixels exclude each other");
-    if (teacher && !ckpt) fatal("--teacher reads a checkpoint's EMA teacher: give the checkpoint");
+    if (!o->ckpt && !o->random_init && !o->raw) fatal("give a checkpoint, --random-init or --raw-pixels (see --help)");
+    if (o->ckpt && (o->random_init || o->raw)) fatal("a checkpoint and --random-init/--raw-pixels exclude each other");
+    if (o->teacher && !o->ckpt) fatal("--teacher reads a checkpoint's EMA teacher: give the checkpoint");
     // the integer options are range-checked as they are parsed (arg_int); these bounds are open
-    if (!(knn_t > 0) || !(holdout > 0 && holdout < 1) || !(crop_pct > 0 && crop_pct <= 1))
+    if (!(o->knn_t > 0) || !(o->holdout > 0 && o->holdout < 1) || !(o->crop_pct > 0 && o->crop_pct <= 1))
         fatal("bad option value: need --knn-t > 0, 0 < --holdout < 1, 0 < --crop-pct <= 1");
+    return 0;
+}
 
-    // The config: the checkpoint's, then files, then --key=value.
-    Config cfg;
-    config_defaults(&cfg);
-    CheckpointInfo info = {0};
-    if (ckpt) {
-        if (checkpoint_read_info(ckpt, &info, err, sizeof err)) fatal("%s", err);
-        if (config_load_string(&cfg, info.config_yaml, ckpt, err, sizeof err)) fatal("config stored in %s", err);
+// The config: the checkpoint's, then files, then --key=value. info: the checkpoint's (zeroed without one).
+static void load_config(Config *cfg, CheckpointInfo *info, const Options *o) {
+    char err[4096];
+    config_defaults(cfg);
+    *info = (CheckpointInfo){0};
+    if (o->ckpt) {
+        if (checkpoint_read_info(o->ckpt, info, err, sizeof err)) fatal("%s", err);
+        if (config_load_string(cfg, info->config_yaml, o->ckpt, err, sizeof err)) fatal("config stored in %s", err);
     }
-    for (int i = 0; i < nconf; i++)
-        if (config_load_file(&cfg, config_files[i], err, sizeof err)) fatal("%s", err);
-    for (int i = 0; i < nkeys; i++)
-        if (config_set(&cfg, keys[i], err, sizeof err)) fatal("%s", err);
-    if (config_finalize(&cfg, err, sizeof err)) fatal("%s", err);
-    if (ckpt) {  // the encoder must be the one the checkpoint holds, fed as it was trained
-        static const char *const model_keys[] = {"model", "img_size", "patch_size", "in_chans", "embed_dim", "depth",
-                                                 "num_heads", "mlp_ratio", "qkv_bias", "layer_scale_init",
-                                                 "mean", "std", NULL};
-        Config stored;
-        if (checkpoint_config(&info, ckpt, &stored, err, sizeof err)) fatal("%s; eval cannot rebuild its encoder", err);
-        char diff[1024];
-        if (config_diff_only(&stored, &cfg, model_keys, diff, sizeof diff))
-            fatal("--config/--key change the encoder %s was trained as (checkpoint vs now: %s); drop them", ckpt, diff);
-    }
-    if (block < -1 || block >= cfg.depth) fatal("--block %d: the model has blocks 0..%d", block, cfg.depth - 1);
-    if (block >= 0 && raw) fatal("--block needs a model, not --raw-pixels");
-    if (n_blocks < 1 || n_blocks > (block >= 0 ? block + 1 : cfg.depth))
-        fatal("--last-blocks %d: need 1..%d (the blocks up to %s)", n_blocks, block >= 0 ? block + 1 : cfg.depth,
+    for (int i = 0; i < o->nconf; i++)
+        if (config_load_file(cfg, o->config_files[i], err, sizeof err)) fatal("%s", err);
+    for (int i = 0; i < o->nkeys; i++)
+        if (config_set(cfg, o->keys[i], err, sizeof err)) fatal("%s", err);
+    if (config_finalize(cfg, err, sizeof err)) fatal("%s", err);
+}
+
+// The encoder must be the one the checkpoint holds, fed as it was trained.
+static void check_encoder_unchanged(const Config *cfg, const CheckpointInfo *info, const char *ckpt) {
+    static const char *const model_keys[] = {"model", "img_size", "patch_size", "in_chans", "embed_dim", "depth",
+                                             "num_heads", "mlp_ratio", "qkv_bias", "layer_scale_init",
+                                             "mean", "std", NULL};
+    char err[4096];
+    Config stored;
+    if (checkpoint_config(info, ckpt, &stored, err, sizeof err)) fatal("%s; eval cannot rebuild its encoder", err);
+    char diff[1024];
+    if (config_diff_only(&stored, cfg, model_keys, diff, sizeof diff))
+        fatal("--config/--key change the encoder %s was trained as (checkpoint vs now: %s); drop them", ckpt, diff);
+}
+
+// The options that depend on the model (--block, --last-blocks) and the splits (default: the config's).
+static void check_options(Options *o, const Config *cfg) {
+    int block = o->block, n_blocks = o->n_blocks;
+    if (block < -1 || block >= cfg->depth) fatal("--block %d: the model has blocks 0..%d", block, cfg->depth - 1);
+    if (block >= 0 && o->raw) fatal("--block needs a model, not --raw-pixels");
+    if (n_blocks < 1 || n_blocks > (block >= 0 ? block + 1 : cfg->depth))
+        fatal("--last-blocks %d: need 1..%d (the blocks up to %s)", n_blocks, block >= 0 ? block + 1 : cfg->depth,
               block >= 0 ? "--block" : "the last");
-    if (n_blocks > 1 && raw) fatal("--last-blocks needs a model, not --raw-pixels");
-    if (!train) train = cfg.data_train;
-    if (!test || val_from_train) test = val_from_train ? "validation split of train" : cfg.data_val;
-    if (!train[0] || !test[0]) fatal("no data: give --train and --test (or data_train and data_val in the config)");
-    if (!val_from_train && !strcmp(train, test))
-        fatal("--train and --test are the same data ('%s'): every test image would be in the kNN's bank", train);
+    if (n_blocks > 1 && o->raw) fatal("--last-blocks needs a model, not --raw-pixels");
+    if (!o->train) o->train = cfg->data_train;
+    if (!o->test || o->val_from_train) o->test = o->val_from_train ? "validation split of train" : cfg->data_val;
+    if (!o->train[0] || !o->test[0]) fatal("no data: give --train and --test (or data_train and data_val in the config)");
+    if (!o->val_from_train && !strcmp(o->train, o->test))
+        fatal("--train and --test are the same data ('%s'): every test image would be in the kNN's bank", o->train);
+}
 
-    Vit vit;
-    ParamTable table = {0};
-    Vit *model = NULL;
-    if (!raw) {
-        VitConfig vc = vit_config_from(&cfg, 0, 0);
-        vit_register(&vit, &table, &vc);
-        params_allocate(&table);
-        vit_bind(&vit);
-        vit_init_weights(&vit, (uint64_t)cfg.seed);
-        if (ckpt) {
-            CheckpointState st = {.params = &table, .mode = teacher ? CKPT_LOAD_TEACHER : CKPT_LOAD_ENCODER};
-            if (checkpoint_load(ckpt, &st, err, sizeof err)) fatal("%s", err);
-        }
-        vit_allocate_activations(&vit, batch);
-        model = &vit;
+// The encoder of the config's shape (init seeded by cfg.seed), then the checkpoint's weights (student or
+// EMA teacher) over it; activations for o->batch images. NULL with --raw-pixels (m untouched).
+static Vit *build_encoder(Model *m, const Options *o, const Config *cfg) {
+    if (o->raw) return NULL;
+    ModelSpec spec = {.kind = MODEL_ENCODER, .vit = vit_config_from(cfg, 0, 0), .max_batch = o->batch,
+                      .seed = (uint64_t)cfg->seed, .optimizer = 0};
+    model_build(m, &spec, NULL);
+    if (o->ckpt) {
+        char err[4096];
+        CheckpointState st = {.params = &m->params, .mode = o->teacher ? CKPT_LOAD_TEACHER : CKPT_LOAD_ENCODER};
+        if (checkpoint_load(o->ckpt, &st, err, sizeof err)) fatal("%s", err);
     }
-    const char *what = raw ? "raw pixels" : random_init ? "random init" : ckpt;
+    return &m->vit;
+}
+
+// One line on stderr: which features of which model.
+static void announce(const Options *o, const Config *cfg, const CheckpointInfo *info, const Vit *model, const char *what) {
+    FeatureKind kind = o->kind;
+    int block = o->block;
     fprintf(stderr, "eval: %s", what);
-    if (ckpt) fprintf(stderr, " (%sstep %lld, code %s)", teacher ? "its EMA teacher, " : "", (long long)info.step,
-                      info.code_version);
-    if (model) fprintf(stderr, ", ViT %dpx/%d D=%d depth %d, features %s", cfg.img_size, cfg.patch_size, cfg.embed_dim, cfg.depth,
-                       kind == FEAT_CLS ? "cls" : kind == FEAT_MEAN ? "mean" : "cls+mean");
-    if (model && n_blocks > 1) fprintf(stderr, " of the %d blocks up to blocks.%d, each through the final norm", n_blocks,
-                                       block >= 0 ? block : cfg.depth - 1);
+    if (o->ckpt) fprintf(stderr, " (%sstep %lld, code %s)", o->teacher ? "its EMA teacher, " : "", (long long)info->step,
+                         info->code_version);
+    if (model) fprintf(stderr, ", ViT %dpx/%d D=%d depth %d, features %s", cfg->img_size, cfg->patch_size, cfg->embed_dim,
+                       cfg->depth, kind == FEAT_CLS ? "cls" : kind == FEAT_MEAN ? "mean" : "cls+mean");
+    if (model && o->n_blocks > 1) fprintf(stderr, " of the %d blocks up to blocks.%d, each through the final norm",
+                                          o->n_blocks, block >= 0 ? block : cfg->depth - 1);
     else if (model) fprintf(stderr, block >= 0 ? " of blocks.%d" : " after the final norm", block);
     fprintf(stderr, "\n");
+}
 
+// Features of both splits (or train and its validation draw), then kNN and the linear probe.
+static Results run_protocols(const Options *o, const Config *cfg, Vit *model) {
+    Results r = {.top1 = NAN, .top5 = NAN};
     double t0 = now_seconds();
-    Split tr = extract(&cfg, train, "train", model, kind, block, n_blocks, batch, crop_pct, limit_train);
-    Split te = val_from_train ? split_off_validation(&tr, (size_t)val_from_train, (uint64_t)cfg.seed)
-                              : extract(&cfg, test, "test", model, kind, block, n_blocks, batch, crop_pct, limit_test);
-    if (val_from_train)
-        fprintf(stderr, "validation: %zu of the train images (seeded draw); bank and probe use the other %zu\n", te.n,
-                tr.n);
-    double t_feat = now_seconds() - t0;
-    int classes = tr.classes > te.classes ? tr.classes : te.classes;
-    if (feat_path) save_features(feat_path, &tr, &te);
+    r.tr = extract(cfg, o->train, "train", model, o->kind, o->block, o->n_blocks, o->batch, o->crop_pct, o->limit_train);
+    r.te = o->val_from_train ? split_off_validation(&r.tr, (size_t)o->val_from_train, (uint64_t)cfg->seed)
+                             : extract(cfg, o->test, "test", model, o->kind, o->block, o->n_blocks, o->batch, o->crop_pct,
+                                       o->limit_test);
+    if (o->val_from_train)
+        fprintf(stderr, "validation: %zu of the train images (seeded draw); bank and probe use the other %zu\n", r.te.n,
+                r.tr.n);
+    r.t_feat = now_seconds() - t0;
+    r.classes = r.tr.classes > r.te.classes ? r.tr.classes : r.te.classes;
+    if (o->feat_path) save_features(o->feat_path, &r.tr, &r.te);
 
-    double top1 = NAN, top5 = NAN, t_knn = 0, t_probe = 0;
-    if (do_knn) {
+    const Split *tr = &r.tr, *te = &r.te;
+    if (o->do_knn) {
         double t = now_seconds();
-        knn_eval(tr.x, tr.y, tr.n, te.x, te.y, te.n, tr.d, classes, k, knn_t, &top1, &top5);
-        t_knn = now_seconds() - t;
+        knn_eval(tr->x, tr->y, tr->n, te->x, te->y, te->n, tr->d, r.classes, o->k, o->knn_t, &r.top1, &r.top5);
+        r.t_knn = now_seconds() - t;
     }
-    ProbeResult pr = {0};
-    pr.test_top1 = pr.lambda = NAN;
-    if (do_probe) {
+    r.pr.test_top1 = r.pr.lambda = NAN;
+    if (o->do_probe) {
         double t = now_seconds();
-        fprintf(stderr, "linear probe: %d L2 strengths on %zu train images, %.0f%% held out\n", n_lambdas, tr.n, holdout * 100);
-        linear_probe(tr.x, tr.y, tr.n, te.x, te.y, te.n, tr.d, classes, lambdas, n_lambdas, holdout, (uint64_t)cfg.seed, max_iter, 1, &pr);
-        t_probe = now_seconds() - t;
+        fprintf(stderr, "linear probe: %d L2 strengths on %zu train images, %.0f%% held out\n", o->n_lambdas, tr->n,
+                o->holdout * 100);
+        linear_probe(tr->x, tr->y, tr->n, te->x, te->y, te->n, tr->d, r.classes, o->lambdas, o->n_lambdas, o->holdout,
+                     (uint64_t)cfg->seed, o->max_iter, 1, &r.pr);
+        r.t_probe = now_seconds() - t;
     }
+    return r;
+}
 
+// The results table on stdout.
+static void print_report(const Options *o, const CheckpointInfo *info, const Results *r, const char *what) {
+    const ProbeResult *pr = &r->pr;
     printf("\n%-28s %s\n", "model", what);
-    if (ckpt) printf("%-28s %lld\n", "step", (long long)info.step);
-    printf("%-28s %zu / %zu images, %d classes, %d dims\n", "train / test", tr.n, te.n, classes, tr.d);
-    if (do_knn) printf("%-28s top-1 %6.2f   top-5 %6.2f   (k=%d, T=%g)\n", "kNN", top1, top5, k, knn_t);
-    if (do_probe) {
-        printf("%-28s top-1 %6.2f   (L2 %g = sklearn C %.4g; train top-1 %.2f)\n", "linear probe", pr.test_top1, pr.lambda,
-               1.0 / (pr.lambda * tr.n), pr.train_top1);
+    if (o->ckpt) printf("%-28s %lld\n", "step", (long long)info->step);
+    printf("%-28s %zu / %zu images, %d classes, %d dims\n", "train / test", r->tr.n, r->te.n, r->classes, r->tr.d);
+    if (o->do_knn) printf("%-28s top-1 %6.2f   top-5 %6.2f   (k=%d, T=%g)\n", "kNN", r->top1, r->top5, o->k, o->knn_t);
+    if (o->do_probe) {
+        printf("%-28s top-1 %6.2f   (L2 %g = sklearn C %.4g; train top-1 %.2f)\n", "linear probe", pr->test_top1,
+               pr->lambda, 1.0 / (pr->lambda * r->tr.n), pr->train_top1);
         printf("%-28s", "  held-out top-1 by L2");
-        for (int i = 0; i < pr.n_lambdas; i++) printf(" %g:%.2f", pr.lambdas[i], pr.holdout_top1[i]);
+        for (int i = 0; i < pr->n_lambdas; i++) printf(" %g:%.2f", pr->lambdas[i], pr->holdout_top1[i]);
         printf("\n");
     }
-    printf("%-28s features %.1f s, kNN %.1f s, probe %.1f s\n", "time", t_feat, t_knn, t_probe);
+    printf("%-28s features %.1f s, kNN %.1f s, probe %.1f s\n", "time", r->t_feat, r->t_knn, r->t_probe);
+}
+
+// The results as one JSON line, written atomically to `path`.
+static void write_json(const char *path, const Options *o, const CheckpointInfo *info, const Results *r, const char *what) {
+    const ProbeResult *pr = &r->pr;
+    FeatureKind kind = o->kind;
+    JsonLine j = {0};
+    json_begin(&j);
+    json_str(&j, "model", what);
+    if (o->ckpt) json_int(&j, "step", info->step);
+    json_int(&j, "teacher", o->teacher);
+    json_str(&j, "features", o->raw ? "pixels" : kind == FEAT_CLS ? "cls" : kind == FEAT_MEAN ? "mean" : "both");
+    json_int(&j, "block", o->block);
+    json_int(&j, "last_blocks", o->n_blocks);
+    json_str(&j, "train", o->train);
+    json_str(&j, "test", o->test);
+    json_int(&j, "n_train", (long long)r->tr.n);
+    json_int(&j, "n_test", (long long)r->te.n);
+    json_int(&j, "val_from_train", o->val_from_train);
+    json_int(&j, "dim", r->tr.d);
+    json_int(&j, "classes", r->classes);
+    json_int(&j, "knn_k", o->k);
+    json_num(&j, "knn_t", o->knn_t);
+    json_num(&j, "knn_top1", r->top1);
+    json_num(&j, "knn_top5", r->top5);
+    json_num(&j, "probe_top1", pr->test_top1);
+    json_num(&j, "probe_train_top1", pr->train_top1);
+    json_num(&j, "probe_l2", pr->lambda);
+    json_num(&j, "probe_sklearn_C", o->do_probe ? 1.0 / (pr->lambda * r->tr.n) : NAN);
+    json_num(&j, "probe_holdout", o->holdout);
+    json_int(&j, "probe_iters", pr->iters);
+    json_num(&j, "probe_grad_max", o->do_probe ? pr->grad_max : NAN);
+    json_num(&j, "seconds_features", r->t_feat);
+    json_num(&j, "seconds_knn", r->t_knn);
+    json_num(&j, "seconds_probe", r->t_probe);
+    const char *text = json_end(&j);
+    size_t n = strlen(text);
+    char *line = xmalloc(n + 2, "results line");
+    memcpy(line, text, n);
+    line[n] = '\n';
+    // atomically: the main job reuses cached results, so a cut-short file must never exist
+    char err[4096];
+    if (file_write_atomic(path, line, n + 1, "results", err, sizeof err) != 0) fatal("%s", err);
+    xfree(line);
+    json_free(&j);
+    printf("%-28s %s\n", "results", path);
+}
+
+int main(int argc, char **argv) {
+    Options o;
+    if (parse_args(&o, argc, argv)) return 0;
+    Config cfg;
+    CheckpointInfo info;
+    load_config(&cfg, &info, &o);
+    if (o.ckpt) check_encoder_unchanged(&cfg, &info, o.ckpt);
+    check_options(&o, &cfg);
+
+    Model m;
+    Vit *model = build_encoder(&m, &o, &cfg);
+    const char *what = o.raw ? "raw pixels" : o.random_init ? "random init" : o.ckpt;
+    announce(&o, &cfg, &info, model, what);
+    Results r = run_protocols(&o, &cfg, model);
+    print_report(&o, &info, &r, what);
 
     char json_path[4096];
-    if (!out_json && ckpt) {
-        char *real = realpath(ckpt, NULL);  // `latest` -> the checkpoint it names
-        snprintf(json_path, sizeof json_path, "%s", real ? real : ckpt);
+    const char *out_json = o.out_json;
+    if (!out_json && o.ckpt) {  // beside the checkpoint
+        char *real = realpath(o.ckpt, NULL);  // `latest` -> the checkpoint it names
+        snprintf(json_path, sizeof json_path, "%s", real ? real : o.ckpt);
         free(real);
         char *dot = strrchr(json_path, '.');
         if (dot && !strcmp(dot, ".h5")) *dot = 0;
         strncat(json_path, ".eval.json", sizeof json_path - strlen(json_path) - 1);
         out_json = json_path;
     }
-    if (out_json) {
-        JsonLine j = {0};
-        json_begin(&j);
-        json_str(&j, "model", what);
-        if (ckpt) json_int(&j, "step", info.step);
-        json_int(&j, "teacher", teacher);
-        json_str(&j, "features", raw ? "pixels" : kind == FEAT_CLS ? "cls" : kind == FEAT_MEAN ? "mean" : "both");
-        json_int(&j, "block", block);
-        json_int(&j, "last_blocks", n_blocks);
-        json_str(&j, "train", train);
-        json_str(&j, "test", test);
-        json_int(&j, "n_train", (long long)tr.n);
-        json_int(&j, "n_test", (long long)te.n);
-        json_int(&j, "val_from_train", val_from_train);
-        json_int(&j, "dim", tr.d);
-        json_int(&j, "classes", classes);
-        json_int(&j, "knn_k", k);
-        json_num(&j, "knn_t", knn_t);
-        json_num(&j, "knn_top1", top1);
-        json_num(&j, "knn_top5", top5);
-        json_num(&j, "probe_top1", pr.test_top1);
-        json_num(&j, "probe_train_top1", pr.train_top1);
-        json_num(&j, "probe_l2", pr.lambda);
-        json_num(&j, "probe_sklearn_C", do_probe ? 1.0 / (pr.lambda * tr.n) : NAN);
-        json_num(&j, "probe_holdout", holdout);
-        json_int(&j, "probe_iters", pr.iters);
-        json_num(&j, "probe_grad_max", do_probe ? pr.grad_max : NAN);
-        json_num(&j, "seconds_features", t_feat);
-        json_num(&j, "seconds_knn", t_knn);
-        json_num(&j, "seconds_probe", t_probe);
-        const char *text = json_end(&j);
-        size_t n = strlen(text);
-        char *line = xmalloc(n + 2, "results line");
-        memcpy(line, text, n);
-        line[n] = '\n';
-        // atomically: the main job reuses cached results, so a cut-short file must never exist
-        if (file_write_atomic(out_json, line, n + 1, "results", err, sizeof err) != 0) fatal("%s", err);
-        xfree(line);
-        json_free(&j);
-        printf("%-28s %s\n", "results", out_json);
-    }
-    if (model) params_free(&table);
+    if (out_json) write_json(out_json, &o, &info, &r, what);
+    if (model) model_free(&m);
     checkpoint_info_free(&info);
-    xfree(tr.x), xfree(tr.y), xfree(te.x), xfree(te.y), xfree(keys);
+    xfree(r.tr.x), xfree(r.tr.y), xfree(r.te.x), xfree(r.te.y), xfree(o.keys);
     return 0;
 }
