@@ -15,6 +15,7 @@
 #include "gemm_tiles.h"
 #include "objective.h"
 #include "tokenizer.h"
+#include "model.h"
 #include "vit.h"
 
 #define COS_MIN 0.999

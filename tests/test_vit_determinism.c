@@ -9,6 +9,7 @@
 #include "common.h"
 #include "gemm_tiles.h"
 #include "optim.h"
+#include "model.h"
 #include "vit.h"
 
 enum { MAX_BATCH = 64, STEPS = 3 };

@@ -46,3 +46,18 @@ void model_free(Model *m) {
     vit_release(&m->vit);
     params_free(&m->params);
 }
+
+Vit *vit_create(const VitConfig *cfg, int max_batch, uint64_t seed) {
+    Model *m = xcalloc(1, sizeof(Model), "model");
+    ModelSpec spec = {.kind = MODEL_ENCODER, .vit = *cfg, .max_batch = max_batch, .seed = seed};
+    model_build(m, &spec, NULL);
+    m->vit.owner = m;
+    return &m->vit;
+}
+
+void vit_destroy(Vit *vit) {
+    if (!vit) return;
+    Model *m = vit->owner;
+    model_free(m);
+    xfree(m);
+}

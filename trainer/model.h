@@ -44,3 +44,8 @@ typedef struct {
 // tok: the centroids (pretraining with a token loss or replacement), else NULL.
 void model_build(Model *m, const ModelSpec *spec, Tokenizer *tok);
 void model_free(Model *m);
+
+// For tests and benchmarks: a standalone encoder (MODEL_ENCODER, no optimiser) with its own
+// table, and its release.
+Vit *vit_create(const VitConfig *cfg, int max_batch, uint64_t seed);
+void vit_destroy(Vit *vit);

@@ -563,17 +563,6 @@ double block_forward_flops(double T, double R, double D, double Hd) {
            + 2 * 2 * R * D * Hd;   // fc1, fc2
 }
 
-Vit *vit_create(const VitConfig *cfg, int max_batch, uint64_t seed) {
-    Vit *vit = xcalloc(1, sizeof(Vit), "model");
-    ParamTable *t = xcalloc(1, sizeof(ParamTable), "parameter table");
-    vit_register(vit, t, cfg);
-    params_allocate(t);
-    vit_bind(vit);
-    vit_init_weights(vit, seed);
-    vit_allocate_activations(vit, max_batch);
-    return vit;
-}
-
 void vit_release(Vit *vit) {
     arena_free(&vit->acts);
     arena_free(&vit->grads);
@@ -581,14 +570,6 @@ void vit_release(Vit *vit) {
     xfree(vit->w.blocks);
     xfree(vit->g.blocks);
     xfree(vit->block_first);
-}
-
-void vit_destroy(Vit *vit) {
-    if (!vit) return;
-    vit_release(vit);
-    params_free(vit->params);
-    xfree(vit->params);
-    xfree(vit);
 }
 
 ParamTable *vit_params(Vit *vit) { return vit->params; }

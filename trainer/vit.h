@@ -119,6 +119,7 @@ typedef struct {
     float *drop_scale;             // [depth][2][max_batch] this step's branch scales
     int drop_active;               // 1: vit_forward applies drop_scale (training steps only)
     int forward_only;              // 1: two blocks' activations, reused in turn (no vit_backward)
+    void *owner;                   // vit_create's Model (model.h)
     // The last block's rows the caller will read (NULL: all; see block_forward):
     // the pretraining objective reads CLS and the scored patches only. Set for
     // one vit_forward / vit_backward pair; other rows of final are then stale.
@@ -171,9 +172,6 @@ double vit_patch_embed_flops_per_image(const VitConfig *cfg);
 // Forward FLOPs of one block on T tokens per image of which R are kept rows.
 double block_forward_flops(double T, double R, double D, double hidden);
 
-// Convenience for tests and benchmarks: a standalone model with its own table.
-Vit *vit_create(const VitConfig *cfg, int max_batch, uint64_t seed);
-void vit_destroy(Vit *vit);
 // Its activations and bookkeeping, not the table (a model registered in another's table).
 void vit_release(Vit *vit);
 ParamTable *vit_params(Vit *vit);

@@ -11,6 +11,7 @@
 #include "kernels.h"
 #include "optim.h"
 #include "perf.h"
+#include "model.h"
 #include "vit.h"
 
 static int cmp_double(const void *a, const void *b) {
