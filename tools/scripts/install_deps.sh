@@ -13,6 +13,8 @@ PKGS=(
   python3-torch python3-torchvision python3-numpy python3-h5py python3-pytest
   python3-sklearn python3-faiss python3-matplotlib python3-pil python3-yaml
   dataset-fashion-mnist             # the embedded default data
+  clang-14 libclang-rt-14-dev       # libFuzzer and the sanitizer runtimes (make fuzz, make test)
+  cppcheck clang-tidy-14            # the static analysers (make analyse)
 )
 
 missing=()
