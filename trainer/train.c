@@ -307,6 +307,21 @@ static void run_load_finetune_encoder(Run *r) {
     }
 }
 
+// A fresh start in a run folder an earlier start wrote to (killed before its first checkpoint,
+// or a run begun again without --resume): its checkpoints are moved aside, so that a later
+// --resume=auto cannot pick them up, and its metrics lines are dropped, so that the log holds
+// each step once.
+static void run_start_fresh(Run *r) {
+    if (r->rank != 0) return;
+    char aside[PATH_MAX];
+    int moved = checkpoint_set_aside_after(r->run_dir, 0, aside, sizeof aside);
+    if (moved)
+        warn("fresh start: %d checkpoint%s of an earlier run in %s moved into %s", moved, moved == 1 ? "" : "s",
+             r->run_dir, aside);
+    long dropped = runlog_resume_at(r->rl, 0);
+    if (dropped) printf("fresh start: dropped %ld metrics lines of an earlier start in %s\n", dropped, r->run_dir);
+}
+
 // The checkpoint's view of the run, and its state when resuming.
 static void run_resume(Run *r) {
     const Config *cfg = &r->cfg;
@@ -318,7 +333,10 @@ static void run_resume(Run *r) {
     r->cs = (CheckpointState){.params = &r->model.params, .opt = &r->model.opt, .tokenizer = r->tok,
                               .config_yaml = r->yaml, .rng = &r->ts, .rng_size = sizeof r->ts, .cursor = r->cursors,
                               .cursor_size = cursor_size * r->world, .mode = CKPT_LOAD_FULL};
-    if (!r->resume_path) return;
+    if (!r->resume_path) {
+        run_start_fresh(r);
+        return;
+    }
     const char *path = r->resume_path;
     if (checkpoint_load(path, &r->cs, err, sizeof err) != 0) fatal("resume: %s", err);
     if (r->ts.magic != TRAINER_STATE_MAGIC) fatal("resume: %s holds no trainer state from this program", path);
