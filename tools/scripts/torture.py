@@ -60,8 +60,11 @@ def verifies(path):
     return p.returncode == 0
 
 
-def temp_files(run_dir):
-    return [f for f in os.listdir(run_dir) if ".tmp." in f] if os.path.isdir(run_dir) else []
+def temp_files(run_dir, pid=None):
+    """Temporary files in run_dir: a writer's "<name>.tmp.<pid>" (pid: only that process's)."""
+    if not os.path.isdir(run_dir):
+        return []
+    return [f for f in os.listdir(run_dir) if (f".tmp.{pid}" if pid else ".tmp.") in f]
 
 
 def metrics_steps(run_dir):
@@ -109,10 +112,10 @@ def kill_at(proc, run_dir, target, rng):
         if target == "step":
             wait_for(proc, lambda: False, rng.uniform(0.1, 1.5))
         else:
-            wait_for(proc, lambda: temp_files(run_dir))
+            wait_for(proc, lambda: temp_files(run_dir, proc.pid))
     if proc.poll() is not None:
         return "exited"
-    phase = ("save" if temp_files(run_dir)
+    phase = ("save" if temp_files(run_dir, proc.pid)
              else "tokenizer" if not os.path.exists(os.path.join(run_dir, "tokenizer.h5"))
              else target if target in ("startup", "early") else "step")
     proc.send_signal(signal.SIGKILL)
