@@ -653,6 +653,13 @@ int config_check_training(const Config *cfg, char *err, size_t errlen) {
     if (cfg->w_pixel > 0 && cfg->depth < 3)
         return fail(&c, "the pixel head reads block depth-3, so depth%s must be >= 3 (got %d), or w_pixel%s 0",
                     from(cfg, CFG_depth, a, sizeof a), cfg->depth, from(cfg, CFG_w_pixel, b, sizeof b));
+    int grid = cfg->patch_size > 0 ? cfg->img_size / cfg->patch_size : 0, patches = grid * grid;
+    if ((cfg->w_token > 0 || cfg->w_pixel > 0) &&
+        lround(cfg->mask_ratio * patches) + lround(cfg->replace_ratio * patches) == 0)
+        return fail(&c, "mask_ratio %g%s and replace_ratio %g%s select none of the %d patches, so the token and pixel "
+                    "losses would be empty: raise one, or set w_token and w_pixel to 0", cfg->mask_ratio,
+                    from(cfg, CFG_mask_ratio, a, sizeof a), cfg->replace_ratio, from(cfg, CFG_replace_ratio, b, sizeof b),
+                    patches);
     if (cfg->teacher_momentum > 0 && cfg->w_contrast == 0)
         return fail(&c, "teacher_momentum %g%s needs the contrastive term (w_contrast > 0)", cfg->teacher_momentum,
                     from(cfg, CFG_teacher_momentum, a, sizeof a));

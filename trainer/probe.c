@@ -27,6 +27,7 @@ void knn_eval(const float *train, const int32_t *ytrain, size_t ntrain, const fl
     float *tr = l2_normalised(train, ntrain, d), *te = l2_normalised(test, ntest, d);
     enum { BLOCK = 128 };
     float *sims = xmalloc((size_t)BLOCK * ntrain * sizeof(float), "kNN similarities");
+    double *scores = xmalloc((size_t)BLOCK * classes * sizeof(double), "kNN class scores");  // off the stack: classes is data
     long hit1 = 0, hit5 = 0;
     for (size_t r0 = 0; r0 < ntest; r0 += BLOCK) {
         int nb = (int)(ntest - r0 < BLOCK ? ntest - r0 : BLOCK);
@@ -50,8 +51,8 @@ void knn_eval(const float *train, const int32_t *ytrain, size_t ntrain, const fl
                 topv[p] = v;
                 topi[p] = (int32_t)j;
             }
-            double score[classes];
-            memset(score, 0, sizeof score);
+            double *score = scores + (size_t)i * classes;
+            memset(score, 0, sizeof(double) * classes);
             for (int t = 0; t < cnt; t++) score[ytrain[topi[t]]] += exp(topv[t] / T);
             int y = ytest[r0 + i], rank = 0;
             for (int c = 0; c < classes; c++) rank += score[c] > score[y] || (score[c] == score[y] && c < y);
@@ -62,6 +63,7 @@ void knn_eval(const float *train, const int32_t *ytrain, size_t ntrain, const fl
     *top1 = 100.0 * hit1 / (double)ntest;
     *top5 = 100.0 * hit5 / (double)ntest;
     xfree(sims);
+    xfree(scores);
     xfree(tr);
     xfree(te);
 }

@@ -84,9 +84,9 @@ void tokenizer_assign(Tokenizer *t, const float *patches, size_t n, int32_t *ids
 
 void tokenizer_check(const Tokenizer *t, int patch, int channels, const char *model_name) {
     if (t->patch != patch || t->channels != channels)
-        fatal("tokenizer (source '%s') has patch size %d and %d channels, but model %s uses patch size %d and %d channels; "
+        fatal("tokenizer (source '%s') has patch size %d and %d channels, but %s uses patch size %d and %d channels; "
               "build a matching tokenizer with build_tokenizer --patch %d --channels %d",
-              t->source, t->patch, t->channels, model_name ? model_name : "", patch, channels, patch, channels);
+              t->source, t->patch, t->channels, model_name ? model_name : "the model", patch, channels, patch, channels);
 }
 
 void tokenizer_save_group(const Tokenizer *t, hid_t g) {

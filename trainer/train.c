@@ -138,7 +138,18 @@ static int save_checkpoint(const char *run_dir, CheckpointState *cs, const Loade
     return checkpoint_save_step(run_dir, cs, cfg->keep_last, cfg->keep_every, err, errlen);
 }
 
+static Tokenizer *obtain_tokenizer_once(const Config *cfg, const char *run_dir, const char *resume_path);
+
+// The tokenizer, and a word when its K is not the config's num_centroids (a given file wins).
 static Tokenizer *obtain_tokenizer(const Config *cfg, const char *run_dir, const char *resume_path) {
+    Tokenizer *t = obtain_tokenizer_once(cfg, run_dir, resume_path);
+    if (t->k != cfg->num_centroids)
+        warn("tokenizer: it has K = %d centroids, the config says num_centroids = %d; the run uses K = %d (the "
+             "checkpoint records the tokenizer)", t->k, cfg->num_centroids, t->k);
+    return t;
+}
+
+static Tokenizer *obtain_tokenizer_once(const Config *cfg, const char *run_dir, const char *resume_path) {
     char err[1024], path[4096];
     if (cfg->tokenizer_path[0]) {
         printf("tokenizer: loading %s\n", cfg->tokenizer_path);
@@ -187,6 +198,10 @@ static double classifier_top1(Vit *vit, const Config *cfg) {
     long correct = 0, total = 0;
     vit->drop_active = 0;
     while (loader_next(l, &b)) {
+        for (int i = 0; i < b.n; i++)
+            if (b.labels[i] < 0 || b.labels[i] >= vit->cfg.num_classes)
+                fatal("finetune: data_val '%s' has label %d, outside [0, num_classes = %d)", cfg->data_val,
+                      b.labels[i], vit->cfg.num_classes);
         vit_forward(vit, b.view1, NULL, b.n);
         vit_head_forward(vit, b.labels, b.n, 1);
         int K = vit->cfg.num_classes;

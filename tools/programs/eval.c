@@ -20,6 +20,9 @@
 #include "model.h"
 #include "vit.h"
 
+// More classes than any labelled image set has (ImageNet-21k: 21841): a larger label is corrupt.
+#define EVAL_MAX_CLASSES 100000
+
 static void usage(void) {
     printf(
         "usage: eval CHECKPOINT.h5 [options] [--key=value ...]\n"
@@ -168,8 +171,12 @@ static Split extract(const Config *cfg, const char *source, const char *name, Vi
     if (bad)  // a NaN would win every kNN vote it took part in, and poison the probe
         fatal("%s split '%s': %zu feature values are NaN or infinite; the checkpoint's weights are not usable",
               name, source, bad);
-    for (size_t i = 0; i < s.n; i++)
+    for (size_t i = 0; i < s.n; i++) {
+        if (s.y[i] < 0 || s.y[i] >= EVAL_MAX_CLASSES)
+            fatal("%s split '%s': image %zu has label %d, outside [0, %d): a corrupt label (eval sizes its classes "
+                  "by the largest label)", name, source, i, s.y[i], EVAL_MAX_CLASSES);
         if (s.y[i] + 1 > s.classes) s.classes = s.y[i] + 1;
+    }
     fprintf(stderr, "  %zu images, %d dims, %.1f s (%.0f img/s)\n", s.n, s.d, now_seconds() - t0, s.n / (now_seconds() - t0 + 1e-9));
     return s;
 }
