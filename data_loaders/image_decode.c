@@ -40,15 +40,25 @@ static inline uint8_t luma(int r, int g, int b) { return (uint8_t)((r * 19595 + 
 typedef struct {
     struct jpeg_error_mgr pub;
     jmp_buf jump;
-    int truncated;   // libjpeg only warns on premature EOF; we treat it as corrupt
+    int truncated;   // libjpeg only warns where data is lost; we treat it as corrupt
+    int code;        // the warning that set it
 } JpegErr;
 
 static void jpeg_error_jump(j_common_ptr c) {
     longjmp(((JpegErr *)c->err)->jump, 1);
 }
 
+// Warnings where libjpeg fills lost data with grey and carries on: a premature end of the
+// file or of a scan segment (a cut file that still ends in FF D9), a bad Huffman code, a
+// lost restart marker. Extraneous bytes before a marker lose nothing (common in real
+// photo sets) and stay accepted.
 static void jpeg_quiet_message(j_common_ptr c, int level) {
-    if (level < 0 && c->err->msg_code == JWRN_JPEG_EOF) ((JpegErr *)c->err)->truncated = 1;
+    int code = c->err->msg_code;
+    if (level < 0 && (code == JWRN_JPEG_EOF || code == JWRN_HIT_MARKER || code == JWRN_HUFF_BAD_CODE ||
+                      code == JWRN_MUST_RESYNC) && !((JpegErr *)c->err)->truncated) {
+        ((JpegErr *)c->err)->truncated = 1;
+        ((JpegErr *)c->err)->code = code;
+    }
 }
 
 static void jpeg_setup(struct jpeg_decompress_struct *ci, JpegErr *je) {
@@ -162,11 +172,16 @@ static DecodeStatus jpeg_decode(const uint8_t *data, size_t len, int channels, i
         }
     }
     int truncated = je.truncated;
+    char why[JMSG_LENGTH_MAX] = "";
+    if (truncated) {
+        ci.err->msg_code = je.code;
+        ci.err->format_message((j_common_ptr)&ci, why);
+    }
     jpeg_abort_decompress(&ci);
     jpeg_destroy_decompress(&ci);
     free(cmyk_row);
     if (truncated) {
-        snprintf(out->error, sizeof out->error, "premature end of JPEG data");
+        snprintf(out->error, sizeof out->error, "damaged JPEG data: %s", why);
         return DECODE_CORRUPT;
     }
     return DECODE_OK;

@@ -57,3 +57,26 @@ def test_a_corruption_that_selects_no_patch_is_refused_before_any_work(tmp_path)
     p = run([os.path.join(BIN, "config_check"), "--config", "configs/fashion_mnist.yaml", "--mask_ratio=0",
              "--replace_ratio=0"])
     assert p.returncode != 0 and "select none of the 49 patches" in p.stderr
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.1])
+def test_a_cut_jpeg_that_still_ends_in_eoi_is_skipped_and_counted(tmp_path, keep):
+    from conftest import require
+    require("PIL", "python3-pil")
+    from PIL import Image
+    import numpy as np
+    buf = io.BytesIO()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)).save(buf, "JPEG", quality=90)
+    jpg = buf.getvalue()
+    bad = jpg[:int(len(jpg) * keep)] + b"\xff\xd9"  # the scan cut short, the end-of-image marker put back
+    shard = tmp_path / "d-000000.tar"
+    with tarfile.open(shard, "w") as t:
+        for key, data in (("good", jpg), ("bad", bad)):
+            for ext, payload in ((".jpg", data), (".cls", b"0")):
+                info = tarfile.TarInfo(key + ext)
+                info.size = len(payload)
+                t.addfile(info, io.BytesIO(payload))
+    p = run([os.path.join(BIN, "check_data"), str(shard), "--full", "--max_skip_fraction=1"])
+    assert "bad: corrupt image (1)" in p.stdout + p.stderr, p.stdout + p.stderr
+    assert "damaged JPEG data" in p.stdout + p.stderr and "d-000000.tar bad" in p.stdout + p.stderr
