@@ -70,6 +70,7 @@ struct Loader {
     char **shards;
     int num_shards;
     int64_t *shard_len;
+    uint8_t *longer_warned;     // [num_shards] the reader has said the shard holds more than shard_len
     Manifest manifest;
     int have_manifest;
     ImageFolder folder;
@@ -148,6 +149,7 @@ static void open_shards(Loader *L) {
     if (mpath && manifest_read(mpath, &L->manifest) == 0) L->have_manifest = 1;
     else if (L->cfg.manifest && *L->cfg.manifest) fatal("data loader: cannot read manifest %s: %s", mpath, strerror(errno));
     L->shard_len = xcalloc(L->num_shards, sizeof(int64_t), "shard lengths");
+    L->longer_warned = xcalloc(L->num_shards, 1, "shard length warnings");
     int missing = 0;
     for (int i = 0; i < L->num_shards; i++) {
         int64_t n = L->have_manifest ? manifest_shard_samples(&L->manifest, L->shards[i]) : -1;
@@ -361,9 +363,11 @@ static void read_epoch(ReaderState *rs) {
             continue;
         }
         WdsSample s = {0};
+        int64_t in_shard = 0;
         // Replaying to a restored cursor: samples dropped before it need no bytes.
         // (a gzip stream cannot seek back for the bytes later: there, the replay inflates them)
         while (!L->stop && (wr.lazy_images = !wr.tar.gz && rs->pos < rs->skip_until, wds_next(&wr, &s) == 1)) {
+            in_shard++;
             if (sample_stride > 1 && sample_index++ % sample_stride != L->cfg.rank) continue;
             WorkItem w = {0};
             w.skip = s.skip;
@@ -385,6 +389,13 @@ static void read_epoch(ReaderState *rs) {
         }
         wds_sample_clear(&s);
         wds_close(&wr);
+        // The plan counts the manifest's samples: a shard holding more is not read to its end.
+        if (in_shard > L->shard_len[order[i]] && !L->longer_warned[order[i]] && !L->stop) {
+            L->longer_warned[order[i]] = 1;
+            warn("data loader: shard %s holds %lld samples, its manifest says %lld: an epoch reads the manifest's "
+                 "count, so samples are left out; regenerate the manifest (make_shards writes it)", shard,
+                 (long long)in_shard, (long long)L->shard_len[order[i]]);
+        }
     }
     shuffle_drain(rs, &sb);
     free(sb.items);
@@ -651,6 +662,7 @@ void loader_close(Loader *L) {
     else shard_list_free(L->shards, L->num_shards);
     if (L->have_manifest) manifest_free(&L->manifest);
     free(L->shard_len);
+    free(L->longer_warned);
     free((char *)L->cfg.shards);
     free((char *)L->cfg.image_folder);
     free((char *)L->cfg.image_list);

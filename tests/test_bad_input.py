@@ -80,3 +80,15 @@ def test_a_cut_jpeg_that_still_ends_in_eoi_is_skipped_and_counted(tmp_path, keep
     p = run([os.path.join(BIN, "check_data"), str(shard), "--full", "--max_skip_fraction=1"])
     assert "bad: corrupt image (1)" in p.stdout + p.stderr, p.stdout + p.stderr
     assert "damaged JPEG data" in p.stdout + p.stderr and "d-000000.tar bad" in p.stdout + p.stderr
+
+
+def test_a_shard_longer_than_its_manifest_says_is_named(tmp_path):
+    shard = shard_with_label(tmp_path / "m-000000.tar", 3, n=100)  # 100 samples
+    with open(os.path.join(ROOT, "data", "fashion-mnist", "test-manifest.txt")) as f:
+        manifest = f.read().replace("samples 10000", "samples 50").replace("shard test-000000.tar 10000",
+                                                                           "shard m-000000.tar 50")
+    (tmp_path / "m-manifest.txt").write_text(manifest)
+    p = run([os.path.join(BIN, "eval"), "--raw-pixels", "--config", "configs/fashion_mnist.yaml", "--train", SOURCE,
+             "--test", shard, "--no-probe", "--num_workers=1", "--out", str(tmp_path / "e.json")])
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "m-000000.tar holds 100 samples, its manifest says 50" in p.stderr
