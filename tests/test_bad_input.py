@@ -92,3 +92,97 @@ def test_a_shard_longer_than_its_manifest_says_is_named(tmp_path):
              "--test", shard, "--no-probe", "--num_workers=1", "--out", str(tmp_path / "e.json")])
     assert p.returncode == 0, p.stderr[-2000:]
     assert "m-000000.tar holds 100 samples, its manifest says 50" in p.stderr
+
+
+def png_bytes(width, height, rows=None):
+    """A grey 8-bit PNG; rows: the raw scanlines (filter byte + pixels), zeros by default."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    raw = rows if rows is not None else bytes((width + 1) * height)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) +
+            chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+
+
+def shard_of(path, samples):
+    """samples: (key, {ext: bytes})"""
+    with tarfile.open(path, "w") as t:
+        for key, parts in samples:
+            for ext, payload in parts.items():
+                info = tarfile.TarInfo(key + ext)
+                info.size = len(payload)
+                t.addfile(info, io.BytesIO(payload))
+    return str(path)
+
+
+def check_data(*args):
+    p = run([os.path.join(BIN, "check_data")] + [str(a) for a in args] + ["--max_skip_fraction=1"])
+    return p.stdout + p.stderr
+
+
+@pytest.mark.parametrize("width,height", [(0, 28), (28, 0)])
+def test_an_image_with_a_zero_side_is_skipped_as_corrupt(tmp_path, width, height):
+    shard = shard_of(tmp_path / "z-000000.tar", [("good", {".png": png_bytes(28, 28), ".cls": b"1"}),
+                                                 ("flat", {".png": png_bytes(width, height, b""), ".cls": b"1"})])
+    out = check_data(shard, "--full")
+    assert "bad: corrupt image (1)" in out and "z-000000.tar flat" in out, out
+
+
+@pytest.mark.parametrize("label", [b"seven", b"-1", b"3.0", b""])
+def test_a_label_that_is_not_a_class_index_is_skipped_and_counted(tmp_path, label):
+    shard = shard_of(tmp_path / "l-000000.tar", [("good", {".png": png_bytes(28, 28), ".cls": b"1"}),
+                                                 ("odd", {".png": png_bytes(28, 28), ".cls": label})])
+    out = check_data(shard, "--task=finetune")
+    assert "bad: missing image or label (1)" in out and "l-000000.tar odd" in out, out
+
+
+def test_a_png_bomb_is_refused_from_its_header(tmp_path):
+    bomb = png_bytes(8001, 8000)  # 64 MB of pixels in ~62 KB
+    assert len(bomb) < 200_000
+    shard = shard_of(tmp_path / "b-000000.tar", [("bomb", {".png": bomb, ".cls": b"1"}),
+                                                 ("good", {".png": png_bytes(28, 28), ".cls": b"1"})])
+    out = check_data(shard, "--full")
+    assert "bad: too many pixels (1)" in out and "b-000000.tar bomb" in out, out
+
+
+def test_a_finetune_training_label_beyond_num_classes_stops_naming_it(tmp_path):
+    bad = shard_with_label(tmp_path / "t.tar", 99)
+    p = run([os.path.join(BIN, "train"), "--config", "configs/fashion_mnist_finetune.yaml",
+             f"--output_dir={tmp_path}", "--run_name=ft", f"--data_train={bad}", "--steps=3", "--save_every=0",
+             "--shuffle_buffer_mb=0"] + TINY)
+    assert p.returncode == 1 and "label 99 of a training image is outside [0, num_classes = 10)" in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize("kind", ["end_marker_only", "zero_bytes"])
+def test_an_empty_shard_stops_training_and_eval_by_name(tmp_path, kind):
+    path = tmp_path / "e-000000.tar"
+    if kind == "zero_bytes":
+        path.write_bytes(b"")
+    else:
+        shard_of(path, [])
+    p = run([os.path.join(BIN, "train"), "--config", "configs/fashion_mnist.yaml", f"--output_dir={tmp_path}",
+             "--run_name=e", f"--data_train={path}", "--steps=1", "--w_token=0", "--w_pixel=0"] + TINY)
+    assert p.returncode == 1 and "0 samples" in p.stderr, p.stderr[-1500:]
+    p = run([os.path.join(BIN, "eval"), "--raw-pixels", "--config", "configs/fashion_mnist.yaml", "--train", SOURCE,
+             "--test", str(path), "--no-probe", "--num_workers=1", "--out", str(tmp_path / "e.json")])
+    assert p.returncode == 1 and "gave no images" in p.stderr, p.stderr[-1500:]
+
+
+def test_a_tokenizer_that_does_not_fit_the_model_is_refused(tmp_path):
+    p = run([os.path.join(BIN, "train"), "--config", "configs/fashion_mnist.yaml", f"--output_dir={tmp_path}",
+             "--run_name=tok", f"--data_train={SOURCE}", "--steps=1", "--num_centroids=16",
+             "--tokenizer_images_per_class=5", "--tokenizer_iters=2", "--w_contrast=0", "--save_every=0"] + TINY)
+    assert p.returncode == 0, p.stderr[-1500:]
+    tok = tmp_path / "tok" / "tokenizer.h5"
+    p = run([os.path.join(BIN, "config_check"), "--config", "configs/fashion_mnist.yaml"])  # sanity: the config is fine
+    assert p.returncode == 0, p.stderr
+    for extra, want in ((["--patch_size=7"], "has patch size 4 and 1 channels, but the model (patch_size, in_chans) "
+                                             "uses patch size 7"),
+                        ([], "no-such-tokenizer.h5")):
+        path = tok if extra else tmp_path / "no-such-tokenizer.h5"
+        p = run([os.path.join(BIN, "train"), "--config", "configs/fashion_mnist.yaml", f"--output_dir={tmp_path}",
+                 "--run_name=t2", f"--data_train={SOURCE}", "--steps=1", f"--tokenizer_path={path}",
+                 "--w_contrast=0"] + TINY + extra)
+        assert p.returncode == 1 and want in p.stderr, p.stderr[-1500:]
