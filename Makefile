@@ -10,7 +10,7 @@ CC      ?= gcc
 PYTHON  := /usr/bin/python3
 BUILD   := build
 
-CFLAGS  := -O3 -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare -fPIC -MMD -MP -Iground -Itrainer -Idata_loaders
+CFLAGS  := -O3 -std=gnu11 -Wall -Wextra -fPIC -MMD -MP -Iground -Itrainer -Idata_loaders
 LDLIBS  := -lm -lpthread
 
 ifeq ($(DEBUG),1)
