@@ -28,6 +28,16 @@ static inline int thread_id(void) {
 #endif
 }
 
+int kernel_thread_num(void) { return thread_id(); }
+
+void kernel_set_threads(int n) {
+#ifdef _OPENMP
+    omp_set_num_threads(n);
+#else
+    (void)n;  // one thread whatever is asked
+#endif
+}
+
 // Row reductions in LANES fixed lanes, combined in a fixed order: a plain
 // float `sum +=` loop is a serial dependency chain that GCC may not vectorise
 // (it would reorder the additions); lanes vectorise and the bits still depend
