@@ -248,6 +248,7 @@ static int run_child(void (*fn)(void), char *err, size_t cap) {
     fflush(stdout);
     pid_t pid = fork();
     if (pid == 0) {
+        check_death_child();
         close(pfd[0]);
         dup2(pfd[1], 2);
         fn();
