@@ -153,6 +153,7 @@ static void small_emulated(int a_trans, int b_trans, int M, int N, int K, float 
 #include "gemm_simd.h"
 
 static uint32_t *reserve_dwords(float **buf, size_t *capacity, size_t count, const char *what) {
+    // cppcheck-suppress invalidPointerCast ; heap scratch, only ever read and written as dwords
     return (uint32_t *)xreserve_floats(buf, capacity, count ? count : 1, what);
 }
 

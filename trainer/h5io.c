@@ -434,7 +434,7 @@ void h5_close_in_memory(hid_t file, H5Image *img) {
     // extension and end-of-file addresses, O bytes each, little-endian.
     const unsigned char *b = img->data;
     int O = img->capacity > 12 ? b[9] : 0;
-    if (O < 1 || O > 8 || img->capacity < (size_t)(12 + 3 * O) || memcmp(b, "\211HDF\r\n\032\n", 8) || (b[8] != 2 && b[8] != 3))
+    if (O < 1 || O > 8 || img->capacity < 12 + 3 * (size_t)O || memcmp(b, "\211HDF\r\n\032\n", 8) || (b[8] != 2 && b[8] != 3))
         fatal("in-memory HDF5 file: unexpected superblock");
     uint64_t eof = 0;
     for (int i = O - 1; i >= 0; i--) eof = eof << 8 | b[12 + 2 * O + i];

@@ -947,6 +947,7 @@ float softmax_xent_forward(float *probs, const float *logits, const int32_t *lab
                 s += exp((double)l[k] - mx);
                 sum_l += l[k];
             }
+            // cppcheck-suppress invalidFunctionArg ; s >= 1: the maximum logit adds exp(0) (K >= 1)
             double lse = log(s) + mx;
             total += (1.0 - smoothing) * (lse - l[labels[n]]) + smoothing * (lse - sum_l / K);
         }
