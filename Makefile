@@ -1,7 +1,8 @@
 # CCViT trainer. `make` builds everything, `make test` runs every test,
 # `make deps` installs what a fresh Debian 12 machine lacks, `make run` is the
 # main job, `make bench` the side-by-side benchmarks. Overrides: NO_NATIVE=1,
-# NO_OMP=1, DEBUG=1 (-O0 -g, sanitizers off), CC=clang.
+# NO_OMP=1, NO_MPI=1, DEBUG=1 (-O0 -g, sanitizers off), CC=clang; for the checks:
+# WERROR=1, SANITIZE=1 (`make test` uses both), `make analyse` (cppcheck, clang-tidy).
 
 # a recipe that fails leaves no half-written target behind for the next make to trust
 .DELETE_ON_ERROR:
@@ -10,11 +11,29 @@ CC      ?= gcc
 PYTHON  := /usr/bin/python3
 BUILD   := build
 
-CFLAGS  := -O3 -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare -fPIC -MMD -MP -Iground -Itrainer -Idata_loaders
+CFLAGS  := -O3 -std=gnu11 -Wall -Wextra -fPIC -MMD -MP -Iground -Itrainer -Idata_loaders
 LDLIBS  := -lm -lpthread
 
 ifeq ($(DEBUG),1)
   CFLAGS := $(filter-out -O3,$(CFLAGS)) -O0 -g
+endif
+
+# WERROR=1: a warning fails the build. `make test` (so .ci/run) compiles with it,
+# every tree it builds, so a new warning fails the suite. A plain `make` stays
+# tolerant: a compiler newer than the ones the code is checked with (gcc 12,
+# clang 14) may add warnings, and someone building to train should not be
+# stopped by one.
+ifeq ($(WERROR),1)
+  CFLAGS += -Werror
+endif
+
+# SANITIZE=1: AddressSanitizer (with LeakSanitizer) and UBSan at -O1 -g; any
+# undefined behaviour aborts. `make test` builds the library, the C tests and
+# train this way in build-asan/ and runs the C tests there.
+ifeq ($(SANITIZE),1)
+  SANITIZERS := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+  CFLAGS := $(filter-out -O3,$(CFLAGS)) -O1 -g -fno-omit-frame-pointer $(SANITIZERS)
+  LDLIBS += $(SANITIZERS)
 endif
 
 # ---- probes: each prints what it chose and why ------------------------------
@@ -142,6 +161,68 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(BUILD)/libccvit.a
 	$(CC) -o $@ $^ $(LDLIBS)
 
 .SECONDARY: $(LIB_OBJS) $(PROG_SRCS:%.c=$(BUILD)/obj/%.o) $(TEST_SRCS:%.c=$(BUILD)/obj/%.o)
+
+# ---- sanitizers and build matrix ---------------------------------------------
+# `make test` also builds, each in its own tree with WERROR=1: build-asan/
+# (SANITIZE=1) and one tree per override the README advertises (build-noomp,
+# build-nonative, build-nompi, build-clang), each with the library, the C tests
+# and train only (the other tools add build time and no new configuration). It
+# runs the C tests in build-asan/ (tests/sanitizers.supp: suppressions, each with
+# why) and in build-nonative/ (the GEMM tiles fall back to OpenBLAS there). The
+# Python tests keep the optimised build/. The C test runs go one after another
+# (test_loader writes build/test_loader/ whatever tree it was built in).
+core: $(BUILD)/libccvit.a $(BUILD)/bin/train $(TESTS)
+
+MATRIX          := noomp nonative nompi clang
+MATRIX_noomp    := NO_OMP=1
+MATRIX_nonative := NO_NATIVE=1
+MATRIX_nompi    := NO_MPI=1
+MATRIX_clang    := CC=clang
+SUBMAKE         := $(MAKE) --no-print-directory WERROR=1
+
+build-matrix: $(addprefix build-matrix-,$(MATRIX))
+build-matrix-%:
+	@echo "== build-$*: $(MATRIX_$*) (library, C tests, train)"
+	+$(SUBMAKE) BUILD=build-$* $(MATRIX_$*) core
+
+build-asan:
+	@echo "== build-asan: SANITIZE=1 (library, C tests, train)"
+	+$(SUBMAKE) BUILD=build-asan SANITIZE=1 core
+
+# Not detect_stack_use_after_return: its fake stack frames break the 64-byte
+# alignment of AVX-512 spills (test_bf16 faults in a vmovaps, no bug of ours).
+SANITIZER_ENV := ASAN_OPTIONS=detect_leaks=1:strict_string_checks=1 \
+                 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/sanitizers.supp:print_suppressions=0 \
+                 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+test-asan: build-asan
+	$(SANITIZER_ENV) $(PYTHON) tests/run_tests.py --build build-asan --c-only
+
+# after test-asan: the two runs must not share build/test_loader/
+test-matrix: build-matrix test-asan
+	$(PYTHON) tests/run_tests.py --build build-nonative --c-only
+
+# The main suite (the recipe of `test` below) runs after these; analyse takes
+# about a minute on 2 cores, so `make test` runs it too.
+test: test-asan test-matrix analyse
+test test-fast: CFLAGS += -Werror
+
+clean: clean-matrix
+clean-matrix:
+	rm -rf build-asan $(addprefix build-,$(MATRIX))
+
+# Static analysis (docs/analysis.md): cppcheck, then clang-tidy-14 with the
+# checks in .clang-tidy, over the library and the user tools, with the flags the
+# build uses (includes, defines, -march, -fopenmp). Any finding fails; a false
+# positive is suppressed at its line with the reason.
+ANALYSE_SRCS  := $(wildcard ground/*.c trainer/*.c trainer/heads/*.c data_loaders/*.c tools/programs/*.c)
+ANALYSE_FLAGS := -std=gnu11 -I$(BUILD)/gen $(filter -I% -D% -march=% -fopenmp,$(CFLAGS))
+analyse: $(VERSION_H)
+	cppcheck -j2 --enable=warning,performance,portability --inline-suppr --error-exitcode=1 --std=c11 --quiet \
+	  --template='{file}:{line}: {severity}: {id}: {message}' -Iground -Itrainer -Idata_loaders ground trainer data_loaders tools/programs
+	printf '%s\n' $(ANALYSE_SRCS) | xargs -P2 -n4 sh -c 'clang-tidy-14 --quiet "$$@" -- $(ANALYSE_FLAGS) 2>/dev/null' sh
+	@echo "analyse: cppcheck and clang-tidy clean"
+
+.PHONY: core build-matrix build-asan test-asan test-matrix clean-matrix analyse
 
 # ---- the commands ---------------------------------------------------------------
 deps:

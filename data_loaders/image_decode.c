@@ -204,7 +204,8 @@ static void png_error_jump(png_structp png, png_const_charp msg) {
     png_longjmp(png, 1);
 }
 
-static void png_quiet_warning(png_structp png, png_const_charp msg) {}
+// libpng's warning callback (png_error_ptr); warnings are dropped on purpose.
+static void png_quiet_warning(png_structp png, png_const_charp msg) { (void)png, (void)msg; }
 
 static DecodeStatus png_decode(const uint8_t *data, size_t len, int channels, int64_t max_pixels, DecodedImage *out,
                                int header_only, int *w, int *h) {

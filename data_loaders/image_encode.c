@@ -23,7 +23,7 @@ static void png_write_mem(png_structp png, png_bytep data, png_size_t n) {
     m->len += n;
 }
 
-static void png_flush_mem(png_structp png) {}
+static void png_flush_mem(png_structp png) { (void)png; }  // png_flush_ptr signature; memory needs no flush
 
 uint8_t *encode_png(const uint8_t *pixels, int w, int h, int channels, size_t *len) {
     png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);

@@ -27,7 +27,7 @@ static int has_image_ext(const char *name) {
 static char *join(const char *a, const char *b) {
     size_t na = strlen(a), nb = strlen(b);
     char *s = xmalloc(na + nb + 2, "path");
-    memcpy(s, a, na);
+    memcpy(s, a, na);  // NOLINT(bugprone-not-null-terminated-result): the NUL comes with the second memcpy (nb + 1 bytes)
     s[na] = '/';
     memcpy(s + na + 1, b, nb + 1);
     return s;
@@ -50,7 +50,7 @@ static char **list_dir(const char *dir, int *n) {
         v[cnt++] = xstrdup(e->d_name);
     }
     closedir(d);
-    qsort(v, cnt, sizeof *v, cmp_str);
+    if (cnt > 1) qsort(v, cnt, sizeof *v, cmp_str);  // an empty folder leaves v NULL, which qsort may not take
     *n = cnt;
     return v;
 }

@@ -29,7 +29,7 @@ void tar_writer_add(TarWriter *w, const char *name, const void *data, size_t len
     unsigned char h[512] = {0};
     size_t nl = strlen(name);
     if (nl <= 100) {
-        memcpy(h, name, nl);
+        memcpy(h, name, nl);  // NOLINT(bugprone-not-null-terminated-result): a ustar name field is NUL-padded by the zeroed header, not terminated
     } else {
         const char *split = NULL;  // prefix/name split at a '/'
         for (const char *p = name; *p; p++)
@@ -45,7 +45,7 @@ void tar_writer_add(TarWriter *w, const char *name, const void *data, size_t len
     snprintf((char *)h + 136, 12, "%011o", 0);
     h[156] = '0';
     memcpy(h + 257, "ustar", 6);
-    memcpy(h + 263, "00", 2);
+    memcpy(h + 263, "00", 2);  // NOLINT(bugprone-not-null-terminated-result): ustar version "00" has no NUL by the format
     tar_header_seal(h);
     static const unsigned char zeros[512];
     size_t pad = (512 - len % 512) % 512;

@@ -15,7 +15,7 @@ void fatal(const char *fmt, ...) {
     va_start(ap, fmt);
     fflush(stdout);
     fputs("error: ", stderr);
-    vfprintf(stderr, fmt, ap);
+    vfprintf(stderr, fmt, ap);  // NOLINT(clang-analyzer-valist.Uninitialized): va_start above; a known analyser false positive
     fputc('\n', stderr);
     va_end(ap);
     if (fatal_exit) fatal_exit();
@@ -27,7 +27,7 @@ void warn(const char *fmt, ...) {
     va_start(ap, fmt);
     fflush(stdout);
     fputs("warning: ", stderr);
-    vfprintf(stderr, fmt, ap);
+    vfprintf(stderr, fmt, ap);  // NOLINT(clang-analyzer-valist.Uninitialized): va_start above; a known analyser false positive
     fputc('\n', stderr);
     va_end(ap);
 }

@@ -5,10 +5,15 @@ C tests: every binary in build/tests/ prints `PASS name` / `FAIL name: why`
 lines (tests/check.h); a crash or non-zero exit without a FAIL line counts as
 one failure. Python tests: tests/test_*.py under pytest, counted per test case.
 A missing dependency fails (conftest.py says what to install); nothing skips.
-Usage: tests/run_tests.py [-k substring] [--fast]
+Usage: tests/run_tests.py [-k substring] [--fast] [--build DIR] [--c-only]
   -k: filters test files by name; --fast: the C tests and the Python tests that
   take seconds (FAST below; `make test-fast`, under a minute), not the trainer
-  end-to-end ones.
+  end-to-end ones; --build: the build tree whose tests/ holds the C test
+  binaries (default build; `make test` also runs build-asan and build-nonative);
+  --c-only: the C tests alone (the Python tests use build/ whatever --build says).
+A sanitizer report on a C test's stderr (AddressSanitizer, LeakSanitizer, UBSan's
+`runtime error:`) fails that test even when its PASS lines and exit status look
+clean, e.g. a report from a forked child whose exit status the test ignores.
 """
 import os, subprocess, sys, time, xml.etree.ElementTree as ET
 
@@ -16,6 +21,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.chdir(ROOT)
 filt = sys.argv[sys.argv.index("-k") + 1] if "-k" in sys.argv else ""
 fast = "--fast" in sys.argv
+build = sys.argv[sys.argv.index("--build") + 1] if "--build" in sys.argv else "build"
+c_only = "--c-only" in sys.argv
+SANITIZER_REPORT = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:", "WARNING: AddressSanitizer")
 FAST = {"test_bindings.py", "test_gemm_bf16.py", "test_kernels.py", "test_kmeans_assign.py", "test_loader.py", "test_objective_twin.py",
         "test_function_length.py", "test_readme.py", "test_runlog.py", "test_tokenizer_build.py", "test_vit_kept_rows.py", "test_vit_twin.py"}
 C_TIMEOUT, PYTEST_TIMEOUT = 600, 1800  # seconds; the whole suite takes ~2 minutes on 2 idle cores
@@ -25,15 +33,15 @@ failures = []
 # Every tests/test_*.c must have its binary: a test that was not built must not
 # pass unnoticed.
 c_tests = sorted(x[:-2] for x in os.listdir("tests") if x.startswith("test_") and x.endswith(".c") and filt in x)
-built = set(os.listdir("build/tests")) if os.path.isdir("build/tests") else set()
+built = set(os.listdir(f"{build}/tests")) if os.path.isdir(f"{build}/tests") else set()
 for name in c_tests:
     if name not in built:
         failed += 1
-        failures.append(f"{name}: build/tests/{name} is missing (run `make`)")
+        failures.append(f"{name}: {build}/tests/{name} is missing (run `make`)")
 for name in c_tests:
     if name not in built:
         continue
-    path = os.path.join("build/tests", name)
+    path = os.path.join(build, "tests", name)
     t0 = time.time()
     print(f"== {name}", flush=True)
     # stderr apart: a message from a test's worker thread could otherwise land in
@@ -45,8 +53,13 @@ for name in c_tests:
         err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
         proc = subprocess.CompletedProcess(e.cmd, f"killed after {C_TIMEOUT} s (hung?)", out, err)
     p = f = 0
+    reports = 0
     for line in proc.stderr.splitlines():
         print("   stderr: " + line)
+        if any(s in line for s in SANITIZER_REPORT):
+            reports += 1
+            if reports == 1:
+                failures.append(f"{name}: sanitizer report: {line.strip()}")
     for line in proc.stdout.splitlines():
         print("   " + line)
         if line.startswith("PASS "):
@@ -60,12 +73,14 @@ for name in c_tests:
     elif p == 0 and f == 0:  # a binary that checked nothing is not a pass
         f = 1
         failures.append(f"{name}: printed no PASS or FAIL line")
+    if reports:
+        f += 1
     passed += p
     failed += f
     print(f"   ({p} passed, {f} failed, {time.time() - t0:.1f}s)", flush=True)
 
 py_tests = sorted(x for x in os.listdir("tests") if x.startswith("test_") and x.endswith(".py") and filt in x
-                  and (not fast or x in FAST))
+                  and (not fast or x in FAST) and not c_only)
 if py_tests:
     xml = "build/pytest-report.xml"
     os.makedirs("build", exist_ok=True)

@@ -21,12 +21,6 @@ static float from_bits(uint32_t u) {
     return f;
 }
 
-static inline uint32_t to_bits(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return u;
-}
-
 static void known_answers(void) {
     CHECK("bf16 round: ties go to even", bf16_round(from_bits(0x3F808000u)) == 0x3F80 && bf16_round(from_bits(0x3F818000u)) == 0x3F82,
           "1+2^-8 -> %04x, 1+3*2^-8 -> %04x", bf16_round(from_bits(0x3F808000u)), bf16_round(from_bits(0x3F818000u)));
@@ -55,6 +49,12 @@ static void known_answers(void) {
 }
 
 #ifdef __AVX512BF16__
+static inline uint32_t to_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
 static uint32_t xorshift(uint64_t *s) {
     *s ^= *s << 13, *s ^= *s >> 7, *s ^= *s << 17;
     return (uint32_t)(*s >> 11);

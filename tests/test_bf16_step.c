@@ -146,6 +146,7 @@ static void objective_case(void) {
     xfree(g32), xfree(g16), xfree(g16s), xfree(again), xfree(c1), xfree(v1), xfree(v2), xfree(cents);
     objective_destroy(o);
     objective_destroy(o16);
+    tokenizer_free(tok);
 }
 
 int main(void) {

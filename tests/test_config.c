@@ -33,6 +33,7 @@ static int run_child(int argc, char **argv, char *out, size_t n) {
     fflush(stdout);
     pid_t pid = fork();
     if (pid == 0) {
+        check_death_child();
         dup2(fd[1], 1);
         dup2(fd[1], 2);
         close(fd[0]);

@@ -1,7 +1,6 @@
 // test_kmeans.c: k-means assignment, Lloyd, seeding determinism, the
 // tokenizer's HDF5 round trip and its error messages.
 #include <math.h>
-#include <omp.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -9,6 +8,7 @@
 #include "check.h"
 #include "common.h"
 #include "h5io.h"
+#include "kernels.h"
 #include "kmeans.h"
 #include "tokenizer.h"
 
@@ -177,14 +177,14 @@ static void test_determinism(int d, KmeansSeeding seeding, const char *name) {
     o.chain = 50;
     float *a = xmalloc(k * d * sizeof(float), "a"), *b = xmalloc(k * d * sizeof(float), "b");
     KmeansStats st;
-    int saved = omp_get_max_threads();
-    omp_set_num_threads(1);
+    int saved = kernel_max_threads();
+    kernel_set_threads(1);
     kmeans_fit(x, n, d, a, &o, NULL, &st);
     kmeans_stats_free(&st);
-    omp_set_num_threads(2);
+    kernel_set_threads(2);
     kmeans_fit(x, n, d, b, &o, NULL, &st);
     kmeans_stats_free(&st);
-    omp_set_num_threads(saved);
+    kernel_set_threads(saved);
     CHECK(name, memcmp(a, b, k * d * sizeof(float)) == 0, "centroids differ between 1 and 2 threads");
     xfree(x), xfree(a), xfree(b);
 }
@@ -248,6 +248,7 @@ static int run_child(void (*fn)(void), char *err, size_t cap) {
     fflush(stdout);
     pid_t pid = fork();
     if (pid == 0) {
+        check_death_child();
         close(pfd[0]);
         dup2(pfd[1], 2);
         fn();

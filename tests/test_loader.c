@@ -494,6 +494,7 @@ static void expect_fatal(const char *name, void (*fn)(void), const char *want) {
     fflush(stdout);
     pid_t pid = fork();
     if (pid == 0) {
+        check_death_child();
         dup2(fd[1], 2);
         close(fd[0]);
         fn();

@@ -29,6 +29,7 @@ static int open_in_child(const char *output_dir, char *out, size_t n) {
     fflush(stdout);
     pid_t pid = fork();
     if (pid == 0) {
+        check_death_child();
         dup2(fd[1], 2);
         close(fd[0]);
         runlog_open(output_dir, "run", "lr: 1\n");

@@ -2,12 +2,12 @@
 // bits, and so do runs on 1 and on 2 threads (every parallel loop writes a
 // disjoint slice and reduces in a fixed order; OpenBLAS's sgemm splits the
 // output, never the reduction dimension).
-#include <omp.h>
 #include <string.h>
 
 #include "check.h"
 #include "common.h"
 #include "gemm_tiles.h"
+#include "kernels.h"
 #include "optim.h"
 #include "model.h"
 #include "vit.h"
@@ -19,7 +19,7 @@ enum { MAX_BATCH = 64, STEPS = 3 };
 // batch 64 makes 64*65 = 4160 tokens: the weight gradients take the chunked
 // (split-token) path; batch 6 takes the row-block path.
 static float *run(int threads, uint64_t seed, int BATCH, float *last_loss, size_t *count) {
-    omp_set_num_threads(threads);  // the precision is the caller's (gemm_set_precision)
+    kernel_set_threads(threads);  // the precision is the caller's (gemm_set_precision)
     VitConfig cfg = {.img_size = 32, .patch_size = 4, .in_chans = 3, .embed_dim = 48, .depth = 2,
                      .num_heads = 3, .mlp_ratio = 4.0f, .qkv_bias = 1, .layer_scale_init = 0.1f,
                      .num_classes = 5, .use_mask_token = 1};

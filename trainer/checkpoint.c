@@ -167,6 +167,7 @@ typedef struct {
 } ExtraScan;
 
 static herr_t find_extra(hid_t g, const char *name, const H5L_info_t *info, void *data) {
+    (void)g, (void)info;  // H5L_iterate2_t signature
     ExtraScan *x = data;
     char full[PARAM_NAME_MAX + 16];
     snprintf(full, sizeof full, "%s%s", (!strcmp(x->group, "pretrain_heads") && strcmp(name, "mask_token")) ? "pretrain." : "", name);
@@ -319,6 +320,7 @@ typedef struct {
 
 // Reads one dataset whole (in its file type), which checks its Fletcher32 sums.
 static herr_t verify_object(hid_t loc, const char *name, const H5L_info_t *info, void *data) {
+    (void)info;  // H5L_iterate2_t signature
     VerifyScan *x = data;
     H5O_info_t oi;
     if (H5Oget_info_by_name(loc, name, &oi, H5P_DEFAULT) < 0) {

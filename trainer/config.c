@@ -71,7 +71,7 @@ static int edit_distance(const char *a, const char *b) {
         row[0] = (int)i;
         for (size_t j = 1; j <= lb; j++) {
             int up = row[j];
-            int sub = diag + (a[i - 1] != b[j - 1]);
+            int sub = diag + (a[i - 1] != b[j - 1]);  // NOLINT(clang-analyzer-core.UndefinedBinaryOperatorResult): a and b are NUL-terminated strings (sorted_words writes out[0] = 0 first)
             int best = sub < up + 1 ? sub : up + 1;
             row[j] = best < row[j - 1] + 1 ? best : row[j - 1] + 1;
             diag = up;
@@ -185,7 +185,7 @@ static int fail(const Ctx *c, const char *fmt, ...) {
     if (n >= 0 && (size_t)n < c->errlen) {
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(c->err + n, c->errlen - (size_t)n, fmt, ap);
+        vsnprintf(c->err + n, c->errlen - (size_t)n, fmt, ap);  // NOLINT(clang-analyzer-valist.Uninitialized): va_start above; a known analyser false positive
         va_end(ap);
     }
     return -1;
@@ -300,7 +300,7 @@ static int assign(Config *cfg, int k, const Scalar *items, int n, bool is_list, 
     if (d->type != T_FLOATS && (is_list || n != 1))
         return fail(c, "key '%s': expected %s, got a list", d->name, exp);
     const Scalar *s = &items[0];
-    if (d->type != T_STR && !is_list && s->plain && (!s->text[0] || !strcmp(s->text, "~") || !strcmp(s->text, "null")))
+    if (d->type != T_STR && !is_list && s->plain && (!s->text[0] || !strcmp(s->text, "~") || !strcmp(s->text, "null")))  // NOLINT(clang-analyzer-core.uninitialized.Branch): not a list means a YAML scalar, so n == 1 and items[0] is set
         return fail(c, "key '%s': expected %s, got no value", d->name, exp);
     switch (d->type) {
     case T_INT: {
@@ -773,7 +773,7 @@ char *config_to_yaml(const Config *cfg) {
         write_value(f, cfg, k);
         fputc('\n', f);
     }
-    fclose(f);
+    if (fclose(f) != 0) fatal("out of memory writing the config as YAML");  // a memstream's text is complete only then
     return buf;
 }
 
@@ -846,8 +846,7 @@ static int diff_keys(const Config *a, const Config *b, const char *const *list, 
         if (!fa || !fb) fatal("out of memory describing a config difference");
         write_value(fa, a, k);
         write_value(fb, b, k);
-        fclose(fa);
-        fclose(fb);
+        if (fclose(fa) != 0 || fclose(fb) != 0) fatal("out of memory describing a config difference");
         int n = snprintf(buf + used, buflen - used, "%s%s: %s vs %s", used ? "; " : "", d->name, va, vb);
         used = n < 0 ? buflen : used + (size_t)n < buflen ? used + (size_t)n : buflen - 1;
         free(va);

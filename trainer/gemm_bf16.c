@@ -102,6 +102,7 @@ static uint32_t *pairs_of(int R, int K, const float *src, long rs, long ks, floa
 // Bp is [kp][N], so the inner loop runs along a row of C (and vectorises where the CPU has FMA).
 static void dot_rows_emulated(int M, int N, int kp_n, const uint32_t *Ap, const uint32_t *Bp, const float *bias,
                               int load_c, float *C, int ldc, int parallel) {
+    (void)parallel;  // read only by the pragma, which NO_OMP=1 builds ignore
 #pragma omp parallel for schedule(static) if (parallel)
     for (int i = 0; i < M; i++) {
         float *c = C + (long)i * ldc;
@@ -152,6 +153,7 @@ static void small_emulated(int a_trans, int b_trans, int M, int N, int K, float 
 #include "gemm_simd.h"
 
 static uint32_t *reserve_dwords(float **buf, size_t *capacity, size_t count, const char *what) {
+    // cppcheck-suppress invalidPointerCast ; heap scratch, only ever read and written as dwords
     return (uint32_t *)xreserve_floats(buf, capacity, count ? count : 1, what);
 }
 
@@ -454,6 +456,8 @@ void bf16_gemm_rows(int emulated, int M, int N, int K, const float *A, const uin
         rows_native(M, N, K, A, A16, lda, B, ldb, b_is_nk, bias, accumulate, C, ldc, epilogue, ctx);
         return;
     }
+#else
+    (void)emulated;  // without AVX512-BF16 every product is emulated
 #endif
     float *A32 = A16 ? expand_rows(A16, lda, M, K) : NULL;
     rows_emulated(M, N, K, A16 ? A32 : A, A16 ? K : lda, B, ldb, b_is_nk, bias, accumulate, C, ldc, epilogue, ctx);
@@ -467,6 +471,8 @@ void bf16_gemm_weight_grad(int emulated, int O, int IN, int M, const float *dY, 
         weight_grad_native(O, IN, M, dY, X, X16, dW, dbias);
         return;
     }
+#else
+    (void)emulated;  // without AVX512-BF16 every product is emulated
 #endif
     float *X32 = X16 ? expand_rows(X16, IN, M, IN) : NULL;
     weight_grad_emulated(O, IN, M, dY, X16 ? X32 : X, dW, dbias);
@@ -480,6 +486,8 @@ void bf16_gemm_small(int emulated, int a_trans, int b_trans, int M, int N, int K
         small_native(a_trans, b_trans, M, N, K, alpha, A, A16, lda, B, B16, ldb, C, ldc);
         return;
     }
+#else
+    (void)emulated;  // without AVX512-BF16 every product is emulated
 #endif
     // op(A) is [M,K], op(B) [K,N]: a bf16 operand expanded as stored, rows of its storage at lda / ldb
     float *A32 = A16 ? expand_rows(A16, lda, a_trans ? K : M, a_trans ? M : K) : NULL;

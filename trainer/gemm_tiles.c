@@ -242,18 +242,11 @@ static void small_fp32(int a_trans, int b_trans, int M, int N, int K, float alph
 #define FP32_TILES_BUILT 1
 #else  // no AVX-512: fp32 products stay on OpenBLAS (the callers ask gemm_tiles_enabled)
 #define FP32_TILES_BUILT 0
+// The stubs swallow their arguments (a macro, not a function with a dozen unused parameters).
 #define NO_FP32_TILES(what) fatal("%s: built without AVX-512 (check gemm_tiles_enabled() first)", what)
-static void rows_fp32(int M, int N, int K, const float *A, int lda, const float *B, int ldb, int b_is_nk,
-                      const float *bias, int accumulate, float *C, int ldc, gemm_rows_epilogue epilogue, void *ctx) {
-    NO_FP32_TILES("gemm_tiles_rows");
-}
-static void weight_grad_fp32(int O, int IN, int M, const float *dY, const float *X, float *dW, float *dbias) {
-    NO_FP32_TILES("gemm_tiles_weight_grad");
-}
-static void small_fp32(int a_trans, int b_trans, int M, int N, int K, float alpha, const float *A, int lda,
-                       const float *B, int ldb, float *C, int ldc) {
-    NO_FP32_TILES("gemm_tiles_small");
-}
+#define rows_fp32(...) NO_FP32_TILES("gemm_tiles_rows")
+#define weight_grad_fp32(...) NO_FP32_TILES("gemm_tiles_weight_grad")
+#define small_fp32(...) NO_FP32_TILES("gemm_tiles_small")
 #endif
 
 // ---- the switches and the entry points: fp32 on the tiles above, bf16 in gemm_bf16.c -----------

@@ -141,6 +141,7 @@ int h5_shape(hid_t loc, const char *name, hsize_t *dims, int max_rank) {
 
 // The HDF5 error descriptions of the current stack, innermost last, in a 512-byte buffer.
 static herr_t collect_errors(unsigned n, const H5E_error2_t *e, void *out) {
+    (void)n;  // H5E_walk2_t signature
     size_t len = strlen(out);
     if (e->desc && len < 500) snprintf((char *)out + len, 512 - len, "%s%s", len ? "; " : "", e->desc);
     return 0;
@@ -373,16 +374,19 @@ hid_t h5_try_open(const char *path, char *err, size_t errlen) {
 // close the final image (superblock flags cleared, checksums valid) is kept
 // instead of freed.
 static void *image_malloc(size_t size, H5FD_file_image_op_t op, void *udata) {
+    (void)op;  // H5FD_file_image_callbacks_t signature
     void *p = malloc(size ? size : 1);
     if (p && udata) ((H5Image *)udata)->capacity = size;
     return p;
 }
 
 static void *image_memcpy(void *dst, const void *src, size_t size, H5FD_file_image_op_t op, void *udata) {
+    (void)op, (void)udata;  // H5FD_file_image_callbacks_t signature
     return memcpy(dst, src, size);
 }
 
 static void *image_realloc(void *ptr, size_t size, H5FD_file_image_op_t op, void *udata) {
+    (void)op;  // H5FD_file_image_callbacks_t signature
     void *p = realloc(ptr, size ? size : 1);
     if (p && udata) ((H5Image *)udata)->capacity = size;
     return p;
@@ -401,7 +405,10 @@ static herr_t image_free(void *ptr, H5FD_file_image_op_t op, void *udata) {
 
 // HDF5 wants udata copy/free callbacks when udata is set; the image is shared.
 static void *image_udata_copy(void *udata) { return udata; }
-static herr_t image_udata_free(void *udata) { return 0; }
+static herr_t image_udata_free(void *udata) {
+    (void)udata;  // H5FD_file_image_callbacks_t signature; the image is not ours to free here
+    return 0;
+}
 
 hid_t h5_create_in_memory(H5Image *img) {
     static int serial = 0;
@@ -427,7 +434,7 @@ void h5_close_in_memory(hid_t file, H5Image *img) {
     // extension and end-of-file addresses, O bytes each, little-endian.
     const unsigned char *b = img->data;
     int O = img->capacity > 12 ? b[9] : 0;
-    if (O < 1 || O > 8 || img->capacity < (size_t)(12 + 3 * O) || memcmp(b, "\211HDF\r\n\032\n", 8) || (b[8] != 2 && b[8] != 3))
+    if (O < 1 || O > 8 || img->capacity < 12 + 3 * (size_t)O || memcmp(b, "\211HDF\r\n\032\n", 8) || (b[8] != 2 && b[8] != 3))
         fatal("in-memory HDF5 file: unexpected superblock");
     uint64_t eof = 0;
     for (int i = O - 1; i >= 0; i--) eof = eof << 8 | b[12 + 2 * O + i];

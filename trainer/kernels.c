@@ -28,6 +28,16 @@ static inline int thread_id(void) {
 #endif
 }
 
+int kernel_thread_num(void) { return thread_id(); }
+
+void kernel_set_threads(int n) {
+#ifdef _OPENMP
+    omp_set_num_threads(n);
+#else
+    (void)n;  // one thread whatever is asked
+#endif
+}
+
 // Row reductions in LANES fixed lanes, combined in a fixed order: a plain
 // float `sum +=` loop is a serial dependency chain that GCC may not vectorise
 // (it would reorder the additions); lanes vectorise and the bits still depend
@@ -937,6 +947,7 @@ float softmax_xent_forward(float *probs, const float *logits, const int32_t *lab
                 s += exp((double)l[k] - mx);
                 sum_l += l[k];
             }
+            // cppcheck-suppress invalidFunctionArg ; s >= 1: the maximum logit adds exp(0) (K >= 1)
             double lse = log(s) + mx;
             total += (1.0 - smoothing) * (lse - l[labels[n]]) + smoothing * (lse - sum_l / K);
         }

@@ -150,5 +150,7 @@ void softmax_xent_backward(float *dlogits, const float *probs, const int32_t *la
 void gather_scored_rows(float *rows, const float *src, const int32_t *scored, int M, int N, int T, int D);
 void scatter_add_scored_rows(float *dst, const float *rows, const int32_t *scored, int M, int N, int T, int D);
 
-// ---- threads
+// ---- threads: OpenMP's, or one thread in a NO_OMP=1 build (callers need not include omp.h)
 int kernel_max_threads(void);
+int kernel_thread_num(void);     // this thread's number inside a parallel region, 0 outside
+void kernel_set_threads(int n);  // omp_set_num_threads; nothing without OpenMP

@@ -20,11 +20,11 @@
 #include <cblas.h>
 #include <float.h>
 #include <math.h>
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common.h"
+#include "kernels.h"
 
 #define ROWS 256   // rows per block (large d)
 #define KT 512     // centroids per sgemm tile (large d)
@@ -33,6 +33,9 @@
 #define PROWS 8    // rows per register block (small d)
 #define CHUNK 4096 // rows per fixed reduction chunk
 
+// The 64-byte vectors pass between static inline helpers only, never across a translation
+// unit, so the ABI note where AVX-512 is off (NO_NATIVE=1) concerns no real call boundary.
+#pragma GCC diagnostic ignored "-Wpsabi"
 typedef float v16f __attribute__((vector_size(64)));
 typedef int32_t v16i __attribute__((vector_size(64)));
 typedef float v16fu __attribute__((vector_size(64), aligned(4)));  // unaligned load
@@ -160,7 +163,7 @@ KmeansIndex *kmeans_index_new(const float *centroids, int k, int d, const float 
     if (d > SMALL_D) ix->cc = xcalloc((size_t)ix->kp * d, sizeof(float), "centred centroids");
     else ix->ct = xcalloc((size_t)ix->kp * d, sizeof(float), "centred centroids (transposed)");
     ix->half = xmalloc(ix->kp * sizeof(float), "centroid half norms");
-    ix->nthreads = omp_get_max_threads();
+    ix->nthreads = kernel_max_threads();
     ix->scratch_per_thread = align_up((size_t)ROWS * d + (size_t)ROWS * KT, 16);
     ix->scratch = xmalloc(ix->nthreads * ix->scratch_per_thread * sizeof(float), "kmeans assign scratch");
     index_set_centroids(ix, centroids);
@@ -276,7 +279,7 @@ static void assign_rows(KmeansIndex *ix, const float *x, size_t n, const int32_t
     const size_t nblocks = (n + ROWS - 1) / ROWS;
 #pragma omp parallel num_threads(ix->nthreads)
     {
-        float *xb = ix->scratch + omp_get_thread_num() * ix->scratch_per_thread;
+        float *xb = ix->scratch + kernel_thread_num() * ix->scratch_per_thread;
         float *g = xb + (size_t)ROWS * d;
         float best[ROWS];
 #pragma omp for schedule(dynamic, 1)
@@ -414,7 +417,7 @@ static void assign_bounded(KmeansIndex *ix, Bounds *B, const float *x, size_t n,
     size_t work = 0;
 #pragma omp parallel num_threads(ix->nthreads) reduction(+ : work)
     {
-        float *xb = ix->scratch + omp_get_thread_num() * ix->scratch_per_thread;
+        float *xb = ix->scratch + kernel_thread_num() * ix->scratch_per_thread;
         float *g = xb + (size_t)ROWS * d;
         float best[ROWS], second[ROWS], xn[ROWS];
         int32_t bid[ROWS];

@@ -35,7 +35,7 @@ static int place_block(uint8_t *mask, int gh, int gw, int max_patches, int min_b
 static void flip_random(uint8_t *mask, int n, uint8_t from, int count, Rng *r) {
     // Partial Fisher-Yates over the candidate positions; n is a patch grid
     // (at most a few thousand), so a local array is fine.
-    int idx[n];
+    int idx[n];  // NOLINT(clang-analyzer-core.VLASize): n is the patch count of a grid, >= 1
     int m = 0;
     for (int i = 0; i < n; i++)
         if (mask[i] == from) idx[m++] = i;

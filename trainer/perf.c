@@ -53,7 +53,7 @@ void print_thread_report(long switches_before, int steps) {
     int os_threads = 0;
     char line[256];
     while (f && fgets(line, sizeof line, f))
-        if (!strncmp(line, "Threads:", 8)) os_threads = atoi(line + 8);
+        if (!strncmp(line, "Threads:", 8)) os_threads = atoi(line + 8);  // NOLINT(cert-err34-c): the kernel's own /proc/self/status number
     if (f) fclose(f);
     printf("os_threads=%d involuntary_switches_per_step=%.1f openblas_threads=%d\n", os_threads,
            (double)(involuntary_switches() - switches_before) / (steps > 0 ? steps : 1), openblas_get_num_threads());

@@ -55,6 +55,7 @@ void knn_eval(const float *train, const int32_t *ytrain, size_t ntrain, const fl
             memset(score, 0, sizeof(double) * classes);
             for (int t = 0; t < cnt; t++) score[ytrain[topi[t]]] += exp(topv[t] / T);
             int y = ytest[r0 + i], rank = 0;
+            // cppcheck-suppress arrayIndexThenCheck ; c < y breaks ties, it is no bounds check (c < classes is)
             for (int c = 0; c < classes; c++) rank += score[c] > score[y] || (score[c] == score[y] && c < y);
             hit1 += rank == 0;
             hit5 += rank < 5;
@@ -117,13 +118,14 @@ static double logreg_value_grad(LogReg *p, const double *theta, double *grad) {
             cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, C, d, 1.0, Xb, d, W, d, 0.0, z, C);
             for (int i = 0; i < rows; i++) {
                 double *zi = z + (size_t)i * C;
-                double mx = -INFINITY, sum = 0, e[C];
+                double mx = -INFINITY, sum = 0, e[C];  // NOLINT(clang-analyzer-core.VLASize): C is the class count, >= 2 (logreg_fit)
                 for (int c = 0; c < C; c++) {
                     e[c] = zi[c] + b[c];
                     if (e[c] > mx) mx = e[c];
                 }
                 for (int c = 0; c < C; c++) sum += exp(e[c] - mx);
                 int yi = p->y[r0 + i];
+                // cppcheck-suppress [invalidFunctionArg, uninitvar] ; sum >= 1 (the maximum adds exp(0)); e[] is filled above
                 loss += log(sum) + mx - e[yi];
                 for (int c = 0; c < C; c++) {
                     double r = (exp(e[c] - mx) / sum - (c == yi)) / (double)n;
@@ -218,7 +220,7 @@ static int lbfgs(LogReg *p_, double *theta, const double *to_W, int max_iter, do
         // Backtracking line search (Armijo).
         double t = 1.0, fn = f;
         int ok = 0;
-        for (int ls = 0; ls < 40 && !ok; ls++, t *= 0.5) {
+        for (int ls = 0; ls < 40 && !ok; ls++, t *= 0.5) {  // NOLINT(cert-flp30-c): ls counts the iterations; t is only the halved step
             for (size_t i = 0; i < P; i++) xn[i] = theta[i] + t * dir[i];
             fn = logreg_value_grad(&p, xn, gn);
             ok = fn <= f + 1e-4 * t * gd;

@@ -393,7 +393,7 @@ static void run_build(Run *r, const LoaderConfig *lc) {
                            .clip_grad = cfg->clip_grad, .rank = r->rank, .world = r->world,
                            .reduced_floats = objective_trained_floats(&r->model.obj),
                            .steps_per_epoch = r->steps_per_epoch, .data_train = cfg->data_train,
-                           .fault_step = fault ? atol(fault) : -1, .micro_steps = &r->ts.micro_steps};
+                           .fault_step = fault ? atol(fault) : -1, .micro_steps = &r->ts.micro_steps};  // NOLINT(cert-err34-c): a test-only fault-injection variable
 }
 
 // Model FLOPs of one rank's update (accum_steps micro-batches), for the MFU figure.

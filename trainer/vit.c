@@ -545,12 +545,12 @@ void vit_sample_drop_path(Vit *vit, int B, uint64_t seed, int64_t step) {
 }
 
 double vit_patch_embed_flops_per_image(const VitConfig *c) {
-    double P = c->patch_size, N = (double)(c->img_size / c->patch_size) * (c->img_size / c->patch_size);
+    double P = c->patch_size, N = (double)(c->img_size / c->patch_size) * (c->img_size / c->patch_size);  // NOLINT(bugprone-integer-division): the patch grid is floor(img / patch), as the model builds it
     return 2 * N * c->embed_dim * c->in_chans * P * P;
 }
 
 double vit_forward_flops_per_image(const VitConfig *c) {
-    double N = (double)(c->img_size / c->patch_size) * (c->img_size / c->patch_size);
+    double N = (double)(c->img_size / c->patch_size) * (c->img_size / c->patch_size);  // NOLINT(bugprone-integer-division): the patch grid is floor(img / patch), as the model builds it
     double T = N + 1, D = c->embed_dim, Hd = lround(D * c->mlp_ratio);
     double head = c->num_classes ? 2 * D * c->num_classes : 0;
     return vit_patch_embed_flops_per_image(c) + c->depth * block_forward_flops(T, T, D, Hd) + head;
@@ -582,7 +582,7 @@ float *vit_head_dfinal(Vit *vit) { return vit->head.dfinal; }
 // Layer index for layer-wise lr decay (BEiT): embeddings 0, blocks.i -> i+1,
 // the final norm and the head depth+1.
 static int layer_id(const char *name, int depth) {
-    if (!strncmp(name, "blocks.", 7)) return atoi(name + 7) + 1;
+    if (!strncmp(name, "blocks.", 7)) return atoi(name + 7) + 1;  // NOLINT(cert-err34-c): parameter names built by vit_register ("blocks.<l>.")
     if (!strcmp(name, "cls_token") || !strcmp(name, "pos_embed") || !strcmp(name, "mask_token") ||
         !strncmp(name, "patch_embed", 11))
         return 0;

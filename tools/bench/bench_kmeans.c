@@ -7,11 +7,11 @@
 //   tokenize time to tokenise one ViT-Ti/16 batch (32 x 196 patches, d=768)
 // Data files are raw float32 rows [n, d].
 #include <cblas.h>
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common.h"
+#include "kernels.h"
 #include "kmeans.h"
 #include "tokenizer.h"
 
@@ -100,7 +100,7 @@ static int cmd_run(int argc, char **argv) {
            "\"median_iter_s\": %.5f, \"lloyd_total_s\": %.3f, \"gflops\": %.2f, \"product_share\": %.4f, \"train_objective\": %.8g, \"reseeded\": %d, "
            "\"threads\": %d}\n",
            n, d, k, kmeans_seeding_used(&o, n, d) == KMEANS_SEED_AFKMC2 ? "afkmc2" : "k-means++", tseed, st.iters, med, total,
-           2.0 * n * k * d / med * 1e-9, work, st.objective[st.iters - 1], empties, omp_get_max_threads());
+           2.0 * n * k * d / med * 1e-9, work, st.objective[st.iters - 1], empties, kernel_max_threads());
     kmeans_stats_free(&st);
     xfree(x);
     xfree(c);
@@ -154,7 +154,7 @@ static int cmd_sgemm(void) {
         if (rep && t < best) best = t;
     }
     printf("{\"sgemm_gflops\": %.2f, \"shape\": \"%dx%dx%d\", \"threads\": %d}\n", 2.0 * m * nn * kk / best * 1e-9, m, nn, kk,
-           omp_get_max_threads());
+           kernel_max_threads());
     xfree(a), xfree(b), xfree(c);
     return 0;
 }

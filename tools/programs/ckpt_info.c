@@ -14,6 +14,7 @@ typedef struct {
 } Walk;
 
 static herr_t show_dataset(hid_t g, const char *name, const H5L_info_t *info, void *data) {
+    (void)info;  // H5L_iterate2_t signature
     Walk *w = data;
     H5O_info_t oi;
     if (H5Oget_info_by_name(g, name, &oi, H5P_DEFAULT) < 0 || oi.type != H5O_TYPE_DATASET) return 0;

@@ -99,6 +99,7 @@ static double contrastive_rows(float *probs, float *row_loss, int R, int self_ex
             if (j != skip && s[j] > mx) mx = s[j];
         double sum = 0;
         for (int j = 0; j < R; j++) sum += j == skip ? 0.0 : exp((double)s[j] - mx);
+        // cppcheck-suppress invalidFunctionArg ; sum >= 1: the row's maximum adds exp(0)
         row_loss[i] = (float)(log(sum) + mx - s[pos]);
         for (int j = 0; j < R; j++) s[j] = j == skip ? 0.0f : (float)(exp((double)s[j] - mx) / sum);
     }
