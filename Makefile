@@ -208,7 +208,7 @@ FUZZ_BUILD    := $(BUILD)/fuzz
 FUZZ_CFLAGS   := -O1 -g -std=gnu11 -fsanitize=address,undefined -fno-sanitize-recover=undefined \
                  -fno-omit-frame-pointer -DCCVIT_FUZZING -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
                  -Wno-unknown-pragmas -Wno-psabi -MMD -MP -Iground -Itrainer -Idata_loaders -I$(BUILD)/gen $(HDF5_CFLAGS)
-FUZZ_LIBS     := $(HDF5_LIBS) -ljpeg -lpng -lyaml -lz -lopenblas -lm -lpthread
+FUZZ_LIBS     := $(HDF5_LIBS) -ljpeg -lpng -lyaml -lz -lopenblas -lgomp -lm -lpthread
 FUZZ_NAMES    := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BINS     := $(addprefix $(FUZZ_BUILD)/fuzz_,$(FUZZ_NAMES))
 FUZZ_LIB_OBJS := $(LIB_SRCS:%.c=$(FUZZ_BUILD)/obj/%.o)
@@ -226,6 +226,13 @@ $(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_BUILD)/libccvit_fuzz.a
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_BUILD)/libccvit_fuzz.a $(FUZZ_LIBS)
 
 fuzz-build: $(FUZZ_BINS)
+
+# The HDF5 seeds (a tiny checkpoint and tokenizer) and regress/tokenizer/huge_k.h5, written by the library.
+fuzz-h5-seeds: $(FUZZ_BUILD)/libccvit_fuzz.a
+	mkdir -p tests/fuzz/corpus/checkpoint tests/fuzz/corpus/tokenizer tests/fuzz/regress/tokenizer
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -o $(FUZZ_BUILD)/gen_h5_seeds tests/fuzz/gen_h5_seeds.c \
+	  $(FUZZ_BUILD)/libccvit_fuzz.a $(FUZZ_LIBS)
+	$(FUZZ_BUILD)/gen_h5_seeds tests/fuzz
 
 # Every corpus and regression file once through its harness (seconds); a crash, leak
 # or sanitizer report fails it.
@@ -250,6 +257,6 @@ fuzz: $(FUZZ_BINS)
 	  test $$rc -eq 0 || { echo "fuzz_$$n: FINDING, see $(FUZZ_BUILD)/fuzz_$$n.log and $(FUZZ_BUILD)/artifacts/$$n/"; status=1; }; \
 	done; exit $$status
 
-.PHONY: fuzz fuzz-build fuzz-replay
+.PHONY: fuzz fuzz-build fuzz-replay fuzz-h5-seeds
 
 -include $(shell find $(FUZZ_BUILD) -name '*.d' 2>/dev/null)

@@ -85,3 +85,18 @@ __attribute__((unused)) static size_t fuzz_split(const uint8_t *data, size_t siz
     *rest_size = size - (size_t)(hit - data) - n;
     return (size_t)(hit - data);
 }
+
+// The bytes as a real file (/dev/shm/ccvit-fuzz-<pid>.<ext>, removed at exit), for
+// libraries that resolve a path's real name (libhdf5 cannot open a memfd's
+// /proc/self/fd/N: "can't retrieve real path for file").
+static char fuzz_real_file_name[64];
+__attribute__((unused)) static void fuzz_real_file_remove(void) { unlink(fuzz_real_file_name); }
+__attribute__((unused)) static const char *fuzz_real_path(const uint8_t *data, size_t size, const char *ext) {
+    if (!fuzz_real_file_name[0]) {
+        snprintf(fuzz_real_file_name, sizeof fuzz_real_file_name, "/dev/shm/ccvit-fuzz-%d.%s", (int)getpid(), ext);
+        atexit(fuzz_real_file_remove);
+    }
+    FILE *f = fopen(fuzz_real_file_name, "wb");
+    if (!f || fwrite(data, 1, size, f) != size || fclose(f) != 0) { perror(fuzz_real_file_name); abort(); }
+    return fuzz_real_file_name;
+}
