@@ -55,9 +55,21 @@ static char **list_dir(const char *dir, int *n) {
     return v;
 }
 
+// The folders a walk is inside, innermost first: a symlink back to one of them is a loop.
+typedef struct Visit { dev_t dev; ino_t ino; const struct Visit *up; } Visit;
+
 // os.walk order, sorted: a directory's files come before its subdirectories'
-// (sorted(os.walk()) sorts by directory path, and "a" < "a/b").
-static void walk(ImageFolder *f, const char *dir, int32_t label, int64_t *cap) {
+// (sorted(os.walk()) sorts by directory path, and "a" < "a/b"). Symlinked folders
+// are followed, except one that leads back into the walk's own path (a loop).
+static void walk(ImageFolder *f, const char *dir, int32_t label, int64_t *cap, const Visit *up) {
+    struct stat st;
+    if (stat(dir, &st) != 0) return;
+    for (const Visit *v = up; v; v = v->up)
+        if (v->dev == st.st_dev && v->ino == st.st_ino) {
+            warn("%s is a symlink loop (a folder that contains it); not followed", dir);
+            return;
+        }
+    Visit here = {st.st_dev, st.st_ino, up};
     int n;
     char **names = list_dir(dir, &n);
     for (int pass = 0; pass < 2; pass++)
@@ -75,7 +87,7 @@ static void walk(ImageFolder *f, const char *dir, int32_t label, int64_t *cap) {
                 f->labels[f->num_files++] = label;
                 continue;
             }
-            if (pass == 1 && d) walk(f, p, label, cap);
+            if (pass == 1 && d) walk(f, p, label, cap, &here);
             free(p);
         }
     for (int i = 0; i < n; i++) free(names[i]);
@@ -88,6 +100,9 @@ void image_folder_open(ImageFolder *f, const char *root) {
     int n;
     char **names = list_dir(root, &n);
     f->class_names = xcalloc(n ? n : 1, sizeof(char *), "class names");
+    struct stat st;
+    Visit top = {0, 0, NULL};
+    if (stat(root, &st) == 0) top.dev = st.st_dev, top.ino = st.st_ino;
     int64_t cap = 0;
     for (int i = 0; i < n; i++) {
         char *p = join(root, names[i]);
@@ -95,7 +110,7 @@ void image_folder_open(ImageFolder *f, const char *root) {
             int64_t before = f->num_files;
             f->class_names[f->num_classes] = names[i];
             names[i] = NULL;
-            walk(f, p, f->num_classes++, &cap);
+            walk(f, p, f->num_classes++, &cap, &top);
             // as torchvision's ImageFolder: a class without images (an empty or stray folder,
             // .ipynb_checkpoints) would shift every later label and is an error
             if (f->num_files == before) {
@@ -124,7 +139,7 @@ void image_folder_open_flat(ImageFolder *f, const char *root) {
     memset(f, 0, sizeof *f);
     if (!is_dir(root)) fatal("image folder %s does not exist or is not a directory", root);
     int64_t cap = 0;
-    walk(f, root, -1, &cap);  // every image below root, unlabeled, in the sorted walk's order
+    walk(f, root, -1, &cap, NULL);  // every image below root, unlabeled, in the sorted walk's order
     if (f->num_files == 0) fatal("image folder %s holds no .jpg/.jpeg/.png file (searched recursively)", root);
 }
 

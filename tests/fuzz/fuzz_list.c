@@ -48,6 +48,8 @@ static int safe(const char *s) {
     return 1;
 }
 
+static void remove_root(void) { nftw(root, rm_one, 16, FTW_DEPTH | FTW_PHYS); }
+
 static void make_parents(const char *path) {
     char tmp[512];
     snprintf(tmp, sizeof tmp, "%s", path);
@@ -86,6 +88,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!root[0]) {
         snprintf(root, sizeof root, "/tmp/ccvit-fuzz-list-%d", (int)getpid());
         mkdir(root, 0755);
+        atexit(remove_root);
     }
     ImageFolder f;
     int failed;
