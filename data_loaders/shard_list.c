@@ -10,13 +10,18 @@
 
 // The expansion so far, and the first error (every fatal() is made by shard_list_expand
 // after it has freed the list, so nothing is left behind for a caller that catches it).
-typedef struct { char **v; int n, cap; char err[512]; } StrList;
+typedef struct { char **v; int n, cap; size_t bytes; char err[512]; } StrList;
 
 static int push(StrList *l, char *s) {
     // products of ranges ({0000..9999}{0000..9999}) are bounded as a whole, not per range
     if (l->n >= 1000000) {
         free(s);
         return snprintf(l->err, sizeof l->err, "shard pattern expands to more than a million names"), -1;
+    }
+    l->bytes += strlen(s) + 1;
+    if (l->bytes > (256u << 20)) {  // a million names of a long pattern: gigabytes
+        free(s);
+        return snprintf(l->err, sizeof l->err, "shard pattern expands to more than 256 MiB of names"), -1;
     }
     if (l->n == l->cap) {
         char **v = realloc(l->v, (l->cap ? 2 * l->cap : 16) * sizeof *l->v);
