@@ -50,7 +50,7 @@ static char **list_dir(const char *dir, int *n) {
         v[cnt++] = xstrdup(e->d_name);
     }
     closedir(d);
-    qsort(v, cnt, sizeof *v, cmp_str);
+    if (cnt) qsort(v, cnt, sizeof *v, cmp_str);  // v is NULL for an empty folder
     *n = cnt;
     return v;
 }
