@@ -212,6 +212,7 @@ FUZZ_LIBS     := $(HDF5_LIBS) -ljpeg -lpng -lyaml -lz -lopenblas -lgomp -lm -lpt
 FUZZ_NAMES    := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BINS     := $(addprefix $(FUZZ_BUILD)/fuzz_,$(FUZZ_NAMES))
 FUZZ_LIB_OBJS := $(LIB_SRCS:%.c=$(FUZZ_BUILD)/obj/%.o)
+FUZZ_ENV      := LSAN_OPTIONS=suppressions=tests/fuzz/lsan.supp
 
 $(FUZZ_BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -240,7 +241,7 @@ fuzz-replay: $(FUZZ_BINS)
 	@for n in $(FUZZ_NAMES); do \
 	  files=$$(find tests/fuzz/corpus/$$n tests/fuzz/regress/$$n -type f 2>/dev/null | sort); \
 	  test -n "$$files" || { echo "fuzz-replay: no corpus for $$n"; exit 1; }; \
-	  $(FUZZ_BUILD)/fuzz_$$n $$files > $(FUZZ_BUILD)/replay_$$n.log 2>&1 \
+	  $(FUZZ_ENV) $(FUZZ_BUILD)/fuzz_$$n $$files > $(FUZZ_BUILD)/replay_$$n.log 2>&1 \
 	    || { tail -n 60 $(FUZZ_BUILD)/replay_$$n.log; echo "fuzz-replay: $$n FAILED (log: $(FUZZ_BUILD)/replay_$$n.log)"; exit 1; }; \
 	  echo "fuzz-replay: $$n: $$(echo $$files | wc -w) inputs ok"; \
 	done
@@ -251,9 +252,9 @@ fuzz: $(FUZZ_BINS)
 	  mkdir -p $(FUZZ_BUILD)/corpus/$$n $(FUZZ_BUILD)/artifacts/$$n; \
 	  dict=; test -f tests/fuzz/$$n.dict && dict=-dict=tests/fuzz/$$n.dict; \
 	  echo "== fuzz_$$n for $(FUZZ_SECONDS) s"; \
-	  $(FUZZ_BUILD)/fuzz_$$n $(FUZZ_BUILD)/corpus/$$n tests/fuzz/corpus/$$n $$dict -max_total_time=$(FUZZ_SECONDS) \
+	  $(FUZZ_ENV) $(FUZZ_BUILD)/fuzz_$$n $(FUZZ_BUILD)/corpus/$$n tests/fuzz/corpus/$$n $$dict -max_total_time=$(FUZZ_SECONDS) \
 	    -timeout=20 -artifact_prefix=$(FUZZ_BUILD)/artifacts/$$n/ $(FUZZ_FLAGS) > $(FUZZ_BUILD)/fuzz_$$n.log 2>&1; \
-	  rc=$$?; grep -E '^#[0-9]+ +(INITED|DONE)|ERROR|SUMMARY|artifact' $(FUZZ_BUILD)/fuzz_$$n.log; \
+	  rc=$$?; grep -E '^#[0-9]+[[:space:]]+(INITED|DONE)|ERROR|SUMMARY|artifact' $(FUZZ_BUILD)/fuzz_$$n.log; \
 	  test $$rc -eq 0 || { echo "fuzz_$$n: FINDING, see $(FUZZ_BUILD)/fuzz_$$n.log and $(FUZZ_BUILD)/artifacts/$$n/"; status=1; }; \
 	done; exit $$status
 

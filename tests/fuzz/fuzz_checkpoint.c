@@ -55,5 +55,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     memcpy(t->data, before, t->total * sizeof(float));
     free(before);
+    ssize_t open_ids = H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL);
+    if (open_ids != 0) {  // our code left an HDF5 object open
+        fprintf(stderr, "%zd HDF5 objects left open\n", open_ids);
+        abort();
+    }
     return 0;
 }
