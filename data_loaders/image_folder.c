@@ -155,8 +155,8 @@ static int list_line(ImageFolder *f, const char *list, int lineno, char *line, c
         char *num = sep + 1, *stop;
         long v = strtol(num, &stop, 10);
         if (*num && !*stop) {
-            // classes are named "0".."max label", one string each: the bound of a manifest's class count
-            if (v < 0 || v >= (1 << 24)) return snprintf(err, errlen, "%s:%d: label %s is outside [0, 2^24)", list, lineno, num), -1;
+            // classes are named "0".."max label", one string each: 2^20 of them is ~64 MB (ImageNet-21k has 21841)
+            if (v < 0 || v >= (1 << 20)) return snprintf(err, errlen, "%s:%d: label %s is outside [0, 2^20)", list, lineno, num), -1;
             label = (int32_t)v;
             *sep = 0;
             while (sep > line && (sep[-1] == ' ' || sep[-1] == '\t')) *--sep = 0;
