@@ -114,10 +114,9 @@ Tokenizer *tokenizer_load_group(hid_t g) {
         fatal("tokenizer metadata out of range (k=%lld, patch_size=%lld, channels=%lld): corrupt file?", (long long)k,
               (long long)p, (long long)c);
     // the dataset's shape before any allocation: k and d above allow 2^24 x 2^22 floats (64 TiB)
-    hsize_t got[2] = {0, 0};
-    if (h5_shape(g, "centroids", got, 2) != 2 || got[0] != (hsize_t)k || got[1] != (hsize_t)(c * p * p))
-        fatal("tokenizer centroids have shape %llu x %llu, but its attributes say k=%lld x d=%lld: corrupt file?",
-              (unsigned long long)got[0], (unsigned long long)got[1], (long long)k, (long long)(c * p * p));
+    hsize_t want[2] = {(hsize_t)k, (hsize_t)(c * p * p)};
+    char err[2048];
+    if (h5_try_check_shape(g, "centroids", 2, want, err, sizeof err) < 0) fatal("%s", err);
     Tokenizer *t = alloc_tokenizer((int)k, (int)p, (int)c);
     hsize_t cd[2] = {(hsize_t)t->k, (hsize_t)t->d}, kd[1] = {(hsize_t)t->k};
     h5_read_f32(g, "centroids", t->centroids, 2, cd);
