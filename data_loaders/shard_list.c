@@ -19,9 +19,9 @@ static int push(StrList *l, char *s) {
         return snprintf(l->err, sizeof l->err, "shard pattern expands to more than a million names"), -1;
     }
     l->bytes += strlen(s) + 1;
-    if (l->bytes > (256u << 20)) {  // a million names of a long pattern: gigabytes
+    if (l->bytes > (64u << 20)) {  // a million names of a long pattern: gigabytes
         free(s);
-        return snprintf(l->err, sizeof l->err, "shard pattern expands to more than 256 MiB of names"), -1;
+        return snprintf(l->err, sizeof l->err, "shard pattern expands to more than 64 MiB of names"), -1;
     }
     if (l->n == l->cap) {
         char **v = realloc(l->v, (l->cap ? 2 * l->cap : 16) * sizeof *l->v);
