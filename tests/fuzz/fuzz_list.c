@@ -4,8 +4,8 @@
 // Input: a list file, or, when it starts with "%%TREE%%\n", a folder tree to
 // build in a scratch folder and walk: one entry per line, "a/b/c.png" (a file;
 // its folders are made), "a/b/" (a folder), or "a/l -> ../x" (a symlink).
-// Names are kept inside the scratch folder (no "..", no absolute paths) except
-// symlink targets, which are used as given.
+// Names and symlink targets are kept inside the scratch folder (no absolute paths,
+// no ".." above it).
 #include "fuzz_common.h"
 
 #include <fcntl.h>
@@ -50,6 +50,27 @@ static int safe(const char *s) {
 
 static void remove_root(void) { nftw(root, rm_one, 16, FTW_DEPTH | FTW_PHYS); }
 
+// A symlink target that stays inside the scratch folder: relative, of safe names, "." and
+// "..", with no more ".." than the link has folders above it (a link to "/" walked the machine).
+static int inside(const char *link, const char *target) {
+    int depth = 0;
+    for (const char *c = link; *c; c++) depth += *c == '/';
+    if (!*target || *target == '/' || strlen(target) > 200) return 0;
+    char tmp[256];
+    snprintf(tmp, sizeof tmp, "%s", target);
+    char *save = NULL;
+    for (char *part = strtok_r(tmp, "/", &save); part; part = strtok_r(NULL, "/", &save)) {
+        if (!strcmp(part, "..")) {
+            if (--depth < 0) return 0;
+        } else if (strcmp(part, ".")) {
+            for (const char *c = part; *c; c++)
+                if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-", *c)) return 0;
+            depth++;
+        }
+    }
+    return 1;
+}
+
 static void make_parents(const char *path) {
     char tmp[512];
     snprintf(tmp, sizeof tmp, "%s", path);
@@ -73,7 +94,7 @@ static void build_tree(char *text) {
         snprintf(path, sizeof path, "%s/%s", root, line);
         make_parents(path);
         if (arrow) {
-            if (symlink(arrow + 4, path) != 0) continue;
+            if (!inside(line, arrow + 4) || symlink(arrow + 4, path) != 0) continue;
         } else if (is_dir) {
             mkdir(path, 0755);
         } else {
