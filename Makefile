@@ -228,7 +228,7 @@ analyse: $(VERSION_H)
 deps:
 	bash tools/scripts/install_deps.sh
 
-test: all shards
+test: all shards fuzz-replay
 	$(PYTHON) tests/run_tests.py
 
 # The C tests and the Python tests that take seconds (under a minute); `make test` runs everything.
@@ -273,3 +273,72 @@ clean:
 .PHONY: all deps test test-fast bench profile clean run shards shards-imagenet FORCE
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+# ---- fuzzing ----------------------------------------------------------------------
+# libFuzzer harnesses (tests/fuzz/fuzz_<name>.c) over every parser of untrusted input,
+# each calling the library functions the trainer calls. The library sources are
+# compiled again for them with clang-14, ASan and UBSan (no OpenMP, no -march=native,
+# no MPI) into $(FUZZ_BUILD). `make fuzz` runs each harness for FUZZ_SECONDS on one
+# core (new inputs go to $(FUZZ_BUILD)/corpus/<name>, crashes to
+# $(FUZZ_BUILD)/artifacts/<name>/); `make fuzz-replay` (part of `make test`) runs every
+# checked-in corpus and regression input once. tests/fuzz/README.md has the details.
+FUZZ_CC       ?= clang-14
+FUZZ_SECONDS  ?= 600
+FUZZ_FLAGS    ?= -close_fd_mask=3
+FUZZ_BUILD    := $(BUILD)/fuzz
+FUZZ_CFLAGS   := -O1 -g -std=gnu11 -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+                 -fno-omit-frame-pointer -DCCVIT_FUZZING -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
+                 -Wno-unknown-pragmas -Wno-psabi -MMD -MP -Iground -Itrainer -Idata_loaders -I$(BUILD)/gen $(HDF5_CFLAGS)
+FUZZ_LIBS     := $(HDF5_LIBS) -ljpeg -lpng -lyaml -lz -lopenblas -lgomp -lm -lpthread
+FUZZ_NAMES    := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BINS     := $(addprefix $(FUZZ_BUILD)/fuzz_,$(FUZZ_NAMES))
+FUZZ_LIB_OBJS := $(LIB_SRCS:%.c=$(FUZZ_BUILD)/obj/%.o)
+FUZZ_ENV      := LSAN_OPTIONS=suppressions=tests/fuzz/lsan.supp
+
+$(FUZZ_BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+$(FUZZ_BUILD)/obj/trainer/checkpoint.o: $(VERSION_H)
+
+$(FUZZ_BUILD)/libccvit_fuzz.a: $(FUZZ_LIB_OBJS)
+	rm -f $@
+	ar rcs $@ $^
+
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_BUILD)/libccvit_fuzz.a
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_BUILD)/libccvit_fuzz.a $(FUZZ_LIBS)
+
+fuzz-build: $(FUZZ_BINS)
+
+# The HDF5 seeds (a tiny checkpoint and tokenizer) and regress/tokenizer/huge_k.h5, written by the library.
+fuzz-h5-seeds: $(FUZZ_BUILD)/libccvit_fuzz.a
+	mkdir -p tests/fuzz/corpus/checkpoint tests/fuzz/corpus/tokenizer tests/fuzz/regress/tokenizer
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -o $(FUZZ_BUILD)/gen_h5_seeds tests/fuzz/gen_h5_seeds.c \
+	  $(FUZZ_BUILD)/libccvit_fuzz.a $(FUZZ_LIBS)
+	$(FUZZ_BUILD)/gen_h5_seeds tests/fuzz
+
+# Every corpus and regression file once through its harness (seconds); a crash, leak
+# or sanitizer report fails it.
+fuzz-replay: $(FUZZ_BINS)
+	@for n in $(FUZZ_NAMES); do \
+	  files=$$(find tests/fuzz/corpus/$$n tests/fuzz/regress/$$n -type f 2>/dev/null | sort); \
+	  test -n "$$files" || { echo "fuzz-replay: no corpus for $$n"; exit 1; }; \
+	  $(FUZZ_ENV) $(FUZZ_BUILD)/fuzz_$$n $$files > $(FUZZ_BUILD)/replay_$$n.log 2>&1 \
+	    || { tail -n 60 $(FUZZ_BUILD)/replay_$$n.log; echo "fuzz-replay: $$n FAILED (log: $(FUZZ_BUILD)/replay_$$n.log)"; exit 1; }; \
+	  echo "fuzz-replay: $$n: $$(echo $$files | wc -w) inputs ok"; \
+	done
+
+# FUZZ_SECONDS per harness, one worker, one after the other; `make fuzz FUZZ_NAMES=tar` runs one.
+fuzz: $(FUZZ_BINS)
+	@status=0; for n in $(FUZZ_NAMES); do \
+	  mkdir -p $(FUZZ_BUILD)/corpus/$$n $(FUZZ_BUILD)/artifacts/$$n; \
+	  dict=; test -f tests/fuzz/$$n.dict && dict=-dict=tests/fuzz/$$n.dict; \
+	  echo "== fuzz_$$n for $(FUZZ_SECONDS) s"; \
+	  $(FUZZ_ENV) $(FUZZ_BUILD)/fuzz_$$n $(FUZZ_BUILD)/corpus/$$n tests/fuzz/corpus/$$n $$dict -max_total_time=$(FUZZ_SECONDS) \
+	    -timeout=20 -artifact_prefix=$(FUZZ_BUILD)/artifacts/$$n/ $(FUZZ_FLAGS) > $(FUZZ_BUILD)/fuzz_$$n.log 2>&1; \
+	  rc=$$?; grep -E '^#[0-9]+[[:space:]]+(INITED|DONE)|ERROR|SUMMARY|artifact' $(FUZZ_BUILD)/fuzz_$$n.log; \
+	  test $$rc -eq 0 || { echo "fuzz_$$n: FINDING, see $(FUZZ_BUILD)/fuzz_$$n.log and $(FUZZ_BUILD)/artifacts/$$n/"; status=1; }; \
+	done; exit $$status
+
+.PHONY: fuzz fuzz-build fuzz-replay fuzz-h5-seeds
+
+-include $(shell find $(FUZZ_BUILD) -name '*.d' 2>/dev/null)

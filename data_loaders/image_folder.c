@@ -55,9 +55,21 @@ static char **list_dir(const char *dir, int *n) {
     return v;
 }
 
+// The folders a walk is inside, innermost first: a symlink back to one of them is a loop.
+typedef struct Visit { dev_t dev; ino_t ino; const struct Visit *up; } Visit;
+
 // os.walk order, sorted: a directory's files come before its subdirectories'
-// (sorted(os.walk()) sorts by directory path, and "a" < "a/b").
-static void walk(ImageFolder *f, const char *dir, int32_t label, int64_t *cap) {
+// (sorted(os.walk()) sorts by directory path, and "a" < "a/b"). Symlinked folders
+// are followed, except one that leads back into the walk's own path (a loop).
+static void walk(ImageFolder *f, const char *dir, int32_t label, int64_t *cap, const Visit *up) {
+    struct stat st;
+    if (stat(dir, &st) != 0) return;
+    for (const Visit *v = up; v; v = v->up)
+        if (v->dev == st.st_dev && v->ino == st.st_ino) {
+            warn("%s is a symlink loop (a folder that contains it); not followed", dir);
+            return;
+        }
+    Visit here = {st.st_dev, st.st_ino, up};
     int n;
     char **names = list_dir(dir, &n);
     for (int pass = 0; pass < 2; pass++)
@@ -75,7 +87,7 @@ static void walk(ImageFolder *f, const char *dir, int32_t label, int64_t *cap) {
                 f->labels[f->num_files++] = label;
                 continue;
             }
-            if (pass == 1 && d) walk(f, p, label, cap);
+            if (pass == 1 && d) walk(f, p, label, cap, &here);
             free(p);
         }
     for (int i = 0; i < n; i++) free(names[i]);
@@ -88,6 +100,9 @@ void image_folder_open(ImageFolder *f, const char *root) {
     int n;
     char **names = list_dir(root, &n);
     f->class_names = xcalloc(n ? n : 1, sizeof(char *), "class names");
+    struct stat st;
+    Visit top = {0, 0, NULL};
+    if (stat(root, &st) == 0) top.dev = st.st_dev, top.ino = st.st_ino;
     int64_t cap = 0;
     for (int i = 0; i < n; i++) {
         char *p = join(root, names[i]);
@@ -95,18 +110,28 @@ void image_folder_open(ImageFolder *f, const char *root) {
             int64_t before = f->num_files;
             f->class_names[f->num_classes] = names[i];
             names[i] = NULL;
-            walk(f, p, f->num_classes++, &cap);
+            walk(f, p, f->num_classes++, &cap, &top);
             // as torchvision's ImageFolder: a class without images (an empty or stray folder,
             // .ipynb_checkpoints) would shift every later label and is an error
-            if (f->num_files == before)
-                fatal("image folder %s: class folder '%s' holds no .jpg/.jpeg/.png file; remove it or add images",
-                      root, f->class_names[f->num_classes - 1]);
+            if (f->num_files == before) {
+                char msg[8192];
+                snprintf(msg, sizeof msg, "image folder %s: class folder '%s' holds no .jpg/.jpeg/.png file; remove it or add images",
+                         root, f->class_names[f->num_classes - 1]);
+                free(p);
+                for (int j = i; j < n; j++) free(names[j]);
+                free(names);
+                image_folder_free(f);
+                fatal("%s", msg);
+            }
         }
         free(p);
         free(names[i]);
     }
     free(names);
-    if (f->num_classes == 0) fatal("image folder %s has no class subfolders (expected root/<class>/<image>)", root);
+    if (f->num_classes == 0) {
+        image_folder_free(f);  // what fatal() would leave is freed first, so a harness can catch it
+        fatal("image folder %s has no class subfolders (expected root/<class>/<image>)", root);
+    }
     if (f->num_files == 0) fatal("image folder %s has no .jpg/.jpeg/.png files under its class folders", root);
 }
 
@@ -114,12 +139,14 @@ void image_folder_open_flat(ImageFolder *f, const char *root) {
     memset(f, 0, sizeof *f);
     if (!is_dir(root)) fatal("image folder %s does not exist or is not a directory", root);
     int64_t cap = 0;
-    walk(f, root, -1, &cap);  // every image below root, unlabeled, in the sorted walk's order
+    walk(f, root, -1, &cap, NULL);  // every image below root, unlabeled, in the sorted walk's order
     if (f->num_files == 0) fatal("image folder %s holds no .jpg/.jpeg/.png file (searched recursively)", root);
 }
 
-// "path [label]": the path relative to the list's folder unless absolute
-static void list_line(ImageFolder *f, const char *list, int lineno, char *line, const char *dir, int64_t *cap) {
+// "path [label]": the path relative to the list's folder unless absolute. 0, or -1 with the
+// message in err (the caller frees what it holds before fatal()).
+static int list_line(ImageFolder *f, const char *list, int lineno, char *line, const char *dir, int64_t *cap, char *err,
+                     size_t errlen) {
     char *end = line + strlen(line);
     while (end > line && (end[-1] == ' ' || end[-1] == '\t')) *--end = 0;
     char *sep = strrchr(line, '\t') ? strrchr(line, '\t') : strrchr(line, ' ');
@@ -128,22 +155,26 @@ static void list_line(ImageFolder *f, const char *list, int lineno, char *line, 
         char *num = sep + 1, *stop;
         long v = strtol(num, &stop, 10);
         if (*num && !*stop) {
-            if (v < 0 || v > INT32_MAX) fatal("%s:%d: label %s is outside [0, 2^31)", list, lineno, num);
+            // classes are named "0".."max label", one string each: 2^20 of them is ~64 MB (ImageNet-21k has 21841)
+            if (v < 0 || v >= (1 << 20)) return snprintf(err, errlen, "%s:%d: label %s is outside [0, 2^20)", list, lineno, num), -1;
             label = (int32_t)v;
             *sep = 0;
             while (sep > line && (sep[-1] == ' ' || sep[-1] == '\t')) *--sep = 0;
         }
     }
-    if (!*line) fatal("%s:%d: a label without a path", list, lineno);
+    if (!*line) return snprintf(err, errlen, "%s:%d: a label without a path", list, lineno), -1;
     if (f->num_files == *cap) {
         *cap = *cap ? 2 * *cap : 1024;
-        f->paths = realloc(f->paths, *cap * sizeof(char *));
-        f->labels = realloc(f->labels, *cap * sizeof(int32_t));
-        if (!f->paths || !f->labels) fatal("out of memory reading %s", list);
+        char **paths = realloc(f->paths, *cap * sizeof(char *));
+        if (paths) f->paths = paths;
+        int32_t *labels = realloc(f->labels, *cap * sizeof(int32_t));
+        if (labels) f->labels = labels;
+        if (!paths || !labels) return snprintf(err, errlen, "out of memory reading %s", list), -1;
     }
     f->paths[f->num_files] = line[0] == '/' || !dir ? xstrdup(line) : join(dir, line);
     f->labels[f->num_files++] = label;
     if (label >= f->num_classes) f->num_classes = label + 1;
+    return 0;
 }
 
 void image_list_open(ImageFolder *f, const char *list) {
@@ -153,20 +184,25 @@ void image_list_open(ImageFolder *f, const char *list) {
     const char *slash = strrchr(list, '/');
     char *dir = slash ? xstrdup(list) : NULL;
     if (dir) dir[slash - list] = 0;
-    char *line = NULL;
+    char *line = NULL, err[8192];
     size_t cap_line = 0;
     int64_t cap = 0;
-    int lineno = 0;
-    while (getline(&line, &cap_line, in) > 0) {
+    int lineno = 0, rc = 0;
+    while (rc == 0 && getline(&line, &cap_line, in) > 0) {
         lineno++;
         line[strcspn(line, "\r\n")] = 0;
         char *p = line;
         while (*p == ' ' || *p == '\t') p++;
-        if (*p && *p != '#') list_line(f, list, lineno, p, dir, &cap);
+        if (*p && *p != '#') rc = list_line(f, list, lineno, p, dir, &cap, err, sizeof err);
     }
     free(line);
     free(dir);
     fclose(in);
+    if (rc != 0) {
+        f->num_classes = 0;  // no class names yet
+        image_folder_free(f);
+        fatal("%s", err);
+    }
     if (f->num_files == 0) fatal("the image list %s names no image (one path per line, an optional label after it)", list);
     f->class_names = xcalloc(f->num_classes ? f->num_classes : 1, sizeof(char *), "class names");
     for (int i = 0; i < f->num_classes; i++) {

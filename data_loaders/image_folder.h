@@ -18,7 +18,7 @@ void image_folder_open(ImageFolder *f, const char *root);
 // Every image under root, recursively, with no labels (-1), in the same sorted walk order.
 void image_folder_open_flat(ImageFolder *f, const char *root);
 // A list file: one image path per line (relative to the list's folder unless absolute), optionally
-// followed by an integer label; '#' starts a comment line. Classes are named "0".."max label".
+// followed by an integer label in [0, 2^20); '#' starts a comment line. Classes are named "0".."max label".
 void image_list_open(ImageFolder *f, const char *list);
 int64_t image_folder_unlabeled(const ImageFolder *f);  // files whose label is -1
 void image_folder_free(ImageFolder *f);

@@ -8,17 +8,32 @@
 
 #include "common.h"
 
-typedef struct { char **v; int n, cap; } StrList;
+// The expansion so far, and the first error (every fatal() is made by shard_list_expand
+// after it has freed the list, so nothing is left behind for a caller that catches it).
+typedef struct { char **v; int n, cap; size_t bytes; char err[512]; } StrList;
 
-static void push(StrList *l, char *s) {
+static int push(StrList *l, char *s) {
     // products of ranges ({0000..9999}{0000..9999}) are bounded as a whole, not per range
-    if (l->n >= 1000000) fatal("shard pattern expands to more than a million names");
+    if (l->n >= 1000000) {
+        free(s);
+        return snprintf(l->err, sizeof l->err, "shard pattern expands to more than a million names"), -1;
+    }
+    l->bytes += strlen(s) + 1;
+    if (l->bytes > (64u << 20)) {  // a million names of a long pattern: gigabytes
+        free(s);
+        return snprintf(l->err, sizeof l->err, "shard pattern expands to more than 64 MiB of names"), -1;
+    }
     if (l->n == l->cap) {
+        char **v = realloc(l->v, (l->cap ? 2 * l->cap : 16) * sizeof *l->v);
+        if (!v) {
+            free(s);
+            return snprintf(l->err, sizeof l->err, "out of memory expanding shard list"), -1;
+        }
+        l->v = v;
         l->cap = l->cap ? 2 * l->cap : 16;
-        l->v = realloc(l->v, l->cap * sizeof *l->v);
-        if (!l->v) fatal("out of memory expanding shard list");
     }
     l->v[l->n++] = s;
+    return 0;
 }
 
 static char *concat3(const char *a, size_t na, const char *b, size_t nb, const char *c) {
@@ -49,32 +64,37 @@ static int parse_range(const char *body, size_t len, long *lo, long *hi, int *wi
     return 1;
 }
 
-static void expand_one(const char *pat, const char *whole, StrList *out) {
+// 0, or -1 with out->err set.
+static int expand_one(const char *pat, const char *whole, StrList *out) {
     const char *open = strchr(pat, '{');
-    if (!open) { push(out, xstrdup(pat)); return; }
+    if (!open) return push(out, xstrdup(pat));
     int depth = 0;
     const char *close = NULL;
     for (const char *p = open; *p; p++) {
         if (*p == '{') depth++;
         else if (*p == '}' && --depth == 0) { close = p; break; }
     }
-    if (!close) fatal("shard pattern '%s': unbalanced '{'", whole);
+    if (!close) return snprintf(out->err, sizeof out->err, "shard pattern '%s': unbalanced '{'", whole), -1;
     const char *body = open + 1, *rest = close + 1;
     size_t blen = close - body, plen = open - pat;
     long lo, hi;
     int width;
     int range = parse_range(body, blen, &lo, &hi, &width);
-    if (range < 0) fatal("shard pattern '%s': range {%.*s} has a bound over 15 digits", whole, (int)blen, body);
+    if (range < 0)
+        return snprintf(out->err, sizeof out->err, "shard pattern '%s': range {%.*s} has a bound over 15 digits", whole,
+                        (int)blen, body), -1;
     if (range) {
-        if (hi < lo || hi - lo >= 1000000) fatal("shard pattern '%s': bad range {%.*s}", whole, (int)blen, body);
+        if (hi < lo || hi - lo >= 1000000)
+            return snprintf(out->err, sizeof out->err, "shard pattern '%s': bad range {%.*s}", whole, (int)blen, body), -1;
         for (long i = lo; i <= hi; i++) {
             char num[32];
             int nn = snprintf(num, sizeof num, "%0*ld", width, i);
             char *s = concat3(pat, plen, num, nn, rest);
-            expand_one(s, whole, out);
+            int rc = expand_one(s, whole, out);
             free(s);
+            if (rc) return rc;
         }
-        return;
+        return 0;
     }
     // Alternatives split at top-level commas inside the braces.
     const char *start = body;
@@ -84,11 +104,13 @@ static void expand_one(const char *pat, const char *whole, StrList *out) {
         else if (*p == '}' && p != close) depth--;
         if ((*p == ',' && depth == 0) || p == close) {
             char *s = concat3(pat, plen, start, p - start, rest);
-            expand_one(s, whole, out);
+            int rc = expand_one(s, whole, out);
             free(s);
+            if (rc) return rc;
             start = p + 1;
         }
     }
+    return 0;
 }
 
 char **shard_list_expand(const char *patterns, int *n) {
@@ -109,8 +131,12 @@ char **shard_list_expand(const char *patterns, int *n) {
         char *one = xmalloc(len + 1, "shard pattern");
         memcpy(one, start, len);
         one[len] = 0;
-        expand_one(one, one, &out);
+        int rc = expand_one(one, one, &out);
         free(one);
+        if (rc) {
+            shard_list_free(out.v, out.n);
+            fatal("%s", out.err);
+        }
     }
     *n = out.n;
     return out.v;

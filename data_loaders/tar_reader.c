@@ -9,6 +9,9 @@
 #include "common.h"
 
 enum { BLOCK = 512 };
+// Entry sizes beyond this are corrupt headers (base-256 and PAX sizes reach 2^63 - 1,
+// and rounding that up to a block overflows int64).
+#define TAR_MAX_ENTRY ((int64_t)1 << 50)
 
 int tar_open(TarReader *t, const char *path) {
     FILE *f = fopen(path, "rb");
@@ -191,6 +194,7 @@ int tar_next(TarReader *t, const char **why) {
 
         int64_t size = parse_number(h + 124, 12);
         if (size < 0) { free(long_name); *why = "malformed size field in a header"; return -1; }
+        if (size > TAR_MAX_ENTRY) { free(long_name); *why = "entry size in a header is over 2^50 bytes"; return -1; }
         char type = h[156];
         int64_t padded = (size + BLOCK - 1) / BLOCK * BLOCK;
         if (type == 'x' || type == 'g' || type == 'L') {
@@ -208,6 +212,7 @@ int tar_next(TarReader *t, const char **why) {
             if (bad) { free(long_name); *why = "malformed PAX extended header"; return -1; }
             continue;
         }
+        if (pax_size > TAR_MAX_ENTRY) { free(long_name); *why = "PAX size is over 2^50 bytes"; return -1; }
         if (pax_size >= 0) {
             size = pax_size;
             padded = (size + BLOCK - 1) / BLOCK * BLOCK;

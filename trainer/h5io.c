@@ -147,8 +147,7 @@ static herr_t collect_errors(unsigned n, const H5E_error2_t *e, void *out) {
     return 0;
 }
 
-int h5_try_read(hid_t loc, const char *name, hid_t type, void *out, int rank, const hsize_t *dims, char *err,
-                size_t errlen) {
+int h5_try_check_shape(hid_t loc, const char *name, int rank, const hsize_t *dims, char *err, size_t errlen) {
     hsize_t got[8];
     int r = h5_try_shape(loc, name, got, 8, err, errlen);
     if (r < 0) return -1;
@@ -161,6 +160,12 @@ int h5_try_read(hid_t loc, const char *name, hid_t type, void *out, int rank, co
         snprintf(err, errlen, "dataset %s has shape %s, expected %s", where(loc, name), a, b);
         return -1;
     }
+    return 0;
+}
+
+int h5_try_read(hid_t loc, const char *name, hid_t type, void *out, int rank, const hsize_t *dims, char *err,
+                size_t errlen) {
+    if (h5_try_check_shape(loc, name, rank, dims, err, errlen) < 0) return -1;
     hid_t ds = try_open_ds(loc, name, err, errlen);
     if (ds < 0) return -1;
     size_t total = 1;

@@ -40,6 +40,8 @@ double *h5_attr_read_f64s(hid_t loc, const char *name, size_t *n); // xmalloc'd;
 // NULL) with the message in err instead of calling fatal().
 hid_t h5_try_open(const char *path, char *err, size_t errlen);   // read-only
 int h5_try_shape(hid_t loc, const char *name, hsize_t *dims, int max_rank, char *err, size_t errlen);  // rank
+// The dataset exists with exactly this shape (h5_try_read's first check, for sizing a buffer).
+int h5_try_check_shape(hid_t loc, const char *name, int rank, const hsize_t *dims, char *err, size_t errlen);
 // Reads a whole dataset of the given memory type; the shape must equal dims.
 // A checksum failure is reported as corruption naming the dataset.
 int h5_try_read(hid_t loc, const char *name, hid_t memtype, void *out, int rank, const hsize_t *dims, char *err,

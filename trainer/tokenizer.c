@@ -113,6 +113,10 @@ Tokenizer *tokenizer_load_group(hid_t g) {
     if (k < 1 || k > (1 << 24) || p < 1 || p > 256 || c < 1 || c > 64)
         fatal("tokenizer metadata out of range (k=%lld, patch_size=%lld, channels=%lld): corrupt file?", (long long)k,
               (long long)p, (long long)c);
+    // the dataset's shape before any allocation: k and d above allow 2^24 x 2^22 floats (64 TiB)
+    hsize_t want[2] = {(hsize_t)k, (hsize_t)(c * p * p)};
+    char err[2048];
+    if (h5_try_check_shape(g, "centroids", 2, want, err, sizeof err) < 0) fatal("%s", err);
     Tokenizer *t = alloc_tokenizer((int)k, (int)p, (int)c);
     hsize_t cd[2] = {(hsize_t)t->k, (hsize_t)t->d}, kd[1] = {(hsize_t)t->k};
     h5_read_f32(g, "centroids", t->centroids, 2, cd);

@@ -8,9 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <zlib.h>
 
 #include "common.h"
+#include "idx_reader.h"
 #include "image_encode.h"
 #include "image_folder.h"
 #include "tar_writer.h"
@@ -48,57 +48,19 @@ typedef struct {
     char **class_names;
 } Source;
 
-static uint8_t *gunzip_file(const char *path, size_t *len) {
-    gzFile g = gzopen(path, "rb");
-    if (!g) fatal("cannot open %s: %s", path, strerror(errno));
-    size_t cap = 1 << 20, n = 0;
-    uint8_t *buf = xmalloc(cap, "IDX data");
-    for (;;) {
-        if (n == cap) {
-            uint8_t *bigger = xmalloc(cap * 2, "IDX data");
-            memcpy(bigger, buf, n);
-            free(buf);
-            buf = bigger;
-            cap *= 2;
-        }
-        int got = gzread(g, buf + n, (unsigned)(cap - n));
-        if (got < 0) fatal("%s: corrupt gzip data", path);
-        if (got == 0) break;
-        n += got;
-    }
-    gzclose(g);
-    *len = n;
-    return buf;
-}
-
-static uint32_t be32(const uint8_t *p) { return (uint32_t)p[0] << 24 | p[1] << 16 | p[2] << 8 | p[3]; }
-
 static void load_fashion_mnist(Source *s, const char *dir, const char *split) {
     const char *stem = !strcmp(split, "train") ? "train" : !strcmp(split, "test") ? "t10k" : NULL;
     if (!stem) fatal("--split must be train or test, not '%s'", split);
     char ip[4096], lp[4096];
     snprintf(ip, sizeof ip, "%s/%s-images-idx3-ubyte.gz", dir, stem);
     snprintf(lp, sizeof lp, "%s/%s-labels-idx1-ubyte.gz", dir, stem);
-    size_t ilen, llen;
-    uint8_t *im = gunzip_file(ip, &ilen), *lb = gunzip_file(lp, &llen);
-    if (ilen < 16 || be32(im) != 0x803) fatal("%s: not an IDX3 image file (magic %08x)", ip, ilen >= 4 ? be32(im) : 0);
-    if (llen < 8 || be32(lb) != 0x801) fatal("%s: not an IDX1 label file", lp);
-    uint32_t rows = be32(im + 8), cols = be32(im + 12);
-    if (rows < 1 || rows > 4096 || cols < 1 || cols > 4096) fatal("%s: image size %u x %u outside 1..4096", ip, rows, cols);
-    s->n = be32(im + 4);
-    s->rows = (int)rows;
-    s->cols = (int)cols;
-    if (be32(lb + 4) != s->n) fatal("%s has %u labels for %lld images in %s", lp, be32(lb + 4), (long long)s->n, ip);
-    if (ilen < 16 + (size_t)s->n * s->rows * s->cols || llen < 8 + (size_t)s->n) fatal("%s or %s is truncated", ip, lp);
-    s->pixels = xmalloc((size_t)s->n * s->rows * s->cols, "images");
-    memcpy(s->pixels, im + 16, (size_t)s->n * s->rows * s->cols);
-    s->labels = xmalloc(sizeof(int32_t) * s->n, "labels");
-    for (int64_t i = 0; i < s->n; i++) {
-        s->labels[i] = lb[8 + i];
-        if (s->labels[i] > 9) fatal("%s: label %d of image %lld is not a Fashion-MNIST class (0..9)", lp, s->labels[i], (long long)i);
-    }
-    free(im);
-    free(lb);
+    IdxImages d;
+    idx_read_fashion_mnist(&d, ip, lp);
+    s->n = d.n;
+    s->rows = d.rows;
+    s->cols = d.cols;
+    s->pixels = d.pixels;
+    s->labels = d.labels;
     static const char *names[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                                     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"};
     s->num_classes = 10;

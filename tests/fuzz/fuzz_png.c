@@ -1,0 +1,5 @@
+// fuzz_png: PNG decoding (every colour type, 1..16-bit, interlaced) as the
+// loader drives it; see fuzz_image.h for the input layout.
+#include "fuzz_image.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) { return fuzz_image(data, size, IMG_PNG); }
