@@ -181,7 +181,7 @@ static DecodeStatus jpeg_decode(const uint8_t *data, size_t len, int channels, i
     jpeg_destroy_decompress(&ci);
     free(cmyk_row);
     if (truncated) {
-        snprintf(out->error, sizeof out->error, "damaged JPEG data: %s", why);
+        snprintf(out->error, sizeof out->error, "damaged JPEG data: %.160s", why);
         return DECODE_CORRUPT;
     }
     return DECODE_OK;

@@ -186,3 +186,15 @@ def test_a_tokenizer_that_does_not_fit_the_model_is_refused(tmp_path):
                  "--run_name=t2", f"--data_train={SOURCE}", "--steps=1", f"--tokenizer_path={path}",
                  "--w_contrast=0"] + TINY + extra)
         assert p.returncode == 1 and want in p.stderr, p.stderr[-1500:]
+
+
+def test_a_checkpoint_that_crashes_libhdf5_fails_verification_instead(tmp_path):
+    """libhdf5 can crash on a damaged file (tests/fuzz/regress/hdf5_library/): verification runs
+    in a child process, so the crash is a failed verification and the caller lives on."""
+    ckpt = os.path.join(ROOT, "tests", "fuzz", "regress", "hdf5_library", "checkpoint_segv_in_H5Lvisit.h5")
+    env = dict(os.environ, CCVIT_FAULT_VERIFY_CRASH="1")  # the child dies as libhdf5 would
+    p = subprocess.run([os.path.join(BIN, "ckpt_info"), ckpt, "--verify"], capture_output=True, text=True, env=env)
+    assert p.returncode == 1 and "crashed libhdf5 (signal 11" in p.stdout + p.stderr, p.stdout + p.stderr
+    p = subprocess.run([os.path.join(BIN, "train"), "--config", "configs/fashion_mnist.yaml", f"--output_dir={tmp_path}",
+                        "--run_name=r", f"--resume={ckpt}"] + TINY, cwd=ROOT, capture_output=True, text=True, env=env)
+    assert p.returncode == 1 and "resume:" in p.stderr and "crashed libhdf5" in p.stderr, p.stderr[-1500:]

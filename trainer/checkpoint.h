@@ -87,8 +87,11 @@ int checkpoint_config(const CheckpointInfo *info, const char *path, Config *out,
 void checkpoint_info_free(CheckpointInfo *info);
 
 // Integrity only: the file opens, the version is known, and every dataset reads
-// back with a good checksum. No model needed.
+// back with a good checksum. No model needed. Runs in a child process, so that a
+// crash inside libhdf5 on a damaged file is a failed verification;
+// checkpoint_verify_in_process is the same check in this process (the fuzz harness).
 int checkpoint_verify(const char *path, char *err, size_t errlen);
+int checkpoint_verify_in_process(const char *path, char *err, size_t errlen);
 
 // ---- run folders ------------------------------------------------------------
 // Files are <run_dir>/ckpt_step00001000.h5; `latest` is a symlink to the newest

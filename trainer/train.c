@@ -280,6 +280,7 @@ static void run_find_resume(Run *r) {
         if (r->resume_buf[0]) r->resume_path = r->resume_buf;
     } else if (r->cfg.resume[0]) {
         r->resume_path = r->cfg.resume;
+        if (checkpoint_verify(r->resume_path, err, sizeof err) != 0) fatal("resume: %s", err);
     }
 }
 

@@ -31,7 +31,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     } else if (!err[0]) {
         abort();
     }
-    (void)checkpoint_verify(path, err, sizeof err);
+    (void)checkpoint_verify_in_process(path, err, sizeof err);
 
     // tokenizer_load_group ends in fatal() on a bad tokenizer; what it held then is
     // left behind by design (the process would exit), so LSan ignores this call's
