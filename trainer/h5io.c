@@ -163,11 +163,43 @@ int h5_try_check_shape(hid_t loc, const char *name, int rank, const hsize_t *dim
     return 0;
 }
 
+// What libhdf5 sizes its buffers by before any checksum is tested: a damaged chunk record
+// claiming 4 GB made it allocate that (fuzz_tokenizer). The writer's chunks never exceed the
+// dataset's shape, elements are at most 8 bytes, and nothing is compressed.
+static int check_storage(hid_t ds, hid_t loc, const char *name, int rank, const hsize_t *dims, char *err,
+                         size_t errlen) {
+    hid_t ftype = H5Dget_type(ds), dcpl = H5Dget_create_plist(ds);
+    size_t elem = ftype >= 0 ? H5Tget_size(ftype) : 0;
+    int bad = elem == 0 || elem > 8;
+    uint64_t raw = elem, chunks = 1;  // the bytes the data holds, and its chunks' count
+    for (int i = 0; i < rank; i++) raw *= dims[i];
+    if (!bad && dcpl >= 0 && H5Pget_layout(dcpl) == H5D_CHUNKED) {
+        hsize_t chunk[8];
+        int crank = H5Pget_chunk(dcpl, 8, chunk);
+        bad = crank != rank;
+        for (int i = 0; !bad && i < rank; i++) {
+            bad = chunk[i] == 0 || chunk[i] > (dims[i] ? dims[i] : 1);
+            chunks *= (dims[i] + chunk[i] - 1) / (chunk[i] ? chunk[i] : 1);
+        }
+    }
+    // stored: the data, plus a Fletcher32 sum per chunk (a damaged chunk record claimed 4 GB)
+    if (!bad) bad = H5Dget_storage_size(ds) > raw + 4 * chunks;
+    if (ftype >= 0) H5Tclose(ftype);
+    if (dcpl >= 0) H5Pclose(dcpl);
+    if (bad) snprintf(err, errlen, "dataset %s has a damaged layout (element, chunk or stored size): the file is corrupt",
+                      where(loc, name));
+    return bad ? -1 : 0;
+}
+
 int h5_try_read(hid_t loc, const char *name, hid_t type, void *out, int rank, const hsize_t *dims, char *err,
                 size_t errlen) {
     if (h5_try_check_shape(loc, name, rank, dims, err, errlen) < 0) return -1;
     hid_t ds = try_open_ds(loc, name, err, errlen);
     if (ds < 0) return -1;
+    if (check_storage(ds, loc, name, rank, dims, err, errlen) < 0) {
+        H5Dclose(ds);
+        return -1;
+    }
     size_t total = 1;
     for (int i = 0; i < rank; i++) total *= dims[i];
     int bad = total && H5Dread(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0;
