@@ -163,27 +163,63 @@ int h5_try_check_shape(hid_t loc, const char *name, int rank, const hsize_t *dim
     return 0;
 }
 
-// What libhdf5 sizes its buffers by before any checksum is tested: a damaged chunk record
-// claiming 4 GB made it allocate that (fuzz_tokenizer). The writer's chunks never exceed the
-// dataset's shape, elements are at most 8 bytes, and nothing is compressed.
+// The filters of a dataset's pipeline: 1 when it holds only Fletcher32 (our writer's) or
+// nothing, so that every chunk's stored size is known; *fletcher set when it is there.
+static int plain_pipeline(hid_t dcpl, int *fletcher) {
+    int n = H5Pget_nfilters(dcpl);
+    *fletcher = 0;
+    for (int i = 0; i < n; i++) {
+        unsigned flags, conf;
+        size_t nelem = 0;
+        H5Z_filter_t id = H5Pget_filter2(dcpl, (unsigned)i, &flags, &nelem, NULL, 0, NULL, &conf);
+        if (id != H5Z_FILTER_FLETCHER32) return 0;
+        *fletcher = 1;
+    }
+    return n >= 0;
+}
+
+// Each chunk's stored size is its bytes (+ 4 for Fletcher32) when nothing compresses it.
+static int chunk_sizes_fit(hid_t ds, hid_t dcpl, uint64_t chunk_bytes) {
+    int fletcher;
+    if (!plain_pipeline(dcpl, &fletcher)) return 1;  // compressed (another writer): libhdf5's filters check
+    hid_t space = H5Dget_space(ds);
+    hsize_t n = 0;
+    int fit = space >= 0 && H5Dget_num_chunks(ds, space, &n) >= 0;
+    for (hsize_t i = 0; fit && i < n; i++) {
+        hsize_t offset[8], size = 0;
+        unsigned mask = 0;
+        haddr_t addr;
+        fit = H5Dget_chunk_info(ds, space, i, offset, &mask, &addr, &size) >= 0 &&
+              size == chunk_bytes + (fletcher ? 4 : 0);
+    }
+    if (space >= 0) H5Sclose(space);
+    return fit;
+}
+
+// What libhdf5 sizes its buffers and copies by before any checksum is tested: a damaged
+// chunk record claiming 4 GB made it allocate that, and one claiming a few bytes made it
+// copy past them (fuzz_tokenizer). Elements are at most 8 bytes, chunks never exceed the
+// dataset's shape, and an uncompressed chunk stores exactly its bytes.
 static int check_storage(hid_t ds, hid_t loc, const char *name, int rank, const hsize_t *dims, char *err,
                          size_t errlen) {
     hid_t ftype = H5Dget_type(ds), dcpl = H5Dget_create_plist(ds);
     size_t elem = ftype >= 0 ? H5Tget_size(ftype) : 0;
-    int bad = elem == 0 || elem > 8;
-    uint64_t raw = elem, chunks = 1;  // the bytes the data holds, and its chunks' count
+    int bad = elem == 0 || elem > 8 || dcpl < 0;
+    uint64_t raw = elem;  // the bytes the data holds
     for (int i = 0; i < rank; i++) raw *= dims[i];
-    if (!bad && dcpl >= 0 && H5Pget_layout(dcpl) == H5D_CHUNKED) {
+    if (!bad && H5Pget_layout(dcpl) == H5D_CHUNKED) {
         hsize_t chunk[8];
-        int crank = H5Pget_chunk(dcpl, 8, chunk);
-        bad = crank != rank;
+        uint64_t chunk_bytes = elem;
+        bad = H5Pget_chunk(dcpl, 8, chunk) != rank;
         for (int i = 0; !bad && i < rank; i++) {
             bad = chunk[i] == 0 || chunk[i] > (dims[i] ? dims[i] : 1);
-            chunks *= (dims[i] + chunk[i] - 1) / (chunk[i] ? chunk[i] : 1);
+            chunk_bytes *= chunk[i];
         }
+        if (!bad) bad = !chunk_sizes_fit(ds, dcpl, chunk_bytes);
+    } else if (!bad && H5Pget_layout(dcpl) == H5D_CONTIGUOUS) {
+        hsize_t stored = H5Dget_storage_size(ds);
+        bad = stored != 0 && stored != raw;
     }
-    // stored: the data, plus a Fletcher32 sum per chunk (a damaged chunk record claimed 4 GB)
-    if (!bad) bad = H5Dget_storage_size(ds) > raw + 4 * chunks;
     if (ftype >= 0) H5Tclose(ftype);
     if (dcpl >= 0) H5Pclose(dcpl);
     if (bad) snprintf(err, errlen, "dataset %s has a damaged layout (element, chunk or stored size): the file is corrupt",
