@@ -10,13 +10,18 @@ static void (*fatal_exit)(void);
 
 void set_fatal_exit(void (*fn)(void)) { fatal_exit = fn; }
 
+// "<kind>: <message>\n" on stderr, after what stdout holds so far.
+static void report(const char *kind, const char *fmt, va_list ap) {
+    fflush(stdout);
+    fprintf(stderr, "%s: ", kind);
+    vfprintf(stderr, fmt, ap);  // NOLINT(clang-analyzer-valist.Uninitialized): the callers' va_start; a known analyser false positive
+    fputc('\n', stderr);
+}
+
 void fatal(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    fflush(stdout);
-    fputs("error: ", stderr);
-    vfprintf(stderr, fmt, ap);  // NOLINT(clang-analyzer-valist.Uninitialized): va_start above; a known analyser false positive
-    fputc('\n', stderr);
+    report("error", fmt, ap);
     va_end(ap);
     if (fatal_exit) fatal_exit();
     exit(1);
@@ -25,10 +30,7 @@ void fatal(const char *fmt, ...) {
 void warn(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    fflush(stdout);
-    fputs("warning: ", stderr);
-    vfprintf(stderr, fmt, ap);  // NOLINT(clang-analyzer-valist.Uninitialized): va_start above; a known analyser false positive
-    fputc('\n', stderr);
+    report("warning", fmt, ap);
     va_end(ap);
 }
 

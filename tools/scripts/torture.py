@@ -169,15 +169,15 @@ def torture(a, work, ref_hashes, fails):
                 f.write(b"\xde\xad\xbe\xef" * 16)
         attempt += 1
     steps = metrics_steps(run_dir)
-    fails.check(steps == list(range(1, a.steps + 1)),
-                f"metrics.jsonl steps are not each step once: {steps[:60]}")
-    fails.check(tensor_hashes(final_ckpt(run_dir, a.steps)) == ref_hashes,
-                "the final checkpoint differs from the uninterrupted run's")
+    once = steps == list(range(1, a.steps + 1))
+    fails.check(once, f"metrics.jsonl steps are not each step once: {steps[:60]}")
+    exact = tensor_hashes(final_ckpt(run_dir, a.steps)) == ref_hashes
+    fails.check(exact, "the final checkpoint differs from the uninterrupted run's")
     fails.check(damaged is not None, "no checkpoint was damaged (too few checkpoints)")
     return {"kills": sum(kills.values()) - kills["exited"], "kills_by_phase": kills, "resumes": resumes,
             "damaged_checkpoint_skipped": damaged is not None, "attempts": attempt + 1,
-            "metrics_each_step_once": steps == list(range(1, a.steps + 1)),
-            "bit_exact": tensor_hashes(final_ckpt(run_dir, a.steps)) == ref_hashes}
+            "metrics_each_step_once": once,
+            "bit_exact": exact}
 
 
 def disk_full(a, work, ref_hashes, fails):
