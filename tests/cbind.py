@@ -136,7 +136,7 @@ def setup_vit_views(lib):
     lib.vit_drop_scales.restype = FP
     lib.vit_drop_scales.argtypes = [c_void]
     lib.vit_set_regularisation.argtypes = [c_void, c_float, c_float]
-    lib.vit_sample_drop_path.argtypes = [c_void, c_int, ctypes.c_uint64, ctypes.c_int64]
+    lib.vit_sample_drop_path.argtypes = [c_void, c_int, ctypes.c_uint64, ctypes.c_int64, ctypes.c_int64]
     lib.params_set_lr_scale.argtypes = [c_void, c_int, c_float]
     lib.params_lr_scale.restype = c_float
     lib.params_lr_scale.argtypes = [c_void, c_int]

@@ -33,6 +33,7 @@ TOL_LOSS, TOL_GRAD, TOL_GRAD_TEACHER, TOL_UPDATE = 2e-7, 2e-5, 5e-5, 3e-3
 class ObjectiveConfig(ctypes.Structure):
     _fields_ = [("mask_ratio", c_float), ("min_mask_patches", c_int), ("replace_ratio", c_float),
                 ("w_token", c_float), ("w_pixel", c_float), ("w_contrast", c_float), ("temperature", c_float),
+                ("negatives_global", c_int),
                 ("proj_hidden", c_int), ("proj_dim", c_int), ("mask_both_views", c_int),
                 ("mean", c_float * 3), ("std", c_float * 3), ("seed", ctypes.c_uint64),
                 ("teacher_momentum", c_float)]

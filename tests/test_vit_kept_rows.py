@@ -50,7 +50,7 @@ def test_kept_rows_match_full_twin(C, name, drop_path):
     drop = None
     if drop_path:
         C.vit_set_regularisation(cm.handle, ctypes.c_float(drop_path), ctypes.c_float(0.0))
-        C.vit_sample_drop_path(cm.handle, B, 3, 1)
+        C.vit_sample_drop_path(cm.handle, B, 3, 1, 0)
         scales = view(C.vit_drop_scales(cm.handle), (L, 2, B)).copy()
         assert (scales[L - 1] == 0).any() and (scales[L - 1] != 0).any(), "the last block's drop path is not exercised"
         drop = [(torch.tensor(scales[l, 0], dtype=torch.float64), torch.tensor(scales[l, 1], dtype=torch.float64))

@@ -194,7 +194,7 @@ def test_finetune_step_matches_twin(C):
     for step in range(4):
         img, _, labels = inputs(cfg, 200 + step)
         C.params_zero_grad(ctypes.c_void_p(cm.table))
-        C.vit_sample_drop_path(cm.handle, B, 5, step)
+        C.vit_sample_drop_path(cm.handle, B, 5, step, 0)
         scales = view(C.vit_drop_scales(cm.handle), (L, 2, B)).copy()
         dropped += int((scales == 0).sum())
         for l in range(L):  # a survivor is scaled by 1 / keep, keep = 1 - 0.3 l / (L - 1) (timm's linspace)
@@ -239,7 +239,7 @@ def test_drop_path_rates_per_block(C):
     drops = np.zeros(L)
     steps = 300
     for step in range(steps):
-        C.vit_sample_drop_path(cm.handle, B, 9, step)
+        C.vit_sample_drop_path(cm.handle, B, 9, step, 0)
         drops += (view(C.vit_drop_scales(cm.handle), (L, 2, B)) == 0).sum(axis=(1, 2))
     n = steps * 2 * B
     for l in range(L):

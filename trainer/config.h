@@ -41,7 +41,8 @@
     X(drop_path,        FLOAT,  "0",       "[0, 1)",        "stochastic depth rate of the last block (fine-tune)") \
     G("optimisation")                                                                                   \
     X(batch_size,       INT,    "256",     "[1, 65536]",    "images per optimiser micro-step")          \
-    X(accum_steps,      INT,    "1",       "[1, 65536]",    "micro-steps accumulated per update; effective batch = batch_size * accum_steps") \
+    X(global_batch_size, INT,   "0",       "[0, 65536]",    "the whole job's micro-batch over all ranks; each rank takes global_batch_size / ranks (batch_size is then ignored); 0: batch_size per rank") \
+    X(accum_steps,      INT,    "1",       "[1, 65536]",    "micro-steps accumulated per update; effective batch = global batch * accum_steps") \
     X(epochs,           INT,    "10",      "[0, 1000000]",  "epochs to train when steps is 0")          \
     X(steps,            INT,    "0",       "[0, inf)",      "optimiser updates to train; 0: use epochs") \
     X(lr,               FLOAT,  "5e-4",    "(0, 10]",       "peak learning rate, reached after warmup") \
@@ -87,6 +88,7 @@
     X(temperature,      FLOAT,  "0.2",     "(0, 100]",      "NT-Xent / InfoNCE temperature")            \
     X(proj_hidden,      INT,    "1024",    "[1, 65536]",    "projector MLP hidden width")               \
     X(proj_dim,         INT,    "256",     "[1, 65536]",    "projector output width")                   \
+    X(contrast_negatives, ENUM, "global",  "global|local",  "global: every rank's images are negatives (embeddings all-gathered); local: one rank's micro-batch") \
     X(mask_both_views,  BOOL,   "false",   "",              "corrupt the contrastive view too")        \
     X(contrast_warmup_steps, INT, "0",     "[0, inf)",      "ramp w_contrast linearly from 0 over these updates") \
     X(freeze_patch_embed, BOOL, "false",   "",              "keep the random patch embedding fixed (MoCo v3)") \
@@ -107,6 +109,8 @@
     X(keep_every,       INT,    "0",       "[0, inf)",      "also keep for good every checkpoint whose step is a multiple of this; 0: none") \
     X(time_limit_minutes, FLOAT, "0",      "[0, inf)",      "stop (with a checkpoint) after this much training time; 0: no limit") \
     X(stop_at_step,     INT,    "0",       "[0, inf)",      "stop (with a checkpoint) after this update, as a preemption would; the schedule still spans steps; 0: off") \
+    X(dist_timeout_s,   FLOAT,  "300",     "(0, inf)",      "under MPI: end the job when a step's collective waits this long for the other ranks (one died or hangs)") \
+    X(reduce_overlap,   BOOL,   "true",    "",              "under MPI: reduce each block's gradients while the backward pass goes on (same bits as after it)") \
     X(resume,           STR,    "",        "",              "auto: newest good checkpoint of this run; a path; empty: start fresh")
 // clang-format on
 

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "distributed.h"
 #include "kernels.h"
 #include "masking.h"
 #include "model.h"
@@ -56,7 +57,9 @@ void objective_register(Objective *o, Vit *vit, Tokenizer *tok, const ObjectiveC
     ParamTable *t = o->params;
     if (o->use_token) token_head_register(&o->token, t, o->K, D);
     if (o->use_pixel) pixel_head_register(&o->pixel, t, vit);
-    if (o->use_contrast) contrastive_head_register(&o->contrast, t, D, cfg->proj_hidden, cfg->proj_dim, cfg->temperature);
+    if (o->use_contrast)
+        contrastive_head_register(&o->contrast, t, D, cfg->proj_hidden, cfg->proj_dim, cfg->temperature,
+                                  cfg->negatives_global ? dist_world() : 1);
     if (cfg->teacher_momentum > 0 && !o->use_contrast)
         fatal("config: teacher_momentum %g needs the contrastive term (w_contrast > 0)", cfg->teacher_momentum);
     o->use_teacher = o->use_contrast && cfg->teacher_momentum > 0;
@@ -169,7 +172,7 @@ static int prepare_corruption(Objective *o, const float *clean1, int B, int64_t 
     patchify(o->clean_patches, clean1, B, vc->in_chans, vc->img_size, vc->img_size, vc->patch_size);
     for (int b = 0; b < B; b++) {
         Rng r;
-        rng_seed(&r, o->cfg.seed ^ MASK_STREAM_SALT, (uint64_t)step * 131072 + (uint64_t)b);
+        rng_seed(&r, o->cfg.seed ^ MASK_STREAM_SALT, (uint64_t)step * 131072 + (uint64_t)(o->first_image + b));
         block_mask_generate(o->mask + (long)b * N, grid, grid, o->n_mask, o->cfg.min_mask_patches, &r);
         replacement_generate(o->replaced + (long)b * N, o->mask + (long)b * N, N, o->n_replace, &r);
     }
@@ -250,7 +253,7 @@ ObjectiveLosses objective_forward(Objective *o, const float *view1, const float 
     if (V == 2 && o->cfg.mask_both_views)
         for (int b = 0; b < B; b++) {  // view2: masking only (its clean crop is not tokenised)
             Rng r;
-            rng_seed(&r, o->cfg.seed ^ MASK_STREAM_SALT, (uint64_t)step * 131072 + 65536 + (uint64_t)b);
+            rng_seed(&r, o->cfg.seed ^ MASK_STREAM_SALT, (uint64_t)step * 131072 + 65536 + (uint64_t)(o->first_image + b));
             block_mask_generate(o->mask + (long)(B + b) * N, v->grid, v->grid, o->n_mask, o->cfg.min_mask_patches, &r);
         }
     L.scored = M;
@@ -283,7 +286,7 @@ ObjectiveLosses objective_classify_forward(Objective *o, const float *images, co
     for (int i = 0; i < B; i++)
         if (labels[i] < 0 || labels[i] >= K)
             fatal("finetune: label %d of a training image is outside [0, num_classes = %d)", labels[i], K);
-    vit_sample_drop_path(v, B, o->cfg.seed, stream);
+    vit_sample_drop_path(v, B, o->cfg.seed, stream, o->first_image);
     vit_forward(v, images, NULL, B);
     ObjectiveLosses L = {0};
     L.token = L.total = vit_head_forward(v, labels, B, 1);

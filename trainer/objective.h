@@ -33,6 +33,7 @@ typedef struct {
     float replace_ratio;       // share of all patches replaced by their centroid's pixels
     float w_token, w_pixel, w_contrast;
     float temperature;         // NT-Xent
+    int negatives_global;      // 1: every rank's embeddings are negatives (all-gathered); 0: this rank's
     int proj_hidden, proj_dim;
     int mask_both_views;       // corrupt view2 as well (its own mask)
     float mean[3], std[3];     // the loader's normalisation, to normalise centroid pixels
@@ -81,6 +82,10 @@ typedef struct {
     int classify;              // fine-tuning: the encoder's classification head on labelled images
     const int32_t *labels;     // classify: the last forward's labels
     void *owner;               // objective_create's Model
+
+    // This rank's first image in the global batch: masks and drop path are drawn per
+    // (step, global image), so R ranks draw what one process holding the batch would.
+    int64_t first_image;
 
     ObjectiveLosses last;
     int last_batch;

@@ -79,6 +79,7 @@ ObjectiveConfig objective_config_from(const Config *cfg, const LoaderConfig *lc)
         .mask_ratio = (float)cfg->mask_ratio, .min_mask_patches = cfg->min_mask_patches,
         .replace_ratio = (float)cfg->replace_ratio, .w_token = (float)cfg->w_token, .w_pixel = (float)cfg->w_pixel,
         .w_contrast = (float)cfg->w_contrast, .temperature = (float)cfg->temperature, .proj_hidden = cfg->proj_hidden,
+        .negatives_global = !strcmp(cfg->contrast_negatives, "global"),
         .proj_dim = cfg->proj_dim, .mask_both_views = cfg->mask_both_views, .seed = (uint64_t)cfg->seed,
         .teacher_momentum = (float)cfg->teacher_momentum};
     for (int c = 0; c < 3; c++) oc.mean[c] = lc->mean[c], oc.std[c] = lc->std[c];

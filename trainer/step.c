@@ -42,8 +42,9 @@ static int micro_step(Stepper *s, StepStats *st, long step, float w_contrast) {
     double tc = now_seconds();
     st->data_wait_s += tc - tw;
     st->epoch = b.epoch;
-    // each rank draws its own masks and drop path: the stream is (micro-step, rank)
-    int64_t stream = *s->micro_steps * s->world + s->rank;
+    // masks and drop path are drawn per (micro-step, global image): ranks draw one process's
+    int64_t stream = *s->micro_steps;
+    o->first_image = (int64_t)s->rank * s->batch_size;
     ObjectiveLosses l = o->classify ? objective_classify_forward(o, b.view1, b.labels, b.n, stream)
                                     : objective_forward(o, b.view1, b.clean1, b.view2, b.n, stream, w_contrast);
     if (step == s->fault_step) l.token = NAN;
@@ -64,11 +65,33 @@ static int micro_step(Stepper *s, StepStats *st, long step, float w_contrast) {
     return 0;
 }
 
-// Sum the ranks' gradients and images, average their losses.
+// The floats of a part of the table (vit.h's VIT_GRADS_*), whose gradients are final.
+static void part_range(const Stepper *s, int part, size_t *from, size_t *to) {
+    const ParamTable *t = &s->model->params;
+    const Vit *v = &s->model->vit;
+    int L = v->cfg.depth, norm = params_find(t, "norm.weight");
+    size_t tail = t->info[norm].offset;
+    if (part == VIT_GRADS_TAIL) *from = tail, *to = s->reduced_floats;
+    else if (part == VIT_GRADS_HEAD) *from = 0, *to = t->info[v->block_first[0]].offset;
+    else *from = t->info[v->block_first[part]].offset, *to = part + 1 < L ? t->info[v->block_first[part + 1]].offset : tail;
+}
+
+// vit_backward's grads_ready: start this part's reduction, move the others on.
+static void reduce_part(void *ctx, int part) {
+    Stepper *s = ctx;
+    size_t from, to;
+    part_range(s, part, &from, &to);
+    dist_sum_start(s->sum, s->model->params.grad + from, to - from);
+    dist_sum_poll(s->sum);
+}
+
+// Sum the ranks' gradients (started during the backward pass when overlapping) and
+// images, average their losses.
 static void reduce_ranks(Stepper *s, StepStats *st) {
     ParamTable *t = &s->model->params;
     int world = s->world;
-    dist_allreduce_sum_floats(t->grad, s->reduced_floats);
+    if (!s->overlap) dist_sum_start(s->sum, t->grad, s->reduced_floats);
+    dist_sum_wait(s->sum, "the gradient reduction");
     grad_scale(t, 1.0f / world);
     double agg[5] = {st->token, st->pixel, st->contrast, st->total, (double)st->images};
     dist_allreduce_sum_doubles(agg, 5);
@@ -76,15 +99,27 @@ static void reduce_ranks(Stepper *s, StepStats *st) {
     st->images = (long)agg[4];
 }
 
+void stepper_release(Stepper *s) {
+    dist_sum_free(s->sum);
+    s->sum = NULL;
+}
+
 StepStats train_step(Stepper *s, long step, double lr, float w_contrast, float teacher_momentum) {
     Model *m = s->model;
     StepStats st = {0};
     params_zero_grad(&m->params);
-    for (int micro = 0; micro < s->accum_steps; micro++)
-        if (micro_step(s, &st, step, w_contrast) != 0) {
+    if (s->world > 1 && !s->sum) s->sum = dist_sum_create(s->reduced_floats);
+    Vit *v = &m->vit;
+    for (int micro = 0; micro < s->accum_steps; micro++) {
+        int last = micro == s->accum_steps - 1;
+        if (last && s->overlap && s->world > 1) v->grads_ready = reduce_part, v->grads_ready_ctx = s;
+        int rc = micro_step(s, &st, step, w_contrast);
+        v->grads_ready = NULL;
+        if (rc != 0) {  // before any backward: no reduction of this rank's is in flight
             st.failed = 1;
             return st;
         }
+    }
     if (s->world > 1) reduce_ranks(s, &st);
     st.grad_norm = clip_grad_norm(&m->opt, &m->params, s->clip_grad);
     if (!isfinite(st.grad_norm)) {

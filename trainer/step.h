@@ -4,6 +4,7 @@
 #pragma once
 #include <stdint.h>
 
+#include "distributed.h"
 #include "loader.h"
 #include "model.h"
 
@@ -23,7 +24,10 @@ typedef struct {
     int accum_steps;
     double clip_grad;                      // <= 0: no clipping
     int rank, world;
+    int batch_size;                        // per rank: this rank's slice of a global batch starts at rank * batch_size
     size_t reduced_floats;                 // gradients summed over ranks: the table's trained head
+    int overlap;                           // 1: each block's gradients are reduced as its backward ends
+    DistSum *sum;                          // the reduction in flight (world > 1); train_step makes it
     long steps_per_epoch;                  // two epochs of empty batches mean the data has no usable image
     const char *data_train;                // named by the empty-data error
     long fault_step;                       // tests: this step's first loss becomes NaN; -1: none
@@ -32,6 +36,8 @@ typedef struct {
     char err[512];                         // why the last step failed
 } Stepper;
 
+// The Stepper's reduction state, made by the first train_step; free it after the last.
+void stepper_release(Stepper *s);
 // Update `step` with learning rate lr, contrastive weight w_contrast (phase-in)
 // and EMA teacher momentum teacher_momentum (no-op without a teacher).
 StepStats train_step(Stepper *s, long step, double lr, float w_contrast, float teacher_momentum);

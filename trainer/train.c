@@ -117,6 +117,9 @@ static void warn_config_changes(const Config *now, const char *resume_path) {
                   "(the optimiser's state would be wrong for the patch embedding): keep %s, or start a new run",
                   then.freeze_patch_embed ? "true" : "false", resume_path,
                   now->freeze_patch_embed ? "true" : "false", then.freeze_patch_embed ? "true" : "false");
+        // the same global batch over another number of ranks continues the same run
+        if (then.global_batch_size > 0 && then.global_batch_size == now->global_batch_size)
+            then.batch_size = now->batch_size;
         int n = config_diff_except(&then, now, steering, diff, sizeof diff);
         if (n)
             warn("resume: %d key%s differ from the config %s was trained with (checkpoint vs now: %s); the run "
@@ -239,6 +242,17 @@ typedef struct {
     Stepper stepper;
 } Run;
 
+// batch_size becomes this rank's share of global_batch_size when that is given: the data
+// stream, masks and schedule are then those of one process with the global batch.
+static void run_derive_batch(Run *r) {
+    Config *cfg = &r->cfg;
+    if (cfg->global_batch_size <= 0) return;
+    if (cfg->global_batch_size % r->world != 0)
+        fatal("config: global_batch_size %d does not split over %d ranks; make it a multiple of %d",
+              cfg->global_batch_size, r->world, r->world);
+    cfg->batch_size = cfg->global_batch_size / r->world;
+}
+
 // Config, run folder and log, precision; under mpirun rank 0 alone prints, logs and
 // writes checkpoints (the others' stdout goes to /dev/null).
 static void run_open(Run *r, int argc, char **argv) {
@@ -250,6 +264,8 @@ static void run_open(Run *r, int argc, char **argv) {
     char err[2048];
     if (config_check_training(cfg, err, sizeof err) != 0) fatal("%s", err);
     r->finetune = !strcmp(cfg->task, "finetune");
+    run_derive_batch(r);
+    dist_set_timeout(cfg->dist_timeout_s);
     gemm_set_precision(strcmp(cfg->precision, "bf16") ? GEMM_FP32 : GEMM_BF16);
     if (!cfg->run_name[0]) {
         if (!strcmp(cfg->resume, "auto")) fatal("--resume=auto needs a run_name to find the run folder");
@@ -261,7 +277,10 @@ static void run_open(Run *r, int argc, char **argv) {
     r->rl = r->rank == 0 ? runlog_open(cfg->output_dir, cfg->run_name, r->yaml) : NULL;
     snprintf(r->run_dir, sizeof r->run_dir, "%s/%s", cfg->output_dir, cfg->run_name);
     dist_barrier();  // the run folder exists before any rank reads from it
-    if (r->world > 1) printf("distributed: %d ranks (Open MPI), gradients summed every update\n", r->world);
+    if (r->world > 1)
+        printf("distributed: %d ranks (Open MPI); global batch %d = %d ranks x %d; gradients summed every update%s; "
+               "contrastive negatives %s\n", r->world, cfg->batch_size * r->world, r->world, cfg->batch_size,
+               cfg->reduce_overlap ? ", overlapped with the backward pass" : "", cfg->contrast_negatives);
 }
 
 // Which checkpoint to resume from, if any: rank 0 decides for everyone.
@@ -392,6 +411,7 @@ static void run_build(Run *r, const LoaderConfig *lc) {
     const char *fault = getenv("CCVIT_FAULT_NAN_STEP");  // tests: make step n's token loss NaN
     r->stepper = (Stepper){.model = &r->model, .loader = r->loader, .accum_steps = cfg->accum_steps,
                            .clip_grad = cfg->clip_grad, .rank = r->rank, .world = r->world,
+                           .batch_size = cfg->batch_size, .overlap = cfg->reduce_overlap,
                            .reduced_floats = objective_trained_floats(&r->model.obj),
                            .steps_per_epoch = r->steps_per_epoch, .data_train = cfg->data_train,
                            .fault_step = fault ? atol(fault) : -1, .micro_steps = &r->ts.micro_steps};  // NOLINT(cert-err34-c): a test-only fault-injection variable
@@ -422,9 +442,10 @@ static void run_print_summary(const Run *r) {
                cfg->w_token, cfg->w_pixel, cfg->w_contrast, o->n_mask, o->n_replace, m->vit.N, o->K, m->views,
                o->use_teacher ? "; view2 through the EMA teacher (InfoNCE)" : "");
     printf("precision: %s\n", gemm_precision_summary());
-    printf("data: %lld samples, %ld updates/epoch (batch %d x accum %d), %d decode threads; %d compute threads\n",
-           (long long)loader_num_samples(r->loader), r->steps_per_epoch, cfg->batch_size, cfg->accum_steps,
-           cfg->num_workers, kernel_max_threads());
+    printf("data: %lld samples, %ld updates/epoch (global batch %d x accum %d = %d images per update; %d per rank "
+           "and micro-step), %d decode threads; %d compute threads\n",
+           (long long)loader_num_samples(r->loader), r->steps_per_epoch, cfg->batch_size * r->world, cfg->accum_steps,
+           cfg->batch_size * r->world * cfg->accum_steps, cfg->batch_size, cfg->num_workers, kernel_max_threads());
     printf("memory (fixed after start-up):\n");
     print_bytes("parameters + gradients", 2 * params_bytes(&m->params));
     print_bytes("AdamW m + v", 2 * params_bytes(&m->params));
@@ -536,6 +557,7 @@ static void run_finish(Run *r, long done, const char *stop_reason, double t_star
 }
 
 static void run_close(Run *r) {
+    stepper_release(&r->stepper);
     spectrum_probe_free(&r->probe);
     xfree(r->probe_rows);
     xfree(r->cursor);

@@ -503,6 +503,7 @@ void vit_backward(Vit *vit, const float *dfinal, float *const *dblock, int B) {
     if (dfinal)
         layernorm_backward(vit->dres, vit->g.norm_w, vit->g.norm_b, dfinal, vit->blocks[L - 1].out, vit->w.norm_w,
                            vit->final_mean, vit->final_rstd, B * T, D);
+    if (vit->grads_ready) vit->grads_ready(vit->grads_ready_ctx, VIT_GRADS_TAIL);
     for (int l = L - 1; l >= 0; l--) {
         if (dblock && dblock[l]) residual_backward(vit->dres, NULL, dblock[l], BTD);
         const float *x_in = l > 0 ? vit->blocks[l - 1].out : vit->x0;
@@ -510,6 +511,7 @@ void vit_backward(Vit *vit, const float *dfinal, float *const *dblock, int B) {
         const RowSet *rows = l == L - 1 ? vit->last_rows : NULL;
         block_backward(vit->dres, &vit->g.blocks[l], &vit->scratch, &vit->blocks[l], &vit->w.blocks[l], &vit->bdims,
                        x_in, drop, rows, B, T);
+        if (vit->grads_ready) vit->grads_ready(vit->grads_ready_ctx, l);
     }
     memset(vit->demb, 0, sizeof(float) * (size_t)B * N * D);
     cls_pos_backward(vit->demb, vit->g.cls_token, vit->g.pos_embed, vit->dres, B, N, D);
@@ -517,6 +519,7 @@ void vit_backward(Vit *vit, const float *dfinal, float *const *dblock, int B) {
     if (!vit->freeze_patch_embed)
         linear_backward(NULL, vit->g.patch_w, vit->g.patch_b, vit->demb, vit->patches, vit->w.patch_w, B * N,
                         vit->patch_dim, D);
+    if (vit->grads_ready) vit->grads_ready(vit->grads_ready_ctx, VIT_GRADS_HEAD);
 }
 
 float vit_head_forward(Vit *vit, const int32_t *labels, int B, int pool) {
@@ -528,19 +531,19 @@ void vit_head_backward(Vit *vit, const int32_t *labels, int B, int pool, float d
     classifier_head_backward(&vit->head, labels, B, vit->T, pool, dloss);
 }
 
-void vit_sample_drop_path(Vit *vit, int B, uint64_t seed, int64_t step) {
+void vit_sample_drop_path(Vit *vit, int B, uint64_t seed, int64_t step, int64_t first_image) {
     int L = vit->cfg.depth;
     vit->drop_active = vit->drop_path_rate > 0;
     if (!vit->drop_active) return;
-    // drop-path (stochastic depth) draws have their own stream per step
-    Rng r;
-    rng_seed(&r, seed ^ 0x64726f7070617468ULL, (uint64_t)step);
-    for (int l = 0; l < L; l++) {
-        float rate = L > 1 ? vit->drop_path_rate * l / (L - 1) : vit->drop_path_rate;  // timm's linspace
-        float keep = 1.0f - rate;
-        float *s = vit->drop_scale + (long)l * 2 * vit->max_batch;
-        for (int branch = 0; branch < 2; branch++)
-            for (int b = 0; b < B; b++) s[branch * B + b] = rng_uniform(&r) < keep ? 1.0f / keep : 0.0f;
+    for (int b = 0; b < B; b++) {
+        Rng r;  // drop-path draws have their own stream per (step, image)
+        rng_seed(&r, seed ^ 0x64726f7070617468ULL, (uint64_t)step * 131072 + (uint64_t)(first_image + b));
+        for (int l = 0; l < L; l++) {
+            float rate = L > 1 ? vit->drop_path_rate * l / (L - 1) : vit->drop_path_rate;  // timm's linspace
+            float keep = 1.0f - rate;
+            float *s = vit->drop_scale + (long)l * 2 * vit->max_batch;
+            for (int branch = 0; branch < 2; branch++) s[branch * B + b] = rng_uniform(&r) < keep ? 1.0f / keep : 0.0f;
+        }
     }
 }
 

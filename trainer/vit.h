@@ -124,7 +124,15 @@ typedef struct {
     // the pretraining objective reads CLS and the scored patches only. Set for
     // one vit_forward / vit_backward pair; other rows of final are then stale.
     const RowSet *last_rows;
+    // Told during vit_backward as parameter gradients become final, so that their
+    // reduction over ranks can start: VIT_GRADS_TAIL after the final norm (every tensor
+    // registered after the blocks), block l after its backward, VIT_GRADS_HEAD at the
+    // end (the tensors before block 0). NULL: nobody listens.
+    void (*grads_ready)(void *ctx, int part);
+    void *grads_ready_ctx;
 } Vit;
+
+enum { VIT_GRADS_TAIL = -1, VIT_GRADS_HEAD = -2 };
 
 // Checks a config; returns NULL if valid, else a message naming the bad field.
 const char *vit_config_error(const VitConfig *cfg);
@@ -159,7 +167,10 @@ void vit_head_backward(Vit *vit, const int32_t *labels, int B, int pool, float d
 
 // Draw this step's stochastic-depth scales for B images from (seed, step) and
 // switch them on; vit->drop_active = 0 switches them off (evaluation).
-void vit_sample_drop_path(Vit *vit, int B, uint64_t seed, int64_t step);
+// Drop-path draws for images first_image .. first_image + B - 1 of step's global batch:
+// each image's draws depend on (seed, step, its index) alone, so that ranks holding
+// slices of a batch draw what one process holding all of it would.
+void vit_sample_drop_path(Vit *vit, int B, uint64_t seed, int64_t step, int64_t first_image);
 
 // Keep only these rows of the last block (NULL: all) from the next vit_forward
 // through its vit_backward; vit->last_rows above.

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "distributed.h"
 #include "kernels.h"
 
 void projector_register(Projector *p, ParamTable *t, const char *prefix, int D, int H, int O) {
@@ -85,33 +86,34 @@ void projector_backward(Projector *p, float *d_tokens, int R, int T) {
 
 double projector_forward_flops(const Projector *p, double R) { return 2 * R * ((double)p->D * p->H + (double)p->H * p->O); }
 
-// Row-wise softmax cross-entropy over the logits in probs [R,R], in place: row
-// i's target is its positive, column i + R/2 (mod R) with self_excluded (NT-Xent,
-// where column i takes no part), else column i (InfoNCE). Returns the mean loss.
-static double contrastive_rows(float *probs, float *row_loss, int R, int self_excluded) {
-    int half = R / 2;
+// Row-wise softmax cross-entropy over the logits in probs [R,C], in place: row i's
+// target is column pos_col[i]; column self_col[i] (NT-Xent: the row itself) takes no
+// part, -1 for none (InfoNCE). Returns the mean loss over the R rows.
+static double contrastive_rows(float *probs, float *row_loss, int R, int C, const int *self_col, const int *pos_col) {
 #pragma omp parallel for schedule(static)
     for (int i = 0; i < R; i++) {
-        float *s = probs + (long)i * R;
-        int skip = self_excluded ? i : -1, pos = self_excluded ? (i < half ? i + half : i - half) : i;
+        float *s = probs + (long)i * C;
+        int skip = self_col[i], pos = pos_col[i];
         float mx = -INFINITY;
-        for (int j = 0; j < R; j++)
+        for (int j = 0; j < C; j++)
             if (j != skip && s[j] > mx) mx = s[j];
         double sum = 0;
-        for (int j = 0; j < R; j++) sum += j == skip ? 0.0 : exp((double)s[j] - mx);
+        for (int j = 0; j < C; j++) sum += j == skip ? 0.0 : exp((double)s[j] - mx);
         // cppcheck-suppress invalidFunctionArg ; sum >= 1: the row's maximum adds exp(0)
         row_loss[i] = (float)(log(sum) + mx - s[pos]);
-        for (int j = 0; j < R; j++) s[j] = j == skip ? 0.0f : (float)(exp((double)s[j] - mx) / sum);
+        for (int j = 0; j < C; j++) s[j] = j == skip ? 0.0f : (float)(exp((double)s[j] - mx) / sum);
     }
     double total = 0;
     for (int i = 0; i < R; i++) total += row_loss[i];
     return total / R;
 }
 
-void contrastive_head_register(ContrastiveHead *c, ParamTable *t, int D, int H, int O, float tau) {
+void contrastive_head_register(ContrastiveHead *c, ParamTable *t, int D, int H, int O, float tau, int world) {
     memset(c, 0, sizeof *c);
     projector_register(&c->proj, t, "pretrain.projector.", D, H, O);
     c->tau = tau;
+    c->world = world > 1 ? world : 1;
+    c->rank = c->world > 1 ? dist_rank() : 0;
 }
 
 void contrastive_head_bind(ContrastiveHead *c, const ParamTable *t) { projector_bind(&c->proj, t); }
@@ -119,43 +121,89 @@ void contrastive_head_bind(ContrastiveHead *c, const ParamTable *t) { projector_
 void contrastive_head_init(ContrastiveHead *c, const ParamTable *t, uint64_t seed) { projector_init(&c->proj, t, seed); }
 
 void contrastive_head_layout(ContrastiveHead *c, Arena *acts, Arena *grads, long R) {
+    long C = c->world * R, O = c->proj.O;
     projector_layout(&c->proj, acts, grads, R);
-    c->sim = arena_floats(acts, R * R);
+    c->sim = arena_floats(acts, R * C);
     c->row_loss = arena_floats(acts, R + 1);
+    c->self_col = arena_bytes(acts, sizeof(int) * 2 * (size_t)R);
+    c->pos_col = c->self_col + R;
+    if (c->world == 1) return;
+    c->others = arena_floats(acts, C * O);
+    c->gathered = arena_floats(acts, C * O);
+    c->d_gathered = arena_floats(grads, C * O + R * O);
+}
+
+// Row j of rank q's R rows (views groups of R / views) in the one-process order of all
+// world * R rows: view v's rows of every rank, rank by rank.
+static long global_row(const ContrastiveHead *c, int q, int j, int R, int views) {
+    int g = R / views, v = j / g, i = j % g;
+    return (long)v * c->world * g + (long)q * g + i;
+}
+
+// src [rows, O] in rank order -> dst in one-process order (to_global), or back.
+static void reorder_rows(const ContrastiveHead *c, float *dst, const float *src, int R, int views, int to_global) {
+    int O = c->proj.O;
+    for (int q = 0; q < c->world; q++)
+        for (int j = 0; j < R; j++) {
+            long from = (long)q * R + j, to = global_row(c, q, j, R, views);
+            if (!to_global) from = to, to = (long)q * R + j;
+            memcpy(dst + to * O, src + from * O, sizeof(float) * O);
+        }
 }
 
 double contrastive_head_forward(ContrastiveHead *c, const float *tokens, int R, int T, const float *keys) {
     Projector *p = &c->proj;
-    int O = p->O;
-    c->R = R, c->keys = keys, c->with_keys = keys != NULL;
+    int O = p->O, views = keys ? 1 : 2;
+    c->R = R, c->C = c->world * R, c->with_keys = keys != NULL;
     projector_forward(p, tokens, R, T);
     const float *other = keys ? keys : p->z;  // InfoNCE: q k^T / tau; NT-Xent: z z^T / tau
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, R, O, 1.0f / c->tau, p->z, O, other, O, 0.0f, c->sim, R);
-    return contrastive_rows(c->sim, c->row_loss, R, !keys);
+    if (c->world > 1) {
+        dist_allgather_floats(other, (size_t)R * O, c->gathered);
+        reorder_rows(c, c->others, c->gathered, R, views, 1);
+        other = c->others;
+    }
+    c->keys = keys ? other : NULL;
+    for (int j = 0; j < R; j++) {
+        long me = global_row(c, c->rank, j, R, views), g = (long)c->world * (R / views);
+        c->self_col[j] = keys ? -1 : (int)me;
+        c->pos_col[j] = keys ? (int)me : (int)(me < g ? me + g : me - g);
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, c->C, O, 1.0f / c->tau, p->z, O, other, O, 0.0f, c->sim,
+                c->C);
+    return contrastive_rows(c->sim, c->row_loss, R, c->C, c->self_col, c->pos_col);
+}
+
+// NT-Xent over gathered rows: d z_mine += the sum over ranks of d loss_r / d (my rows as negatives).
+static void gathered_rows_backward(ContrastiveHead *c) {
+    Projector *p = &c->proj;
+    int R = c->R, C = c->C, O = p->O;
+    float *d_others = c->d_gathered, *d_mine = c->d_gathered + (long)C * O;
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, O, R, 1.0f / c->tau, c->sim, C, p->z, O, 0.0f, d_others, O);
+    reorder_rows(c, c->gathered, d_others, R, 2, 0);
+    dist_reduce_scatter_sum_floats(c->gathered, (size_t)R * O, d_mine);
+    for (long i = 0; i < (long)R * O; i++) p->d_z[i] += d_mine[i];
 }
 
 void contrastive_head_backward(ContrastiveHead *c, float *d_tokens, int T, float scale) {
     Projector *p = &c->proj;
-    int R = c->R, O = p->O, half = R / 2;
+    int R = c->R, C = c->C, O = p->O;
     float s = scale / (float)R;
     // d sim[i,j] = (p_ij - [j = pos(i)]) / R, in place over the probabilities.
     for (int i = 0; i < R; i++) {
-        float *row = c->sim + (long)i * R;
-        for (int j = 0; j < R; j++) row[j] *= s;
-        row[c->with_keys ? i : i < half ? i + half : i - half] -= s;
+        float *row = c->sim + (long)i * C;
+        for (int j = 0; j < C; j++) row[j] *= s;
+        row[c->pos_col[i]] -= s;
     }
-    if (c->with_keys) {  // sim = q k^T / tau with k constant: dq = dS k / tau
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, O, R, 1.0f / c->tau, c->sim, R, c->keys, O, 0.0f,
-                    p->d_z, O);
-    } else {  // sim = z z^T / tau, so dz = (dS + dS^T) z / tau
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, O, R, 1.0f / c->tau, c->sim, R, p->z, O, 0.0f,
-                    p->d_z, O);
+    const float *other = c->with_keys ? c->keys : c->world > 1 ? c->others : p->z;
+    // as anchors: dz = dS others / tau (InfoNCE's keys are constant: that is all)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, O, C, 1.0f / c->tau, c->sim, C, other, O, 0.0f, p->d_z, O);
+    if (!c->with_keys && c->world == 1)  // as negatives and positives: dz += dS^T z / tau
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, R, O, R, 1.0f / c->tau, c->sim, R, p->z, O, 1.0f, p->d_z,
                     O);
-    }
+    if (!c->with_keys && c->world > 1) gathered_rows_backward(c);
     projector_backward(p, d_tokens, R, T);
 }
 
 double contrastive_head_forward_flops(const ContrastiveHead *c, double R) {
-    return projector_forward_flops(&c->proj, R) + 2 * R * R * c->proj.O;
+    return projector_forward_flops(&c->proj, R) + 2 * R * (R * c->world) * c->proj.O;
 }

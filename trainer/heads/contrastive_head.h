@@ -30,22 +30,33 @@ void projector_forward(Projector *p, const float *tokens, int R, int T);
 void projector_backward(Projector *p, float *d_tokens, int R, int T);
 double projector_forward_flops(const Projector *p, double R);
 
+// Global negatives (world > 1): every rank's projections (NT-Xent) or the teacher's keys
+// (InfoNCE) are all-gathered, so this rank's R rows score against all world * R rows,
+// arranged as one process holding the whole batch would hold them (view1 of every image,
+// then view2). The loss is the mean over this rank's rows; the gradient of the gathered
+// rows (NT-Xent: each row is a negative of every rank's anchors) is summed over ranks and
+// each rank keeps its own rows'. Averaged over ranks, that is the one-process loss and gradient.
 typedef struct {
     Projector proj;
     float tau;
-    int R;                             // rows of the last forward
+    int world, rank;                   // world > 1: global negatives
+    int R, C;                          // rows of the last forward; columns (world * R)
     int with_keys;                     // 1: InfoNCE against keys; 0: NT-Xent
-    const float *keys;                 // [R,O] the teacher's, constant
-    float *sim;                        // [R,R] softmax of the last forward; its backward reuses it in place
+    const float *keys;                 // [C,O] the (gathered) teacher's keys, constant
+    float *others;                     // [C,O] world > 1: the gathered rows in one-process order
+    float *gathered, *d_gathered;      // [C,O] world > 1: in rank order (the all-gather's), their gradient
+    float *sim;                        // [R,C] softmax of the last forward; its backward reuses it in place
     float *row_loss;                   // [R]
+    int *self_col, *pos_col;           // [R] each row's own column (-1: none) and its positive's
 } ContrastiveHead;
 
-void contrastive_head_register(ContrastiveHead *c, ParamTable *t, int D, int H, int O, float tau);
+// world: ranks whose rows are negatives (1: this rank's alone).
+void contrastive_head_register(ContrastiveHead *c, ParamTable *t, int D, int H, int O, float tau, int world);
 void contrastive_head_bind(ContrastiveHead *c, const ParamTable *t);
 void contrastive_head_init(ContrastiveHead *c, const ParamTable *t, uint64_t seed);
 void contrastive_head_layout(ContrastiveHead *c, Arena *acts, Arena *grads, long R);
 // Projects the R CLS rows of tokens [R,T,D]; keys [R,O] (InfoNCE) or NULL (NT-Xent over
-// R = 2B rows, view1's B then view2's B). Returns the mean loss.
+// R = 2B rows, view1's B then view2's B). Returns the mean loss over the R rows.
 double contrastive_head_forward(ContrastiveHead *c, const float *tokens, int R, int T, const float *keys);
 // d_tokens [R,T,D] += d (scale * loss) / d tokens (CLS rows).
 void contrastive_head_backward(ContrastiveHead *c, float *d_tokens, int T, float scale);
