@@ -110,12 +110,15 @@ ifneq ($(UNLISTED),)
 endif
 LIB_SRCS  := $(filter-out $(PROG_SRCS),$(wildcard ground/*.c trainer/*.c trainer/heads/*.c data_loaders/*.c))
 TEST_SRCS := $(wildcard tests/test_*.c)
+# Under mpirun only (tests/test_distributed.py starts them with 2 and 4 ranks).
+MPI_TEST_SRCS := $(wildcard tests/mpi_*.c)
 
 LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 PROGS     := $(addprefix $(BUILD)/bin/,$(notdir $(PROG_SRCS:.c=)))
 TESTS     := $(addprefix $(BUILD)/tests/,$(notdir $(TEST_SRCS:.c=)))
+MPI_TESTS := $(addprefix $(BUILD)/tests_mpi/,$(notdir $(MPI_TEST_SRCS:.c=)))
 
-all: $(BUILD)/libccvit.a $(BUILD)/libccvit.so $(PROGS) $(TESTS)
+all: $(BUILD)/libccvit.a $(BUILD)/libccvit.so $(PROGS) $(TESTS) $(MPI_TESTS)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -160,7 +163,11 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(BUILD)/libccvit.a
 	@mkdir -p $(dir $@)
 	$(CC) -o $@ $^ $(LDLIBS)
 
-.SECONDARY: $(LIB_OBJS) $(PROG_SRCS:%.c=$(BUILD)/obj/%.o) $(TEST_SRCS:%.c=$(BUILD)/obj/%.o)
+$(BUILD)/tests_mpi/%: $(BUILD)/obj/tests/%.o $(BUILD)/libccvit.a
+	@mkdir -p $(dir $@)
+	$(CC) -o $@ $^ $(LDLIBS)
+
+.SECONDARY: $(LIB_OBJS) $(PROG_SRCS:%.c=$(BUILD)/obj/%.o) $(TEST_SRCS:%.c=$(BUILD)/obj/%.o) $(MPI_TEST_SRCS:%.c=$(BUILD)/obj/%.o)
 
 # ---- sanitizers and build matrix ---------------------------------------------
 # `make test` also builds, each in its own tree with WERROR=1: build-asan/
