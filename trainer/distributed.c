@@ -63,8 +63,10 @@ int dist_world(void) {
 }
 
 static double timeout_s = 300;
+static double comm_seconds = 0;  // in the per-step calls below: waits, starts, polls and the rank-order sums
 
 void dist_set_timeout(double seconds) { timeout_s = seconds; }
+double dist_comm_seconds(void) { return comm_seconds; }
 
 // Wait for n requests, or end the job after timeout_s. A dead rank is normally reported by
 // mpirun itself (it ends the job when a process exits); a hung one only shows as a
@@ -75,7 +77,10 @@ static void wait_all(int n, MPI_Request *reqs, const char *what) {
     for (long polls = 0;; polls++) {
         int done = 0;
         MPI_Testall(n, reqs, &done, MPI_STATUSES_IGNORE);
-        if (done) return;
+        if (done) {
+            comm_seconds += now_seconds() - t0;
+            return;
+        }
         if (polls > 200) {
             struct timespec ts = {0, 50000};
             nanosleep(&ts, NULL);
@@ -152,7 +157,9 @@ void dist_reduce_scatter_sum_floats(const float *all, size_t n, float *mine) {
     MPI_Request q;
     MPI_Ialltoall(all, (int)n, MPI_FLOAT, recv, (int)n, MPI_FLOAT, MPI_COMM_WORLD, &q);
     wait_all(1, &q, "the contrastive gradients' reduce-scatter");
+    double t0 = now_seconds();
     sum_in_rank_order(mine, recv, n, world);
+    comm_seconds += now_seconds() - t0;
     xfree(recv);
 }
 
@@ -225,26 +232,32 @@ static void slice_gather(DistSum *s, SumSlice *sl) {
 
 void dist_sum_start(DistSum *s, float *x, size_t n) {
     if (s->world == 1 || n == 0) return;
+    double t0 = now_seconds();
     for (size_t at = 0; at < n; at += DIST_CHUNK) slice_begin(s, x + at, n - at < DIST_CHUNK ? n - at : DIST_CHUNK);
+    comm_seconds += now_seconds() - t0;
 }
 
 // Slices enter phase 2 in the order they were started, the same order on every rank.
 void dist_sum_poll(DistSum *s) {
+    double t0 = now_seconds();
     while (s->next_gather < s->n) {
         SumSlice *sl = &s->slices[s->next_gather];
         int done = 0;
         MPI_Test(&sl->req, &done, MPI_STATUS_IGNORE);
-        if (!done) return;
+        if (!done) break;
         slice_gather(s, sl);
         s->next_gather++;
     }
+    comm_seconds += now_seconds() - t0;
 }
 
 void dist_sum_wait(DistSum *s, const char *what) {
     for (; s->next_gather < s->n; s->next_gather++) {
         SumSlice *sl = &s->slices[s->next_gather];
         wait_all(1, &sl->req, what);
+        double t0 = now_seconds();
         slice_gather(s, sl);
+        comm_seconds += now_seconds() - t0;
     }
     for (int i = 0; i < s->n; i++) {
         wait_all(1, &s->slices[i].req, what);
@@ -281,6 +294,7 @@ void dist_finalize(void) {}
 int dist_rank(void) { return 0; }
 int dist_world(void) { return 1; }
 void dist_set_timeout(double seconds) { (void)seconds; }
+double dist_comm_seconds(void) { return 0; }
 void dist_allreduce_sum_doubles(double *x, size_t n) { (void)x, (void)n; }
 void dist_allreduce_max_int(int *x) { (void)x; }
 void dist_broadcast_bytes(void *buf, size_t n) { (void)buf, (void)n; }

@@ -16,6 +16,9 @@ int dist_rank(void);
 int dist_world(void);
 // Seconds a per-step collective may wait for the other ranks before the job is ended.
 void dist_set_timeout(double seconds);
+// Seconds this process has spent in the per-step collectives (waiting, starting, polling and
+// the rank-order sums): the communication a step does not hide.
+double dist_comm_seconds(void);
 void dist_allreduce_sum_doubles(double *x, size_t n);   // in place
 void dist_allreduce_max_int(int *x);
 void dist_broadcast_bytes(void *buf, size_t n);         // from rank 0

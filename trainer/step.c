@@ -93,10 +93,12 @@ static void reduce_ranks(Stepper *s, StepStats *st) {
     if (!s->overlap) dist_sum_start(s->sum, t->grad, s->reduced_floats);
     dist_sum_wait(s->sum, "the gradient reduction");
     grad_scale(t, 1.0f / world);
-    double agg[5] = {st->token, st->pixel, st->contrast, st->total, (double)st->images};
-    dist_allreduce_sum_doubles(agg, 5);
+    double agg[5 + SKIP_NUM_REASONS] = {st->token, st->pixel, st->contrast, st->total, (double)st->images};
+    for (int k = 0; k < SKIP_NUM_REASONS; k++) agg[5 + k] = (double)st->skipped[k];
+    dist_allreduce_sum_doubles(agg, 5 + SKIP_NUM_REASONS);
     st->token = agg[0] / world, st->pixel = agg[1] / world, st->contrast = agg[2] / world, st->total = agg[3] / world;
     st->images = (long)agg[4];
+    for (int k = 0; k < SKIP_NUM_REASONS; k++) st->skipped[k] = (long)agg[5 + k];
 }
 
 void stepper_release(Stepper *s) {
@@ -109,6 +111,7 @@ StepStats train_step(Stepper *s, long step, double lr, float w_contrast, float t
     StepStats st = {0};
     params_zero_grad(&m->params);
     if (s->world > 1 && !s->sum) s->sum = dist_sum_create(s->reduced_floats);
+    double comm0 = dist_comm_seconds();
     Vit *v = &m->vit;
     for (int micro = 0; micro < s->accum_steps; micro++) {
         int last = micro == s->accum_steps - 1;
@@ -120,7 +123,9 @@ StepStats train_step(Stepper *s, long step, double lr, float w_contrast, float t
             return st;
         }
     }
+    for (int k = 0; k < SKIP_NUM_REASONS; k++) st.skipped[k] = (long)loader_skipped(s->loader, (SkipReason)k);
     if (s->world > 1) reduce_ranks(s, &st);
+    st.comm_s = dist_comm_seconds() - comm0;
     st.grad_norm = clip_grad_norm(&m->opt, &m->params, s->clip_grad);
     if (!isfinite(st.grad_norm)) {
         snprintf(s->err, sizeof s->err, "step %ld: the gradient norm is %g; no update was applied", step, st.grad_norm);

@@ -14,6 +14,8 @@ typedef struct {
     int clipped;                           // 1: the norm was above clip_grad
     long images;                           // every rank's images in this update
     double data_wait_s, compute_s;         // this rank's seconds waiting for batches, computing them
+    double comm_s;                         // this rank's seconds in collectives (dist_comm_seconds)
+    long skipped[SKIP_NUM_REASONS];        // samples skipped so far, every rank's
     int64_t epoch;                         // the loader's epoch of the last batch
     int failed;                            // 1: a non-finite loss or gradient; no update applied, see Stepper.err
 } StepStats;

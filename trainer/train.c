@@ -459,13 +459,16 @@ static void run_print_summary(const Run *r) {
 
 // ---- metrics: sums over the updates since the last log line ----------------------------
 typedef struct {
-    double t_window, wait, loss[4], grad_norm, clipped;
+    double t_window, wait, comm, loss[4], grad_norm, clipped;
     long images;
+    long skipped[SKIP_NUM_REASONS];   // every rank's, so far
     int steps;
 } Window;
 
 static void window_add(Window *w, const StepStats *s) {
     w->wait += s->data_wait_s;
+    w->comm += s->comm_s;
+    memcpy(w->skipped, s->skipped, sizeof w->skipped);
     w->images += s->images;
     w->loss[0] += s->total, w->loss[1] += s->token, w->loss[2] += s->pixel, w->loss[3] += s->contrast;
     w->grad_norm += s->grad_norm;
@@ -500,6 +503,7 @@ static void log_metrics(Run *r, Window *w, Progress *prog, long done, double lr,
         {"images_per_s", NULL, ips, 1},
         {"mfu", NULL, mfu, 1},
         {"data_wait_share", NULL, w->wait / dt, 1},
+        {"comm_share", NULL, w->comm / dt, r->world > 1},
         {"cls_top5_variance_share", "top5", top5, 1},
     };
     JsonLine *m = runlog_metrics(r->rl);
@@ -513,7 +517,7 @@ static void log_metrics(Run *r, Window *w, Progress *prog, long done, double lr,
         if (fields[f].short_name) nv[k++] = (NamedValue){fields[f].short_name, fields[f].value};
     }
     for (int s = 0; s < SKIP_NUM_REASONS; s++)
-        json_int(m, loader_skip_reason_name((SkipReason)s), loader_skipped(r->loader, (SkipReason)s));
+        json_int(m, loader_skip_reason_name((SkipReason)s), w->skipped[s]);
     json_num(m, "elapsed_s", now - t_start);
     runlog_metrics_write(r->rl);
     progress_update(prog, done, epoch_f, ips, nv, k);
