@@ -25,7 +25,7 @@ build = sys.argv[sys.argv.index("--build") + 1] if "--build" in sys.argv else "b
 c_only = "--c-only" in sys.argv
 SANITIZER_REPORT = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:", "WARNING: AddressSanitizer")
 FAST = {"test_bindings.py", "test_gemm_bf16.py", "test_kernels.py", "test_kmeans_assign.py", "test_loader.py", "test_objective_twin.py",
-        "test_function_length.py", "test_readme.py", "test_runlog.py", "test_tokenizer_build.py", "test_vit_kept_rows.py", "test_vit_twin.py"}
+        "test_function_length.py", "test_readme.py", "test_runlog.py", "test_scaling_model.py", "test_tokenizer_build.py", "test_vit_kept_rows.py", "test_vit_twin.py"}
 C_TIMEOUT, PYTEST_TIMEOUT = 600, 1800  # seconds; the whole suite takes ~2 minutes on 2 idle cores
 passed = failed = 0
 failures = []
