@@ -129,15 +129,19 @@ static void warn_config_changes(const Config *now, const char *resume_path) {
     checkpoint_info_free(&info);
 }
 
-// The run's state after update `done` into run_dir: every rank gives its data cursor (into cs->cursor,
-// rank by rank), rank 0 writes. 0, or -1 with the reason in err.
-static int save_checkpoint(const char *run_dir, CheckpointState *cs, const Loader *loader, void *cursor, long done,
-                           int64_t epoch, const Config *cfg, int rank, char *err, size_t errlen) {
+// The run's state after update `done` into run_dir. Every rank's data cursor is at the same
+// place in the one global stream: rank 0 merges them into the one the checkpoint holds (the
+// skip counts summed), so that any number of ranks can resume from it. 0, or -1 with the
+// reason in err.
+static int save_checkpoint(const char *run_dir, CheckpointState *cs, const Loader *loader, void *cursor, void *cursors,
+                           long done, int64_t epoch, const Config *cfg, int rank, int world, char *err, size_t errlen) {
     loader_cursor_save(loader, cursor);
-    dist_gather_bytes(cursor, loader_cursor_size(), cs->cursor);
+    dist_gather_bytes(cursor, loader_cursor_size(), cursors);
     cs->step = done;
     cs->epoch = epoch;
     if (rank != 0) return 0;
+    if (!loader_cursor_merge(cursors, world, cs->cursor))
+        fatal("checkpoint at step %ld: the ranks' data cursors disagree (see the warning above)", done);
     return checkpoint_save_step(run_dir, cs, cfg->keep_last, cfg->keep_every, err, errlen);
 }
 
@@ -235,7 +239,8 @@ typedef struct {
     TrainerState ts;
     CheckpointState cs;
     void *cursor;                  // this rank's data cursor
-    char *cursors;                 // every rank's, in rank order, as the checkpoint holds them
+    char *cursors;                 // rank 0: every rank's, in rank order
+    void *merged_cursor;           // the one the checkpoint holds: the common position, every rank's counts
     double peak_gflops;            // the MFU yardstick
     SpectrumProbe probe;           // collapse diagnostic over CLS rows
     float *probe_rows;
@@ -365,9 +370,10 @@ static void run_resume(Run *r) {
     size_t cursor_size = loader_cursor_size();
     r->cursor = xmalloc(cursor_size, "loader cursor");
     r->cursors = xmalloc(cursor_size * r->world, "loader cursors");
+    r->merged_cursor = xmalloc(cursor_size, "merged loader cursor");
     r->cs = (CheckpointState){.params = &r->model.params, .opt = &r->model.opt, .tokenizer = r->tok,
-                              .config_yaml = r->yaml, .rng = &r->ts, .rng_size = sizeof r->ts, .cursor = r->cursors,
-                              .cursor_size = cursor_size * r->world, .mode = CKPT_LOAD_FULL};
+                              .config_yaml = r->yaml, .rng = &r->ts, .rng_size = sizeof r->ts,
+                              .cursor = r->merged_cursor, .cursor_size = cursor_size, .mode = CKPT_LOAD_FULL};
     if (!r->resume_path) {
         run_start_fresh(r);
         return;
@@ -377,7 +383,8 @@ static void run_resume(Run *r) {
     if (r->ts.magic != TRAINER_STATE_MAGIC) fatal("resume: %s holds no trainer state from this program", path);
     if (r->ts.seed != (uint64_t)cfg->seed)
         fatal("resume: %s was trained with seed %llu, the config says %d", path, (unsigned long long)r->ts.seed, cfg->seed);
-    memcpy(r->cursor, r->cursors + cursor_size * r->rank, cursor_size);
+    memcpy(r->cursor, r->merged_cursor, cursor_size);
+    if (r->rank != 0) loader_cursor_clear_counts(r->cursor);  // the totals live on rank 0
     if (!loader_cursor_restore(r->loader, r->cursor)) fatal("resume: the data cursor in %s does not fit this data/config", path);
     r->start_step = (long)r->cs.step;
     printf("resume: %s at step %ld (epoch %lld)\n", path, r->start_step, (long long)r->cs.epoch);
@@ -541,7 +548,8 @@ static float teacher_momentum_at(const Run *r, long step) {
 static void run_finish(Run *r, long done, const char *stop_reason, double t_start, int64_t epoch) {
     char err[2048], path[4096];
     if ((done > r->start_step || !r->resume_path) &&
-        save_checkpoint(r->run_dir, &r->cs, r->loader, r->cursor, done, epoch, &r->cfg, r->rank, err, sizeof err) != 0)
+        save_checkpoint(r->run_dir, &r->cs, r->loader, r->cursor, r->cursors, done, epoch, &r->cfg, r->rank, r->world, err,
+                        sizeof err) != 0)
         fatal("final checkpoint at step %ld failed: %s\nThe previous checkpoint is kept.", done, err);
     checkpoint_path(path, sizeof path, r->run_dir, done);
     printf("stopped (%s) at step %ld after %.1f s; checkpoint %s\n", stop_reason, done, now_seconds() - t_start, path);
@@ -566,6 +574,7 @@ static void run_close(Run *r) {
     xfree(r->probe_rows);
     xfree(r->cursor);
     xfree(r->cursors);
+    xfree(r->merged_cursor);
     model_free(&r->model);
     loader_close(r->loader);
     if (r->rl) runlog_close(r->rl);
@@ -613,7 +622,8 @@ int main(int argc, char **argv) {
         if (r->rank == 0 && (done % cfg->log_every == 0 || last || done == r->start_step + 1))
             log_metrics(r, &win, &prog, done, lr, w_con, t_start);
         if (cfg->save_every > 0 && done % cfg->save_every == 0 && !last &&
-            save_checkpoint(r->run_dir, &r->cs, r->loader, r->cursor, done, epoch, cfg, r->rank, err, sizeof err) != 0) {
+            save_checkpoint(r->run_dir, &r->cs, r->loader, r->cursor, r->cursors, done, epoch, cfg, r->rank, r->world, err,
+                        sizeof err) != 0) {
             progress_end(&prog);
             fatal("checkpoint at step %ld failed: %s\nThe previous checkpoint is kept; stopping.", done, err);
         }
