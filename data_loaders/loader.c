@@ -265,6 +265,7 @@ static int shard_fd(ReaderState *rs, const char *path) {
         OpenShard *o = &rs->open[i];
         if (o->path == path) {
             o->used = ++rs->tick;
+            if (o->fd < 0) o->fd = open(path, O_RDONLY | O_CLOEXEC);  // a failed open is not kept as the answer
             return o->fd;
         }
         if (o->used < victim->used) victim = o;
