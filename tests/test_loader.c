@@ -719,15 +719,14 @@ static uint64_t single_process_stream(int64_t epoch, int64_t pos) {
     return splitmix64(&s) + (uint64_t)pos;
 }
 
-// One process (world 1) keeps its stream: the sample order recorded before the global stream
-// (keys are labels), and every view is transform_sample of that image with the RNG seeded
-// from (seed, epoch, position) as before.
+// One process (world 1) keeps its stream: a fixed sample order (keys are labels), and every
+// view is transform_sample of that image with the RNG seeded from (seed, epoch, position).
 static void test_world_one_unchanged(void) {
     LoaderConfig c;
     global_config(&c, DIR "/glob-{000000..000003}.tar", NULL);
     c.batch_size = 6;
     enum { STEPS = 14 };
-    static const int32_t want[STEPS * 6] = {  // recorded with the loader of one process before the global stream
+    static const int32_t want[STEPS * 6] = {  // the single-process order for this data and seed: must not move
         37, 39, 38, 27, 28, 10, 25, 24, 26, 9, 13, 34, 14, 29, 32, 30, 15, 33,
         11, 16, 23, 36, 17, 12, 35, 19, 18, 20, 4, 0, 7, 22, 3, 2, 6, 1,
         12, 9, 14, 13, 10, 11, 16, 15, 17, 19, 20, 32, 21, 22, 23, 1, 26, 31,
