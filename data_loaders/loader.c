@@ -1,22 +1,35 @@
 // loader.c: the pipeline. One reader thread walks the epoch's sample stream
 // (shard order, tar grouping, shuffle buffer) and numbers every sample with
-// its position in this rank's epoch stream. N decode threads transform
-// samples into fixed slots of a ring of batches: sample at position p goes to
-// batch p / B, slot p % B, with an RNG seeded from (seed, epoch, rank, p).
-// So the batches never depend on which thread ran what, or when.
+// its position p in that stream. N decode threads transform samples into fixed
+// slots of a ring of batches, with an RNG seeded from (seed, epoch, p), so the
+// batches never depend on which thread ran what, or when.
 //
-// Epoch plan: shards shuffled by (seed, epoch), the same on every rank; rank r
-// takes every world_size-th shard (eval: every world_size-th sample, so that
-// any number of ranks works with any number of shards). Train: every rank runs
-// min_r floor(samples_r / B) steps, so all ranks step together; the stream is
-// cut or padded to exactly steps * B positions. A skipped sample leaves its
-// slot empty and the batch is compacted (n < B). Eval: no shuffle, every
-// sample once, the last partial batch kept unless drop_last.
+// Train: one global stream, sliced by rank. Every rank walks the same stream:
+// all shards (or files) in the same (seed, epoch) order, the same shuffle
+// buffer. With batch b per rank and G = b * world_size, sample p belongs to
+// global step p / G, and rank r owns slots [r*b, (r+1)*b) of each global batch
+// (local slot p % G - r*b); the other ranks drop it before decoding. So R ranks
+// concatenated give, bit for bit, one process with batch G, and a run can
+// resume on another number of ranks. An epoch is floor(samples / G) steps on
+// every rank; a truncated shard pads the plan with empty positions. A skipped
+// sample leaves its slot empty and its owner's batch is compacted (n < b), so
+// the ranks' compacted batches concatenate to the global compacted batch.
+// With world_size > 1 a rank reads tar headers only and fetches the bytes of
+// the samples it owns by offset (gzip cannot seek: there, it inflates all and
+// frees what it does not own); an ImageFolder file is read only by its owner.
+// World 1 is the same stream with one owner and reads eagerly.
+//
+// Eval: no shuffle; rank r keeps every world_size-th sample (every
+// world_size-th file of an ImageFolder), numbered in its own stream, so any
+// number of ranks sees each sample once; the last partial batch is kept
+// unless drop_last.
 //
 // Cursor: (epoch, step) of the next batch + the skip counters. Restoring
 // replays the reader to that position, which is exact because the reader is
 // a pure function of (seed, epoch). The replay reads tar headers and labels
 // only; images still in the shuffle buffer at the cursor are read by offset.
+// In train mode the step is global, so a cursor fits any world size with the
+// same global batch.
 //
 // Shared cores: decode threads run at nice +cfg.nice (default 5), so the
 // trainer's OpenMP threads win the cores while the decoders fill the queue
@@ -24,6 +37,7 @@
 #include "loader.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -47,10 +61,12 @@ typedef struct {
     int32_t label;
     int skip;              // -1, a SkipReason, or SKIP_FILLER
     char *where;           // "shard key" or file path, for warnings
-    const char *lazy_shard;  // set when data is still in this shard at lazy_offset (replay)
-    int64_t lazy_offset;
+    const char *lazy_shard;  // set when the bytes are read at emit: in this shard at lazy_offset, or
+    int64_t lazy_offset;     // (-1) this whole image file
     char detail[96];
     int64_t epoch, step, pos, seq;
+    int slot;              // in this rank's batch
+    uint64_t stream;       // the sample's RNG stream
     int expected;          // samples planned for this batch
     int last_in_epoch;
 } WorkItem;
@@ -78,6 +94,9 @@ struct Loader {
     int64_t total_samples;
     int nviews;
     size_t sample_floats;  // C*S*S
+    int64_t stride;        // positions per step of the numbered stream: train b * world_size, eval b
+    int64_t own_first;     // this rank's first slot in a step's positions: train rank * b, eval 0
+    int sliced;            // train over several ranks: other ranks' samples are dropped, read lazily
 
     int64_t start_epoch, start_step;   // where the reader begins
     int started;
@@ -165,10 +184,10 @@ static void open_shards(Loader *L) {
     free(mpath);
 }
 
-// This rank's sample sources for an epoch, in order: shard indices or file
-// indices. Returns the count of entries in *order and the samples they hold.
-static int64_t epoch_order(const Loader *L, int64_t epoch, int rank, int64_t **order, int64_t *n_order) {
-    int train = L->cfg.mode == LOADER_TRAIN, W = L->cfg.world_size;
+// The sample sources an epoch walks, in order: shard indices or file indices.
+// Returns the count of entries in *order and the samples this rank's stream holds.
+static int64_t epoch_order(const Loader *L, int64_t epoch, int64_t **order, int64_t *n_order) {
+    int train = L->cfg.mode == LOADER_TRAIN, W = L->cfg.world_size, rank = L->cfg.rank;
     int64_t n = L->is_folder ? L->folder.num_files : L->num_shards;
     uint32_t *perm = xmalloc(sizeof(uint32_t) * (n ? n : 1), "epoch order");
     for (int64_t i = 0; i < n; i++) perm[i] = (uint32_t)i;
@@ -177,14 +196,13 @@ static int64_t epoch_order(const Loader *L, int64_t epoch, int rank, int64_t **o
         rng_seed(&r, L->cfg.seed, 0x5348554646ULL + (uint64_t)epoch * 0x100000001ULL);  // "SHUFF" + epoch: same on all ranks
         rng_shuffle_u32(&r, perm, n);
     }
-    // ImageFolder: every W-th file (train: equal shares). Shards, train: every
-    // W-th shard. Shards, eval: every shard, and read_epoch keeps every W-th
-    // sample, so any number of ranks sees each sample once.
-    int sample_split = !train && !L->is_folder;
-    int64_t usable = L->is_folder && train ? n / W * W : n;
+    // Train: every source on every rank (emit slices the stream). Eval: ImageFolder,
+    // every W-th file; shards, every shard, and read_epoch keeps every W-th sample,
+    // so any number of ranks sees each sample once.
+    int sample_split = !train && !L->is_folder, file_split = !train && L->is_folder;
     int64_t cnt = 0, samples = 0;
     *order = xmalloc(sizeof(int64_t) * (n + 1), "rank order");
-    for (int64_t i = sample_split ? 0 : rank; i < usable; i += sample_split ? 1 : W) {
+    for (int64_t i = file_split ? rank : 0; i < n; i += file_split ? W : 1) {
         (*order)[cnt++] = perm[i];
         samples += L->is_folder ? 1 : L->shard_len[perm[i]];
     }
@@ -194,32 +212,43 @@ static int64_t epoch_order(const Loader *L, int64_t epoch, int rank, int64_t **o
     return samples;
 }
 
-// Steps of an epoch, the same on every rank in train mode.
+// Steps of an epoch, the same on every rank in train mode; *positions: the
+// length of the numbered stream (train: steps * G, the same on every rank).
 static int64_t epoch_steps(const Loader *L, int64_t epoch, int64_t *positions) {
     int64_t B = L->cfg.batch_size, *order, n;
+    int64_t s = epoch_order(L, epoch, &order, &n);
+    free(order);
     if (L->cfg.mode == LOADER_EVAL) {
-        int64_t s = epoch_order(L, epoch, L->cfg.rank, &order, &n);
-        free(order);
         *positions = L->cfg.drop_last ? s / B * B : s;
         return L->cfg.drop_last ? s / B : (s + B - 1) / B;
     }
-    int64_t steps = INT64_MAX;
-    for (int r = 0; r < L->cfg.world_size; r++) {
-        int64_t s = epoch_order(L, epoch, r, &order, &n) / B;
-        free(order);
-        if (s < steps) steps = s;
-    }
-    *positions = steps * B;
-    return steps;
+    *positions = s / L->stride * L->stride;
+    return s / L->stride;
 }
 
 // ---- reader thread -----------------------------------------------------------------
 
+// The RNG stream of the sample at position pos. Train passes rank 0, so a sample
+// augments alike whichever rank owns it; eval numbers positions per rank.
+static uint64_t sample_stream(int64_t epoch, int rank, int64_t pos) {
+    uint64_t s = (uint64_t)epoch * 0x9E3779B97F4A7C15ULL ^ ((uint64_t)rank << 48);
+    return splitmix64(&s) + (uint64_t)pos;
+}
+
+// Shards open for reading owned or replayed images by offset. A shuffle buffer
+// spans several shards, so one open file would be reopened at every switch.
+enum { OPEN_SHARDS = 4 };
+typedef struct {
+    const char *path;      // a shard name of the loader (compared by pointer), NULL: free
+    int fd;
+    uint64_t used;
+} OpenShard;
+
 typedef struct {
     Loader *L;
     int64_t epoch, pos, npos, steps, skip_until, seq_base, first_step;
-    FILE *lazy_f;          // shard open for load_lazy
-    const char *lazy_path;
+    OpenShard open[OPEN_SHARDS];
+    uint64_t tick;
 } ReaderState;
 
 static void item_free(WorkItem *it) {
@@ -229,37 +258,81 @@ static void item_free(WorkItem *it) {
     it->where = NULL;
 }
 
-// An item read during a replay, emitted after the cursor: fetch its bytes now.
-static void load_lazy(ReaderState *rs, WorkItem *it) {
-    if (!rs->lazy_path || strcmp(rs->lazy_path, it->lazy_shard)) {
-        if (rs->lazy_f) fclose(rs->lazy_f);
-        rs->lazy_f = fopen(it->lazy_shard, "rb");
-        rs->lazy_path = it->lazy_shard;
+// The shard's descriptor from the cache, opening it in place of the least recently used.
+static int shard_fd(ReaderState *rs, const char *path) {
+    OpenShard *victim = &rs->open[0];
+    for (int i = 0; i < OPEN_SHARDS; i++) {
+        OpenShard *o = &rs->open[i];
+        if (o->path == path) {
+            o->used = ++rs->tick;
+            if (o->fd < 0) o->fd = open(path, O_RDONLY | O_CLOEXEC);  // a failed open is not kept as the answer
+            return o->fd;
+        }
+        if (o->used < victim->used) victim = o;
     }
+    if (victim->path && victim->fd >= 0) close(victim->fd);
+    victim->path = path;
+    victim->fd = open(path, O_RDONLY | O_CLOEXEC);
+    victim->used = ++rs->tick;
+    return victim->fd;
+}
+
+static void close_shards(ReaderState *rs) {
+    for (int i = 0; i < OPEN_SHARDS; i++)
+        if (rs->open[i].path && rs->open[i].fd >= 0) close(rs->open[i].fd);
+    memset(rs->open, 0, sizeof rs->open);
+}
+
+static int read_at(int fd, uint8_t *buf, size_t len, int64_t off) {
+    while (len > 0) {
+        ssize_t got = pread(fd, buf, len, (off_t)off);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) return -1;
+        buf += got, len -= (size_t)got, off += got;
+    }
+    return 0;
+}
+
+// An item whose bytes were not read with its header (a replay, or a sample of this
+// rank seen while the other ranks' are dropped): fetch them now.
+static void load_deferred(ReaderState *rs, WorkItem *it) {
+    if (it->lazy_offset < 0) {  // an ImageFolder file
+        if (image_file_read(it->lazy_shard, &it->data, &it->len) != 0) {
+            it->skip = SKIP_UNREADABLE_SHARD;
+            snprintf(it->detail, sizeof it->detail, "%s", strerror(errno));
+        }
+        return;
+    }
+    int fd = shard_fd(rs, it->lazy_shard);
     it->data = xmalloc(it->len + 1, "image bytes");
-    if (!rs->lazy_f || fseeko(rs->lazy_f, it->lazy_offset, SEEK_SET) != 0 ||
-        (it->len && fread(it->data, 1, it->len, rs->lazy_f) != it->len)) {
+    if (fd < 0 || read_at(fd, it->data, it->len, it->lazy_offset) != 0) {
         it->skip = SKIP_TRUNCATED_TAR;
-        snprintf(it->detail, sizeof it->detail, "image bytes unreadable on replay");
+        snprintf(it->detail, sizeof it->detail, "image bytes unreadable by offset");
     }
 }
 
-// Number the item and queue it; positions past the plan are dropped.
+// Number the item and queue it. Positions past the plan, before a restored cursor,
+// or in another rank's slots are dropped (and counted by nobody here).
 static void emit(ReaderState *rs, WorkItem *it) {
     Loader *L = rs->L;
-    int64_t B = L->cfg.batch_size, pos = rs->pos;
-    if (pos >= rs->npos || pos < rs->skip_until) {
+    int64_t B = L->cfg.batch_size, pos = rs->pos, slot = pos % L->stride - L->own_first;
+    if (pos >= rs->npos || pos < rs->skip_until || slot < 0 || slot >= B) {
         rs->pos += pos < rs->npos;
         item_free(it);
         return;
     }
     rs->pos++;
-    if (it->lazy_shard && it->skip < 0) load_lazy(rs, it);
+    if (it->lazy_shard && it->skip < 0) load_deferred(rs, it);
+    int train = L->cfg.mode == LOADER_TRAIN;
     it->epoch = rs->epoch;
     it->pos = pos;
-    it->step = pos / B;
+    it->step = pos / L->stride;
     it->seq = rs->seq_base + it->step - rs->first_step;
-    it->expected = (int)(rs->npos - it->step * B < B ? rs->npos - it->step * B : B);
+    it->slot = (int)slot;
+    // Train: a function of the global position only, the same whichever rank owns it.
+    it->stream = sample_stream(rs->epoch, train ? 0 : L->cfg.rank, pos);
+    int64_t left = rs->npos - it->step * L->stride - L->own_first;
+    it->expected = (int)(left < B ? left : B);
     it->last_in_epoch = it->step == rs->steps - 1;
     pthread_mutex_lock(&L->mu);
     while (L->qcount == L->qcap && !L->stop) pthread_cond_wait(&L->cv_space, &L->mu);
@@ -326,10 +399,10 @@ static void shuffle_drain(ReaderState *rs, ShuffleBuffer *sb) {
 static void read_epoch(ReaderState *rs) {
     Loader *L = rs->L;
     int64_t *order, n;
-    epoch_order(L, rs->epoch, L->cfg.rank, &order, &n);
+    epoch_order(L, rs->epoch, &order, &n);
     ShuffleBuffer sb = {0};
     sb.limit = L->cfg.mode == LOADER_TRAIN && !L->is_folder ? L->cfg.shuffle_bytes : 0;
-    rng_seed(&sb.rng, L->cfg.seed, 0x42554646ULL + ((uint64_t)rs->epoch << 20) + L->cfg.rank);
+    rng_seed(&sb.rng, L->cfg.seed, 0x42554646ULL + ((uint64_t)rs->epoch << 20));  // the same on every rank
     // Eval over shards: each rank keeps every world_size-th sample (see epoch_order).
     int sample_stride = L->cfg.mode == LOADER_EVAL && !L->is_folder ? L->cfg.world_size : 1;
     int64_t sample_index = 0;
@@ -345,6 +418,9 @@ static void read_epoch(ReaderState *rs) {
             if (it.label < 0 && L->cfg.require_labels) {
                 it.skip = SKIP_MISSING_PART;
                 snprintf(it.detail, sizeof it.detail, "no label");
+            } else if (L->sliced) {  // read by its owner only, at emit
+                it.lazy_shard = path;
+                it.lazy_offset = -1;
             } else if (image_file_read(path, &it.data, &it.len) != 0) {
                 it.skip = SKIP_UNREADABLE_SHARD;
                 snprintf(it.detail, sizeof it.detail, "%s", strerror(errno));
@@ -364,9 +440,11 @@ static void read_epoch(ReaderState *rs) {
         }
         WdsSample s = {0};
         int64_t in_shard = 0;
-        // Replaying to a restored cursor: samples dropped before it need no bytes.
-        // (a gzip stream cannot seek back for the bytes later: there, the replay inflates them)
-        while (!L->stop && (wr.lazy_images = !wr.tar.gz && rs->pos < rs->skip_until, wds_next(&wr, &s) == 1)) {
+        // Replaying to a restored cursor, or slicing over ranks: samples dropped before the
+        // cursor or owned by another rank need no bytes, the others are read at emit. (A gzip
+        // stream cannot seek back for the bytes later: there, they are inflated and freed.)
+        while (!L->stop && (wr.lazy_images = !wr.tar.gz && (L->sliced || rs->pos < rs->skip_until),
+                            wds_next(&wr, &s) == 1)) {
             in_shard++;
             if (sample_stride > 1 && sample_index++ % sample_stride != L->cfg.rank) continue;
             WorkItem w = {0};
@@ -421,24 +499,19 @@ static void *reader_main(void *arg) {
         rs.pos = 0;
         rs.steps = epoch_steps(L, epoch, &rs.npos);
         if (rs.steps == 0 && L->cfg.mode == LOADER_TRAIN)
-            fatal("data loader: epoch %lld gives no full batch of %d on some rank (too few samples per rank)",
-                  (long long)epoch, L->cfg.batch_size);
+            fatal("data loader: epoch %lld gives no full global batch of %d x %d ranks (too few samples)",
+                  (long long)epoch, L->cfg.batch_size, L->cfg.world_size);
         rs.first_step = epoch == L->start_epoch ? L->start_step : 0;
         if (rs.first_step >= rs.steps) continue;
-        rs.skip_until = rs.first_step * L->cfg.batch_size;
+        rs.skip_until = rs.first_step * L->stride;
         read_epoch(&rs);
         rs.seq_base += rs.steps - rs.first_step;
     }
-    if (rs.lazy_f) fclose(rs.lazy_f);
+    close_shards(&rs);
     return NULL;
 }
 
 // ---- decode threads -----------------------------------------------------------------
-
-static uint64_t sample_stream(int64_t epoch, int rank, int64_t pos) {
-    uint64_t s = (uint64_t)epoch * 0x9E3779B97F4A7C15ULL ^ ((uint64_t)rank << 48);
-    return splitmix64(&s) + (uint64_t)pos;
-}
 
 static void compact(Loader *L, RingBatch *b) {
     size_t nf = L->sample_floats;
@@ -474,10 +547,10 @@ static void *worker_main(void *arg) {
         pthread_mutex_unlock(&L->mu);
         if (L->stop) { item_free(&it); break; }
 
-        int slot = (int)(it.pos % L->cfg.batch_size), why = it.skip;
+        int slot = it.slot, why = it.skip;
         if (why < 0) {
             Rng rng;
-            rng_seed(&rng, L->cfg.seed, sample_stream(it.epoch, L->cfg.rank, it.pos));
+            rng_seed(&rng, L->cfg.seed, it.stream);
             float *norm[2], *clean[2];
             for (int v = 0; v < 2; v++) {
                 norm[v] = b->view[v] ? b->view[v] + slot * L->sample_floats : NULL;
@@ -545,17 +618,19 @@ Loader *loader_open(const LoaderConfig *cfg) {
         c->shards = xstrdup(c->shards);
         c->image_folder = c->image_list = NULL;
         open_shards(L);
-        if (c->mode == LOADER_TRAIN && L->num_shards < c->world_size)
-            fatal("data loader: %d shards cannot be split over world_size %d", L->num_shards, c->world_size);
     }
     c->manifest = NULL;
     L->nviews = c->two_views && c->mode == LOADER_TRAIN ? 2 : 1;
     L->sample_floats = (size_t)c->channels * c->image_size * c->image_size;
+    int train = c->mode == LOADER_TRAIN;
+    L->stride = (int64_t)c->batch_size * (train ? c->world_size : 1);
+    L->own_first = train ? (int64_t)c->rank * c->batch_size : 0;
+    L->sliced = train && c->world_size > 1;
     int64_t npos;
     L->empty_eval = epoch_steps(L, 0, &npos) == 0 && c->mode == LOADER_EVAL;
-    if (epoch_steps(L, 0, &npos) == 0 && c->mode == LOADER_TRAIN)
-        fatal("data loader: %lld samples over %d ranks give no full batch of %d", (long long)L->total_samples,
-              c->world_size, c->batch_size);
+    if (epoch_steps(L, 0, &npos) == 0 && train)
+        fatal("data loader: %lld samples give no full global batch of %d x %d ranks", (long long)L->total_samples,
+              c->batch_size, c->world_size);
     pthread_mutex_init(&L->mu, NULL);
     pthread_cond_init(&L->cv_queue, NULL);
     pthread_cond_init(&L->cv_space, NULL);
@@ -739,15 +814,23 @@ void loader_cursor_save(const Loader *L, void *buf) {
     memcpy(buf, &c, sizeof c);
 }
 
+// Train: the cursor's step is global, so any rank of any world size with the same seed and
+// global batch continues the stream. Eval numbers each rank's own stream: the same rank only.
 int loader_cursor_restore(Loader *L, const void *buf) {
     Cursor c;
     memcpy(&c, buf, sizeof c);
     if (c.magic != CURSOR_MAGIC) { warn("data loader: cursor blob is not a loader cursor"); return 0; }
     if (L->started) { warn("data loader: cursor restore must come before the first loader_next"); return 0; }
-    if (c.seed != L->cfg.seed || c.batch_size != L->cfg.batch_size || c.world_size != L->cfg.world_size || c.rank != L->cfg.rank) {
-        warn("data loader: cursor was saved with seed %llu batch %d rank %d/%d, the loader has seed %llu batch %d rank %d/%d",
-             (unsigned long long)c.seed, c.batch_size, c.rank, c.world_size, (unsigned long long)L->cfg.seed,
-             L->cfg.batch_size, L->cfg.rank, L->cfg.world_size);
+    int fits = c.seed == L->cfg.seed;
+    if (L->cfg.mode == LOADER_TRAIN)
+        fits &= (int64_t)c.batch_size * c.world_size == (int64_t)L->cfg.batch_size * L->cfg.world_size;
+    else
+        fits &= c.batch_size == L->cfg.batch_size && c.world_size == L->cfg.world_size && c.rank == L->cfg.rank;
+    if (!fits) {
+        warn("data loader: cursor was saved with seed %llu batch %d rank %d/%d, the loader has seed %llu batch %d "
+             "rank %d/%d%s", (unsigned long long)c.seed, c.batch_size, c.rank, c.world_size,
+             (unsigned long long)L->cfg.seed, L->cfg.batch_size, L->cfg.rank, L->cfg.world_size,
+             L->cfg.mode == LOADER_TRAIN ? " (train: the seed and the global batch must match)" : "");
         return 0;
     }
     L->start_epoch = c.epoch, L->start_step = c.step;
@@ -755,4 +838,37 @@ int loader_cursor_restore(Loader *L, const void *buf) {
     memcpy(L->skipped, c.skipped, sizeof c.skipped);
     L->eof_pending = c.eof_pending;
     return 1;
+}
+
+int loader_cursor_merge(const void *cursors, int n, void *out) {
+    Cursor m, c;
+    if (n < 1) { warn("data loader: no cursors to merge"); return 0; }
+    memcpy(&m, cursors, sizeof m);
+    for (int i = 0; i < n; i++) {
+        memcpy(&c, (const char *)cursors + (size_t)i * sizeof c, sizeof c);
+        if (c.magic != CURSOR_MAGIC || c.seed != m.seed ||
+            (int64_t)c.batch_size * c.world_size != (int64_t)m.batch_size * m.world_size) {
+            warn("data loader: cursor %d of %d is not a loader cursor of the same seed and global batch", i, n);
+            return 0;
+        }
+        if (c.epoch != m.epoch || c.step != m.step || c.eof_pending != m.eof_pending) {
+            warn("data loader: cannot merge cursors: cursor %d is at epoch %lld step %lld, cursor 0 at epoch %lld "
+                 "step %lld", i, (long long)c.epoch, (long long)c.step, (long long)m.epoch, (long long)m.step);
+            return 0;
+        }
+        if (i == 0) continue;
+        m.seen += c.seen;
+        for (int r = 0; r < SKIP_NUM_REASONS; r++) m.skipped[r] += c.skipped[r];
+    }
+    m.rank = 0;
+    memcpy(out, &m, sizeof m);
+    return 1;
+}
+
+void loader_cursor_clear_counts(void *buf) {
+    Cursor c;
+    memcpy(&c, buf, sizeof c);
+    c.seen = 0;
+    memset(c.skipped, 0, sizeof c.skipped);
+    memcpy(buf, &c, sizeof c);
 }

@@ -2,6 +2,9 @@
 // an ImageFolder tree, decodes JPEG/PNG, augments, and hands out float32 CHW
 // batches from a pool of decode threads. Same seed -> same batches, bit for
 // bit, whatever the number of decode threads; a cursor blob resumes exactly.
+// Train over world_size ranks: each rank gets its slice of one global stream
+// (batch_size per rank, G = batch_size * world_size), so ranks 0..R-1
+// concatenated equal one process with batch G, bit for bit.
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
@@ -32,7 +35,7 @@ typedef struct {
     const char *manifest;      // optional; default: <shard dir>/<prefix>-manifest.txt if present
 
     LoaderMode mode;
-    int batch_size;
+    int batch_size;            // per rank; train steps take batch_size * world_size samples
     int image_size;            // output H = W
     int channels;              // 3 (RGB) or 1 (grey)
     int two_views;             // train only: two independent augmentations per image
@@ -57,7 +60,8 @@ typedef struct {
     int queue_batches;         // ready batches buffered ahead (default 2)
     size_t shuffle_bytes;      // sample shuffle buffer, bytes of encoded data (0: no shuffle)
     uint64_t seed;
-    int rank, world_size;
+    int rank, world_size;      // train: rank r takes slots [r*b, (r+1)*b) of each global batch;
+                               // eval: every world_size-th sample
     float max_skip_fraction;   // stop with an error once skipped/seen exceeds this (once 50 are seen)
     int64_t max_pixels;        // decompression-bomb limit from the header (default 64e6)
     int warn_limit;            // print the first N skip warnings (default 10)
@@ -107,7 +111,17 @@ const char *loader_skip_reason_name(SkipReason why);
 
 // Cursor: where the next loader_next continues. Save after any loader_next;
 // restore into a freshly opened loader with the same config (before its first
-// loader_next). restore returns 0 and warns if the blob does not match.
+// loader_next). restore returns 0 and warns if the blob does not match: train
+// needs the same seed and global batch (batch_size * world_size), so a run may
+// resume on another number of ranks; eval needs the same batch, rank and world.
+// The blob also holds this rank's seen/skipped counts, which restore adopts.
 size_t loader_cursor_size(void);
 void loader_cursor_save(const Loader *l, void *buf);
 int loader_cursor_restore(Loader *l, const void *buf);
+// n cursors (one per rank, in rank order, loader_cursor_size() bytes each) into
+// one at out: their positions must be equal (else it warns and returns 0); the
+// counts are summed. Returns 1. out may be the first cursor.
+int loader_cursor_merge(const void *cursors, int n, void *out);
+// Zero the seen/skipped counts in a cursor blob: restore the counts on one rank
+// only, the others from a cleared copy.
+void loader_cursor_clear_counts(void *buf);

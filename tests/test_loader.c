@@ -1,6 +1,7 @@
 // test_loader.c: the data loader end to end on shards written here, into
 // build/test_loader/: round trip (PNG exact, JPEG within tolerance), brace
-// expansion, eval epochs, determinism over thread counts, resume, bad input,
+// expansion, eval epochs, determinism over thread counts, resume, ranks slicing
+// one global train stream (and resuming across world sizes), bad input,
 // start-up errors.
 #include <errno.h>
 #include <string.h>
@@ -8,12 +9,14 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "augment.h"
 #include "check.h"
 #include "common.h"
 #include "image_encode.h"
 #include "loader.h"
+#include "sample_transform.h"
 #include "shard_list.h"
 #include "tar_reader.h"
 #include "tar_writer.h"
@@ -357,6 +360,411 @@ static void test_rank_split(void) {
           "loader_next gave %d, %d; %.2f s of CPU in 0.3 s", first, second, cpu);
 }
 
+// ---- the train stream: one global stream, sliced by rank ----------------------------------
+
+// Shards of unequal sizes: 40 samples, keys (= labels) 0..39, shard 1 JPEG, the others PNG.
+static const int g_sizes[4] = {9, 13, 7, 11};
+static int g_jpeg(int key) { return key >= 9 && key < 22; }
+
+static void write_global_shards(const char *prefix) {
+    for (int s = 0, first = 0; s < 4; first += g_sizes[s++]) {
+        char p[256];
+        snprintf(p, sizeof p, "%s-%06d.tar", prefix, s);
+        write_shard_mod(p, first, g_sizes[s], 16, 3, g_jpeg(first), 1000);
+    }
+}
+
+static void gzip_file(const char *src, const char *dst) {
+    FILE *f = fopen(src, "rb");
+    gzFile g = gzopen(dst, "wb");
+    if (!f || !g) fatal("gzip %s -> %s failed", src, dst);
+    char buf[8192];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) gzwrite(g, buf, (unsigned)n);
+    fclose(f);
+    gzclose(g);
+}
+
+// The same shards with bad samples: garbage under .jpg, a PNG cut short, a label that is no
+// number, a shard cut inside an image, and a missing shard (one unreadable position).
+static void write_corrupt_shards(const char *prefix) {
+    uint8_t garbage[300];
+    for (int i = 0; i < 300; i++) garbage[i] = (uint8_t)(i * 37 + 11);
+    for (int s = 0, first = 0; s < 4; first += g_sizes[s++]) {
+        char p[256];
+        snprintf(p, sizeof p, "%s-%06d.tar", prefix, s);
+        TarWriter tw;
+        tar_writer_open(&tw, p);
+        for (int k = first; k < first + g_sizes[s]; k++) {
+            size_t len;
+            uint8_t *img = make_image(16, 16, 3, k, g_jpeg(k), &len);
+            const char *ext = g_jpeg(k) ? "jpg" : "png";
+            if (k % 9 == 4) add_sample(&tw, k, "jpg", garbage, sizeof garbage, k);
+            else if (k % 9 == 7) add_sample(&tw, k, ext, img, len * 2 / 3, k);
+            else if (k == 12) {
+                add_sample(&tw, k, ext, img, len, -1);
+                tar_writer_add(&tw, "s000012.cls", (const uint8_t *)"x1", 2);
+            } else add_sample(&tw, k, ext, img, len, k);
+            free(img);
+        }
+        tar_writer_close(&tw);
+    }
+    char p[256];  // cut shard 3 inside its 8th sample's image
+    snprintf(p, sizeof p, "%s-%06d.tar", prefix, 3);
+    TarReader t;
+    const char *why;
+    if (tar_open(&t, p) != 0) fatal("cannot open %s", p);
+    for (int m = 0; m < 15; m++)
+        if (tar_next(&t, &why) != 1) fatal("%s: member %d: %s", p, m, why);
+    off_t cut = (off_t)(t.data_offset + t.size / 2);
+    tar_close(&t);
+    if (truncate(p, cut) != 0) fatal("truncate: %s", strerror(errno));
+}
+
+// root/c<k>/<i>.png|jpg: 5 classes of 8 images; with `bad`, one of them garbage after its signature.
+static void write_global_folder(const char *root, int bad) {
+    char p[256];
+    mkdir(root, 0755);
+    for (int k = 0; k < 5; k++) {
+        snprintf(p, sizeof p, "%s/c%d", root, k);
+        mkdir(p, 0755);
+        for (int i = 0; i < 8; i++) {
+            int id = k * 8 + i, jpeg = i % 3 == 0;
+            size_t len;
+            uint8_t *img = make_image(16, 16, 3, id, jpeg, &len);
+            if (bad && id == 13) memset(img + 8, 0x5A, len - 8);
+            snprintf(p, sizeof p, "%s/c%d/%02d.%s", root, k, id, jpeg ? "jpg" : "png");
+            FILE *f = fopen(p, "wb");
+            if (!f) fatal("cannot write %s", p);
+            fwrite(img, 1, len, f);
+            fclose(f);
+            free(img);
+        }
+    }
+}
+
+static void global_config(LoaderConfig *c, const char *shards, const char *folder) {
+    train_config(c, shards, 2);
+    c->image_folder = folder;
+    c->image_size = 12;
+    c->shuffle_bytes = 2500;
+    c->seed = 4321;
+    c->max_skip_fraction = 1;
+    c->warn_limit = 0;
+}
+
+// The next batch of each of R loaders, concatenated in rank order.
+typedef struct {
+    int n, nviews, agree;
+    size_t nf;
+    float *v[2], *c[2];
+    int32_t labels[64];
+    int64_t epoch, step;
+} Gathered;
+
+static void gathered_init(Gathered *g, int cap, int nf) {
+    memset(g, 0, sizeof *g);
+    for (int v = 0; v < 2; v++) {
+        g->v[v] = xcalloc((size_t)cap * nf, sizeof(float), "gathered views");
+        g->c[v] = xcalloc((size_t)cap * nf, sizeof(float), "gathered clean");
+    }
+}
+
+static void gathered_free(Gathered *g) {
+    for (int v = 0; v < 2; v++) free(g->v[v]), free(g->c[v]);
+}
+
+static int gather(Loader **L, int R, Gathered *g) {
+    g->n = 0, g->agree = 1;
+    for (int r = 0; r < R; r++) {
+        Batch b;
+        if (!loader_next(L[r], &b)) return 0;
+        g->nf = (size_t)b.channels * b.height * b.width;
+        g->nviews = b.view2 ? 2 : 1;
+        const float *src[2][2] = {{b.view1, b.view2}, {b.clean1, b.clean2}};
+        for (int v = 0; v < g->nviews; v++) {
+            memcpy(g->v[v] + g->n * g->nf, src[0][v], b.n * g->nf * sizeof(float));
+            memcpy(g->c[v] + g->n * g->nf, src[1][v], b.n * g->nf * sizeof(float));
+        }
+        memcpy(g->labels + g->n, b.labels, b.n * sizeof(int32_t));
+        if (r == 0) g->epoch = b.epoch, g->step = b.step;
+        g->agree &= b.epoch == g->epoch && b.step == g->step;
+        g->n += b.n;
+    }
+    return 1;
+}
+
+static uint64_t gathered_hash(const Gathered *g) {
+    size_t nb = g->n * g->nf * sizeof(float);
+    uint64_t h = fnv(0xcbf29ce484222325ULL, &g->n, sizeof g->n);
+    for (int v = 0; v < g->nviews; v++) h = fnv(fnv(h, g->v[v], nb), g->c[v], nb);
+    h = fnv(h, g->labels, g->n * sizeof(int32_t));
+    h = fnv(h, &g->epoch, sizeof g->epoch);
+    return fnv(h, &g->step, sizeof g->step);
+}
+
+static int64_t total_skipped(Loader **L, int R) {
+    int64_t n = 0;
+    for (int r = 0; r < R; r++)
+        for (int w = 0; w < SKIP_NUM_REASONS; w++) n += loader_skipped(L[r], w);
+    return n;
+}
+
+// R loaders of world R and batch b; R = 1 with batch b is the single-process loader.
+static void open_world(const LoaderConfig *base, int R, int b, Loader **L) {
+    for (int r = 0; r < R; r++) {
+        LoaderConfig c = *base;
+        c.batch_size = b, c.rank = r, c.world_size = R;
+        L[r] = loader_open(&c);
+    }
+}
+
+static void close_world(Loader **L, int R) {
+    for (int r = 0; r < R; r++) loader_close(L[r]);
+}
+
+// R ranks of batch b against one loader of batch R*b over two epochs and more: per step, the
+// ranks' batches concatenated are the single batch bit for bit, and each skip is counted once.
+static void check_sliced(const char *name, const LoaderConfig *base, int R, int b, int want_skips) {
+    Loader *one, *ranks[4];
+    open_world(base, 1, R * b, &one);
+    open_world(base, R, b, ranks);
+    int64_t spe = loader_steps_per_epoch(one);
+    int spe_same = spe >= 2;
+    for (int r = 0; r < R; r++) spe_same &= loader_steps_per_epoch(ranks[r]) == spe;
+    Gathered a, g;
+    gathered_init(&a, R * b, 3 * 12 * 12);
+    gathered_init(&g, R * b, 3 * 12 * 12);
+    int same = 1, agree = 1, short_batch = 0, steps = (int)(2 * spe + 2);
+    int64_t epoch_end = -1;
+    for (int s = 0; s < steps && same; s++) {
+        same &= gather(&one, 1, &a) && gather(ranks, R, &g);
+        same &= a.n == g.n && a.epoch == g.epoch && a.step == g.step && a.nviews == 2 && g.nviews == 2;
+        for (int v = 0; v < 2 && same; v++)
+            same &= !memcmp(a.v[v], g.v[v], a.n * a.nf * sizeof(float)) && !memcmp(a.c[v], g.c[v], a.n * a.nf * sizeof(float));
+        same &= !memcmp(a.labels, g.labels, a.n * sizeof(int32_t));
+        agree &= g.agree;
+        short_batch |= a.n < R * b;
+        if (a.epoch == 1 && epoch_end < 0) epoch_end = s;
+    }
+    int64_t skips_one = total_skipped(&one, 1), skips_ranks = total_skipped(ranks, R);
+    int skips_ok = skips_one == skips_ranks && (want_skips ? skips_one > 0 && short_batch : skips_one == 0);
+    CHECK(name, same && agree && spe_same && epoch_end == spe && skips_ok,
+          "same %d, ranks agree %d, steps/epoch %lld (same %d), epoch 1 at step %lld, skips %lld single vs %lld ranks "
+          "(short batch %d)", same, agree, (long long)spe, spe_same, (long long)epoch_end, (long long)skips_one,
+          (long long)skips_ranks, short_batch);
+    gathered_free(&a), gathered_free(&g);
+    close_world(&one, 1);
+    close_world(ranks, R);
+}
+
+static void test_global_stream(void) {
+    write_global_shards(DIR "/glob");
+    const char *plain = DIR "/glob-{000000..000003}.tar";
+    for (int s = 0; s < 4; s++) {
+        char src[256], dst[256];
+        snprintf(src, sizeof src, DIR "/glob-%06d.tar", s);
+        snprintf(dst, sizeof dst, DIR "/globz-%06d.tar.gz", s);
+        gzip_file(src, dst);
+    }
+    write_corrupt_shards(DIR "/globbad");
+    write_global_folder(DIR "/globdir", 0);
+    write_global_folder(DIR "/globdirbad", 1);
+    LoaderConfig c;
+    global_config(&c, plain, NULL);
+    check_sliced("global_stream_2_ranks_tar", &c, 2, 3, 0);
+    check_sliced("global_stream_3_ranks_tar", &c, 3, 2, 0);
+    c.shuffle_bytes = 1 << 20;  // the whole data set in the buffer: draws from every shard's file in turn
+    check_sliced("global_stream_3_ranks_tar_whole_set_buffered", &c, 3, 4, 0);
+    global_config(&c, DIR "/globz-{000000..000003}.tar.gz", NULL);
+    check_sliced("global_stream_2_ranks_gzip", &c, 2, 3, 0);
+    check_sliced("global_stream_3_ranks_gzip", &c, 3, 2, 0);
+    global_config(&c, DIR "/globz-{000000..000001}.tar.gz", NULL);  // fewer shards than ranks
+    check_sliced("global_stream_3_ranks_over_2_shards", &c, 3, 2, 0);
+    global_config(&c, NULL, DIR "/globdir");
+    check_sliced("global_stream_2_ranks_image_folder", &c, 2, 3, 0);
+    check_sliced("global_stream_3_ranks_image_folder", &c, 3, 2, 0);
+    // bad samples: each rank compacts its own slice
+    global_config(&c, DIR "/globbad-{000000..000004}.tar", NULL);  // 000004 does not exist
+    check_sliced("global_stream_2_ranks_tar_with_skips", &c, 2, 3, 1);
+    check_sliced("global_stream_3_ranks_tar_with_skips", &c, 3, 2, 1);
+    for (int s = 0; s < 4; s++) {
+        char src[256], dst[256];
+        snprintf(src, sizeof src, DIR "/globbad-%06d.tar", s);
+        snprintf(dst, sizeof dst, DIR "/globbadz-%06d.tar.gz", s);
+        gzip_file(src, dst);
+    }
+    global_config(&c, DIR "/globbadz-{000000..000003}.tar.gz", NULL);
+    check_sliced("global_stream_2_ranks_gzip_with_skips", &c, 2, 3, 1);
+    global_config(&c, NULL, DIR "/globdirbad");
+    check_sliced("global_stream_3_ranks_image_folder_with_skips", &c, 3, 2, 1);
+}
+
+// Resume across world sizes: a cursor saved at step k by one world continues the same global
+// stream in another (1 -> 2, 2 -> 1 through loader_cursor_merge, 2 -> 3), skip counts included.
+static void test_resume_across_world_sizes(void) {
+    LoaderConfig c;
+    global_config(&c, DIR "/globbad-{000000..000004}.tar", NULL);
+    enum { N = 14, G = 6 };
+    size_t cs = loader_cursor_size();
+    Loader *L[3];
+    Gathered g;
+    gathered_init(&g, G, 3 * 12 * 12);
+    uint64_t straight[N];
+    int64_t skips_at[N + 1];
+    open_world(&c, 1, G, L);
+    skips_at[0] = 0;
+    for (int s = 0; s < N; s++) {
+        straight[s] = gather(L, 1, &g) ? gathered_hash(&g) : 0;
+        skips_at[s + 1] = total_skipped(L, 1);
+    }
+    close_world(L, 1);
+    const int stops[] = {4, 6, 9};  // mid-epoch, at the epoch boundary, in the second epoch
+    int ok12 = 1, ok21 = 1, ok23 = 1, counts = 1;
+    uint8_t cur[3 * 256], merged[256];  // merge takes the cursors packed, cs bytes each
+    for (int si = 0; si < 3; si++) {
+        int k = stops[si];
+        // 1 -> 2: rank 0 keeps the counts, rank 1 starts from none
+        open_world(&c, 1, G, L);
+        for (int s = 0; s < k; s++) gather(L, 1, &g);
+        loader_cursor_save(L[0], cur);
+        close_world(L, 1);
+        memcpy(cur + cs, cur, cs);
+        loader_cursor_clear_counts(cur + cs);
+        open_world(&c, 2, G / 2, L);
+        for (int r = 0; r < 2; r++) ok12 &= loader_cursor_restore(L[r], cur + r * cs);
+        counts &= total_skipped(L, 1) == skips_at[k] && total_skipped(L + 1, 1) == 0;
+        for (int s = k; s < N; s++) ok12 &= gather(L, 2, &g) && g.agree && gathered_hash(&g) == straight[s];
+        counts &= total_skipped(L, 2) == skips_at[N];
+        close_world(L, 2);
+        // 2 -> 1, merged
+        open_world(&c, 2, G / 2, L);
+        for (int s = 0; s < k; s++) gather(L, 2, &g);
+        for (int r = 0; r < 2; r++) loader_cursor_save(L[r], cur + r * cs);
+        close_world(L, 2);
+        ok21 &= loader_cursor_merge(cur, 2, merged);
+        open_world(&c, 1, G, L);
+        ok21 &= loader_cursor_restore(L[0], merged);
+        counts &= total_skipped(L, 1) == skips_at[k];
+        for (int s = k; s < N; s++) ok21 &= gather(L, 1, &g) && gathered_hash(&g) == straight[s];
+        close_world(L, 1);
+        // 2 -> 3: every new rank takes the merged position, rank 0 the counts
+        memcpy(cur, merged, cs);
+        memcpy(cur + cs, merged, cs), memcpy(cur + 2 * cs, merged, cs);
+        loader_cursor_clear_counts(cur + cs), loader_cursor_clear_counts(cur + 2 * cs);
+        open_world(&c, 3, G / 3, L);
+        for (int r = 0; r < 3; r++) ok23 &= loader_cursor_restore(L[r], cur + r * cs);
+        for (int s = k; s < N; s++) ok23 &= gather(L, 3, &g) && g.agree && gathered_hash(&g) == straight[s];
+        counts &= total_skipped(L, 3) == skips_at[N];
+        close_world(L, 3);
+    }
+    CHECK("resume_world_1_to_2", ok12, "the 2-rank continuation differs from the single stream");
+    CHECK("resume_world_2_to_1_merged", ok21, "the merged continuation differs from the single stream");
+    CHECK("resume_world_2_to_3", ok23, "the 3-rank continuation differs from the single stream");
+    CHECK("resume_across_worlds_counts_each_skip_once", counts && skips_at[N] > 0,
+          "skip counts do not add up (%lld skips in %d steps)", (long long)skips_at[N], N);
+    gathered_free(&g);
+}
+
+// What a cursor does not fit is refused: another global batch or seed, ranks at different
+// positions (merge), and in eval mode another rank or world size.
+static void test_cursor_refusals(void) {
+    LoaderConfig c;
+    global_config(&c, DIR "/glob-{000000..000003}.tar", NULL);
+    size_t cs = loader_cursor_size();
+    uint8_t cur[2 * 256], merged[256];  // merge takes the cursors packed, cs bytes each
+    Loader *L[3];
+    Gathered g;
+    gathered_init(&g, 6, 3 * 12 * 12);
+    open_world(&c, 2, 3, L);
+    gather(L, 2, &g);
+    loader_cursor_save(L[0], cur);
+    gather(L + 1, 1, &g);  // rank 1 one step ahead
+    loader_cursor_save(L[1], cur + cs);
+    close_world(L, 2);
+    int uneven = loader_cursor_merge(cur, 2, merged);
+    memcpy(cur + cs, cur, cs);
+    int even = loader_cursor_merge(cur, 2, merged);
+    open_world(&c, 1, 5, L);  // global batch 5, not 6
+    int batch = loader_cursor_restore(L[0], merged);
+    close_world(L, 1);
+    LoaderConfig other = c;
+    other.seed++;
+    open_world(&other, 1, 6, L);
+    int seed = loader_cursor_restore(L[0], merged);
+    close_world(L, 1);
+    open_world(&c, 3, 2, L);  // any split of the same global batch fits
+    int split = loader_cursor_restore(L[0], merged);
+    close_world(L, 3);
+    c.mode = LOADER_EVAL;
+    open_world(&c, 2, 3, L);
+    loader_cursor_save(L[1], cur);
+    close_world(L, 2);
+    open_world(&c, 1, 6, L);
+    int eval_other_world = loader_cursor_restore(L[0], cur);
+    close_world(L, 1);
+    open_world(&c, 2, 3, L);
+    int eval_other_rank = loader_cursor_restore(L[0], cur), eval_same = loader_cursor_restore(L[1], cur);
+    close_world(L, 2);
+    CHECK("cursor_refuses_what_does_not_fit",
+          !uneven && even && !batch && !seed && split && !eval_other_world && !eval_other_rank && eval_same,
+          "merge uneven %d even %d; restore: global batch 5 %d, other seed %d, 3x2 %d; eval: world 1 %d, rank 0 %d, "
+          "rank 1 %d", uneven, even, batch, seed, split, eval_other_world, eval_other_rank, eval_same);
+    gathered_free(&g);
+}
+
+// splitmix64 of (epoch, rank 0) plus the position: the augmentation stream of a single process.
+static uint64_t single_process_stream(int64_t epoch, int64_t pos) {
+    uint64_t s = (uint64_t)epoch * 0x9E3779B97F4A7C15ULL;
+    return splitmix64(&s) + (uint64_t)pos;
+}
+
+// One process (world 1) keeps its stream: a fixed sample order (keys are labels), and every
+// view is transform_sample of that image with the RNG seeded from (seed, epoch, position).
+static void test_world_one_unchanged(void) {
+    LoaderConfig c;
+    global_config(&c, DIR "/glob-{000000..000003}.tar", NULL);
+    c.batch_size = 6;
+    enum { STEPS = 14 };
+    static const int32_t want[STEPS * 6] = {  // the single-process order for this data and seed: must not move
+        37, 39, 38, 27, 28, 10, 25, 24, 26, 9, 13, 34, 14, 29, 32, 30, 15, 33,
+        11, 16, 23, 36, 17, 12, 35, 19, 18, 20, 4, 0, 7, 22, 3, 2, 6, 1,
+        12, 9, 14, 13, 10, 11, 16, 15, 17, 19, 20, 32, 21, 22, 23, 1, 26, 31,
+        35, 27, 2, 18, 28, 3, 38, 8, 5, 6, 29, 36, 33, 34, 30, 37, 7, 0,
+        10, 13, 14, 11, 12, 9, 17, 19, 16, 21, 25, 18,
+    };
+    Loader *L = loader_open(&c);
+    int order = loader_steps_per_epoch(L) == 6, views = 1;
+    TransformScratch ts = {0};
+    size_t nf = 3 * 12 * 12;
+    float *v[2] = {xmalloc(nf * sizeof(float), "view"), xmalloc(nf * sizeof(float), "view")};
+    float *cl[2] = {xmalloc(nf * sizeof(float), "clean"), xmalloc(nf * sizeof(float), "clean")};
+    for (int s = 0; s < STEPS; s++) {
+        Batch b;
+        if (!loader_next(L, &b) || b.n != 6) { order = 0; break; }
+        for (int i = 0; i < 6; i++) {
+            int key = b.labels[i];
+            order &= key == want[s * 6 + i];
+            size_t len;
+            uint8_t *img = make_image(16, 16, 3, key, g_jpeg(key), &len);
+            Rng rng;
+            rng_seed(&rng, c.seed, single_process_stream(b.epoch, b.step * 6 + i));
+            char detail[96];
+            int why = transform_sample(&c, img, len, g_jpeg(key) ? IMG_JPEG : IMG_PNG, &rng, 2, v, cl, &ts, detail,
+                                       sizeof detail);
+            free(img);
+            const float *got[4] = {b.view1, b.view2, b.clean1, b.clean2}, *mine[4] = {v[0], v[1], cl[0], cl[1]};
+            views &= why < 0;
+            for (int k = 0; k < 4; k++) views &= !memcmp(got[k] + i * nf, mine[k], nf * sizeof(float));
+        }
+    }
+    loader_close(L);
+    transform_scratch_free(&ts);
+    for (int k = 0; k < 2; k++) free(v[k]), free(cl[k]);
+    CHECK("world_1_sample_order_unchanged", order, "the single-process sample order changed");
+    CHECK("world_1_views_from_the_single_process_stream", views, "a view is not the (seed, epoch, position) augmentation");
+}
+
 // Every bad-input case, one sample each (plus whole-shard cases).
 static void test_bad_input(void) {
     TarWriter tw;
@@ -580,6 +988,10 @@ int main(void) {
     test_determinism_and_resume();
     test_resume_over_truncated_shard();
     test_rank_split();
+    test_global_stream();
+    test_resume_across_world_sizes();
+    test_cursor_refusals();
+    test_world_one_unchanged();
     test_bad_input();
     test_tar_malformed_headers();
     expect_fatal("missing_folder_is_fatal", open_missing_folder, "does not exist");

@@ -1,8 +1,10 @@
 // bench_loader: images/s of the training pipeline (decode, RandomResizedCrop,
 // flip, normalise) over shards, and how it shares the cores with an OpenMP
 // compute loop standing in for the trainer's step.
-// usage: bench_loader SHARDS THREADS [images=2000] [size=224] [interp=bicubic] [channels=3]
+// usage: bench_loader [--rank R --world W] SHARDS THREADS [images=2000] [size=224] [interp=bicubic] [channels=3]
 //        bench_loader --shared SHARDS THREADS NICE STEP_MS [steps=40] [batch=32]
+// --rank/--world: this process is rank R of W (batch 32 per rank; the other ranks
+// are not run). It also prints the bytes the process read in one epoch.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +20,7 @@ static int omp_threads(void) { return 1; }
 #include "loader.h"
 
 static Loader *open_train(const char *shards, int threads, int batch, int size, const char *interp, int nice,
-                          int channels) {
+                          int channels, int rank, int world) {
     LoaderConfig c;
     loader_config_defaults(&c);
     c.shards = shards;
@@ -29,6 +31,7 @@ static Loader *open_train(const char *shards, int threads, int batch, int size, 
     c.nice = nice;
     c.channels = channels;
     c.queue_batches = 2;
+    c.rank = rank, c.world_size = world;
     return loader_open(&c);
 }
 
@@ -64,7 +67,7 @@ static int shared_mode(int argc, char **argv) {
     compute_work(iters);
     iters = (long)(step_ms * 1e-3 / ((now_seconds() - t) / iters));
 
-    Loader *L = open_train(shards, threads, batch, 224, "bicubic", nice, 3);
+    Loader *L = open_train(shards, threads, batch, 224, "bicubic", nice, 3, 0, 1);
     Batch b;
     loader_next(L, &b);  // start-up not counted
     compute_work(iters);
@@ -98,26 +101,55 @@ static int shared_mode(int argc, char **argv) {
     return 0;
 }
 
+// The process's rchar (bytes through read calls, page cache hits included) from /proc/self/io.
+static long long bytes_read(void) {
+    FILE *f = fopen("/proc/self/io", "r");
+    long long v = -1;
+    char key[64];
+    long long x;
+    while (f && fscanf(f, "%63[^:]: %lld\n", key, &x) == 2)
+        if (!strcmp(key, "rchar")) v = x;
+    if (f) fclose(f);
+    return v;
+}
+
 int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "--shared")) {
         if (argc < 6) fatal("usage: bench_loader --shared SHARDS THREADS NICE STEP_MS [steps] [batch]");
         return shared_mode(argc, argv);
     }
-    if (argc < 3) fatal("usage: bench_loader SHARDS THREADS [images] [size] [interp] [channels]");
+    int rank = 0, world = 1;
+    while (argc > 2 && (!strcmp(argv[1], "--rank") || !strcmp(argv[1], "--world"))) {
+        *(!strcmp(argv[1], "--rank") ? &rank : &world) = atoi(argv[2]);
+        argc -= 2, argv += 2;
+    }
+    if (argc < 3) fatal("usage: bench_loader [--rank R --world W] SHARDS THREADS [images] [size] [interp] [channels]");
     int threads = atoi(argv[2]), images = argc > 3 ? atoi(argv[3]) : 2000, size = argc > 4 ? atoi(argv[4]) : 224;
     const char *interp = argc > 5 ? argv[5] : "bicubic";
     int channels = argc > 6 ? atoi(argv[6]) : 3, batch = 32;
-    Loader *L = open_train(argv[1], threads, batch, size, interp, 0, channels);
+    Loader *L = open_train(argv[1], threads, batch, size, interp, 0, channels, rank, world);
     Batch b;
     loader_next(L, &b);  // warm-up: thread start, first batch
     int n = 0;
+    // Bytes of one epoch: between the first batches of epochs 1 and 2, where the reader is as
+    // far ahead (shuffle buffer, queue) at both ends.
+    long long io[3] = {-1, -1, -1};
     double t = now_seconds();
-    while (n < images && loader_next(L, &b)) n += b.n;
+    while (n < images && loader_next(L, &b)) {
+        n += b.n;
+        if (b.step == 0 && b.epoch >= 1 && b.epoch <= 2) io[b.epoch] = bytes_read();
+    }
     double dt = now_seconds() - t;
     int64_t skipped = 0;
     for (int r = 0; r < SKIP_NUM_REASONS; r++) skipped += loader_skipped(L, r);
     printf("ours: %d images in %.2f s with %d decode threads: %.1f images/s (%.1f per thread), %lld skipped\n", n, dt,
            threads, n / dt, n / dt / threads, (long long)skipped);
+    if (io[2] >= 0)
+        printf("read: rank %d of %d, batch %d per rank: %.1f MB in epoch 1 (%lld steps), %.1f KB per image of this rank\n",
+               rank, world, batch, (io[2] - io[1]) / 1e6, (long long)loader_steps_per_epoch(L),
+               (io[2] - io[1]) / 1e3 / (loader_steps_per_epoch(L) * batch));
+    else
+        printf("read: fewer than two epochs taken, no per-epoch figure (give more images)\n");
     loader_close(L);
     return 0;
 }
