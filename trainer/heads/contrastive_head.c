@@ -136,7 +136,9 @@ void contrastive_head_layout(ContrastiveHead *c, Arena *acts, Arena *grads, long
 // Row j of rank q's R rows (views groups of R / views) in the one-process order of all
 // world * R rows: view v's rows of every rank, rank by rank.
 static long global_row(const ContrastiveHead *c, int q, int j, int R, int views) {
-    int g = R / views, v = j / g, i = j % g;
+    int g = R / views;
+    if (g < 1) return j;  // no rows
+    int v = j / g, i = j % g;
     return (long)v * c->world * g + (long)q * g + i;
 }
 
