@@ -134,7 +134,8 @@ def test_unlabelled_sources_pretrain_checkpoint_and_resume(tmp_path, data):
                               ("list", data["list"], "list")):
         common = [f"--data_train={source}", f"--data_format={fmt}", "--steps=6", "--log_every=1", "--save_every=0",
                   "--batch_size=16", "--tokenizer_images_per_class=100"]
-        tt.train(tmp_path, f"{name}_straight", *common)
+        p = tt.train(tmp_path, f"{name}_straight", *common)
+        assert "live kNN: off" in p.stdout and not any("knn20" in l for l in tt.metrics(tmp_path, f"{name}_straight"))
         tt.train(tmp_path, f"{name}_resumed", *common, "--stop_at_step=3")
         tt.train(tmp_path, f"{name}_resumed", *common, "--resume=auto")
         a, _ = tt.all_datasets(tmp_path / f"{name}_straight" / "ckpt_step00000006.h5")

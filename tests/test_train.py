@@ -72,7 +72,7 @@ def test_smoke_run_writes_metrics_and_checkpoints(tmp_path):
 
 
 def test_resume_is_bit_exact(tmp_path):
-    common = ["--steps=8", "--log_every=1", "--save_every=0"]
+    common = ["--steps=8", "--log_every=1", "--save_every=0", "--knn_every=3", "--knn_images=300"]
     train(tmp_path, "straight", *common)
     train(tmp_path, "resumed", *common, "--stop_at_step=4")
     assert (tmp_path / "resumed" / "ckpt_step00000004.h5").exists()
@@ -97,8 +97,12 @@ def test_resume_is_bit_exact(tmp_path):
     assert [l["step"] for l in lb] == list(range(1, 9))
     for s in range(1, 9):
         assert sa[s] == sb[s], f"step {s}: logged values differ: {sa[s]} vs {sb[s]}"
+    # the live kNN: after updates 3, 6 and at the end, the same values after a resume
+    ka, kb = ({l["step"]: l["knn20"] for l in m if "knn20" in l} for m in (la, lb))
+    assert list(ka) == [3, 6, 8] and ka == kb, (ka, kb)
     # a key that changes the numbers is named when a resume changes it
-    p = train(tmp_path, "resumed", "--steps=9", "--log_every=1", "--save_every=0", "--resume=auto", "--lr=2e-3")
+    p = train(tmp_path, "resumed", "--steps=9", "--log_every=1", "--save_every=0", "--knn_every=3", "--knn_images=300",
+              "--resume=auto", "--lr=2e-3")
     assert "resume: 2 keys differ" in p.stderr and "lr: 0.001 vs 0.002" in p.stderr and "steps: 8 vs 9" in p.stderr, \
         p.stderr
     # unfreezing the patch embedding on resume would start its AdamW moments mid-run: refused

@@ -19,6 +19,7 @@
 #include "distributed.h"
 #include "gemm_tiles.h"
 #include "kernels.h"
+#include "live_knn.h"
 #include "loader.h"
 #include "model.h"
 #include "objective.h"
@@ -242,6 +243,9 @@ typedef struct {
     char *cursors;                 // rank 0: every rank's, in rank order
     void *merged_cursor;           // the one the checkpoint holds: the common position, every rank's counts
     double peak_gflops;            // the MFU yardstick
+    LiveKnn *knn;                  // rank 0, pretraining on labelled data: the live kNN signal
+    double knn_top1;               // its latest value (-1: none yet)
+    int knn_fresh;                 // 1: taken at this update, for its metrics line
     SpectrumProbe probe;           // collapse diagnostic over CLS rows
     float *probe_rows;
     Stepper stepper;
@@ -415,6 +419,8 @@ static void run_build(Run *r, const LoaderConfig *lc) {
     spectrum_probe_init(&r->probe, rows, r->model.vit.D, 5);
     r->probe_rows = xmalloc(sizeof(float) * rows * r->model.vit.D, "probe rows");
     run_resume(r);
+    r->knn_top1 = -1;
+    if (!r->finetune && cfg->knn_every > 0 && r->rank == 0) r->knn = live_knn_open(cfg, cfg->knn_images);
     const char *fault = getenv("CCVIT_FAULT_NAN_STEP");  // tests: make step n's token loss NaN
     r->stepper = (Stepper){.model = &r->model, .loader = r->loader, .accum_steps = cfg->accum_steps,
                            .clip_grad = cfg->clip_grad, .rank = r->rank, .world = r->world,
@@ -483,6 +489,17 @@ static void window_add(Window *w, const StepStats *s) {
     w->steps++;
 }
 
+// The live kNN after every knn_every-th update and the run's end: its seconds are kept out of the
+// window's images/s.
+static void live_knn_due(Run *r, Window *w, long done, int end) {
+    r->knn_fresh = 0;
+    if (!r->knn || !(done % r->cfg.knn_every == 0 || end)) return;
+    double t0 = now_seconds();
+    r->knn_top1 = live_knn_eval(r->knn, &r->model.vit);
+    r->knn_fresh = 1;
+    w->t_window += now_seconds() - t0;
+}
+
 // One JSON line and the progress line after update `done`; then a new window.
 static void log_metrics(Run *r, Window *w, Progress *prog, long done, double lr, float w_con, double t_start) {
     const Config *cfg = &r->cfg;
@@ -516,13 +533,15 @@ static void log_metrics(Run *r, Window *w, Progress *prog, long done, double lr,
     JsonLine *m = runlog_metrics(r->rl);
     json_int(m, "step", done);
     json_num(m, "epoch", epoch_f);
-    NamedValue nv[ARRAY_LEN(fields)];
+    NamedValue nv[ARRAY_LEN(fields) + 1];
     int k = 0;
     for (size_t f = 0; f < ARRAY_LEN(fields); f++) {
         if (!fields[f].on) continue;
         json_num(m, fields[f].key, fields[f].value);
         if (fields[f].short_name) nv[k++] = (NamedValue){fields[f].short_name, fields[f].value};
     }
+    if (r->knn_fresh) json_num(m, "knn20", r->knn_top1);              // the line of the update it was taken at
+    if (r->knn_top1 >= 0) nv[k++] = (NamedValue){"knn", r->knn_top1};  // the progress line keeps the latest
     for (int s = 0; s < SKIP_NUM_REASONS; s++)
         json_int(m, loader_skip_reason_name((SkipReason)s), w->skipped[s]);
     json_num(m, "elapsed_s", now - t_start);
@@ -558,6 +577,10 @@ static void run_finish(Run *r, long done, const char *stop_reason, double t_star
             printf("skipped samples (%s): %lld\n", loader_skip_reason_name((SkipReason)s),
                    (long long)loader_skipped(r->loader, (SkipReason)s));
     if (r->stepper.empty_batches) printf("empty batches passed over: %ld\n", r->stepper.empty_batches);
+    if (r->knn)
+        printf("live kNN: %d evaluations of %d images, %.1f s in all (%.1f%% of the training time)\n",
+               live_knn_count(r->knn), r->cfg.knn_images, live_knn_seconds(r->knn),
+               100 * live_knn_seconds(r->knn) / (now_seconds() - t_start));
     if (r->finetune && r->cfg.data_val[0] && r->rank == 0) {
         double acc = classifier_top1(&r->model.vit, &r->cfg);
         JsonLine *m = runlog_metrics(r->rl);
@@ -570,6 +593,7 @@ static void run_finish(Run *r, long done, const char *stop_reason, double t_star
 
 static void run_close(Run *r) {
     stepper_release(&r->stepper);
+    live_knn_close(r->knn);
     spectrum_probe_free(&r->probe);
     xfree(r->probe_rows);
     xfree(r->cursor);
@@ -619,7 +643,8 @@ int main(int argc, char **argv) {
         long done = step + 1;
         if (done < r->total_steps) stop = agree_on_stop(cfg, done, t_start, &stop_reason);  // a finished run is "done"
         int last = done == r->total_steps || stop;
-        if (r->rank == 0 && (done % cfg->log_every == 0 || last || done == r->start_step + 1))
+        live_knn_due(r, &win, done, done == r->total_steps);  // not at a stop: a resumed run logs what a whole one does
+        if (r->rank == 0 && (done % cfg->log_every == 0 || last || done == r->start_step + 1 || r->knn_fresh))
             log_metrics(r, &win, &prog, done, lr, w_con, t_start);
         if (cfg->save_every > 0 && done % cfg->save_every == 0 && !last &&
             save_checkpoint(r->run_dir, &r->cs, r->loader, r->cursor, r->cursors, done, epoch, cfg, r->rank, r->world, err,

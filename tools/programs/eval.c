@@ -11,6 +11,7 @@
 #include "checkpoint.h"
 #include "common.h"
 #include "config.h"
+#include "frozen_features.h"
 #include "h5io.h"
 #include "loader.h"
 #include "probe.h"
@@ -64,36 +65,12 @@ static void usage(void) {
         "  --key=value              any config key, e.g. --num_workers=2 --data_format=imagefolder\n");
 }
 
-typedef enum { FEAT_CLS, FEAT_MEAN, FEAT_BOTH } FeatureKind;
-
 typedef struct {
     float *x;      // [n, d]
     int32_t *y;    // [n]
     size_t n;
     int d, classes;
 } Split;
-
-static int feature_dim(const Vit *vit, FeatureKind kind, int n_blocks, const LoaderConfig *lc) {
-    if (!vit) return lc->channels * lc->image_size * lc->image_size;
-    return n_blocks * (kind == FEAT_BOTH ? 2 * vit->D : vit->D);
-}
-
-// CLS and/or mean of the patch tokens of each image: tokens [n,T,D] -> out rows of `stride` floats.
-static void pool_tokens(float *out, size_t stride, const float *tokens, FeatureKind kind, int n, int T, int D) {
-    for (int i = 0; i < n; i++) {
-        const float *tok = tokens + (size_t)i * T * D;
-        float *o = out + (size_t)i * stride;
-        if (kind != FEAT_MEAN) memcpy(o, tok, D * sizeof(float));
-        if (kind != FEAT_CLS) {
-            float *m = o + (kind == FEAT_BOTH ? D : 0);
-            for (int j = 0; j < D; j++) {
-                double acc = 0;
-                for (int t = 1; t < T; t++) acc += tok[(size_t)t * D + j];
-                m[j] = (float)(acc / (T - 1));
-            }
-        }
-    }
-}
 
 // Features of every image of one split, in the loader's (sequential) order.
 // block -1: the final norm's tokens; n_blocks > 1: blocks block-n_blocks+1..block (block -1: the last),
@@ -108,14 +85,10 @@ static Split extract(const Config *cfg, const char *source, const char *name, Vi
     size_t total = (size_t)loader_num_samples(L);
     if (limit > 0 && (size_t)limit < total) total = (size_t)limit;
     Split s = {0};
-    s.d = feature_dim(vit, kind, n_blocks, &lc);
-    float *normed = NULL, *norm_mean = NULL, *norm_rstd = NULL;  // scratch for n_blocks > 1
-    if (vit && n_blocks > 1) {
-        size_t rows = (size_t)batch * vit->T;
-        normed = xmalloc(rows * vit->D * sizeof(float), "normed tokens");
-        norm_mean = xmalloc(rows * sizeof(float), "norm mean");
-        norm_rstd = xmalloc(rows * sizeof(float), "norm rstd");
-    }
+    FeatureSpec spec = {.kind = kind, .block = block, .n_blocks = n_blocks};
+    s.d = vit ? features_dim(vit, &spec) : lc.channels * lc.image_size * lc.image_size;
+    FeatureScratch scratch = {0};
+    if (vit) features_scratch_alloc(&scratch, vit, batch, &spec);
     s.x = xmalloc(total * s.d * sizeof(float) + 1, "features");
     s.y = xmalloc(total * sizeof(int32_t) + 1, "labels");
     fprintf(stderr, "features of the %s split: %zu images from %s\n", name, total, source);
@@ -136,18 +109,7 @@ static Split extract(const Config *cfg, const char *source, const char *name, Vi
         if (!vit) {
             memcpy(out, b.view1, n * pix * sizeof(float));
         } else {
-            vit_forward(vit, b.view1, NULL, n);
-            int T = vit->T, D = vit->D;
-            if (n_blocks == 1) {
-                pool_tokens(out, s.d, block >= 0 ? vit_block_output(vit, block) : vit_final_tokens(vit), kind, n, T, D);
-            } else {
-                int last = block >= 0 ? block : vit->cfg.depth - 1, part = s.d / n_blocks;
-                for (int k = 0; k < n_blocks; k++) {
-                    layernorm_forward(normed, norm_mean, norm_rstd, vit_block_output(vit, last - n_blocks + 1 + k),
-                                      vit->w.norm_w, vit->w.norm_b, n * T, D);
-                    pool_tokens(out + (size_t)k * part, s.d, normed, kind, n, T, D);
-                }
-            }
+            features_forward(vit, b.view1, n, &spec, &scratch, out, s.d);
         }
         s.n += n;
         step++;
@@ -164,7 +126,7 @@ static Split extract(const Config *cfg, const char *source, const char *name, Vi
         warn("%s split '%s': %lld images skipped (unreadable; see the warnings above); the accuracies are over the "
              "%zu read", name, source, (long long)skipped, s.n);
     loader_close(L);
-    xfree(normed), xfree(norm_mean), xfree(norm_rstd);
+    features_scratch_free(&scratch);
     if (s.n == 0) fatal("%s split '%s' gave no images", name, source);
     size_t bad = 0;
     for (size_t i = 0; i < s.n * s.d; i++) bad += !isfinite(s.x[i]);
@@ -381,7 +343,7 @@ static void announce(const Options *o, const Config *cfg, const CheckpointInfo *
     if (o->ckpt) fprintf(stderr, " (%sstep %lld, code %s)", o->teacher ? "its EMA teacher, " : "", (long long)info->step,
                          info->code_version);
     if (model) fprintf(stderr, ", ViT %dpx/%d D=%d depth %d, features %s", cfg->img_size, cfg->patch_size, cfg->embed_dim,
-                       cfg->depth, kind == FEAT_CLS ? "cls" : kind == FEAT_MEAN ? "mean" : "cls+mean");
+                       cfg->depth, kind == FEAT_BOTH ? "cls+mean" : feature_kind_name(kind));
     if (model && o->n_blocks > 1) fprintf(stderr, " of the %d blocks up to blocks.%d, each through the final norm",
                                           o->n_blocks, block >= 0 ? block : cfg->depth - 1);
     else if (model) fprintf(stderr, block >= 0 ? " of blocks.%d" : " after the final norm", block);
@@ -447,7 +409,7 @@ static void write_json(const char *path, const Options *o, const CheckpointInfo 
     json_str(&j, "model", what);
     if (o->ckpt) json_int(&j, "step", info->step);
     json_int(&j, "teacher", o->teacher);
-    json_str(&j, "features", o->raw ? "pixels" : kind == FEAT_CLS ? "cls" : kind == FEAT_MEAN ? "mean" : "both");
+    json_str(&j, "features", o->raw ? "pixels" : feature_kind_name(kind));
     json_int(&j, "block", o->block);
     json_int(&j, "last_blocks", o->n_blocks);
     json_str(&j, "train", o->train);
