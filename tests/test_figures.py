@@ -125,7 +125,7 @@ def test_make_figures_writes_every_png(tiny_run):
             f["train_features"], f["train_labels"], f["test_features"], f["test_labels"] = x, y, x, y
     p = run(["bash", "tools/scripts/make_figures.sh", tiny_run, "3"], env=dict(os.environ, TSNE_SECONDS="60"))
     figs = os.path.join(tiny_run, "figures")
-    for png in ("training_curves.png", "reconstruction.png", "centroid_atlas.png", "features.png"):
+    for png in ("training_curves.png", "reconstruction.png", "centroid_atlas.png", "features.png", "neighbours.png"):
         path = os.path.join(figs, png)
         assert path in p.stdout and is_png(path), f"{png} missing or empty:\n{p.stdout}\n{p.stderr}"
     assert "; t-SNE" in p.stdout, f"t-SNE of 300 points did not finish in 60 s:\n{p.stdout}"

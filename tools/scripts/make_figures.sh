@@ -6,12 +6,14 @@
 #   centroid_atlas.png    tools/scripts/tokenizer_atlas.py on the checkpoint's tokenizer (else RUN_DIR/tokenizer.h5)
 #   features.png          tools/scripts/plot_features.py, when RUN_DIR/results/{random_init,pretrained}_features.h5
 #                         exist (eval --save-features)
+#   neighbours.png        tools/scripts/plot_neighbours.py: a few test images' nearest training images, random
+#                         init against pretrained (the same features; shards from the run's config)
 # Environment: TSNE_SECONDS (default 60; 0: PCA only) limits the feature scatter's t-SNE.
 # A picture whose input is missing is skipped with a note; the others are still made. Prints the paths
 # written. Exit status: 0 when every picture that had its input was written, else 1.
 set -uo pipefail
 if [ $# -lt 1 ] || [ "$1" = "--help" ] || [ "$1" = "-h" ]; then
-  sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
   [ $# -lt 1 ] && exit 2 || exit 0
 fi
 RUN=$(realpath "$1")
@@ -76,6 +78,15 @@ if [ -f "$RND" ] && [ -f "$PRE" ]; then
     --tsne-seconds "${TSNE_SECONDS:-60}"
 else
   note "no $RND and $PRE (eval --save-features): feature scatter skipped"
+fi
+
+# the data the features came from: the run's data_train and data_val (shards)
+key() { sed -n "s/^$1: *\"\{0,1\}\([^\"]*\)\"\{0,1\} *$/\1/p" "$RUN/config.yaml" 2>/dev/null | head -n 1; }
+TRAIN_SRC=$(key data_train) TEST_SRC=$(key data_val)
+if [ -f "$RND" ] && [ -f "$PRE" ] && [ -n "$TRAIN_SRC" ] && [ -n "$TEST_SRC" ] && [ "$(key data_format)" = shards ]; then
+  attempt "$FIG/neighbours.png" $PY tools/scripts/plot_neighbours.py "$RND" "$PRE" "$TRAIN_SRC" "$TEST_SRC" "$FIG/neighbours.png"
+else
+  note "no features, or the data is not shards with data_val: kNN neighbours picture skipped"
 fi
 
 echo "figures of $RUN:"

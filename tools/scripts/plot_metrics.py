@@ -2,7 +2,8 @@
 """plot_metrics.py RUN_DIR/metrics.jsonl OUT.png [--title TEXT]
 
 Training curves of one run: every loss term (loss, loss_token, loss_pixel,
-loss_contrast), lr, images/s, grad norm and cls_top5_variance_share against
+loss_contrast), lr, images/s, grad norm, cls_top5_variance_share and the live
+kNN-20 (knn20, every knn_every updates) against
 step, one subplot each. A key the run did not log (a loss whose weight was 0)
 is left out. After a resume the metrics file repeats the steps past the
 checkpoint; the last line of each step wins.
@@ -23,6 +24,7 @@ PANELS = [  # key, title, log scale
     ("images_per_s", "images/s", False),
     ("grad_norm", "grad norm (before clipping)", True),
     ("cls_top5_variance_share", "CLS top-5 variance share", False),
+    ("knn20", "live kNN-20 top-1 % (CLS, train split)", False),
 ]
 
 
