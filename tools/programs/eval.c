@@ -12,6 +12,7 @@
 #include "common.h"
 #include "config.h"
 #include "frozen_features.h"
+#include "gemm_tiles.h"
 #include "h5io.h"
 #include "loader.h"
 #include "probe.h"
@@ -324,6 +325,8 @@ static void check_options(Options *o, const Config *cfg) {
 // EMA teacher) over it; activations for o->batch images. NULL with --raw-pixels (m untouched).
 static Vit *build_encoder(Model *m, const Options *o, const Config *cfg) {
     if (o->raw) return NULL;
+    // the config's precision (a checkpoint's own, or --precision=...): bf16 features come 1.5x faster
+    gemm_set_precision(strcmp(cfg->precision, "bf16") ? GEMM_FP32 : GEMM_BF16);
     ModelSpec spec = {.kind = MODEL_ENCODER, .vit = vit_config_from(cfg, 0, 0), .max_batch = o->batch,
                       .seed = (uint64_t)cfg->seed, .optimizer = 0};
     model_build(m, &spec, NULL);
