@@ -1,5 +1,6 @@
 """The main job (`make run` = tools/scripts/main_job.sh) end to end with a tiny model and
-budget: shards (reused), the tokenizer, 3 pretraining updates with a checkpoint,
+budget (depth 4: the reported feature is the last 4 blocks'): shards (reused), the
+tokenizer, 3 pretraining updates with a checkpoint,
 the evaluation of raw pixels / random init / this run on 300 train and 100 test
 images, the figures, and the results table. A second run reuses the cached
 baselines."""
@@ -7,7 +8,7 @@ import json, os, re, subprocess
 import pytest
 from conftest import ROOT
 
-TINY = ("--steps=3 --warmup_steps=1 --embed_dim=32 --depth=3 --num_heads=2 --batch_size=16 "
+TINY = ("--steps=3 --warmup_steps=1 --embed_dim=32 --depth=4 --num_heads=2 --batch_size=16 "
         "--proj_hidden=64 --proj_dim=32 --save_every=3 --num_workers=2")
 
 
@@ -34,8 +35,9 @@ def test_main_job_whole_chain(tmp_path):
         r = json.load(open(os.path.join(run, "results", name + ".json")))
         assert r["n_train"] == 300 and r["n_test"] == 100 and 10 <= r["probe_top1"] <= 100 and 10 <= r["knn_top1"] <= 100
     assert json.load(open(os.path.join(run, "results", "pretrained.json")))["step"] == 3
-    for png in ("training_curves.png", "reconstruction.png", "centroid_atlas.png", "features.png"):
+    for png in ("training_curves.png", "reconstruction.png", "centroid_atlas.png", "features.png", "neighbours.png"):
         assert os.path.getsize(os.path.join(run, "figures", png)) > 2000, png
+    assert "CLS + mean-pooled patch tokens of the last 4 blocks" in out  # the table says which feature, and why
     # again: the tokenizer and the random-init baseline are reused, not rebuilt; a cached result
     # cut short (as an interrupted write left them before eval wrote atomically) is recomputed
     (cached,) = [os.path.join(d, "raw_pixels.json") for d, _, files in os.walk(tmp_path / "baselines")
