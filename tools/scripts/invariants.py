@@ -18,7 +18,8 @@ BIN = os.path.join(ROOT, "build", "bin")
 CONFIG = os.path.join(ROOT, "configs", "fashion_mnist.yaml")
 TEST_SPLIT = os.path.join(ROOT, "data", "fashion-mnist", "test-000000.tar")
 COMMON = ["--steps=30", "--seed=0", "--log_every=10", "--save_every=0", "--w_token=1", "--w_pixel=1",
-          "--w_contrast=1", "--contrast_warmup_steps=0", "--tokenizer_images_per_class=50", "--tokenizer_iters=5"]
+          "--w_contrast=1", "--contrast_warmup_steps=0", "--tokenizer_images_per_class=50", "--tokenizer_iters=5",
+          "--precision=fp32", "--knn_every=0"]  # the cases name their precision: the config's default may change
 MPI_ENV = {"OMP_NUM_THREADS": "1", "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
            "OMPI_MCA_rmaps_base_oversubscribe": "1"}
 
