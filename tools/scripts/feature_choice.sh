@@ -5,12 +5,13 @@
 # for a random-init encoder of its shape (CONFIG, default configs/fashion_mnist.yaml):
 # CLS or CLS + mean-pooled tokens, of the last block or of the last 4 blocks (DINO's n = 4).
 # One JSON per variant in OUT_DIR, skipped when present (resumable), then a table.
+# EVAL_EXTRA: more eval options for every run (e.g. --precision=fp32: the same features for all).
 set -euo pipefail
-[ $# -ge 2 ] || { sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 CKPT=$1 OUT=$2 CONFIG=${3:-configs/fashion_mnist.yaml}
 cd "$(dirname "$0")/../.."
 mkdir -p "$OUT"
-VAL="--val-from-train 10000 --lambdas 1e-6,1e-5,1e-4,1e-3"
+VAL="--val-from-train 10000 --lambdas 1e-6,1e-5,1e-4,1e-3 ${EVAL_EXTRA:-}"
 for feat in cls both; do
   for nb in 1 4; do
     name=${feat}_last${nb}
