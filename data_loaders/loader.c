@@ -626,9 +626,9 @@ Loader *loader_open(const LoaderConfig *cfg) {
     L->stride = (int64_t)c->batch_size * (train ? c->world_size : 1);
     L->own_first = train ? (int64_t)c->rank * c->batch_size : 0;
     L->sliced = train && c->world_size > 1;
-    int64_t npos;
-    L->empty_eval = epoch_steps(L, 0, &npos) == 0 && c->mode == LOADER_EVAL;
-    if (epoch_steps(L, 0, &npos) == 0 && train)
+    int64_t npos, steps0 = epoch_steps(L, 0, &npos);
+    L->empty_eval = steps0 == 0 && c->mode == LOADER_EVAL;
+    if (steps0 == 0 && train)
         fatal("data loader: %lld samples give no full global batch of %d x %d ranks", (long long)L->total_samples,
               c->batch_size, c->world_size);
     pthread_mutex_init(&L->mu, NULL);

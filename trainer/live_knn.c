@@ -12,10 +12,10 @@
 
 struct LiveKnn {
     LoaderConfig lc;      // an eval loader over data_train, opened afresh each time
-    int images, bank;     // images read; the first `bank` vote
+    int images;           // to read: the first 4/5 vote, the rest are the queries
     float *features;      // [images, D]
     int32_t *labels;      // [images]
-    int classes, evals;
+    int evals;
     double seconds;
 };
 
@@ -37,7 +37,6 @@ LiveKnn *live_knn_open(const Config *cfg, int images) {
     LiveKnn *k = xcalloc(1, sizeof *k, "live kNN");
     k->lc = lc;
     k->images = images;
-    k->bank = images * 4 / 5;
     k->labels = xmalloc(sizeof(int32_t) * images, "live kNN labels");
     return k;
 }
@@ -67,14 +66,13 @@ static int read_features(LiveKnn *k, Vit *vit) {
 
 double live_knn_eval(LiveKnn *k, Vit *vit) {
     double t0 = now_seconds();
-    int n = read_features(k, vit), D = vit->D, bank = n * 4 / 5;
-    k->classes = 0;
+    int n = read_features(k, vit), D = vit->D, bank = n * 4 / 5, classes = 0;
     for (int i = 0; i < n; i++)
-        if (k->labels[i] + 1 > k->classes) k->classes = k->labels[i] + 1;
+        if (k->labels[i] + 1 > classes) classes = k->labels[i] + 1;
     double top1 = 0, top5 = 0;
     if (bank > 0 && n > bank)
         knn_eval(k->features, k->labels, (size_t)bank, k->features + (size_t)bank * D, k->labels + bank,
-                 (size_t)(n - bank), D, k->classes, 20, 0.07, &top1, &top5);
+                 (size_t)(n - bank), D, classes, 20, 0.07, &top1, &top5);
     k->seconds += now_seconds() - t0;
     k->evals++;
     return top1;
