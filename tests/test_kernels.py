@@ -492,6 +492,35 @@ def test_cls_pos(C):
              x.shape)
 
 
+def test_cls_pos_window(C):
+    """Multi-crop's local views: 2 x 2 windows of a 4 x 4 position grid, several tokens per row of pos."""
+    B, g, lg, D = 3, 4, 2, 16
+    N = lg * lg
+    emb, cls, pos = f32(rng.standard_normal((B, N, D))), f32(rng.standard_normal(D)), f32(rng.standard_normal((g * g + 1, D)))
+    corners = [(0, 0), (2, 1), (0, 1)]
+    rows = np.array([[1 + (gy + n // lg) * g + gx + n % lg for n in range(N)] for gy, gx in corners], np.int32)
+    x = np.zeros((B, N + 1, D), np.float32)
+    C.cls_pos_window_forward(ptr(x), ptr(emb), ptr(cls), ptr(pos), ptr(rows), B, N, D)
+    R = f32(rng.standard_normal(x.shape))
+    demb, dcls, dpos = np.zeros_like(emb), np.zeros_like(cls), np.zeros_like(pos)
+    C.cls_pos_window_backward(ptr(demb), ptr(dcls), ptr(dpos), ptr(R), ptr(rows), B, N, D)
+    te, tc, tp = t64(emb), t64(cls), t64(pos)
+    ref = torch.cat([(tc + tp[0]).expand(B, 1, D), te + tp[torch.tensor(rows, dtype=torch.long)]], 1)
+    (ref * t64(R, False)).sum().backward()
+    check("cls/pos window out", x, ref.detach())
+    check("cls/pos window demb", demb, te.grad)
+    check("cls/pos window dcls", dcls, tc.grad)
+    check("cls/pos window dpos", dpos, tp.grad)
+    assert not dpos[1 + 3 * g + 3].any(), "a position no window covers has a gradient"
+
+    def fwd(p):
+        o = np.zeros((B, N + 1, D), np.float32)
+        C.cls_pos_window_forward(ptr(o), ptr(p["emb"]), ptr(p["cls"]), ptr(p["pos"]), ptr(rows), B, N, D)
+        return o
+    fd_check("cls/pos window", fwd, {"emb": emb, "cls": cls, "pos": pos},
+             {"emb": demb, "cls": dcls, "pos": dpos, "__R__": R}, x.shape)
+
+
 def test_meanpool(C):
     B, T, D = 4, 11, 12
     x = f32(rng.standard_normal((B, T, D)))

@@ -3,7 +3,9 @@ MSE through two extra blocks, NT-Xent over two views) in C against its PyTorch
 twin (tools/reference/torch_twin.Pretrainer), on the same weights, inputs, masks and
 centroid ids: the corrupted encoder input, every loss term and every parameter
 gradient (encoder, mask token, token head, pixel head, projector), also with
-the EMA teacher taking view2 (teacher_momentum > 0); then 5 AdamW steps. Also the mask generator's exact counts and the loss switches.
+the EMA teacher taking view2 (teacher_momentum > 0) and with multi-crop's local views
+(local_crops: windows cut from the views, the encoder at their size, more contrastive
+anchors); then 5 AdamW steps. Also the mask generator's exact counts and the loss switches.
 
 Reference in float64; observed relative errors (max |diff| / max |ref| per
 tensor): losses <= 4e-8, gradients <= 5.3e-6 without a teacher (tolerance
@@ -36,7 +38,7 @@ class ObjectiveConfig(ctypes.Structure):
                 ("negatives_global", c_int),
                 ("proj_hidden", c_int), ("proj_dim", c_int), ("mask_both_views", c_int),
                 ("mean", c_float * 3), ("std", c_float * 3), ("seed", ctypes.c_uint64),
-                ("teacher_momentum", c_float)]
+                ("teacher_momentum", c_float), ("local_crops", c_int), ("local_crop_size", c_int)]
 
 
 @cbind.mirrors("ObjectiveLosses")
@@ -68,7 +70,8 @@ def C():
     lib.objective_teacher_update.argtypes = [c_void, c_float]
     for f, t in (("objective_params", c_void), ("objective_mask", ctypes.POINTER(ctypes.c_uint8)),
                  ("objective_replaced", ctypes.POINTER(ctypes.c_uint8)), ("objective_ids", ctypes.POINTER(ctypes.c_int32)),
-                 ("objective_images", cbind.FP)):
+                 ("objective_images", cbind.FP), ("objective_local_images", cbind.FP),
+                 ("objective_local_pos_rows", ctypes.POINTER(ctypes.c_int32))):
         getattr(lib, f).restype = t
         getattr(lib, f).argtypes = [c_void]
     lib.block_mask_generate.argtypes = [c_void, c_int, c_int, c_int, c_int, c_void]
@@ -97,8 +100,11 @@ class Table:
         return self._view(name, self.lib.params_grad)
 
 
+LOCAL_SIZE = 12  # multi-crop windows: 3 x 3 of the 7 x 7 patch grid
+
+
 def make(C, w_token=1.0, w_pixel=1.0, w_contrast=1.0, mask_both=0, seed=3, twin_w_contrast=None, teacher=0.0,
-         perturb_teacher=True):
+         perturb_teacher=True, local_crops=0):
     """C objective and its float64 twin on the same weights. twin_w_contrast: the
     twin's NT-Xent weight when C's is overridden per step (the phase-in). teacher:
     C's teacher_momentum; the teacher's weights are then moved off the student's
@@ -109,7 +115,8 @@ def make(C, w_token=1.0, w_pixel=1.0, w_contrast=1.0, mask_both=0, seed=3, twin_
     tok = C.tokenizer_from_centroids(ptr(cents), None, K, ENC["patch_size"], ENC["in_chans"])
     oc = ObjectiveConfig(mask_ratio=0.4, min_mask_patches=4, replace_ratio=0.1, w_token=w_token, w_pixel=w_pixel,
                          w_contrast=w_contrast, temperature=0.2, proj_hidden=40, proj_dim=16,
-                         mask_both_views=mask_both, seed=seed, teacher_momentum=teacher)
+                         mask_both_views=mask_both, seed=seed, teacher_momentum=teacher, local_crops=local_crops,
+                         local_crop_size=LOCAL_SIZE)
     oc.mean[0], oc.std[0] = MEAN, STD
     vc = cbind.VitConfig(**ENC, use_mask_token=1)
     o = C.objective_create(ctypes.byref(vc), ctypes.byref(oc), tok, B, seed)
@@ -182,7 +189,7 @@ def brute_ids(c1, cents):
 
 
 # (w_token, w_pixel, w_contrast, NT-Xent weight this step (-1: w_contrast), dloss, mask_both_views
-# [, teacher_momentum]).
+# [, teacher_momentum [, local_crops]]).
 # "weighted" is what real runs set: weights other than 1, the phase-in's per-step NT-Xent
 # weight and dloss = 1/accum_steps; a backward that dropped or squared any of them passes at 1.
 CASES = {
@@ -196,19 +203,46 @@ CASES = {
     "teacher": (1, 1, 1, -1, 1, 0, 0.99),
     "teacher_weighted": (0.7, 1.3, 0.25, 0.1, 0.5, 0, 0.99),
     "teacher_contrastive": (0, 0, 1, -1, 1, 0, 0.99),
+    "multicrop": (1, 1, 1, -1, 1, 0, 0.0, 3),
+    "multicrop_weighted": (0.7, 1.3, 0.25, 0.1, 0.5, 0, 0.0, 4),
+    "multicrop_teacher": (1, 1, 1, -1, 1, 0, 0.99, 2),
 }
 
 
 def case_of(name):
     c = CASES[name]
-    return c + (0.0,) * (7 - len(c))
+    return c + (0.0,) * (7 - len(c)) + (0,) * (8 - max(len(c), 7))
+
+
+def local_views(C, o, v1, v2, local_crops, teacher):
+    """C's local views of the last forward, checked against the views they were cut from:
+    each is the window of its pos_embed rows, of view2 (even crops, NT-Xent) or view1.
+    Returns the twin's (images, pos_rows, positive column)."""
+    P, S, LB = ENC["patch_size"], ENC["img_size"], local_crops * B
+    grid, lg = S // P, LOCAL_SIZE // P
+    imgs = view(C.objective_local_images(o), (LB, 1, LOCAL_SIZE, LOCAL_SIZE)).copy()
+    rows = view(C.objective_local_pos_rows(o), (LB, lg * lg)).astype(np.int64)
+    pos, corners = np.zeros(LB, np.int64), set()
+    for k in range(local_crops):
+        for b in range(B):
+            i = k * B + b
+            gy, gx = divmod(int(rows[i, 0]) - 1, grid)
+            corners.add((gy, gx))
+            want = [1 + (gy + n // lg) * grid + gx + n % lg for n in range(lg * lg)]
+            assert list(rows[i]) == want, f"local view {i}: pos_embed rows {rows[i]} are not a window"
+            from_view2 = not teacher and k % 2 == 0
+            src = (v2 if from_view2 else v1)[b, :, gy * P:gy * P + LOCAL_SIZE, gx * P:gx * P + LOCAL_SIZE]
+            assert np.array_equal(imgs[i], src), f"local view {i} is not its window of view {2 if from_view2 else 1}"
+            pos[i] = b if teacher or from_view2 else B + b
+    assert len(corners) > 1, "every local view has the same window"
+    return torch.tensor(imgs, dtype=torch.float64), torch.tensor(rows), torch.tensor(pos)
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_objective_matches_twin(C, case):
-    wt, wp, wc, w_now, dloss, mask_both, teacher = case_of(case)
+    wt, wp, wc, w_now, dloss, mask_both, teacher, local_crops = case_of(case)
     o, table, twin, cents = make(C, wt, wp, wc, mask_both, twin_w_contrast=w_now if w_now >= 0 else None,
-                                 teacher=teacher)
+                                 teacher=teacher, local_crops=local_crops)
     views = 2 if wc > 0 and not teacher else 1  # the teacher takes view2
     v1, c1, v2 = batch(10)
     L = run_c(C, o, v1, c1, v2, 0, w_now, dloss)
@@ -236,7 +270,8 @@ def test_objective_matches_twin(C, case):
 
     tot, ce, mse, nce = twin(torch.tensor(images, dtype=torch.float64), torch.tensor(c1, dtype=torch.float64),
                              torch.tensor(mask), torch.tensor(mask[:B] | rep), torch.tensor(ids),
-                             view2=torch.tensor(v2, dtype=torch.float64))
+                             view2=torch.tensor(v2, dtype=torch.float64),
+                             local=local_views(C, o, v1, v2, local_crops, teacher) if local_crops else None)
     (dloss * tot).backward()
     for name, ours, ref in (("token", L.token, ce), ("pixel", L.pixel, mse), ("contrast", L.contrast, nce), ("total", L.total, tot)):
         e = abs(ours - ref.item()) / (abs(ref.item()) + 1e-12)
@@ -340,7 +375,7 @@ def test_mask_generator_counts_and_blocks(C):
         assert np.mean(neigh) > 0.8
 
 
-@pytest.mark.parametrize("case", ["all", "weighted", "teacher_weighted"])
+@pytest.mark.parametrize("case", ["all", "weighted", "teacher_weighted", "multicrop_weighted"])
 def test_objective_gradient_matches_finite_differences(C, case):
     """The whole objective's gradient against its own forward, with no twin
     involved: along a direction v over every parameter, the central difference
@@ -353,8 +388,8 @@ def test_objective_gradient_matches_finite_differences(C, case):
     curved along the gradient: 6e-3 at e = 1e-3, 5.6e-2 at 3e-3) and the
     float32 noise of the loss (~1e-5) as 1/e. Observed relative errors <= 6e-4
     (gradient direction) and <= 1.1e-4 (random); tolerance 5e-3."""
-    wt, wp, wc, w_now, dloss, mask_both, teacher = case_of(case)
-    o, table, _, _ = make(C, wt, wp, wc, mask_both, seed=7, teacher=teacher)
+    wt, wp, wc, w_now, dloss, mask_both, teacher, local_crops = case_of(case)
+    o, table, _, _ = make(C, wt, wp, wc, mask_both, seed=7, teacher=teacher, local_crops=local_crops)
     tp = c_void(C.objective_params(o))
     v1, c1, v2 = batch(20)
     C.params_zero_grad(tp)

@@ -667,6 +667,13 @@ int config_check_training(const Config *cfg, char *err, size_t errlen) {
         return fail(&c, "mask_both_views%s masks the student's view2, which teacher_momentum > 0%s does not have "
                     "(the teacher sees view2 whole); set one of them", from(cfg, CFG_mask_both_views, a, sizeof a),
                     from(cfg, CFG_teacher_momentum, b, sizeof b));
+    if (cfg->local_crops > 0 && cfg->w_contrast == 0)
+        return fail(&c, "local_crops %d%s are contrastive anchors and need the contrastive term (w_contrast > 0)",
+                    (int)cfg->local_crops, from(cfg, CFG_local_crops, a, sizeof a));
+    if (cfg->local_crops > 0 && (cfg->local_crop_size % cfg->patch_size || cfg->local_crop_size >= cfg->img_size))
+        return fail(&c, "local_crop_size %d%s must be a multiple of patch_size %d below img_size %d",
+                    (int)cfg->local_crop_size, from(cfg, CFG_local_crop_size, a, sizeof a), (int)cfg->patch_size,
+                    (int)cfg->img_size);
     return 0;
 }
 

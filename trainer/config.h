@@ -96,6 +96,8 @@
     X(freeze_patch_embed, BOOL, "false",   "",              "keep the random patch embedding fixed (MoCo v3)") \
     X(teacher_momentum, FLOAT,  "0",       "[0, 1)",        "> 0: view2 through an EMA teacher of this momentum, InfoNCE vs view1 (MoCo v3/MSN); 0: NT-Xent over both views") \
     X(teacher_momentum_schedule, ENUM, "constant", "constant|cosine", "cosine: the teacher's momentum rises from teacher_momentum to 1 over the run (BYOL, DINO)") \
+    X(local_crops,      INT,    "0",       "[0, 64]",       "multi-crop: local views per image, extra contrastive anchors against the other view (DINO); 0: none") \
+    X(local_crop_size,  INT,    "16",      "[1, 4096]",     "local views' side in pixels: a window of whole patches of a view, below img_size") \
     G("fine-tune")                                                                                      \
     X(task,             ENUM,   "pretrain", "pretrain|finetune", "pretrain: CCViT/contrastive; finetune: supervised classification") \
     X(finetune,         STR,    "",        "",              "finetune: pretraining checkpoint to start from; empty: from scratch") \

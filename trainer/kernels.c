@@ -898,6 +898,39 @@ void cls_pos_backward(float *demb, float *dcls, float *dpos, const float *dx, in
     }
 }
 
+void cls_pos_window_forward(float *x, const float *emb, const float *cls, const float *pos, const int32_t *pos_rows,
+                            int B, int N, int D) {
+    int T = N + 1;
+#pragma omp parallel for schedule(static)
+    for (long bt = 0; bt < (long)B * T; bt++) {
+        long b = bt / T;
+        int t = bt % T;
+        const float *src = t == 0 ? cls : emb + (b * N + t - 1) * D;
+        const float *p = pos + (long)(t == 0 ? 0 : pos_rows[b * N + t - 1]) * D;
+        float *dst = x + bt * D;
+        for (int c = 0; c < D; c++) dst[c] = src[c] + p[c];
+    }
+}
+
+void cls_pos_window_backward(float *demb, float *dcls, float *dpos, const float *dx, const int32_t *pos_rows, int B,
+                             int N, int D) {
+    int T = N + 1;
+    // Several tokens add into one position row: parallel over channels, tokens added in order.
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < D; c++)
+        for (long bt = 0; bt < (long)B * T; bt++) {
+            long b = bt / T;
+            int t = bt % T;
+            float g = dx[bt * D + c];
+            if (dpos) dpos[(long)(t == 0 ? 0 : pos_rows[b * N + t - 1]) * D + c] += g;
+            if (t == 0) {
+                if (dcls) dcls[c] += g;
+            } else if (demb) {
+                demb[(b * N + t - 1) * D + c] += g;
+            }
+        }
+}
+
 // ---- mean pooling ----------------------------------------------------------------
 
 void meanpool_forward(float *out, const float *x, int B, int T, int D, int start) {

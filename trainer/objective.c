@@ -12,6 +12,7 @@
 #include "model.h"
 
 #define MASK_STREAM_SALT 0x6d61736b696e6700ULL  // "masking": keeps mask draws apart from init draws
+#define LOCAL_STREAM_SALT 0x6c6f63616c000000ULL  // "local": multi-crop window draws
 
 int objective_views(const ObjectiveConfig *cfg) { return cfg->w_contrast > 0 && !(cfg->teacher_momentum > 0) ? 2 : 1; }
 int objective_loader_views(const ObjectiveConfig *cfg) { return cfg->w_contrast > 0 ? 2 : 1; }
@@ -71,6 +72,14 @@ void objective_register(Objective *o, Vit *vit, Tokenizer *tok, const ObjectiveC
         o->teacher = xcalloc(1, sizeof(EmaTeacher), "teacher");
         ema_teacher_register(o->teacher, t, vc, cfg->proj_hidden, cfg->proj_dim);
     }
+    o->n_local = o->use_contrast ? cfg->local_crops : 0;
+    if (cfg->local_crops > 0 && !o->use_contrast)
+        fatal("config: local_crops %d needs the contrastive term (w_contrast > 0)", cfg->local_crops);
+    if (o->n_local) {
+        int S = cfg->local_crop_size, P = vc->patch_size;
+        if (S < P || S % P || S >= vc->img_size)
+            fatal("config: local_crop_size %d must be a multiple of patch_size %d below img_size %d", S, P, vc->img_size);
+    }
 }
 
 void objective_register_classifier(Objective *o, Vit *vit, uint64_t seed) {
@@ -126,6 +135,16 @@ static void objective_layout(Objective *o, int B) {
     if (o->use_pixel) pixel_head_layout(&o->pixel, a, g, B, T, M, V);
     if (o->use_contrast) contrastive_head_layout(&o->contrast, a, g, o->use_teacher ? B : 2L * B);
     if (o->use_teacher) ema_teacher_layout(o->teacher, a, B);
+    if (o->n_local) {
+        long LB = (long)o->n_local * B, S = o->cfg.local_crop_size, Nl = o->local->N;
+        contrastive_head_layout_local(&o->contrast, a, g, LB);
+        o->local_images = arena_floats(a, LB * v->cfg.in_chans * S * S);
+        o->local_pos_rows = arena_bytes(a, sizeof(int32_t) * LB * Nl);
+        o->local_pos_col = arena_bytes(a, sizeof(int) * LB);
+        o->local_row_start = arena_bytes(a, sizeof(int) * (LB + 1));
+        o->local_row_index = arena_bytes(a, sizeof(int32_t) * LB);
+        o->d_local_final = arena_floats(g, LB * o->local->T * D);
+    }
     o->enc_row_start = arena_bytes(a, sizeof(int) * ((size_t)V * B + 1));
     o->enc_row_index = arena_bytes(a, sizeof(int32_t) * (size_t)V * B * T);
     o->ph_row_start = arena_bytes(a, sizeof(int) * ((size_t)B + 1));
@@ -141,6 +160,11 @@ void objective_allocate(Objective *o, int max_batch) {
               o->views, max_batch);
     o->max_batch = max_batch;
     if (o->use_teacher) ema_teacher_allocate(o->teacher, max_batch);
+    if (o->n_local) {
+        o->local = xcalloc(1, sizeof(Vit), "local-view encoder");
+        vit_share(o->local, o->vit, o->cfg.local_crop_size);
+        vit_allocate_activations(o->local, o->n_local * max_batch);
+    }
     objective_layout(o, max_batch);
     arena_commit(&o->acts, "objective activations");
     arena_commit(&o->grads, "objective gradients");
@@ -234,6 +258,53 @@ static void build_kept_rows(Objective *o, int B, int M) {
 
 // ---- forward / backward ---------------------------------------------------------------
 
+// Multi-crop: cut the local views (see objective.h), and for each its pos_embed rows and
+// its positive column. Windows are drawn per (step, global image), as masks are.
+static void cut_local_views(Objective *o, const float *view1, const float *view2, int B, int64_t step) {
+    const Vit *v = o->vit, *lv = o->local;
+    int C = v->cfg.in_chans, H = v->cfg.img_size, P = v->cfg.patch_size, S = o->cfg.local_crop_size;
+    int grid = v->grid, lg = lv->grid, Nl = lv->N;
+    for (int b = 0; b < B; b++) {
+        Rng r;
+        rng_seed(&r, o->cfg.seed ^ LOCAL_STREAM_SALT, (uint64_t)step * 131072 + (uint64_t)(o->first_image + b));
+        for (int k = 0; k < o->n_local; k++) {
+            long i = (long)k * B + b;
+            int from_view2 = !o->use_teacher && k % 2 == 0;
+            int gy = (int)(rng_uniform(&r) * (grid - lg + 1)), gx = (int)(rng_uniform(&r) * (grid - lg + 1));
+            gy = gy > grid - lg ? grid - lg : gy, gx = gx > grid - lg ? grid - lg : gx;
+            const float *src = (from_view2 ? view2 : view1) + (long)b * C * H * H;
+            float *dst = o->local_images + i * C * S * S;
+            for (int c = 0; c < C; c++)
+                for (int y = 0; y < S; y++)
+                    memcpy(dst + ((long)c * S + y) * S, src + ((long)c * H + gy * P + y) * H + gx * P, sizeof(float) * S);
+            for (int n = 0; n < Nl; n++) o->local_pos_rows[i * Nl + n] = 1 + (gy + n / lg) * grid + gx + n % lg;
+            // the other view's column: view1's row b holds view2 as its positive (and itself as self)
+            o->local_pos_col[i] = from_view2 ? o->contrast.self_col[b] : o->contrast.pos_col[b];
+            o->local_row_start[i] = (int)i;
+            o->local_row_index[i] = 0;
+        }
+    }
+    o->local_row_start[(long)o->n_local * B] = o->n_local * B;
+    o->local_rows = (RowSet){o->local_row_start, o->local_row_index, o->n_local * B};
+}
+
+// The local views through the shared encoder and the projector; returns the contrastive term
+// over all anchors, given the global rows' mean.
+static double local_views_forward(Objective *o, const float *view1, const float *view2, int B, int64_t step,
+                                  double global_mean) {
+    Vit *lv = o->local;
+    int LB = o->n_local * B, R = o->contrast.R;
+    cut_local_views(o, view1, view2, B, step);
+    lv->freeze_patch_embed = o->vit->freeze_patch_embed;
+    lv->pos_rows = o->local_pos_rows;
+    vit_set_last_rows(lv, &o->local_rows);
+    vit_forward(lv, o->local_images, NULL, LB);
+    vit_set_last_rows(lv, NULL);
+    double local_mean =
+        contrastive_head_local_forward(&o->contrast, lv->final, o->d_local_final, LB, lv->T, o->local_pos_col);
+    return (global_mean * R + local_mean * LB) / (R + LB);
+}
+
 ObjectiveLosses objective_forward(Objective *o, const float *view1, const float *clean1, const float *view2,
                                   int B, int64_t step, float w_contrast_now) {
     Vit *v = o->vit;
@@ -272,6 +343,7 @@ ObjectiveLosses objective_forward(Objective *o, const float *view1, const float 
             keys = o->teacher->proj.z;
         }
         L.contrast = contrastive_head_forward(&o->contrast, v->final, V * B, T, keys);
+        if (o->n_local) L.contrast = local_views_forward(o, view1, view2, B, step, L.contrast);
     }
     L.total = o->cfg.w_token * L.token + o->cfg.w_pixel * L.pixel + o->w_contrast_step * L.contrast;
     o->last = L;
@@ -315,12 +387,21 @@ void objective_backward(Objective *o, float dloss) {
         token_head_backward(&o->token, o->d_final, o->scored, o->scored_ids, M, N, T, dloss * o->cfg.w_token);
     if (o->use_pixel)
         pixel_head_backward(&o->pixel, v, &o->ph_rows, o->scored, o->pix_target, M, B, V, dloss * o->cfg.w_pixel, dblock);
+    int local = o->n_local && o->use_contrast && o->w_contrast_step > 0;
+    if (local) memset(o->d_local_final, 0, sizeof(float) * (size_t)o->n_local * B * o->local->T * D);
     if (o->use_contrast && o->w_contrast_step > 0)
         contrastive_head_backward(&o->contrast, o->d_final, T, dloss * o->w_contrast_step);
+    if (local) {  // before the encoder's own backward, which tells listeners when gradients are final
+        vit_set_last_rows(o->local, &o->local_rows);
+        vit_backward(o->local, o->d_local_final, NULL, o->n_local * B);
+        vit_set_last_rows(o->local, NULL);
+    }
     vit_set_last_rows(v, &o->enc_rows);  // the forward's kept rows
     vit_backward(v, o->d_final, dblock, V * B);
     vit_set_last_rows(v, NULL);
 }
+
+static double objective_local_forward_flops(const Objective *o, int B);
 
 double objective_forward_flops(const Objective *o, int B) {
     const Vit *v = o->vit;
@@ -333,7 +414,19 @@ double objective_forward_flops(const Objective *o, int B) {
     if (o->use_token) f += token_head_forward_flops(&o->token, M);
     if (o->use_pixel) f += pixel_head_forward_flops(&o->pixel, B, T, S);
     if (o->use_contrast) f += contrastive_head_forward_flops(&o->contrast, (double)o->views * B);
+    if (o->n_local) f += objective_local_forward_flops(o, B);
     return f;
+}
+
+// Multi-crop's local views: the encoder at their size (CLS alone in the last block),
+// the projector and their similarity rows.
+static double objective_local_forward_flops(const Objective *o, int B) {
+    const Vit *lv = o->local;
+    double LB = (double)o->n_local * B, D = lv->D, Tl = lv->T, Hd = lv->bdims.hidden;
+    double enc = vit_forward_flops_per_image(&lv->cfg) - block_forward_flops(Tl, Tl, D, Hd) +
+                 block_forward_flops(Tl, 1, D, Hd);
+    double cols = (double)o->contrast.world * (o->use_teacher ? B : 2.0 * B);
+    return LB * enc + projector_forward_flops(&o->contrast.proj, LB) + 2 * LB * cols * o->cfg.proj_dim;
 }
 
 double objective_teacher_flops(const Objective *o, int B) { return o->use_teacher ? ema_teacher_forward_flops(o->teacher, B) : 0; }
@@ -342,9 +435,11 @@ double objective_step_flops(const Objective *o, int B) {
     const Vit *v = o->vit;
     double patch = vit_patch_embed_flops_per_image(&v->cfg);  // per image and pass
     double f = 3 * objective_forward_flops(o, B) - o->views * B * patch * (v->freeze_patch_embed ? 2 : 1);
+    if (o->n_local)
+        f -= (double)o->n_local * B * vit_patch_embed_flops_per_image(&o->local->cfg) * (v->freeze_patch_embed ? 2 : 1);
     if (o->corrupt && o->tok) f += 2.0 * B * (o->n_mask + o->n_replace) * o->K * o->patch_dim;
     // InfoNCE against constant keys: its backward is one product (dq), not NT-Xent's two
-    if (o->use_teacher) f -= 2.0 * B * B * o->cfg.proj_dim;
+    if (o->use_teacher) f -= 2.0 * B * B * o->cfg.proj_dim * (1 + o->n_local);
     return f + objective_teacher_flops(o, B);
 }
 
@@ -363,6 +458,10 @@ void objective_release(Objective *o) {
     if (o->teacher) {
         ema_teacher_release(o->teacher);
         xfree(o->teacher);
+    }
+    if (o->local) {
+        vit_release(o->local);
+        xfree(o->local);
     }
 }
 
@@ -396,3 +495,5 @@ uint8_t *objective_mask(Objective *o) { return o->mask; }
 uint8_t *objective_replaced(Objective *o) { return o->replaced; }
 int32_t *objective_ids(Objective *o) { return o->ids; }
 float *objective_images(Objective *o) { return o->images; }
+float *objective_local_images(Objective *o) { return o->local_images; }
+int32_t *objective_local_pos_rows(Objective *o) { return o->local_pos_rows; }

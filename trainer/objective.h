@@ -11,6 +11,13 @@
 // losses are taken over masked U replaced positions. A loss weight of 0 removes
 // its head, its parameters and its compute (w_contrast 0: no second view).
 //
+// Multi-crop (local_crops L > 0, DINO's local views): L windows of local_crop_size
+// pixels, on the patch grid, cut from the views (NT-Xent: alternately from view2 and
+// view1; with the teacher: from view1), run through the same encoder at their size
+// (vit_share: the window's rows of pos_embed) and the projector. Each is one more
+// anchor of the contrastive term, whose positive is the other view's projection (the
+// teacher's key) of its image; the term is the mean over all anchors.
+//
 // With teacher_momentum > 0 (MoCo v3 / MSN style) view2 goes instead through a
 // frozen copy of the encoder and projector ("pretrain.teacher.*", an EMA of the
 // student updated after each step, objective_teacher_update), forward only, and
@@ -39,6 +46,8 @@ typedef struct {
     float mean[3], std[3];     // the loader's normalisation, to normalise centroid pixels
     uint64_t seed;             // masking draws come from (seed, step, image)
     float teacher_momentum;    // > 0: view2 through the EMA teacher (see above); 0: NT-Xent over both views
+    int local_crops;           // multi-crop: local views per image (0: none), contrastive anchors only
+    int local_crop_size;       // their side in pixels: a window of whole patches of a view
 } ObjectiveConfig;
 
 typedef struct {
@@ -60,6 +69,8 @@ typedef struct {
     PixelHead pixel;
     ContrastiveHead contrast;
     EmaTeacher *teacher;       // NULL without teacher_momentum
+    Vit *local;                // multi-crop: the encoder at local_crop_size (vit_share); NULL without
+    int n_local;               // local views per image
 
     Arena acts, grads;
     // inputs and targets
@@ -78,6 +89,14 @@ typedef struct {
     int32_t *enc_row_index, *ph_row_index;    // [V*B*T], [B*T]
     RowSet enc_rows, ph_rows;
     float *d_final;            // [V*B,T,D] into the encoder
+    // multi-crop, local view i = k*B + b (crop k of image b)
+    float *local_images;       // [L*B,C,S,S]
+    int32_t *local_pos_rows;   // [L*B,Nl] each token's row of pos_embed
+    int *local_pos_col;        // [L*B] its positive column in the contrastive head
+    int *local_row_start;      // [L*B+1] the last block keeps CLS alone
+    int32_t *local_row_index;  // [L*B]
+    RowSet local_rows;
+    float *d_local_final;      // [L*B,Tl,D]
 
     int classify;              // fine-tuning: the encoder's classification head on labelled images
     const int32_t *labels;     // classify: the last forward's labels
@@ -151,3 +170,5 @@ uint8_t *objective_mask(Objective *o);       // [V*B,N] of the last forward
 uint8_t *objective_replaced(Objective *o);   // [B,N]
 int32_t *objective_ids(Objective *o);        // [B,N], -1 at positions that are not scored
 float *objective_images(Objective *o);       // [V*B,C,H,W] the encoder's input
+float *objective_local_images(Objective *o); // [L*B,C,S,S] multi-crop's local views of the last forward
+int32_t *objective_local_pos_rows(Objective *o);  // [L*B,Nl] their pos_embed rows

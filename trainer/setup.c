@@ -81,7 +81,8 @@ ObjectiveConfig objective_config_from(const Config *cfg, const LoaderConfig *lc)
         .w_contrast = (float)cfg->w_contrast, .temperature = (float)cfg->temperature, .proj_hidden = cfg->proj_hidden,
         .negatives_global = !strcmp(cfg->contrast_negatives, "global"),
         .proj_dim = cfg->proj_dim, .mask_both_views = cfg->mask_both_views, .seed = (uint64_t)cfg->seed,
-        .teacher_momentum = (float)cfg->teacher_momentum};
+        .teacher_momentum = (float)cfg->teacher_momentum, .local_crops = (int)cfg->local_crops,
+        .local_crop_size = (int)cfg->local_crop_size};
     for (int c = 0; c < 3; c++) oc.mean[c] = lc->mean[c], oc.std[c] = lc->std[c];
     return oc;
 }

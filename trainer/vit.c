@@ -483,7 +483,8 @@ void vit_forward(Vit *vit, const float *images, const uint8_t *mask, int B) {
         memcpy(vit->mask, mask, (size_t)B * N);
         mask_token_forward(vit->emb, vit->w.mask_token, vit->mask, B, N, D);
     }
-    cls_pos_forward(vit->x0, vit->emb, vit->w.cls_token, vit->w.pos_embed, B, N, D);
+    if (vit->pos_rows) cls_pos_window_forward(vit->x0, vit->emb, vit->w.cls_token, vit->w.pos_embed, vit->pos_rows, B, N, D);
+    else cls_pos_forward(vit->x0, vit->emb, vit->w.cls_token, vit->w.pos_embed, B, N, D);
     const float *x = vit->x0;
     for (int l = 0; l < c->depth; l++) {
         const float *drop = vit->drop_active ? vit->drop_scale + (long)l * 2 * vit->max_batch : NULL;
@@ -514,7 +515,9 @@ void vit_backward(Vit *vit, const float *dfinal, float *const *dblock, int B) {
         if (vit->grads_ready) vit->grads_ready(vit->grads_ready_ctx, l);
     }
     memset(vit->demb, 0, sizeof(float) * (size_t)B * N * D);
-    cls_pos_backward(vit->demb, vit->g.cls_token, vit->g.pos_embed, vit->dres, B, N, D);
+    if (vit->pos_rows)
+        cls_pos_window_backward(vit->demb, vit->g.cls_token, vit->g.pos_embed, vit->dres, vit->pos_rows, B, N, D);
+    else cls_pos_backward(vit->demb, vit->g.cls_token, vit->g.pos_embed, vit->dres, B, N, D);
     if (vit->has_mask) mask_token_backward(vit->demb, vit->g.mask_token, vit->mask, B, N, D);
     if (!vit->freeze_patch_embed)
         linear_backward(NULL, vit->g.patch_w, vit->g.patch_b, vit->demb, vit->patches, vit->w.patch_w, B * N,
@@ -566,10 +569,35 @@ double block_forward_flops(double T, double R, double D, double Hd) {
            + 2 * 2 * R * D * Hd;   // fc1, fc2
 }
 
+void vit_share(Vit *dst, const Vit *src, int img_size) {
+    int P = src->cfg.patch_size;
+    if (img_size < P || img_size > src->cfg.img_size || img_size % P)
+        fatal("vit_share: a %d-pixel view must be a whole number of %d-pixel patches, at most the encoder's %d",
+              img_size, P, src->cfg.img_size);
+    memset(dst, 0, sizeof *dst);
+    dst->cfg = src->cfg;
+    dst->cfg.img_size = img_size;
+    dst->cfg.num_classes = 0;
+    dst->grid = img_size / P;
+    dst->N = dst->grid * dst->grid;
+    dst->T = dst->N + 1;
+    dst->D = src->D, dst->patch_dim = src->patch_dim, dst->bdims = src->bdims;
+    dst->params = src->params;
+    dst->first_index = src->first_index, dst->last_index = src->last_index;
+    memcpy(dst->prefix, src->prefix, sizeof dst->prefix);
+    dst->block_first = src->block_first;
+    dst->w = src->w, dst->g = src->g;
+    dst->freeze_patch_embed = src->freeze_patch_embed;
+    dst->drop_path_rate = src->drop_path_rate;
+    dst->shares_weights = 1;
+}
+
 void vit_release(Vit *vit) {
     arena_free(&vit->acts);
     arena_free(&vit->grads);
     xfree(vit->blocks);
+    vit->blocks = NULL;
+    if (vit->shares_weights) return;
     xfree(vit->w.blocks);
     xfree(vit->g.blocks);
     xfree(vit->block_first);

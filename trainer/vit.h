@@ -130,6 +130,10 @@ typedef struct {
     // end (the tensors before block 0). NULL: nobody listens.
     void (*grads_ready)(void *ctx, int part);
     void *grads_ready_ctx;
+    // Position rows of the patch tokens, [B,N] 1-based into pos_embed (NULL: 1 + n): a
+    // weight-sharing encoder of a smaller image (vit_share) sees windows of the grid.
+    const int32_t *pos_rows;
+    int shares_weights;            // 1: w, g and the table belong to another Vit (vit_share)
 } Vit;
 
 enum { VIT_GRADS_TAIL = -1, VIT_GRADS_HEAD = -2 };
@@ -144,6 +148,11 @@ void vit_register_prefixed(Vit *vit, ParamTable *t, const VitConfig *cfg, const 
 // for weights and pos_embed, zeros for biases, ones for norms, cls_token N(0, 1e-6)).
 void vit_bind(Vit *vit);
 void vit_init_weights(Vit *vit, uint64_t seed);
+// dst: an encoder of img_size-pixel images (a whole number of patches, at most the
+// source's) on src's weights and gradients, with its own activations (allocate them).
+// Its position embedding is src's, read through pos_rows (a window of src's grid per
+// image): multi-crop's local views. Gradients accumulate into src's.
+void vit_share(Vit *dst, const Vit *src, int img_size);
 // Size and allocate the activation arenas for up to max_batch images.
 void vit_allocate_activations(Vit *vit, int max_batch);
 size_t vit_activation_bytes(const Vit *vit);

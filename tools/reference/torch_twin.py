@@ -112,6 +112,16 @@ class VisionTransformer(nn.Module):
         x = self.norm(x)
         return (x, outs) if return_blocks else x
 
+    def forward_window(self, x, pos_rows):
+        """Multi-crop's local views: x [B,C,S,S] smaller than img_size, whose token n takes
+        pos_embed row pos_rows[b, n] (1-based; a window of the grid). Final-norm tokens."""
+        e = self.patch_embed(x)
+        pos = self.pos_embed[0]
+        x = torch.cat([(self.cls_token + pos[0]).expand(e.shape[0], -1, -1), e + pos[pos_rows]], dim=1)
+        for blk in self.blocks:
+            x = blk(x)
+        return self.norm(x)
+
     def forward_head(self, feats, pool="cls"):
         f = feats[:, 0] if pool == "cls" else feats[:, 1:].mean(1)
         return self.head(f)
@@ -216,11 +226,13 @@ class Pretrainer(nn.Module):
         P = self.P
         return img.reshape(B, C, H // P, P, W // P, P).permute(0, 2, 4, 1, 3, 5).reshape(B, (H // P) * (W // P), C * P * P)
 
-    def forward(self, images, clean1, mask, scored, ids, view2=None):
+    def forward(self, images, clean1, mask, scored, ids, view2=None, local=None):
         """images [V*B,C,H,W]: the encoder input (view1 already corrupted, then view2;
         with a teacher view1 alone, and view2 [B,C,H,W] goes to the teacher);
         clean1 [B,C,H,W]; mask [V*B,N] bool; scored [B,N] bool (masked | replaced);
-        ids [B,N] long. Returns (total, token CE, pixel MSE, NT-Xent or InfoNCE)."""
+        ids [B,N] long. local: None, or multi-crop's (images [L*B,C,S,S], pos_rows [L*B,Nl] long,
+        positive column [L*B] long): more anchors against the same columns; the contrastive
+        term is then the mean over all anchors. Returns (total, token CE, pixel MSE, NT-Xent or InfoNCE)."""
         w_tok, w_pix, w_con = self.w
         B = clean1.shape[0]
         feats, outs = self.encoder.forward_features(images, mask, return_blocks=True)
@@ -243,6 +255,7 @@ class Pretrainer(nn.Module):
             with torch.no_grad():
                 k = self.teacher_projector(self.teacher_encoder.forward_features(view2, None)[:, 0])
             nce = F.cross_entropy(q @ k.t() / self.tau, torch.arange(B))
+            cols = k
         elif w_con > 0:
             z = self.pretrain.projector(feats[:, 0])
             R = z.shape[0]
@@ -250,6 +263,12 @@ class Pretrainer(nn.Module):
             sim = sim.masked_fill(torch.eye(R, dtype=torch.bool), float("-inf"))
             pos = torch.cat([torch.arange(R // 2, R), torch.arange(0, R // 2)])
             nce = F.cross_entropy(sim, pos)
+            cols = z
+        if w_con > 0 and local is not None:
+            limg, rows, lpos = local
+            zl = self.pretrain.projector(self.encoder.forward_window(limg, rows)[:, 0])
+            R, RL = (B if self.teacher else 2 * B), zl.shape[0]
+            nce = (R * nce + RL * F.cross_entropy(zl @ cols.t() / self.tau, lpos)) / (R + RL)
         return w_tok * ce + w_pix * mse + w_con * nce, ce, mse, nce
 
 

@@ -124,6 +124,7 @@ void contrastive_head_layout(ContrastiveHead *c, Arena *acts, Arena *grads, long
     long C = c->world * R, O = c->proj.O;
     projector_layout(&c->proj, acts, grads, R);
     c->sim = arena_floats(acts, R * C);
+    c->R_max = R;
     c->row_loss = arena_floats(acts, R + 1);
     c->self_col = arena_bytes(acts, sizeof(int) * 2 * (size_t)R);
     c->pos_col = c->self_col + R;
@@ -165,6 +166,7 @@ double contrastive_head_forward(ContrastiveHead *c, const float *tokens, int R, 
         other = c->others;
     }
     c->keys = keys ? other : NULL;
+    c->RL = 0;
     for (int j = 0; j < R; j++) {
         long me = global_row(c, c->rank, j, R, views), g = (long)c->world * (R / views);
         c->self_col[j] = keys ? -1 : (int)me;
@@ -175,12 +177,52 @@ double contrastive_head_forward(ContrastiveHead *c, const float *tokens, int R, 
     return contrastive_rows(c->sim, c->row_loss, R, c->C, c->self_col, c->pos_col);
 }
 
+void contrastive_head_layout_local(ContrastiveHead *c, Arena *acts, Arena *grads, long RL) {
+    long C = c->world * c->R_max;
+    c->local = c->proj;  // the projector's dimensions and weights, with activations of its own below
+    projector_layout(&c->local, acts, grads, RL);
+    c->sim_local = arena_floats(acts, RL * C);
+    c->row_loss_local = arena_floats(acts, RL + 1);
+    c->local_self = arena_bytes(acts, sizeof(int) * 2 * (size_t)RL);
+    c->local_pos = c->local_self + RL;
+}
+
+// The columns the rows were scored against: the teacher's keys, the gathered rows, or the rows.
+static const float *columns(const ContrastiveHead *c) {
+    return c->with_keys ? c->keys : c->world > 1 ? c->others : c->proj.z;
+}
+
+double contrastive_head_local_forward(ContrastiveHead *c, const float *tokens, float *d_tokens, int RL, int T,
+                                      const int *pos_col) {
+    Projector *l = &c->local, *p = &c->proj;
+    l->fc1_w = p->fc1_w, l->fc1_b = p->fc1_b, l->fc2_w = p->fc2_w, l->fc2_b = p->fc2_b;  // bound after the layout
+    l->gfc1_w = p->gfc1_w, l->gfc1_b = p->gfc1_b, l->gfc2_w = p->gfc2_w, l->gfc2_b = p->gfc2_b;
+    c->RL = RL, c->T_local = T, c->d_local_tokens = d_tokens;
+    projector_forward(l, tokens, RL, T);
+    for (int i = 0; i < RL; i++) c->local_self[i] = -1, c->local_pos[i] = pos_col[i];
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, RL, c->C, p->O, 1.0f / c->tau, l->z, p->O, columns(c), p->O,
+                0.0f, c->sim_local, c->C);
+    return contrastive_rows(c->sim_local, c->row_loss_local, RL, c->C, c->local_self, c->local_pos);
+}
+
+// d sim[i,j] = (p_ij - [j = pos(i)]) * s, in place over the probabilities.
+static void softmax_rows_backward(float *sim, const int *pos_col, int R, int C, float s) {
+    for (int i = 0; i < R; i++) {
+        float *row = sim + (long)i * C;
+        for (int j = 0; j < C; j++) row[j] *= s;
+        row[pos_col[i]] -= s;
+    }
+}
+
 // NT-Xent over gathered rows: d z_mine += the sum over ranks of d loss_r / d (my rows as negatives).
 static void gathered_rows_backward(ContrastiveHead *c) {
     Projector *p = &c->proj;
     int R = c->R, C = c->C, O = p->O;
     float *d_others = c->d_gathered, *d_mine = c->d_gathered + (long)C * O;
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, O, R, 1.0f / c->tau, c->sim, C, p->z, O, 0.0f, d_others, O);
+    if (c->RL)  // the local rows' anchors pull on the columns too
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, O, c->RL, 1.0f / c->tau, c->sim_local, C, c->local.z, O,
+                    1.0f, d_others, O);
     reorder_rows(c, c->gathered, d_others, R, 2, 0);
     dist_reduce_scatter_sum_floats(c->gathered, (size_t)R * O, d_mine);
     for (long i = 0; i < (long)R * O; i++) p->d_z[i] += d_mine[i];
@@ -189,21 +231,26 @@ static void gathered_rows_backward(ContrastiveHead *c) {
 void contrastive_head_backward(ContrastiveHead *c, float *d_tokens, int T, float scale) {
     Projector *p = &c->proj;
     int R = c->R, C = c->C, O = p->O;
-    float s = scale / (float)R;
-    // d sim[i,j] = (p_ij - [j = pos(i)]) / R, in place over the probabilities.
-    for (int i = 0; i < R; i++) {
-        float *row = c->sim + (long)i * C;
-        for (int j = 0; j < C; j++) row[j] *= s;
-        row[c->pos_col[i]] -= s;
-    }
-    const float *other = c->with_keys ? c->keys : c->world > 1 ? c->others : p->z;
+    int RL = c->RL;
+    float s = scale / (float)(R + RL);  // the loss is the mean over every anchor row
+    softmax_rows_backward(c->sim, c->pos_col, R, C, s);
+    if (RL) softmax_rows_backward(c->sim_local, c->local_pos, RL, C, s);
+    const float *other = columns(c);
     // as anchors: dz = dS others / tau (InfoNCE's keys are constant: that is all)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, O, C, 1.0f / c->tau, c->sim, C, other, O, 0.0f, p->d_z, O);
-    if (!c->with_keys && c->world == 1)  // as negatives and positives: dz += dS^T z / tau
+    if (RL)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, RL, O, C, 1.0f / c->tau, c->sim_local, C, other, O, 0.0f,
+                    c->local.d_z, O);
+    if (!c->with_keys && c->world == 1) {  // as negatives and positives: dz += dS^T z / tau
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, R, O, R, 1.0f / c->tau, c->sim, R, p->z, O, 1.0f, p->d_z,
                     O);
+        if (RL)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, R, O, RL, 1.0f / c->tau, c->sim_local, R, c->local.z, O,
+                        1.0f, p->d_z, O);
+    }
     if (!c->with_keys && c->world > 1) gathered_rows_backward(c);
     projector_backward(p, d_tokens, R, T);
+    if (RL) projector_backward(&c->local, c->d_local_tokens, RL, c->T_local);
 }
 
 double contrastive_head_forward_flops(const ContrastiveHead *c, double R) {

@@ -40,7 +40,7 @@ typedef struct {
     Projector proj;
     float tau;
     int world, rank;                   // world > 1: global negatives
-    int R, C;                          // rows of the last forward; columns (world * R)
+    int R, C, R_max;                   // rows of the last forward; columns (world * R); rows laid out
     int with_keys;                     // 1: InfoNCE against keys; 0: NT-Xent
     const float *keys;                 // [C,O] the (gathered) teacher's keys, constant
     float *others;                     // [C,O] world > 1: the gathered rows in one-process order
@@ -48,6 +48,12 @@ typedef struct {
     float *sim;                        // [R,C] softmax of the last forward; its backward reuses it in place
     float *row_loss;                   // [R]
     int *self_col, *pos_col;           // [R] each row's own column (-1: none) and its positive's
+    // Multi-crop: local views' rows are anchors only, scored against the same C columns.
+    Projector local;                   // the projector's weights; its own activations
+    int RL, T_local;                   // local rows of the last forward (0: none), their tokens per row
+    float *sim_local, *row_loss_local; // [RL,C], [RL]
+    int *local_self, *local_pos;       // [RL] all -1; each local row's positive column
+    float *d_local_tokens;             // [RL,T_local,D] where the backward adds the local rows' gradient
 } ContrastiveHead;
 
 // world: ranks whose rows are negatives (1: this rank's alone).
@@ -58,7 +64,15 @@ void contrastive_head_layout(ContrastiveHead *c, Arena *acts, Arena *grads, long
 // Projects the R CLS rows of tokens [R,T,D]; keys [R,O] (InfoNCE) or NULL (NT-Xent over
 // R = 2B rows, view1's B then view2's B). Returns the mean loss over the R rows.
 double contrastive_head_forward(ContrastiveHead *c, const float *tokens, int R, int T, const float *keys);
-// d_tokens [R,T,D] += d (scale * loss) / d tokens (CLS rows).
+// Room for up to RL local rows (multi-crop).
+void contrastive_head_layout_local(ContrastiveHead *c, Arena *acts, Arena *grads, long RL);
+// After contrastive_head_forward: RL local rows (CLS of tokens [RL,T,D]) as extra anchors,
+// row i's positive the column pos_col[i] (a global view of its image), every other column a
+// negative. Returns their mean loss; the head's loss is then the mean over all R + RL rows,
+// and the backward adds the local rows' gradient to d_tokens [RL,T,D].
+double contrastive_head_local_forward(ContrastiveHead *c, const float *tokens, float *d_tokens, int RL, int T,
+                                      const int *pos_col);
+// d_tokens [R,T,D] += d (scale * loss) / d tokens (CLS rows), and the local rows' (above).
 void contrastive_head_backward(ContrastiveHead *c, float *d_tokens, int T, float scale);
 // Forward of R rows: the projector and the similarity product.
 double contrastive_head_forward_flops(const ContrastiveHead *c, double R);
