@@ -247,7 +247,9 @@ def test_finetune_from_checkpoint_and_from_scratch(tmp_path):
     p = train(tmp_path, "ft", *ft, f"--finetune={ckpt}")
     assert "encoder from" in p.stdout
     train(tmp_path, "scratch", *ft)
-    for run in ("ft", "scratch"):
+    p = train(tmp_path, "mixed", *ft, "--mixup=0.8", "--cutmix=1.0", f"--finetune={ckpt}")  # soft targets
+    assert "mixup 0.8, cutmix 1" in p.stdout
+    for run in ("ft", "scratch", "mixed"):
         lines = metrics(tmp_path, run)
         assert [l["step"] for l in lines if "loss" in l] == [1, 2, 3, 4, 5]
         top1 = [l["val_top1"] for l in lines if "val_top1" in l]

@@ -1000,6 +1000,29 @@ void softmax_xent_backward(float *dlogits, const float *probs, const int32_t *la
     }
 }
 
+float softmax_xent_soft_forward(float *probs, const float *logits, const float *targets, int N, int K) {
+    double total = 0.0;  // summed in row order, in float64: independent of the thread count
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) softmax_row(probs + (long)n * K, logits + (long)n * K, K);
+    for (int n = 0; n < N; n++) {
+        const float *l = logits + (long)n * K, *t = targets + (long)n * K;
+        double mx = l[0], s = 0.0;  // -log p_k = lse - l_k, from the logits (no log of a tiny p)
+        for (int k = 1; k < K; k++) mx = l[k] > mx ? l[k] : mx;
+        for (int k = 0; k < K; k++) s += exp((double)l[k] - mx);
+        // cppcheck-suppress invalidFunctionArg ; s >= 1: the maximum logit adds exp(0) (K >= 1)
+        double lse = log(s) + mx;
+        for (int k = 0; k < K; k++) total += t[k] * (lse - l[k]);
+    }
+    return (float)(total / N);
+}
+
+void softmax_xent_soft_backward(float *dlogits, const float *probs, const float *targets, int N, int K, float dloss) {
+    float scale = dloss / (float)N;
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++)
+        for (int k = 0; k < K; k++) dlogits[(long)n * K + k] += scale * (probs[(long)n * K + k] - targets[(long)n * K + k]);
+}
+
 void gather_scored_rows(float *rows, const float *src, const int32_t *scored, int M, int N, int T, int D) {
 #pragma omp parallel for schedule(static)
     for (int m = 0; m < M; m++) {

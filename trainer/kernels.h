@@ -149,6 +149,10 @@ void meanpool_backward(float *dx, const float *dout, int B, int T, int D, int st
 float softmax_xent_forward(float *probs, const float *logits, const int32_t *labels, int N, int K, float smoothing);
 void softmax_xent_backward(float *dlogits, const float *probs, const int32_t *labels, int N, int K, float smoothing,
                            float dloss);
+// The same against soft targets [N,K] (rows summing to 1; mixup / cutmix): probs [N,K];
+// returns the mean over rows of -sum_k t_k log p_k. Backward: dlogits += dloss * (probs - t) / N.
+float softmax_xent_soft_forward(float *probs, const float *logits, const float *targets, int N, int K);
+void softmax_xent_soft_backward(float *dlogits, const float *probs, const float *targets, int N, int K, float dloss);
 
 // ---- scored rows: position m of scored [M] is the flat patch b*N+n, token row b*T+1+n
 // gather: rows [M,D] = src [B,T,D] at the scored token rows

@@ -10,6 +10,7 @@
 #include "checkpoint.h"
 #include "kernels.h"
 #include "loader.h"
+#include "mixing.h"
 #include "objective.h"
 #include "optim.h"
 #include "vit.h"
@@ -27,6 +28,7 @@ static const FieldOffset fields[] = {
     F(ObjectiveLosses, token), F(ObjectiveLosses, pixel), F(ObjectiveLosses, contrast), F(ObjectiveLosses, total), F(ObjectiveLosses, scored),
     F(CheckpointState, params), F(CheckpointState, opt), F(CheckpointState, tokenizer), F(CheckpointState, config_yaml), F(CheckpointState, code_version), F(CheckpointState, step), F(CheckpointState, epoch), F(CheckpointState, rng), F(CheckpointState, rng_size), F(CheckpointState, cursor), F(CheckpointState, cursor_size), F(CheckpointState, mode),
     F(RowSet, start), F(RowSet, index), F(RowSet, total),
+    F(MixConfig, mixup_alpha), F(MixConfig, cutmix_alpha), F(MixConfig, smoothing), F(MixConfig, num_classes), F(MixConfig, seed),
     F(Batch, n), F(Batch, channels), F(Batch, height), F(Batch, width), F(Batch, view1), F(Batch, view2), F(Batch, clean1), F(Batch, clean2), F(Batch, labels), F(Batch, epoch), F(Batch, step),
     F(ViewParams, x), F(ViewParams, y), F(ViewParams, w), F(ViewParams, h), F(ViewParams, flip), F(ViewParams, jitter), F(ViewParams, jitter_order), F(ViewParams, bright_f), F(ViewParams, contrast_f), F(ViewParams, sat_f), F(ViewParams, hue_f), F(ViewParams, grayscale), F(ViewParams, blur), F(ViewParams, solarize), F(ViewParams, blur_sigma),
 };
@@ -36,7 +38,7 @@ static const FieldOffset fields[] = {
 static const struct {
     const char *type;
     size_t size;
-} sizes[] = {S(VitConfig), S(AdamW), S(ObjectiveConfig), S(ObjectiveLosses), S(CheckpointState), S(RowSet), S(Batch),
+} sizes[] = {S(VitConfig), S(AdamW), S(ObjectiveConfig), S(ObjectiveLosses), S(CheckpointState), S(RowSet), S(MixConfig), S(Batch),
              S(ViewParams)};
 #undef S
 

@@ -21,6 +21,8 @@ static void model_init(Model *m) {
     if (s->kind == MODEL_CLASSIFY) {
         vit_set_regularisation(&m->vit, s->drop_path, s->label_smoothing);
         if (s->layer_decay > 0) vit_set_layer_decay(&m->vit, s->layer_decay);
+        m->obj.mix = (MixConfig){.mixup_alpha = s->mixup, .cutmix_alpha = s->cutmix, .smoothing = s->label_smoothing,
+                                 .num_classes = s->vit.num_classes, .seed = s->objective.seed};
     }
     if (s->freeze_patch_embed) vit_freeze_patch_embed(&m->vit);
 }

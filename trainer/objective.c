@@ -154,7 +154,17 @@ static void objective_layout(Objective *o, int B) {
 
 void objective_allocate(Objective *o, int max_batch) {
     o->max_batch = max_batch;
-    if (o->classify) return;  // the encoder holds the head's activations
+    if (o->classify) {  // the encoder holds the head's activations; mixing needs its inputs and targets
+        if (!mix_enabled(&o->mix)) return;
+        const VitConfig *vc = &o->vit->cfg;
+        long img = (long)vc->in_chans * vc->img_size * vc->img_size;
+        for (int pass = 0; pass < 2; pass++) {
+            o->mixed = arena_floats(&o->acts, max_batch * img);
+            o->mix_targets = arena_floats(&o->acts, (long)max_batch * o->mix.num_classes);
+            if (!pass) arena_commit(&o->acts, "mixing");
+        }
+        return;
+    }
     if (o->vit->max_batch < o->views * max_batch)
         fatal("objective_allocate: the encoder holds %d images, the objective needs %d x %d", o->vit->max_batch,
               o->views, max_batch);
@@ -359,6 +369,13 @@ ObjectiveLosses objective_classify_forward(Objective *o, const float *images, co
         if (labels[i] < 0 || labels[i] >= K)
             fatal("finetune: label %d of a training image is outside [0, num_classes = %d)", labels[i], K);
     vit_sample_drop_path(v, B, o->cfg.seed, stream, o->first_image);
+    v->head.targets = NULL;
+    if (mix_enabled(&o->mix)) {
+        mix_batch(o->mixed, o->mix_targets, NULL, NULL, images, labels, B, v->cfg.in_chans, v->cfg.img_size,
+                  v->cfg.img_size, &o->mix, stream, o->first_image);
+        images = o->mixed;
+        v->head.targets = o->mix_targets;
+    }
     vit_forward(v, images, NULL, B);
     ObjectiveLosses L = {0};
     L.token = L.total = vit_head_forward(v, labels, B, 1);

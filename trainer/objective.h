@@ -30,6 +30,7 @@
 #include "heads/ema_teacher.h"
 #include "heads/pixel_head.h"
 #include "heads/token_head.h"
+#include "mixing.h"
 #include "params.h"
 #include "tokenizer.h"
 #include "vit.h"
@@ -99,6 +100,8 @@ typedef struct {
     float *d_local_final;      // [L*B,Tl,D]
 
     int classify;              // fine-tuning: the encoder's classification head on labelled images
+    MixConfig mix;             // classify: mixup / cutmix (off unless an alpha is set)
+    float *mixed, *mix_targets;  // classify with mixing: [B,C,H,W] the encoder's input, [B,K] its targets
     const int32_t *labels;     // classify: the last forward's labels
     void *owner;               // objective_create's Model
 
@@ -132,7 +135,8 @@ void objective_teacher_update(Objective *o, float momentum);
 ObjectiveLosses objective_forward(Objective *o, const float *view1, const float *clean1, const float *view2,
                                   int B, int64_t step, float w_contrast_now);
 // Classification mode: images [B,C,H,W] normalised, labels [B] in [0, num_classes);
-// stream picks the drop-path draws. The loss is reported as .token and .total.
+// stream picks the drop-path and mixing draws. With mixup / cutmix the loss is against the
+// mixed targets (mixing.h). The loss is reported as .token and .total.
 ObjectiveLosses objective_classify_forward(Objective *o, const float *images, const int32_t *labels, int B,
                                            int64_t stream);
 // Backward of the last forward (either mode); parameter gradients accumulate (scaled by dloss).

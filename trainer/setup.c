@@ -106,6 +106,8 @@ ModelSpec model_spec_from(const Config *cfg, const LoaderConfig *lc, ModelKind k
         s.drop_path = (float)cfg->drop_path;
         s.label_smoothing = (float)cfg->smoothing;
         s.layer_decay = cfg->layer_decay;
+        s.mixup = (float)cfg->mixup;
+        s.cutmix = (float)cfg->cutmix;
     }
     return s;
 }

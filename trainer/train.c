@@ -205,6 +205,7 @@ static double classifier_top1(Vit *vit, const Config *cfg) {
     Batch b;
     long correct = 0, total = 0;
     vit->drop_active = 0;
+    vit->head.targets = NULL;  // the labels, not the last training batch's mixed targets
     while (loader_next(l, &b)) {
         for (int i = 0; i < b.n; i++)
             if (b.labels[i] < 0 || b.labels[i] >= vit->cfg.num_classes)
@@ -448,8 +449,9 @@ static void run_print_summary(const Run *r) {
     printf("model: ViT D=%d depth=%d heads=%d patch=%d img=%d chans=%d, %zu parameters (%d tensors)\n", m->vit.D,
            vc->depth, vc->num_heads, vc->patch_size, vc->img_size, vc->in_chans, m->params.total, m->params.count);
     if (r->finetune)
-        printf("objective: supervised fine-tuning, %d classes, label smoothing %g, drop path %g, layer decay %g\n",
-               cfg->num_classes, cfg->smoothing, cfg->drop_path, cfg->layer_decay);
+        printf("objective: supervised fine-tuning, %d classes, label smoothing %g, drop path %g, layer decay %g, "
+               "mixup %g, cutmix %g\n", cfg->num_classes, cfg->smoothing, cfg->drop_path, cfg->layer_decay, cfg->mixup,
+               cfg->cutmix);
     else
         printf("objective: w_token=%g w_pixel=%g w_contrast=%g, %d masked + %d replaced of %d patches, K=%d, views=%d%s",
                cfg->w_token, cfg->w_pixel, cfg->w_contrast, o->n_mask, o->n_replace, m->vit.N, o->K, m->views,

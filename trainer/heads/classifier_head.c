@@ -39,13 +39,15 @@ float classifier_head_forward(ClassifierHead *h, const float *final, const int32
     else
         for (int b = 0; b < B; b++) memcpy(h->features + (long)b * D, final + (long)b * T * D, sizeof(float) * D);
     linear_forward(h->logits, h->features, h->w, h->b, B, D, K);
+    if (h->targets) return softmax_xent_soft_forward(h->probs, h->logits, h->targets, B, K);
     return softmax_xent_forward(h->probs, h->logits, labels, B, K, h->label_smoothing);
 }
 
 void classifier_head_backward(ClassifierHead *h, const int32_t *labels, int B, int T, int pool, float dloss) {
     int D = h->D, K = h->K;
     memset(h->dlogits, 0, sizeof(float) * (size_t)B * K);
-    softmax_xent_backward(h->dlogits, h->probs, labels, B, K, h->label_smoothing, dloss);
+    if (h->targets) softmax_xent_soft_backward(h->dlogits, h->probs, h->targets, B, K, dloss);
+    else softmax_xent_backward(h->dlogits, h->probs, labels, B, K, h->label_smoothing, dloss);
     memset(h->dfeatures, 0, sizeof(float) * (size_t)B * D);
     linear_backward(h->dfeatures, h->gw, h->gb, h->dlogits, h->features, h->w, B, D, K);
     memset(h->dfinal, 0, sizeof(float) * (size_t)B * T * D);

@@ -12,6 +12,7 @@ typedef struct {
     int D, K, first;                       // first: "head.weight"'s index in the table
     float *w, *b, *gw, *gb;                // [K,D], [K]
     float label_smoothing;
+    const float *targets;                  // [B,K] soft targets (mixup / cutmix) instead of the labels; NULL: labels
     float *features, *logits, *probs;      // [B,D], [B,K], [B,K]
     float *dfeatures, *dlogits, *dfinal;   // [B,D], [B,K], [B,T,D]
 } ClassifierHead;
@@ -22,7 +23,8 @@ void classifier_head_register(ClassifierHead *h, ParamTable *t, const char *name
 void classifier_head_bind(ClassifierHead *h, const ParamTable *t);
 void classifier_head_init(ClassifierHead *h, const ParamTable *t, uint64_t seed);
 void classifier_head_layout(ClassifierHead *h, Arena *acts, Arena *grads, int B, int T);
-// final [B,T,D]; pool 1: mean of tokens 1..T-1, 0: CLS. Returns the mean CE over labels [B].
+// final [B,T,D]; pool 1: mean of tokens 1..T-1, 0: CLS. Returns the mean CE over labels [B]
+// (or against h->targets when set).
 float classifier_head_forward(ClassifierHead *h, const float *final, const int32_t *labels, int B, int T, int pool);
 // Fills h->dfinal [B,T,D] with d (dloss * loss) / d final; parameter gradients accumulate.
 void classifier_head_backward(ClassifierHead *h, const int32_t *labels, int B, int T, int pool, float dloss);
