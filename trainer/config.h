@@ -88,7 +88,7 @@
     X(temperature,      FLOAT,  "0.2",     "(0, 100]",      "NT-Xent / InfoNCE temperature")            \
     X(proj_hidden,      INT,    "1024",    "[1, 65536]",    "projector MLP hidden width")               \
     X(proj_dim,         INT,    "256",     "[1, 65536]",    "projector output width")                   \
-    X(knn_every,        INT,    "500",     "[0, inf)",      "pretraining: every this many updates, a kNN-20 of the CLS features on knn_images labelled training images (80% bank, 20% queries) in metrics.jsonl and on the progress line; 0: off") \
+    X(knn_every,        INT,    "500",     "[0, inf)",      "pretraining: every this many updates, a kNN-20 of the last 4 blocks' CLS tokens on knn_images labelled training images (80% bank, 20% queries) in metrics.jsonl and on the progress line; 0: off") \
     X(knn_images,       INT,    "3000",    "[10, 1000000]", "images of the live kNN (the first of data_train)") \
     X(contrast_negatives, ENUM, "global",  "global|local",  "global: every rank's images are negatives (embeddings all-gathered); local: one rank's micro-batch") \
     X(mask_both_views,  BOOL,   "false",   "",              "corrupt the contrastive view too")        \

@@ -41,9 +41,14 @@ LiveKnn *live_knn_open(const Config *cfg, int images) {
     return k;
 }
 
+// The CLS tokens of the last 4 blocks (DINO's n = 4), the kNN feature the full recipe reports.
+static FeatureSpec live_feature(const Vit *vit) {
+    return (FeatureSpec){.kind = FEAT_CLS, .block = -1, .n_blocks = vit->cfg.depth < 4 ? vit->cfg.depth : 4};
+}
+
 // Features and labels of the split; returns the images read (a skipped image is left out).
 static int read_features(LiveKnn *k, Vit *vit) {
-    FeatureSpec spec = {.kind = FEAT_CLS, .block = -1, .n_blocks = 1};
+    FeatureSpec spec = live_feature(vit);
     int D = features_dim(vit, &spec);
     if (!k->features) k->features = xmalloc(sizeof(float) * (size_t)k->images * D, "live kNN features");
     LoaderConfig lc = k->lc;
@@ -66,7 +71,8 @@ static int read_features(LiveKnn *k, Vit *vit) {
 
 double live_knn_eval(LiveKnn *k, Vit *vit) {
     double t0 = now_seconds();
-    int n = read_features(k, vit), D = vit->D, bank = n * 4 / 5, classes = 0;
+    FeatureSpec spec = live_feature(vit);
+    int n = read_features(k, vit), D = features_dim(vit, &spec), bank = n * 4 / 5, classes = 0;
     for (int i = 0; i < n; i++)
         if (k->labels[i] + 1 > classes) classes = k->labels[i] + 1;
     double top1 = 0, top5 = 0;

@@ -1,9 +1,9 @@
-// live_knn.h: a kNN-20 (DINO's protocol: cosine, k 20, T 0.07) of the encoder's
-// CLS features on a small labelled split of the training data, taken every N
-// updates while pretraining runs, so that a user sees the features improve, or
-// collapse, without stopping the run. The first `images` samples of data_train
-// in the eval loader's order: the first 80% are the bank, the rest the queries.
-// Their labels are used here only, never by the training.
+// live_knn.h: a kNN-20 (DINO's protocol: cosine, k 20, T 0.07) of the CLS tokens
+// of the encoder's last 4 blocks (the full recipe's kNN feature) on a small labelled
+// split of the training data, taken every N updates while pretraining runs, so that
+// a user sees the features improve, or collapse, without stopping the run. The first
+// `images` samples of data_train in the eval loader's order: the first 80% are the
+// bank, the rest the queries. Their labels are used here only, never by the training.
 #pragma once
 #include "config.h"
 #include "vit.h"
