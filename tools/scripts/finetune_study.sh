@@ -31,7 +31,7 @@ rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 top = [r["val_top1"] for r in rows if "val_top1" in r]
 if not top:
     sys.exit(f"finetune_study: {sys.argv[1]} has no val_top1: the run did not finish")
-last = [r for r in rows if "step" in r][-1]
+last = [r for r in rows if "elapsed_s" in r][-1]  # the val_top1 line carries no time
 json.dump({"test_top1": 100 * top[-1], "updates": last["step"], "minutes": last["elapsed_s"] / 60}, open(sys.argv[2], "w"),
           indent=1)
 PY
