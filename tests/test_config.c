@@ -172,7 +172,7 @@ static void test_overrides(void) {
         {"--lr=abc", "'lr'", "expected a number in (0, 10]"},
         {"--lr", "'lr'", "needs a value"},
         {"--depth=0", "'depth'", "out of range [1, 64]"},
-        {"--mixup=0.2", "'mixup'", "did you mean"},
+        {"--mixupp=0.2", "'mixupp'", "did you mean 'mixup'"},
         {"--data-formt=tar", "'data_formt'", "did you mean 'data_format'"},
         {"--sched=step", "'sched'", "cosine|linear|constant"},
         {"--opt_betas=0.9", "'opt_betas'", "a list of 2 numbers"},
