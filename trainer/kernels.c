@@ -866,16 +866,7 @@ void mask_token_backward(float *demb, float *dmask_token, const uint8_t *mask, i
 }
 
 void cls_pos_forward(float *x, const float *emb, const float *cls, const float *pos, int B, int N, int D) {
-    int T = N + 1;
-#pragma omp parallel for schedule(static)
-    for (long bt = 0; bt < (long)B * T; bt++) {
-        long b = bt / T;
-        int t = bt % T;
-        const float *src = t == 0 ? cls : emb + (b * N + t - 1) * D;
-        const float *p = pos + (long)t * D;
-        float *dst = x + bt * D;
-        for (int c = 0; c < D; c++) dst[c] = src[c] + p[c];
-    }
+    cls_pos_window_forward(x, emb, cls, pos, NULL, B, N, D);
 }
 
 void cls_pos_backward(float *demb, float *dcls, float *dpos, const float *dx, int B, int N, int D) {
@@ -906,7 +897,7 @@ void cls_pos_window_forward(float *x, const float *emb, const float *cls, const 
         long b = bt / T;
         int t = bt % T;
         const float *src = t == 0 ? cls : emb + (b * N + t - 1) * D;
-        const float *p = pos + (long)(t == 0 ? 0 : pos_rows[b * N + t - 1]) * D;
+        const float *p = pos + (long)(t == 0 || !pos_rows ? t : pos_rows[b * N + t - 1]) * D;
         float *dst = x + bt * D;
         for (int c = 0; c < D; c++) dst[c] = src[c] + p[c];
     }

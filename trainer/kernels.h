@@ -132,7 +132,9 @@ void mask_token_backward(float *demb, float *dmask_token, const uint8_t *mask, i
 void cls_pos_forward(float *x, const float *emb, const float *cls, const float *pos, int B, int N, int D);
 void cls_pos_backward(float *demb, float *dcls, float *dpos, const float *dx, int B, int N, int D);
 // The same for windows of the position grid (multi-crop's local views): token n of
-// image b takes position row pos_rows[b*N + n] (1-based, as pos's rows) instead of 1 + n.
+// image b takes position row pos_rows[b*N + n] (1-based, as pos's rows) instead of 1 + n
+// (pos_rows NULL: 1 + n, cls_pos_forward). The backward has its own loop for the whole
+// grid, parallel over positions; with windows several tokens share a row.
 void cls_pos_window_forward(float *x, const float *emb, const float *cls, const float *pos, const int32_t *pos_rows,
                             int B, int N, int D);
 void cls_pos_window_backward(float *demb, float *dcls, float *dpos, const float *dx, const int32_t *pos_rows, int B,

@@ -404,7 +404,7 @@ void objective_backward(Objective *o, float dloss) {
         token_head_backward(&o->token, o->d_final, o->scored, o->scored_ids, M, N, T, dloss * o->cfg.w_token);
     if (o->use_pixel)
         pixel_head_backward(&o->pixel, v, &o->ph_rows, o->scored, o->pix_target, M, B, V, dloss * o->cfg.w_pixel, dblock);
-    int local = o->n_local && o->use_contrast && o->w_contrast_step > 0;
+    int local = o->n_local && o->w_contrast_step > 0;  // n_local > 0 only with the contrastive term
     if (local) memset(o->d_local_final, 0, sizeof(float) * (size_t)o->n_local * B * o->local->T * D);
     if (o->use_contrast && o->w_contrast_step > 0)
         contrastive_head_backward(&o->contrast, o->d_final, T, dloss * o->w_contrast_step);

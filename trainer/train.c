@@ -452,14 +452,15 @@ static void run_print_summary(const Run *r) {
         printf("objective: supervised fine-tuning, %d classes, label smoothing %g, drop path %g, layer decay %g, "
                "mixup %g, cutmix %g\n", cfg->num_classes, cfg->smoothing, cfg->drop_path, cfg->layer_decay, cfg->mixup,
                cfg->cutmix);
-    else
+    else {
         printf("objective: w_token=%g w_pixel=%g w_contrast=%g, %d masked + %d replaced of %d patches, K=%d, views=%d%s",
                cfg->w_token, cfg->w_pixel, cfg->w_contrast, o->n_mask, o->n_replace, m->vit.N, o->K, m->views,
                o->use_teacher ? "; view2 through the EMA teacher (InfoNCE)" : "");
-    if (!r->finetune && o->n_local)
-        printf("; %d local views of %d px (%d patches) per image, contrastive anchors", o->n_local,
-               (int)cfg->local_crop_size, o->local->N);
-    if (!r->finetune) printf("\n");
+        if (o->n_local)
+            printf("; %d local views of %d px (%d patches) per image, contrastive anchors", o->n_local,
+                   (int)cfg->local_crop_size, o->local->N);
+        printf("\n");
+    }
     printf("precision: %s\n", gemm_precision_summary());
     printf("data: %lld samples, %ld updates/epoch (global batch %d x accum %d = %d images per update; %d per rank "
            "and micro-step), %d decode threads; %d compute threads\n",

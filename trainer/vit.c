@@ -483,8 +483,7 @@ void vit_forward(Vit *vit, const float *images, const uint8_t *mask, int B) {
         memcpy(vit->mask, mask, (size_t)B * N);
         mask_token_forward(vit->emb, vit->w.mask_token, vit->mask, B, N, D);
     }
-    if (vit->pos_rows) cls_pos_window_forward(vit->x0, vit->emb, vit->w.cls_token, vit->w.pos_embed, vit->pos_rows, B, N, D);
-    else cls_pos_forward(vit->x0, vit->emb, vit->w.cls_token, vit->w.pos_embed, B, N, D);
+    cls_pos_window_forward(vit->x0, vit->emb, vit->w.cls_token, vit->w.pos_embed, vit->pos_rows, B, N, D);
     const float *x = vit->x0;
     for (int l = 0; l < c->depth; l++) {
         const float *drop = vit->drop_active ? vit->drop_scale + (long)l * 2 * vit->max_batch : NULL;

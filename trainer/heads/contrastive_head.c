@@ -179,7 +179,7 @@ double contrastive_head_forward(ContrastiveHead *c, const float *tokens, int R, 
 
 void contrastive_head_layout_local(ContrastiveHead *c, Arena *acts, Arena *grads, long RL) {
     long C = c->world * c->R_max;
-    c->local = c->proj;  // the projector's dimensions and weights, with activations of its own below
+    c->local = c->proj;  // the projector's dimensions and bound weights, with activations of its own below
     projector_layout(&c->local, acts, grads, RL);
     c->sim_local = arena_floats(acts, RL * C);
     c->row_loss_local = arena_floats(acts, RL + 1);
@@ -195,8 +195,6 @@ static const float *columns(const ContrastiveHead *c) {
 double contrastive_head_local_forward(ContrastiveHead *c, const float *tokens, float *d_tokens, int RL, int T,
                                       const int *pos_col) {
     Projector *l = &c->local, *p = &c->proj;
-    l->fc1_w = p->fc1_w, l->fc1_b = p->fc1_b, l->fc2_w = p->fc2_w, l->fc2_b = p->fc2_b;  // bound after the layout
-    l->gfc1_w = p->gfc1_w, l->gfc1_b = p->gfc1_b, l->gfc2_w = p->gfc2_w, l->gfc2_b = p->gfc2_b;
     c->RL = RL, c->T_local = T, c->d_local_tokens = d_tokens;
     projector_forward(l, tokens, RL, T);
     for (int i = 0; i < RL; i++) c->local_self[i] = -1, c->local_pos[i] = pos_col[i];

@@ -64,7 +64,8 @@ void contrastive_head_layout(ContrastiveHead *c, Arena *acts, Arena *grads, long
 // Projects the R CLS rows of tokens [R,T,D]; keys [R,O] (InfoNCE) or NULL (NT-Xent over
 // R = 2B rows, view1's B then view2's B). Returns the mean loss over the R rows.
 double contrastive_head_forward(ContrastiveHead *c, const float *tokens, int R, int T, const float *keys);
-// Room for up to RL local rows (multi-crop).
+// Room for up to RL local rows (multi-crop); after contrastive_head_bind and _layout, whose
+// weights and row count it takes.
 void contrastive_head_layout_local(ContrastiveHead *c, Arena *acts, Arena *grads, long RL);
 // After contrastive_head_forward: RL local rows (CLS of tokens [RL,T,D]) as extra anchors,
 // row i's positive the column pos_col[i] (a global view of its image), every other column a
