@@ -249,7 +249,11 @@ def test_finetune_from_checkpoint_and_from_scratch(tmp_path):
     train(tmp_path, "scratch", *ft)
     p = train(tmp_path, "mixed", *ft, "--mixup=0.8", "--cutmix=1.0", f"--finetune={ckpt}")  # soft targets
     assert "mixup 0.8, cutmix 1" in p.stdout
-    for run in ("ft", "scratch", "mixed"):
+    p = train(tmp_path, "erased", *ft, "--reprob=1", f"--finetune={ckpt}")
+    assert "random erasing 1" in p.stdout
+    first_loss = lambda run: [l["loss"] for l in metrics(tmp_path, run) if "loss" in l][0]
+    assert first_loss("erased") != first_loss("ft"), "erasing changed no training image"
+    for run in ("ft", "scratch", "mixed", "erased"):
         lines = metrics(tmp_path, run)
         assert [l["step"] for l in lines if "loss" in l] == [1, 2, 3, 4, 5]
         top1 = [l["val_top1"] for l in lines if "val_top1" in l]

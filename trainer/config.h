@@ -105,6 +105,7 @@
     X(smoothing,        FLOAT,  "0.1",     "[0, 1)",        "finetune: label smoothing")                \
     X(mixup,            FLOAT,  "0",       "[0, 100]",      "finetune: mixup's Beta alpha, per pair of images; 0: off") \
     X(cutmix,           FLOAT,  "0",       "[0, 100]",      "finetune: cutmix's Beta alpha; 0: off; with mixup, each pair takes one of the two") \
+    X(reprob,           FLOAT,  "0",       "[0, 1]",        "finetune: random erasing's probability per image (timm, pixel mode); 0: off") \
     X(layer_decay,      FLOAT,  "0.75",    "(0, 1]",        "finetune: layer-wise lr decay")            \
     G("run")                                                                                            \
     X(output_dir,       STR,    "checkpoints", "",          "folder that holds one sub-folder per run") \

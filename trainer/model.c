@@ -23,6 +23,7 @@ static void model_init(Model *m) {
         if (s->layer_decay > 0) vit_set_layer_decay(&m->vit, s->layer_decay);
         m->obj.mix = (MixConfig){.mixup_alpha = s->mixup, .cutmix_alpha = s->cutmix, .smoothing = s->label_smoothing,
                                  .num_classes = s->vit.num_classes, .seed = s->objective.seed};
+        m->obj.reprob = s->reprob;
     }
     if (s->freeze_patch_embed) vit_freeze_patch_embed(&m->vit);
 }

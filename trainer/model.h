@@ -29,6 +29,7 @@ typedef struct {
     float drop_path, label_smoothing;  // MODEL_CLASSIFY
     double layer_decay;                // MODEL_CLASSIFY; 1 (or 0): none
     float mixup, cutmix;               // MODEL_CLASSIFY: Beta alphas of mixup and cutmix (mixing.h); 0: off
+    float reprob;                      // MODEL_CLASSIFY: random erasing's probability (erasing.h); 0: off
     int optimizer;                     // 1: AdamW state for every trained tensor
     float beta1, beta2, eps, weight_decay;
 } ModelSpec;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "distributed.h"
+#include "erasing.h"
 #include "kernels.h"
 #include "masking.h"
 #include "model.h"
@@ -155,13 +156,15 @@ static void objective_layout(Objective *o, int B) {
 void objective_allocate(Objective *o, int max_batch) {
     o->max_batch = max_batch;
     if (o->classify) {  // the encoder holds the head's activations; mixing needs its inputs and targets
-        if (!mix_enabled(&o->mix)) return;
+        int mixing = mix_enabled(&o->mix), erasing = o->reprob > 0;
+        if (!mixing && !erasing) return;
         const VitConfig *vc = &o->vit->cfg;
         long img = (long)vc->in_chans * vc->img_size * vc->img_size;
         for (int pass = 0; pass < 2; pass++) {
-            o->mixed = arena_floats(&o->acts, max_batch * img);
-            o->mix_targets = arena_floats(&o->acts, (long)max_batch * o->mix.num_classes);
-            if (!pass) arena_commit(&o->acts, "mixing");
+            if (erasing) o->erased = arena_floats(&o->acts, max_batch * img);
+            if (mixing) o->mixed = arena_floats(&o->acts, max_batch * img);
+            if (mixing) o->mix_targets = arena_floats(&o->acts, (long)max_batch * o->mix.num_classes);
+            if (!pass) arena_commit(&o->acts, "batch augmentation");
         }
         return;
     }
@@ -370,6 +373,12 @@ ObjectiveLosses objective_classify_forward(Objective *o, const float *images, co
             fatal("finetune: label %d of a training image is outside [0, num_classes = %d)", labels[i], K);
     vit_sample_drop_path(v, B, o->cfg.seed, stream, o->first_image);
     v->head.targets = NULL;
+    if (o->reprob > 0) {
+        const int S = v->cfg.img_size;
+        memcpy(o->erased, images, sizeof(float) * (size_t)B * v->cfg.in_chans * S * S);
+        erase_batch(o->erased, NULL, B, v->cfg.in_chans, S, S, o->reprob, o->cfg.seed, stream, o->first_image);
+        images = o->erased;
+    }
     if (mix_enabled(&o->mix)) {
         mix_batch(o->mixed, o->mix_targets, NULL, NULL, images, labels, B, v->cfg.in_chans, v->cfg.img_size,
                   v->cfg.img_size, &o->mix, stream, o->first_image);

@@ -102,6 +102,8 @@ typedef struct {
     int classify;              // fine-tuning: the encoder's classification head on labelled images
     MixConfig mix;             // classify: mixup / cutmix (off unless an alpha is set)
     float *mixed, *mix_targets;  // classify with mixing: [B,C,H,W] the encoder's input, [B,K] its targets
+    float reprob;              // classify: random erasing's probability (erasing.h)
+    float *erased;             // classify with erasing: [B,C,H,W] the erased images
     const int32_t *labels;     // classify: the last forward's labels
     void *owner;               // objective_create's Model
 

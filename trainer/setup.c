@@ -108,6 +108,7 @@ ModelSpec model_spec_from(const Config *cfg, const LoaderConfig *lc, ModelKind k
         s.layer_decay = cfg->layer_decay;
         s.mixup = (float)cfg->mixup;
         s.cutmix = (float)cfg->cutmix;
+        s.reprob = (float)cfg->reprob;
     }
     return s;
 }

@@ -450,8 +450,8 @@ static void run_print_summary(const Run *r) {
            vc->depth, vc->num_heads, vc->patch_size, vc->img_size, vc->in_chans, m->params.total, m->params.count);
     if (r->finetune)
         printf("objective: supervised fine-tuning, %d classes, label smoothing %g, drop path %g, layer decay %g, "
-               "mixup %g, cutmix %g\n", cfg->num_classes, cfg->smoothing, cfg->drop_path, cfg->layer_decay, cfg->mixup,
-               cfg->cutmix);
+               "mixup %g, cutmix %g, random erasing %g\n", cfg->num_classes, cfg->smoothing, cfg->drop_path, cfg->layer_decay,
+               cfg->mixup, cfg->cutmix, cfg->reprob);
     else {
         printf("objective: w_token=%g w_pixel=%g w_contrast=%g, %d masked + %d replaced of %d patches, K=%d, views=%d%s",
                cfg->w_token, cfg->w_pixel, cfg->w_contrast, o->n_mask, o->n_replace, m->vit.N, o->K, m->views,
