@@ -54,6 +54,9 @@ uint64_t splitmix64(uint64_t *state);
 // Seed a generator for (seed, stream): distinct streams give independent
 // sequences, so each consumer (init, masking, loader sample i) owns one.
 void rng_seed(Rng *r, uint64_t seed, uint64_t stream);
+// The stream of an image (its index in the global batch) at update step: masks, drop path,
+// erasing and mixing draw from it, so R ranks holding slices draw what one process would.
+void rng_seed_image(Rng *r, uint64_t seed, int64_t step, int64_t image);
 uint64_t rng_u64(Rng *r);
 uint32_t rng_below(Rng *r, uint32_t n);        // uniform in [0, n), unbiased
 double rng_uniform(Rng *r);                     // uniform in [0, 1), 53 bits

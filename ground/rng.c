@@ -16,6 +16,10 @@ void rng_seed(Rng *r, uint64_t seed, uint64_t stream) {
     if ((r->s[0] | r->s[1] | r->s[2] | r->s[3]) == 0) r->s[0] = 1;
 }
 
+void rng_seed_image(Rng *r, uint64_t seed, int64_t step, int64_t image) {
+    rng_seed(r, seed, (uint64_t)step * 131072 + (uint64_t)image);
+}
+
 static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
 uint64_t rng_u64(Rng *r) {

@@ -29,7 +29,7 @@ void erase_batch(float *images, int32_t *box, int B, int C, int H, int W, float 
     if (box) memset(box, 0, sizeof(int32_t) * 4 * (size_t)B);
     for (int i = 0; i < B; i++) {
         Rng r;
-        rng_seed(&r, seed ^ ERASE_STREAM_SALT, (uint64_t)step * 131072 + (uint64_t)(first_image + i));
+        rng_seed_image(&r, seed ^ ERASE_STREAM_SALT, step, first_image + i);
         int32_t bx[4] = {0, 0, 0, 0};
         if (rng_uniform(&r) >= prob || !draw_erase_box(bx, &r, H, W)) continue;
         float *img = images + (long)i * C * H * W;

@@ -71,7 +71,7 @@ void mix_batch(float *out, float *targets, float *lam, int32_t *box, const float
     if (box) memset(box, 0, sizeof(int32_t) * 4 * (size_t)B);
     for (int a = 0; a + 1 < B; a += 2) {
         Rng r;
-        rng_seed(&r, m->seed ^ MIX_STREAM_SALT, (uint64_t)step * 131072 + (uint64_t)(first_image + a));
+        rng_seed_image(&r, m->seed ^ MIX_STREAM_SALT, step, first_image + a);
         int cutmix = m->cutmix_alpha > 0 && (m->mixup_alpha <= 0 || rng_uniform(&r) < 0.5);
         double l = rng_beta_symmetric(&r, cutmix ? m->cutmix_alpha : m->mixup_alpha);
         int32_t bx[4] = {0, 0, 0, 0};

@@ -155,7 +155,7 @@ static void objective_layout(Objective *o, int B) {
 
 void objective_allocate(Objective *o, int max_batch) {
     o->max_batch = max_batch;
-    if (o->classify) {  // the encoder holds the head's activations; mixing needs its inputs and targets
+    if (o->classify) {  // the encoder holds the head's activations; erasing and mixing need their inputs and targets
         int mixing = mix_enabled(&o->mix), erasing = o->reprob > 0;
         if (!mixing && !erasing) return;
         const VitConfig *vc = &o->vit->cfg;
@@ -209,7 +209,7 @@ static int prepare_corruption(Objective *o, const float *clean1, int B, int64_t 
     patchify(o->clean_patches, clean1, B, vc->in_chans, vc->img_size, vc->img_size, vc->patch_size);
     for (int b = 0; b < B; b++) {
         Rng r;
-        rng_seed(&r, o->cfg.seed ^ MASK_STREAM_SALT, (uint64_t)step * 131072 + (uint64_t)(o->first_image + b));
+        rng_seed_image(&r, o->cfg.seed ^ MASK_STREAM_SALT, step, o->first_image + b);
         block_mask_generate(o->mask + (long)b * N, grid, grid, o->n_mask, o->cfg.min_mask_patches, &r);
         replacement_generate(o->replaced + (long)b * N, o->mask + (long)b * N, N, o->n_replace, &r);
     }
@@ -279,7 +279,7 @@ static void cut_local_views(Objective *o, const float *view1, const float *view2
     int grid = v->grid, lg = lv->grid, Nl = lv->N;
     for (int b = 0; b < B; b++) {
         Rng r;
-        rng_seed(&r, o->cfg.seed ^ LOCAL_STREAM_SALT, (uint64_t)step * 131072 + (uint64_t)(o->first_image + b));
+        rng_seed_image(&r, o->cfg.seed ^ LOCAL_STREAM_SALT, step, o->first_image + b);
         for (int k = 0; k < o->n_local; k++) {
             long i = (long)k * B + b;
             int from_view2 = !o->use_teacher && k % 2 == 0;
@@ -337,7 +337,7 @@ ObjectiveLosses objective_forward(Objective *o, const float *view1, const float 
     if (V == 2 && o->cfg.mask_both_views)
         for (int b = 0; b < B; b++) {  // view2: masking only (its clean crop is not tokenised)
             Rng r;
-            rng_seed(&r, o->cfg.seed ^ MASK_STREAM_SALT, (uint64_t)step * 131072 + 65536 + (uint64_t)(o->first_image + b));
+            rng_seed_image(&r, o->cfg.seed ^ MASK_STREAM_SALT, step, 65536 + o->first_image + b);
             block_mask_generate(o->mask + (long)(B + b) * N, v->grid, v->grid, o->n_mask, o->cfg.min_mask_patches, &r);
         }
     L.scored = M;

@@ -539,7 +539,7 @@ void vit_sample_drop_path(Vit *vit, int B, uint64_t seed, int64_t step, int64_t 
     if (!vit->drop_active) return;
     for (int b = 0; b < B; b++) {
         Rng r;  // drop-path draws have their own stream per (step, image)
-        rng_seed(&r, seed ^ 0x64726f7070617468ULL, (uint64_t)step * 131072 + (uint64_t)(first_image + b));
+        rng_seed_image(&r, seed ^ 0x64726f7070617468ULL, step, first_image + b);
         for (int l = 0; l < L; l++) {
             float rate = L > 1 ? vit->drop_path_rate * l / (L - 1) : vit->drop_path_rate;  // timm's linspace
             float keep = 1.0f - rate;
