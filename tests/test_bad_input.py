@@ -198,3 +198,12 @@ def test_a_checkpoint_that_crashes_libhdf5_fails_verification_instead(tmp_path):
     p = subprocess.run([os.path.join(BIN, "train"), "--config", "configs/fashion_mnist.yaml", f"--output_dir={tmp_path}",
                         "--run_name=r", f"--resume={ckpt}"] + TINY, cwd=ROOT, capture_output=True, text=True, env=env)
     assert p.returncode == 1 and "resume:" in p.stderr and "crashed libhdf5" in p.stderr, p.stderr[-1500:]
+
+
+def test_fine_tuning_keys_in_a_pretraining_config_are_named():
+    """They do nothing in pretraining: the user hears which, and from where, and the config still runs."""
+    p = run([os.path.join(BIN, "config_check"), "--config", "configs/fashion_mnist.yaml", "--mixup=0.8"])
+    assert p.returncode == 0 and "warning: task pretrain ignores the fine-tuning keys set: mixup (--mixup=0.8)" in p.stderr, \
+        p.stderr
+    p = run([os.path.join(BIN, "config_check"), "--config", "configs/fashion_mnist.yaml"])
+    assert p.returncode == 0 and "ignores" not in p.stderr, p.stderr

@@ -247,6 +247,25 @@ static void test_finalize(void) {
     CHECK("config_rule_some_loss", rc == -1 && strstr(err, "w_contrast"), "%s", err);
 }
 
+// A pretraining config that sets fine-tune-only keys is told which, and where they were set;
+// the same keys in a fine-tuning config, or left at their defaults, say nothing.
+static void test_ignored_keys(void) {
+    char msg[1024];
+    Config cfg;
+    const char *path = write_tmp("pre.yaml", "task: pretrain\nlayer_decay: 0.65\n");
+    config_defaults(&cfg);
+    CHECK("config_ignored_none_by_default", config_ignored_keys(&cfg, msg, sizeof msg) == 0 && !msg[0], "%s", msg);
+    config_load_file(&cfg, path, msg, sizeof msg);
+    config_set(&cfg, "--reprob=0.25", msg, sizeof msg);
+    config_set(&cfg, "--lr=0.002", msg, sizeof msg);
+    int n = config_ignored_keys(&cfg, msg, sizeof msg);
+    CHECK("config_ignored_names_keys_and_origin",
+          n == 2 && has_all(msg, "layer_decay (", "pre.yaml:2)", "reprob (--reprob=0.25)") && !strstr(msg, "lr ("),
+          "%d: %s", n, msg);
+    config_set(&cfg, "--task=finetune", msg, sizeof msg);
+    CHECK("config_ignored_none_when_finetuning", config_ignored_keys(&cfg, msg, sizeof msg) == 0, "%s", msg);
+}
+
 static void test_round_trip(void) {
     char err[1024];
     Config a, b;
@@ -358,6 +377,7 @@ int main(void) {
     test_file_errors();
     test_overrides();
     test_finalize();
+    test_ignored_keys();
     test_round_trip();
     test_from_args();
     char cmd[300];

@@ -677,6 +677,25 @@ int config_check_training(const Config *cfg, char *err, size_t errlen) {
     return 0;
 }
 
+// Keys whose help starts with "finetune:" do nothing in pretraining; a user who set one
+// (in a file or on the command line) likely meant to fine-tune, so say so, naming where.
+int config_ignored_keys(const Config *cfg, char *buf, size_t n) {
+    schema_init();
+    int count = 0;
+    size_t used = 0;
+    if (n) buf[0] = 0;
+    if (strcmp(cfg->task, "pretrain")) return 0;
+    for (int k = 0; k < CONFIG_NUM_KEYS; k++) {
+        if (!cfg->origin[k][0] || strncmp(KEYS[k]->help, "finetune:", 9)) continue;
+        int w = snprintf(buf + used, used < n ? n - used : 0, "%s%s (%s)",
+                         count ? ", " : "task pretrain ignores the fine-tuning keys set: ", KEYS[k]->name,
+                         cfg->origin[k]);
+        if (w > 0) used += (size_t)w;
+        count++;
+    }
+    return count;
+}
+
 // ---- the command line ------------------------------------------------------------------
 
 void config_from_args(Config *cfg, int argc, char **argv) {

@@ -38,7 +38,7 @@
     X(mlp_ratio,        FLOAT,  "4",       "(0, 16]",       "MLP hidden width / embed_dim")             \
     X(qkv_bias,         BOOL,   "true",    "",              "bias in the qkv projection")               \
     X(layer_scale_init, FLOAT,  "0",       "[0, 1]",        "LayerScale initial value; 0: no LayerScale") \
-    X(drop_path,        FLOAT,  "0",       "[0, 1)",        "stochastic depth rate of the last block (fine-tune)") \
+    X(drop_path,        FLOAT,  "0",       "[0, 1)",        "finetune: stochastic depth rate of the last block") \
     G("optimisation")                                                                                   \
     X(batch_size,       INT,    "256",     "[1, 65536]",    "images per optimiser micro-step")          \
     X(global_batch_size, INT,   "0",       "[0, 65536]",    "the whole job's micro-batch over all ranks; each rank takes global_batch_size / ranks (batch_size is then ignored); 0: batch_size per rank") \
@@ -165,6 +165,10 @@ int config_finalize(Config *cfg, char *err, size_t errlen);
 // (the pixel head needs depth >= 3; the EMA teacher needs the contrastive term and excludes
 // mask_both_views). Pure: 0, or -1 with the message in err. config_check and train call it.
 int config_check_training(const Config *cfg, char *err, size_t errlen);
+
+// The fine-tune-only keys (help "finetune: ...") a pretraining config sets, which it ignores:
+// their count, and a message naming each key and where it was set in buf. 0 for task finetune.
+int config_ignored_keys(const Config *cfg, char *buf, size_t n);
 
 // The trainer's entry point: defaults, every --config FILE (in order), every
 // --key=value (in order, after the files), config_finalize. --help prints the

@@ -273,6 +273,8 @@ static void run_open(Run *r, int argc, char **argv) {
     config_from_args(cfg, argc, argv);
     char err[2048];
     if (config_check_training(cfg, err, sizeof err) != 0) fatal("%s", err);
+    if (config_ignored_keys(cfg, err, sizeof err) && r->rank == 0)
+        fprintf(stderr, "warning: %s\n", err);
     r->finetune = !strcmp(cfg->task, "finetune");
     run_derive_batch(r);
     dist_set_timeout(cfg->dist_timeout_s);

@@ -9,6 +9,8 @@ int main(int argc, char **argv) {
     config_from_args(&cfg, argc, argv);
     char err[1024];
     if (config_check_training(&cfg, err, sizeof err) != 0) fatal("%s", err);
+    if (config_ignored_keys(&cfg, err, sizeof err))
+        fprintf(stderr, "warning: %s\n", err);
     char *yaml = config_to_yaml(&cfg);
     fputs(yaml, stdout);
     xfree(yaml);
