@@ -58,7 +58,9 @@ def cases(work):
     yield "pretrain_bf16", tensor_hashes(train(work, "bf16", "--precision=bf16"))
     run([os.path.join(BIN, "train"), "--config", os.path.join(ROOT, "configs", "fashion_mnist_finetune.yaml"),
          f"--output_dir={work}", "--run_name=finetune", f"--finetune={base}", "--steps=10", "--warmup_steps=2",
-         "--save_every=0", f"--data_val={TEST_SPLIT}"])
+         "--save_every=0", f"--data_val={TEST_SPLIT}",
+         # the recorded run's augmentation and drop path, pinned so that recipe changes leave the invariant alone
+         "--scale=0.6,1.0", "--drop_path=0.1"])
     yield "finetune_10_steps", tensor_hashes(os.path.join(work, "finetune", "ckpt_step00000010.h5"))
     out = os.path.join(work, "eval.json")
     run([os.path.join(BIN, "eval"), base, "--limit-train", "2000", "--limit-test", "500", "--lambdas", "1e-4,1e-2",
