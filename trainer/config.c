@@ -55,6 +55,25 @@ static void schema_init(void) {
 static void *field(Config *cfg, int k) { return (char *)cfg + KEYS[k]->offset; }
 static const void *cfield(const Config *cfg, int k) { return (const char *)cfg + KEYS[k]->offset; }
 
+// Whether key k holds the same value in a and b.
+static bool same_value(const Config *a, const Config *b, int k) {
+    const void *pa = cfield(a, k), *pb = cfield(b, k);
+    switch (KEYS[k]->type) {
+    case T_INT: return *(const int *)pa == *(const int *)pb;
+    case T_FLOAT: return *(const double *)pa == *(const double *)pb;
+    case T_BOOL: return *(const bool *)pa == *(const bool *)pb;
+    case T_STR:
+    case T_ENUM: return strcmp(pa, pb) == 0;
+    case T_FLOATS: {
+        const ConfigFloats *la = pa, *lb = pb;
+        bool same = la->n == lb->n;
+        for (int i = 0; same && i < la->n; i++) same = la->v[i] == lb->v[i];
+        return same;
+    }
+    default: return true;
+    }
+}
+
 static int find_key(const char *name) {
     for (int k = 0; k < CONFIG_NUM_KEYS; k++)
         if (strcmp(KEYS[k]->name, name) == 0) return k;
@@ -679,20 +698,25 @@ int config_check_training(const Config *cfg, char *err, size_t errlen) {
 
 // Keys whose help starts with "finetune:" do nothing in pretraining; a user who set one
 // (in a file or on the command line) likely meant to fine-tune, so say so, naming where.
+// A key set to its default is left out: an effective config (a run folder's config.yaml)
+// lists every key, and its defaults change nothing.
 int config_ignored_keys(const Config *cfg, char *buf, size_t n) {
     schema_init();
     int count = 0;
     size_t used = 0;
     if (n) buf[0] = 0;
     if (strcmp(cfg->task, "pretrain")) return 0;
+    Config *defaults = xmalloc(sizeof *defaults, "the default config");
+    config_defaults(defaults);
     for (int k = 0; k < CONFIG_NUM_KEYS; k++) {
-        if (!cfg->origin[k][0] || strncmp(KEYS[k]->help, "finetune:", 9)) continue;
+        if (!cfg->origin[k][0] || strncmp(KEYS[k]->help, "finetune:", 9) || same_value(cfg, defaults, k)) continue;
         int w = snprintf(buf + used, used < n ? n - used : 0, "%s%s (%s)",
                          count ? ", " : "task pretrain ignores the fine-tuning keys set: ", KEYS[k]->name,
                          cfg->origin[k]);
         if (w > 0) used += (size_t)w;
         count++;
     }
+    xfree(defaults);
     return count;
 }
 
@@ -847,23 +871,7 @@ static int diff_keys(const Config *a, const Config *b, const char *const *list, 
     for (int k = 0; k < CONFIG_NUM_KEYS; k++) {
         const KeyDef *d = KEYS[k];
         if (listed(d->name, list) != only) continue;
-        const void *pa = cfield(a, k), *pb = cfield(b, k);
-        bool same;
-        switch (d->type) {
-        case T_INT: same = *(const int *)pa == *(const int *)pb; break;
-        case T_FLOAT: same = *(const double *)pa == *(const double *)pb; break;
-        case T_BOOL: same = *(const bool *)pa == *(const bool *)pb; break;
-        case T_STR:
-        case T_ENUM: same = strcmp(pa, pb) == 0; break;
-        case T_FLOATS: {
-            const ConfigFloats *la = pa, *lb = pb;
-            same = la->n == lb->n;
-            for (int i = 0; same && i < la->n; i++) same = la->v[i] == lb->v[i];
-            break;
-        }
-        default: same = true;
-        }
-        if (same) continue;
+        if (same_value(a, b, k)) continue;
         ndiff++;
         if (!buf || used + 1 >= buflen) continue;
         char *va = NULL, *vb = NULL;

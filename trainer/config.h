@@ -166,8 +166,9 @@ int config_finalize(Config *cfg, char *err, size_t errlen);
 // mask_both_views). Pure: 0, or -1 with the message in err. config_check and train call it.
 int config_check_training(const Config *cfg, char *err, size_t errlen);
 
-// The fine-tune-only keys (help "finetune: ...") a pretraining config sets, which it ignores:
-// their count, and a message naming each key and where it was set in buf. 0 for task finetune.
+// The fine-tune-only keys (help "finetune: ...") a pretraining config sets to other than their
+// default, which it ignores: their count, and a message naming each key and where it was set
+// in buf. 0 for task finetune.
 int config_ignored_keys(const Config *cfg, char *buf, size_t n);
 
 // The trainer's entry point: defaults, every --config FILE (in order), every
